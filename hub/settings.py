@@ -27,7 +27,7 @@ class HubSettings(BaseSettings):
         default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
     )
     kafka_version: str = Field(
-        default="4.1.1", description="Apache Kafka version the local broker runs (Maven Central)."
+        default="4.2.0", description="Apache Kafka version the local broker runs (Maven Central)."
     )
     kafka_port: int = Field(default=9092, description="Client port of the local broker.")
     kafka_controller_port: int = Field(
