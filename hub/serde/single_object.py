@@ -1,0 +1,143 @@
+"""Avro single-object encoding: ``C3 01`` + 8-byte CRC-64-AVRO fingerprint (little-endian) + body.
+
+The framing of the hub when no schema registry is configured (Avro specification, "Single-object
+encoding"). The fingerprint names the writer schema exactly, and every version a producer may
+have written with ships in ``schemas/history``, so a consumer resolves any value to the current
+reader schema without any network call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from hub.serde.base import (
+    BadMagic,
+    DecodedEvent,
+    DecodeError,
+    EncodeError,
+    SerdeError,
+    TrailingBytes,
+    TruncatedPayload,
+    UnknownEventType,
+    UnknownSchemaFingerprint,
+    new_decoded_event,
+)
+from hub.serde.catalog import SchemaCatalog, default_catalog
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+CONTENT_TYPE = "application/avro"
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """What encoding one type needs, resolved once: the header and the parsed schema."""
+
+    header: bytes
+    schema: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """What decoding one fingerprint needs: writer, reader (None when identical) and names."""
+
+    type_name: str
+    writer: Any
+    reader: Any
+    ref: str
+
+
+class SingleObjectSerializer:
+    """:class:`~hub.serde.base.EventSerializer` with Avro single-object framing."""
+
+    content_type = CONTENT_TYPE
+
+    def __init__(self, catalog: SchemaCatalog | None = None) -> None:
+        self.catalog = catalog if catalog is not None else default_catalog()
+        self._writers: dict[str, _Writer] = {}
+        self._readers: dict[bytes, _Reader] = {}
+        for event in self.catalog:
+            current = event.current
+            writer = _Writer(MAGIC + current.fingerprint, current.parsed)
+            self._writers[event.full_name] = writer
+            self._writers.setdefault(event.short_name, writer)
+        for fp, version in self.catalog.fingerprints().items():
+            current = self.catalog.current(version.type_name)
+            same = version.canonical == current.canonical
+            self._readers[fp] = _Reader(
+                type_name=version.type_name,
+                writer=current.parsed if same else version.parsed,
+                reader=None if same else current.parsed,
+                ref=fp.hex(),
+            )
+
+    def _writer(self, type_name: str) -> _Writer:
+        writer = self._writers.get(type_name)
+        if writer is None:
+            raise UnknownEventType(type_name, self.catalog.names())
+        return writer
+
+    def schema_ref(self, type_name: str) -> str:
+        """Hex CRC-64-AVRO fingerprint of the current schema of ``type_name``."""
+        return self._writer(type_name).header[2:].hex()
+
+    def encode(self, type_name: str, record: dict[str, Any]) -> bytes:
+        writer = self._writers.get(type_name) or self._writer(type_name)
+        buf = BytesIO()
+        buf.write(writer.header)
+        try:
+            schemaless_writer(buf, writer.schema, record)
+        except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/...
+            raise EncodeError(f"cannot encode {type_name}: {type(exc).__name__}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> DecodedEvent:
+        if type(data) is not bytes:  # bytearray/memoryview: dict keys and BytesIO need bytes
+            data = bytes(data)
+        if data[:2] != MAGIC:
+            raise BadMagic(MAGIC, bytes(data[:2]), "Avro single-object")
+        if len(data) < HEADER_SIZE:
+            raise TruncatedPayload(
+                f"single-object value of {len(data)} bytes ends inside its 10-byte header"
+            )
+        reader = self._readers.get(data[2:HEADER_SIZE])
+        if reader is None:
+            raise UnknownSchemaFingerprint(bytes(data[2:HEADER_SIZE]))
+        # The consumers' hot path: no helper calls. BytesIO shares the bytes, no copy.
+        buf = BytesIO(data)
+        buf.seek(HEADER_SIZE)
+        try:
+            record: dict[str, Any] = schemaless_reader(buf, reader.writer, reader.reader)  # type: ignore[assignment]
+        except Exception as exc:
+            raise body_error(exc, reader.type_name, len(data) - HEADER_SIZE) from exc
+        if buf.tell() != len(data):
+            raise TrailingBytes(
+                f"{reader.type_name}: {len(data) - buf.tell()} bytes left after the Avro body"
+            )
+        return new_decoded_event(reader.type_name, record, reader.ref)
+
+    async def adecode(self, data: bytes) -> DecodedEvent:
+        """Same as :meth:`decode`: every writer schema is local, nothing to wait for."""
+        return self.decode(data)
+
+    def fingerprint_of(self, data: bytes) -> bytes:
+        """The writer fingerprint in a value's header, without decoding the body."""
+        if data[:2] != MAGIC or len(data) < HEADER_SIZE:
+            raise BadMagic(MAGIC, bytes(data[:2]), "Avro single-object")
+        return bytes(data[2:HEADER_SIZE])
+
+
+def body_error(exc: Exception, type_name: str, body_size: int) -> SerdeError:
+    """The SerdeError for an exception fastavro raised while reading a body."""
+    if isinstance(exc, SerdeError):
+        return exc
+    if isinstance(exc, EOFError):
+        return TruncatedPayload(
+            f"{type_name}: Avro body ends early ({body_size} bytes after the header)"
+        )
+    # Corrupt bodies make fastavro raise almost anything (IndexError, UnicodeDecodeError, ...).
+    return DecodeError(f"cannot decode {type_name}: {type(exc).__name__}: {exc}")
