@@ -1,0 +1,84 @@
+"""Base classes shared by every customer-path event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from hub.codes import EmploymentAreaCodeStr, MainlandMunicipalityCodeStr
+from hub.identity import PseudonymStr
+
+AVRO_NAMESPACE = "fi.te.hub"
+
+
+class AvroRecord(BaseModel):
+    """A pydantic model that is also an Avro record (see ``hub.events.avro_schema``)."""
+
+    # Validation errors must not echo input values: they may hold an identity code.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+class Envelope(AvroRecord):
+    """Metadata every customer-path event carries, whatever its type."""
+
+    event_id: UUID = Field(description="Unique id of this event; receivers drop duplicates by it.")
+    event_type: str = Field(description="Short name of the event type, e.g. JobseekerRegistered.")
+    occurred_at: AwareDatetime = Field(
+        description="When the fact happened in the customer path (UTC, millisecond precision)."
+    )
+    recorded_at: AwareDatetime = Field(
+        description="When the source system recorded the fact (UTC, millisecond precision)."
+    )
+    source_system: str = Field(
+        description="URI of the system that reported the fact (the CloudEvents source)."
+    )
+    subject: PseudonymStr = Field(
+        description="Pseudonym of the person (keyed HMAC of the identity code); the Kafka key."
+    )
+    municipality_code: MainlandMunicipalityCodeStr = Field(
+        description="Home municipality of the person (Statistics Finland 3-digit code)."
+    )
+    employment_area_code: EmploymentAreaCodeStr = Field(
+        description="Employment area (työllisyysalue) responsible for the person (2-digit code)."
+    )
+    correlation_id: UUID = Field(
+        description="Id shared by all events of one job-search spell (the customer path)."
+    )
+    causation_id: UUID | None = Field(
+        default=None, description="Id of the event that caused this one; null for a first event."
+    )
+
+    @field_validator("occurred_at", "recorded_at")
+    @classmethod
+    def _to_utc_millis(cls, value: datetime) -> datetime:
+        """Avro timestamp-millis keeps milliseconds only: normalise so round trips are equal."""
+        value = value.astimezone(UTC)
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+class CustomerPathEvent(AvroRecord):
+    """One fact of a jobseeker's customer path: the shared envelope and a typed payload."""
+
+    event_type: ClassVar[str]
+    envelope: Envelope = Field(description="Metadata shared by every customer-path event.")
+    payload: AvroRecord = Field(description="Facts specific to this event type.")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.event_type = cls.__name__
+
+    @classmethod
+    def full_name(cls) -> str:
+        return f"{AVRO_NAMESPACE}.{cls.__name__}"
+
+    def to_avro(self) -> dict[str, Any]:
+        """The record as fastavro writes it (enums as symbols, UUIDs and dates as objects)."""
+        return self.model_dump(mode="python")
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> Self:
+        return cls.model_validate(record)
