@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
+from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
+from hub.events.cli import schemas
+from hub.inspect.cli import tail_command
+from hub.kafka.cli import topics
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,6 +18,10 @@ def cli() -> None:
 
 
 cli.add_command(broker)
+cli.add_command(topics)
+cli.add_command(schemas)
+cli.add_command(simulate_command)
+cli.add_command(tail_command)
 
 
 def main() -> None:

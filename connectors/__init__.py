@@ -1,0 +1,1 @@
+"""Connectors: the ways events enter and leave the hub (simulator, inbound APIs, delivery)."""

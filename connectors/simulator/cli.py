@@ -1,0 +1,46 @@
+"""``hub simulate``: publish realistic customer paths for N jobseekers to the local log."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from connectors.simulator.config import SimulationConfig
+from connectors.simulator.run import print_summary, run_simulation
+from hub.logging import configure_logging
+from hub.settings import get_settings
+
+
+@click.command("simulate")
+@click.option("--jobseekers", type=int, default=300, show_default=True, help="People to simulate.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same events.")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First registration day (default 2025-11-03, so 1.1.2026 rule changes are crossed).",
+)
+@click.option("--days", type=int, default=120, show_default=True, help="Simulated days.")
+@click.option("--area", default=None, help="Only municipalities of this employment area.")
+def simulate_command(
+    jobseekers: int, seed: int, start: datetime | None, days: int, area: str | None
+) -> None:
+    """Generate customer paths and publish them to Kafka keyed by person pseudonym."""
+    settings = get_settings()
+    configure_logging(settings)
+    try:
+        options: dict[str, object] = {"jobseekers": jobseekers, "seed": seed, "days": days}
+        if start is not None:
+            options["start"] = date(start.year, start.month, start.day)
+        config = SimulationConfig.model_validate({**options, "area": area})
+    except ValidationError as error:
+        raise click.UsageError(
+            "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in error.errors())
+        ) from error
+    console = Console()
+    summary = asyncio.run(run_simulation(settings, config, Console(stderr=True)))
+    print_summary(summary, console)

@@ -1,0 +1,1 @@
+"""Looking into the event log as a person (or a test) would."""

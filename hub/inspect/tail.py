@@ -1,0 +1,138 @@
+"""Read the customer-path log back: decoded events with key, headers and position.
+
+Fields the schemas mark sensitive (``pii``) are masked unless the caller asks to reveal them,
+so looking at the log does not spread identity codes or names onto terminals and into files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from aiokafka import TopicPartition
+
+from hub.events.sensitivity import sensitive_fields
+from hub.kafka.clients import make_consumer
+from hub.kafka.topics import partition_ids
+from hub.serde import EventSerializer, SchemaCatalog, SerdeError
+from hub.settings import HubSettings
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    headers: dict[str, str]
+    type_name: str | None
+    writer_schema: str | None
+    event: dict[str, Any] | None
+    error: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def mask_sensitive(record: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
+    masked = dict(record)
+    for path in paths:
+        node = masked
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                break
+            node[part] = child = dict(child)
+            node = child
+        else:
+            if node.get(leaf) is not None:
+                node[leaf] = MASK
+    return masked
+
+
+async def read_log(
+    settings: HubSettings,
+    serializer: EventSerializer,
+    catalog: SchemaCatalog,
+    *,
+    from_beginning: bool,
+    limit: int | None,
+    follow: bool,
+    reveal: bool = False,
+) -> AsyncIterator[LogEntry]:
+    """Entries of the customer-path topic, partition by partition order preserved.
+
+    Without ``follow`` reading stops at the end offsets seen when it started.
+    """
+    topic = settings.topic_customer_path
+    partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
+    consumer = make_consumer(settings, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        if from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+        end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > await consumer.position(tp)}
+        masks = {
+            name: sensitive_fields(catalog.event(name).current.raw) for name in catalog.names()
+        }
+        seen = 0
+        while follow or remaining:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for tp, records in batch.items():
+                for record in records:
+                    entry = _entry(record, serializer, masks, reveal)
+                    yield entry
+                    seen += 1
+                    if limit is not None and seen >= limit:
+                        return
+                    if record.offset + 1 >= end[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+def _entry(
+    record: Any, serializer: EventSerializer, masks: dict[str, Any], reveal: bool
+) -> LogEntry:
+    headers = {key: value.decode("utf-8", "replace") for key, value in record.headers}
+    base = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp_ms": record.timestamp,
+        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        "headers": headers,
+    }
+    try:
+        decoded = serializer.decode(record.value)
+    except SerdeError as error:
+        return LogEntry(**base, type_name=None, writer_schema=None, event=None, error=str(error))
+    paths = masks.get(decoded.type_name, {})
+    event = decoded.record if reveal else mask_sensitive(decoded.record, paths)
+    return LogEntry(
+        **base,
+        type_name=decoded.type_name,
+        writer_schema=decoded.writer_schema_ref,
+        event=event,
+        error=None,
+    )

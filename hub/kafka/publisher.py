@@ -1,0 +1,94 @@
+"""Publish customer-path events: Avro value, pseudonym key, CloudEvents headers, acks=all.
+
+A publish is complete only when the broker acknowledged it; callers count an event as
+published only then. Keying by the person pseudonym puts every event of one person on one
+partition, in order (the idempotent producer keeps that order across retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+
+from hub.events import CustomerPathEvent
+from hub.kafka.clients import make_producer
+from hub.serde import EventSerializer, build_serializer, cloudevent_headers
+from hub.settings import HubSettings
+
+log = structlog.get_logger(__name__)
+
+
+class EventPublisher:
+    def __init__(self, producer: AIOKafkaProducer, serializer: EventSerializer, topic: str) -> None:
+        self._producer = producer
+        self._serializer = serializer
+        self._topic = topic
+
+    async def enqueue(self, event: CustomerPathEvent) -> asyncio.Future[RecordMetadata]:
+        """Hand the event to the producer; the returned future resolves on the broker's ack."""
+        envelope = event.envelope
+        value = self._serializer.encode(event.full_name(), event.to_avro())
+        headers = cloudevent_headers(
+            event_id=str(envelope.event_id),
+            event_type=event.full_name(),
+            source=envelope.source_system,
+            subject=envelope.subject,
+            time=envelope.occurred_at,
+            content_type=self._serializer.content_type,
+        )
+        headers.append(("correlation_id", str(envelope.correlation_id).encode()))
+        future: asyncio.Future[RecordMetadata] = await self._producer.send(
+            self._topic, value=value, key=envelope.subject.encode(), headers=headers
+        )
+        return future
+
+    async def publish(self, event: CustomerPathEvent) -> RecordMetadata:
+        """Publish one event and wait for the acknowledgement of all in-sync replicas."""
+        metadata = await (await self.enqueue(event))
+        _log_ack(event, metadata)
+        return metadata
+
+    async def publish_all(
+        self, events: Iterable[CustomerPathEvent], window: int = 2000
+    ) -> AsyncIterator[tuple[CustomerPathEvent, RecordMetadata]]:
+        """Publish many events with at most ``window`` unacknowledged; yield each on its ack."""
+        pending: list[tuple[CustomerPathEvent, asyncio.Future[RecordMetadata]]] = []
+        for event in events:
+            pending.append((event, await self.enqueue(event)))
+            if len(pending) >= window:
+                for done_event, future in pending:
+                    yield done_event, _log_ack(done_event, await future)
+                pending.clear()
+        for done_event, future in pending:
+            yield done_event, _log_ack(done_event, await future)
+
+
+def _log_ack(event: CustomerPathEvent, metadata: RecordMetadata) -> RecordMetadata:
+    log.debug(
+        "event published",
+        event_id=str(event.envelope.event_id),
+        correlation_id=str(event.envelope.correlation_id),
+        event_type=event.event_type,
+        partition=metadata.partition,
+        offset=metadata.offset,
+    )
+    return metadata
+
+
+@asynccontextmanager
+async def open_publisher(
+    settings: HubSettings, serializer: EventSerializer | None = None
+) -> AsyncIterator[EventPublisher]:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        yield EventPublisher(
+            producer, serializer or build_serializer(settings), settings.topic_customer_path
+        )
+    finally:
+        await producer.stop()

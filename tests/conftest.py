@@ -1,0 +1,194 @@
+"""Shared fixtures of the test suite.
+
+Kafka tests (``@pytest.mark.kafka``) run against a real broker, found in this order:
+
+1. ``HUB_KAFKA_BOOTSTRAP`` set in the environment: that broker (CI service, a running demo).
+2. A Docker engine answers: a throwaway ``apache/kafka`` KRaft container via testcontainers.
+3. Otherwise a private :class:`~hub.broker.local.LocalKafka` on two free ports, in its own state
+   dir under ``.hub/test-broker/``, sharing the jar cache ``.hub/kafka/<version>/lib`` with
+   ``hub broker start``. It never touches a demo broker on 9092, and concurrent test runs (two
+   terminals, two worktrees) each get their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from hub.broker.local import LocalKafka, wait_for_kafka
+from hub.settings import HubSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_BROKERS_DIR = REPO_ROOT / ".hub" / "test-broker"
+JAR_CACHE = REPO_ROOT / ".hub" / "kafka"
+
+
+# -- Kafka ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaForTests:
+    """The broker of this test session and where it came from."""
+
+    bootstrap: str
+    kind: Literal["env", "testcontainers", "local"]
+    local: LocalKafka | None = None
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaForTests]:
+    """A real Kafka broker for the whole session (see the module docstring for the order)."""
+    external = os.environ.get("HUB_KAFKA_BOOTSTRAP")
+    if external:
+        wait_for_kafka(external, timeout_s=30)
+        yield KafkaForTests(external, "env")
+    elif _docker_answers():
+        yield from _testcontainers_kafka()
+    else:
+        yield from _local_kafka()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: KafkaForTests) -> str:
+    """Bootstrap servers of the session's broker."""
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def hub_settings(kafka_bootstrap: str, tmp_path: Path) -> HubSettings:
+    """Settings pointing at the session broker, with topic names no other test uses."""
+    suffix = uuid.uuid4().hex[:12]
+    return HubSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_customer_path=f"test.customer-path.{suffix}",
+        topic_partitions=6,
+        topic_replication_factor=1,
+        state_dir=tmp_path / "hub-state",
+    )
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env()
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no SDK, no socket, no permission: no Docker
+        return False
+
+
+def _testcontainers_kafka() -> Iterator[KafkaForTests]:
+    """An ``apache/kafka`` KRaft container.
+
+    testcontainers' KafkaContainer drives Confluent images only (it rewrites
+    /etc/confluent/docker scripts), so the official Apache image is configured through its
+    KAFKA_* environment instead. The advertised listener must be the host-side address, so the
+    host port is chosen up front and bound explicitly.
+    """
+    from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(f"apache/kafka:{HubSettings().kafka_version}")
+    host = container.get_docker_client().host()  # honours TC_HOST and remote DOCKER_HOST
+    host_port = _free_ports(1)[0]
+    container = (
+        container.with_bind_ports(9092, host_port)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://{host}:{host_port}")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        )
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+    )
+    with container:
+        bootstrap = f"{host}:{host_port}"
+        wait_for_kafka(bootstrap, timeout_s=120)
+        yield KafkaForTests(bootstrap, "testcontainers")
+
+
+def _local_kafka() -> Iterator[KafkaForTests]:
+    _remove_dead_test_brokers()
+    state_dir = TEST_BROKERS_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    port, controller_port = _free_ports(2)
+    settings = HubSettings(
+        state_dir=state_dir, kafka_port=port, kafka_controller_port=controller_port
+    )
+    kafka = LocalKafka(settings, jar_cache=JAR_CACHE, tie_to_parent=True, progress=_progress)
+    try:
+        result = kafka.start(timeout_s=120)
+        _progress(f"test broker {result.bootstrap} ready in {result.elapsed_s:.1f} s")
+        yield KafkaForTests(result.bootstrap, "local", kafka)
+    finally:
+        kafka.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _remove_dead_test_brokers() -> None:
+    """Delete state dirs left by killed sessions. A dir is named after its pytest process, and
+    one whose process or broker still runs belongs to a concurrent session: leave it alone."""
+    if not TEST_BROKERS_DIR.is_dir():
+        return
+    for state_dir in TEST_BROKERS_DIR.iterdir():
+        owner = state_dir.name.split("-", 1)[0]
+        if not state_dir.is_dir() or (owner.isdigit() and _process_exists(int(owner))):
+            continue
+        if LocalKafka(HubSettings(state_dir=state_dir), jar_cache=JAR_CACHE).pid() is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports the OS considers free now (all held open together, so they differ)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def _progress(message: str) -> None:
+    """Broker start progress (pytest shows it with -s, or when the fixture fails)."""
+    print(f"[kafka] {message}", flush=True)
+
+
+# -- simulated customer paths ------------------------------------------------------------------
+
+SIMULATION_SECRET = "test-secret-of-sufficient-length"
+
+
+@pytest.fixture(scope="session")
+def simulated_paths() -> list[list[Any]]:
+    """Customer paths of 400 people over a window that crosses the 1.1.2026 rule change."""
+    from connectors.simulator import SimulationConfig, simulate
+    from hub.identity import Pseudonymizer
+
+    config = SimulationConfig(jobseekers=400, seed=5)
+    return list(simulate(config, Pseudonymizer(SIMULATION_SECRET)))

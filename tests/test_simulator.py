@@ -1,0 +1,132 @@
+"""The simulator makes realistic, deterministic customer paths over the real code lists."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, timedelta
+from typing import Any
+
+from connectors.simulator import SimulationConfig, simulate
+from hub.codes import employment_area, employment_area_of, fund
+from hub.events.customer_path import (
+    InitialInterviewHeld,
+    JobseekerRegistered,
+    LabourPolicyStatementIssued,
+    StatementRequested,
+)
+from hub.events.enums import PayerKind
+from hub.identity import Pseudonymizer, parse_identity_code
+from hub.rules import initial_interview_deadline, is_working_day
+
+from tests.conftest import SIMULATION_SECRET as SECRET
+
+
+def test_same_seed_same_events_and_other_seed_other_events() -> None:
+    config = SimulationConfig(jobseekers=40, seed=11)
+    first = [e.to_avro() for p in simulate(config, Pseudonymizer(SECRET)) for e in p]
+    again = [e.to_avro() for p in simulate(config, Pseudonymizer(SECRET)) for e in p]
+    other = [
+        e.to_avro()
+        for p in simulate(config.model_copy(update={"seed": 12}), Pseudonymizer(SECRET))
+        for e in p
+    ]
+    assert first == again
+    assert first != other
+
+
+def test_every_path_is_in_causal_order(simulated_paths: list[list[Any]]) -> None:
+    for path in simulated_paths:
+        assert isinstance(path[0], JobseekerRegistered)
+        assert path[0].envelope.causation_id is None
+        seen: set[Any] = set()
+        subjects = {e.envelope.subject for e in path}
+        correlations = {e.envelope.correlation_id for e in path}
+        assert len(subjects) == 1
+        assert len(correlations) == 1
+        times = [e.envelope.occurred_at for e in path]
+        assert times == sorted(times)
+        assert len(set(times)) == len(times)
+        for event in path:
+            if event.envelope.causation_id is not None:
+                assert event.envelope.causation_id in seen, event.event_type
+            seen.add(event.envelope.event_id)
+            assert event.envelope.recorded_at >= event.envelope.occurred_at
+
+
+def test_identity_codes_are_test_range_and_keys_are_pseudonyms(
+    simulated_paths: list[list[Any]],
+) -> None:
+    codes = set()
+    for path in simulated_paths:
+        registered = path[0]
+        code = parse_identity_code(registered.payload.personal_identity_code)
+        assert code.is_temporary
+        assert 900 <= code.individual_number <= 999
+        assert registered.envelope.subject == Pseudonymizer(SECRET).pseudonym(code.code)
+        assert code.code not in registered.envelope.subject
+        codes.add(code.code)
+    assert len(codes) == len(simulated_paths), "identity codes are unique within a run"
+
+
+def test_interviews_follow_the_deadline_of_the_start_day(simulated_paths: list[list[Any]]) -> None:
+    late = on_time = 0
+    for path in simulated_paths:
+        for event in path:
+            if isinstance(event, InitialInterviewHeld):
+                started = event.payload.job_search_started_on
+                assert event.payload.deadline == initial_interview_deadline(started)
+                assert event.payload.within_deadline == (
+                    event.payload.held_on <= event.payload.deadline
+                )
+                late += not event.payload.within_deadline
+                on_time += event.payload.within_deadline
+    assert on_time > late > 0
+
+
+def test_rule_change_on_new_year_shows_in_deadlines(simulated_paths: list[list[Any]]) -> None:
+    working_days: dict[int, set[int]] = {2025: set(), 2026: set()}
+    for path in simulated_paths:
+        for e in path:
+            if isinstance(e, InitialInterviewHeld):
+                started = e.payload.job_search_started_on
+                span = (e.payload.deadline - started).days
+                days = (started + timedelta(days=n + 1) for n in range(span))
+                working_days[started.year].add(sum(is_working_day(d) for d in days))
+    assert working_days == {2025: {5}, 2026: {10}}
+
+
+def test_statements_go_to_the_right_payer(simulated_paths: list[list[Any]]) -> None:
+    payers = Counter()
+    for path in simulated_paths:
+        registered = path[0].payload
+        for event in path:
+            if isinstance(event, LabourPolicyStatementIssued | StatementRequested):
+                payer = event.payload.payer
+                payers[payer.kind] += 1
+                if payer.kind is PayerKind.UNEMPLOYMENT_FUND:
+                    assert payer.fund_code == registered.unemployment_fund_code
+                    assert fund(payer.fund_code).is_valid_on(event.envelope.occurred_at.date())
+                    assert event.envelope.source_system.endswith(payer.fund_code) or isinstance(
+                        event, LabourPolicyStatementIssued
+                    )
+                else:
+                    assert payer.fund_code is None
+    assert payers[PayerKind.KELA] > 0
+    assert payers[PayerKind.UNEMPLOYMENT_FUND] > 0
+
+
+def test_every_event_type_occurs_and_municipalities_match_areas(
+    simulated_paths: list[list[Any]],
+) -> None:
+    types = Counter(e.event_type for p in simulated_paths for e in p)
+    assert len(types) == 13
+    for path in simulated_paths:
+        envelope = path[0].envelope
+        assert employment_area_of(envelope.municipality_code).code == envelope.employment_area_code
+
+
+def test_area_option_limits_municipalities() -> None:
+    config = SimulationConfig(jobseekers=30, seed=3, area="08", start=date(2026, 2, 1), days=30)
+    members = set(employment_area("08").municipality_codes)
+    for path in simulate(config, Pseudonymizer(SECRET)):
+        assert {e.envelope.municipality_code for e in path} <= members
