@@ -36,6 +36,10 @@ class HubSettings(BaseSettings):
     topic_customer_path: str = Field(
         default="te.customer-path.v1", description="The customer-path event log topic."
     )
+    topic_dead_letter: str = Field(
+        default="te.hub.dead-letter.v1",
+        description="Dead-letter topic: records that could not be decoded or delivered.",
+    )
     topic_partitions: int = Field(default=12, ge=1, description="Partitions of hub topics.")
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor (3 in production)."
@@ -48,9 +52,6 @@ class HubSettings(BaseSettings):
         default=None,
         description="Confluent-compatible schema registry; when set, the Confluent wire format "
         "is used instead of Avro single-object encoding.",
-    )
-    source_system: str = Field(
-        default="urn:fi:te-hub:simulator", description="CloudEvents source of this producer."
     )
     log_level: str = Field(default="INFO", description="Log level of the structured logs.")
     log_json: bool = Field(default=True, description="JSON logs (false: console rendering).")

@@ -14,7 +14,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hub.kafka.clients import make_consumer, make_producer
 from hub.kafka.topics import (
     DEAD_LETTER_RETENTION_MS,
-    DEAD_LETTER_TOPIC,
     TopicMismatchError,
     describe_topics,
     ensure_topics,
@@ -40,7 +39,7 @@ async def test_ensure_topics_creates_documented_topics(hub_settings: HubSettings
     assert log.configs["cleanup.policy"] == "delete"
     assert log.configs["min.insync.replicas"] == "1"
     assert log.configs["message.timestamp.type"] == "CreateTime"
-    dead_letters = topics[DEAD_LETTER_TOPIC]
+    dead_letters = topics[hub_settings.topic_dead_letter]
     assert dead_letters.configs["retention.ms"] == str(DEAD_LETTER_RETENTION_MS)
 
 

@@ -111,6 +111,10 @@ def test_records_carry_cloudevents_headers(simulated_log: dict[str, Any]) -> Non
     assert headers["ce_subject"] == entry["key"]
     assert headers["ce_time"].startswith(envelope["occurred_at"][:16])
     assert headers["content-type"].startswith("application/")
+    assert headers["ce_dataschema"] == f"urn:avro:schema:{entry['writer_schema']}"
+    assert headers["ce_correlationid"] == envelope["correlation_id"]
+    caused = next(e for e in simulated_log["entries"] if e["event"]["envelope"]["causation_id"])
+    assert caused["headers"]["ce_causationid"] == caused["event"]["envelope"]["causation_id"]
 
 
 def test_no_identity_code_in_keys_or_logs_and_tail_masks_it(

@@ -17,7 +17,6 @@ from hub.events.customer_path import (
 from hub.events.enums import PayerKind
 from hub.identity import Pseudonymizer, parse_identity_code
 from hub.rules import initial_interview_deadline, is_working_day
-
 from tests.conftest import SIMULATION_SECRET as SECRET
 
 

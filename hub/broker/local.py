@@ -49,7 +49,19 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Progress = Callable[[str], None]
 
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# In a wheel the pom and logging config ship as hub/_deploy/kafka; in a checkout, deploy/kafka.
+DEPLOY_DIR = next(
+    (
+        candidate
+        for candidate in (
+            _PACKAGE_DIR / "_deploy" / "kafka",
+            _PACKAGE_DIR.parent / "deploy" / "kafka",
+        )
+        if candidate.is_dir()
+    ),
+    _PACKAGE_DIR.parent / "deploy" / "kafka",
+)
 POM_FILE = DEPLOY_DIR / "pom.xml"
 LOG4J_CONFIG = DEPLOY_DIR / "log4j2.yaml"
 COMPLETE_MARKER = ".complete"

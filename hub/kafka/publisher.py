@@ -33,6 +33,9 @@ class EventPublisher:
         """Hand the event to the producer; the returned future resolves on the broker's ack."""
         envelope = event.envelope
         value = self._serializer.encode(event.full_name(), event.to_avro())
+        extensions = {"correlationid": str(envelope.correlation_id)}
+        if envelope.causation_id is not None:
+            extensions["causationid"] = str(envelope.causation_id)
         headers = cloudevent_headers(
             event_id=str(envelope.event_id),
             event_type=event.full_name(),
@@ -40,8 +43,10 @@ class EventPublisher:
             subject=envelope.subject,
             time=envelope.occurred_at,
             content_type=self._serializer.content_type,
+            # The writer schema: CRC-64-AVRO fingerprint (hex) or registry id.
+            dataschema=f"urn:avro:schema:{self._serializer.schema_ref(event.full_name())}",
+            extensions=extensions,
         )
-        headers.append(("correlation_id", str(envelope.correlation_id).encode()))
         future: asyncio.Future[RecordMetadata] = await self._producer.send(
             self._topic, value=value, key=envelope.subject.encode(), headers=headers
         )

@@ -22,7 +22,6 @@ from hub.settings import HubSettings
 
 log = structlog.get_logger(__name__)
 
-DEAD_LETTER_TOPIC = "te.hub.dead-letter.v1"
 DEAD_LETTER_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
 DEAD_LETTER_PARTITIONS = 3
 # The configs `hub topics describe` shows: the ones the specs set, plus the size limit.
@@ -84,7 +83,7 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
             ),
         ),
         TopicSpec(
-            name=DEAD_LETTER_TOPIC,
+            name=settings.topic_dead_letter,
             partitions=min(DEAD_LETTER_PARTITIONS, settings.topic_partitions),
             replication_factor=rf,
             configs={
