@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema
 
+from hub.serde.avro_body import BodyReader, decode_body, encode_body
 from hub.serde.base import (
     BadMagic,
     DecodedEvent,
-    EncodeError,
     SerdeError,
-    TrailingBytes,
     TruncatedPayload,
     UnknownEventType,
-    new_decoded_event,
 )
 from hub.serde.catalog import SchemaCatalog, default_catalog, full_name_of
 from hub.serde.fingerprint import canonical_form
@@ -38,19 +34,10 @@ from hub.serde.registry import (
     SubjectNotFound,
     subject_for,
 )
-from hub.serde.single_object import body_error
 
 MAGIC = b"\x00"
 HEADER_SIZE = 5
 CONTENT_TYPE = "application/avro"
-
-
-@dataclass(frozen=True, slots=True)
-class _Reader:
-    type_name: str
-    writer: Any
-    reader: Any
-    ref: str
 
 
 def confluent_header(schema_id: int) -> bytes:
@@ -77,7 +64,7 @@ class ConfluentSerializer:
         self.auto_register = auto_register
         self._headers: dict[str, bytes] = {}
         self._schemas: dict[str, Any] = {}
-        self._readers: dict[int, _Reader] = {}
+        self._readers: dict[int, BodyReader] = {}
 
     # -- id cache -------------------------------------------------------------------------
 
@@ -92,7 +79,7 @@ class ConfluentSerializer:
                 self._schemas[key] = event.current.parsed
             self._readers.setdefault(
                 schema_id,
-                _Reader(event.full_name, event.current.parsed, None, str(schema_id)),
+                BodyReader(event.full_name, event.current.parsed, None, str(schema_id)),
             )
 
     def _id_for(self, full_name: str) -> int:
@@ -143,13 +130,7 @@ class ConfluentSerializer:
 
     def encode(self, type_name: str, record: dict[str, Any]) -> bytes:
         header = self._headers.get(type_name) or self._header(type_name)
-        buf = BytesIO()
-        buf.write(header)
-        try:
-            schemaless_writer(buf, self._schemas[type_name], record)
-        except Exception as exc:
-            raise EncodeError(f"cannot encode {type_name}: {type(exc).__name__}: {exc}") from exc
-        return buf.getvalue()
+        return encode_body(header, self._schemas[type_name], type_name, record)
 
     # -- decode ---------------------------------------------------------------------------
 
@@ -164,7 +145,7 @@ class ConfluentSerializer:
             )
         return int.from_bytes(data[1:HEADER_SIZE], "big")
 
-    def _reader_for(self, schema_id: int, writer_text: str) -> _Reader:
+    def _reader_for(self, schema_id: int, writer_text: str) -> BodyReader:
         try:
             writer_json = json.loads(writer_text)
         except ValueError as exc:
@@ -180,15 +161,10 @@ class ConfluentSerializer:
             ) from exc
         try:
             writer = parse_schema(writer_json, named_schemas={})
-            same = canonical_form(writer) == current.canonical
+            writer_canonical = canonical_form(writer)
         except Exception as exc:
             raise SerdeError(f"registry schema {schema_id} is not valid Avro: {exc}") from exc
-        reader = _Reader(
-            type_name=current.type_name,
-            writer=current.parsed if same else writer,
-            reader=None if same else current.parsed,
-            ref=str(schema_id),
-        )
+        reader = BodyReader.resolving(writer, writer_canonical, current, str(schema_id))
         self._readers[schema_id] = reader
         return reader
 
@@ -202,18 +178,7 @@ class ConfluentSerializer:
         reader = self._readers.get(schema_id)
         if reader is None:
             reader = self._reader_for(schema_id, self.client.get_by_id(schema_id))
-        # The consumers' hot path: no helper calls (same as SingleObjectSerializer.decode).
-        buf = BytesIO(data)
-        buf.seek(HEADER_SIZE)
-        try:
-            record: dict[str, Any] = schemaless_reader(buf, reader.writer, reader.reader)  # type: ignore[assignment]
-        except Exception as exc:
-            raise body_error(exc, reader.type_name, len(data) - HEADER_SIZE) from exc
-        if buf.tell() != len(data):
-            raise TrailingBytes(
-                f"{reader.type_name}: {len(data) - buf.tell()} bytes left after the Avro body"
-            )
-        return new_decoded_event(reader.type_name, record, reader.ref)
+        return decode_body(data, HEADER_SIZE, reader)
 
     async def adecode(self, data: bytes) -> DecodedEvent:
         """Decode in an event loop: an unknown writer id is fetched with the async client."""

@@ -193,21 +193,18 @@ class SchemaRegistryClient:
 
     def register(self, subject: str, schema: AvroSchemaJson | str) -> int:
         """Register ``schema`` under ``subject`` (idempotent) and return its global id."""
-        text = schema_text(schema)
-        cached = self._ids_by_subject.get((subject, text))
-        if cached is not None:
-            return cached
-        path = f"/subjects/{quote(subject, safe='')}/versions"
-        body = self._request("POST", path, {"schema": text, "schemaType": "AVRO"})
-        return self._remember(subject, text, _id_of(body, path))
+        return self._post_schema(subject, schema, "/versions")
 
     def lookup(self, subject: str, schema: AvroSchemaJson | str) -> int:
         """Id of ``schema`` under ``subject``; SchemaNotFound / SubjectNotFound if not there."""
+        return self._post_schema(subject, schema, "")
+
+    def _post_schema(self, subject: str, schema: AvroSchemaJson | str, suffix: str) -> int:
         text = schema_text(schema)
         cached = self._ids_by_subject.get((subject, text))
         if cached is not None:
             return cached
-        path = f"/subjects/{quote(subject, safe='')}"
+        path = f"/subjects/{quote(subject, safe='')}{suffix}"
         body = self._request("POST", path, {"schema": text, "schemaType": "AVRO"})
         return self._remember(subject, text, _id_of(body, path))
 
@@ -267,20 +264,17 @@ class SchemaRegistryClient:
         return _json_of(response)
 
     async def aregister(self, subject: str, schema: AvroSchemaJson | str) -> int:
-        text = schema_text(schema)
-        cached = self._ids_by_subject.get((subject, text))
-        if cached is not None:
-            return cached
-        path = f"/subjects/{quote(subject, safe='')}/versions"
-        body = await self._arequest("POST", path, {"schema": text, "schemaType": "AVRO"})
-        return self._remember(subject, text, _id_of(body, path))
+        return await self._apost_schema(subject, schema, "/versions")
 
     async def alookup(self, subject: str, schema: AvroSchemaJson | str) -> int:
+        return await self._apost_schema(subject, schema, "")
+
+    async def _apost_schema(self, subject: str, schema: AvroSchemaJson | str, suffix: str) -> int:
         text = schema_text(schema)
         cached = self._ids_by_subject.get((subject, text))
         if cached is not None:
             return cached
-        path = f"/subjects/{quote(subject, safe='')}"
+        path = f"/subjects/{quote(subject, safe='')}{suffix}"
         body = await self._arequest("POST", path, {"schema": text, "schemaType": "AVRO"})
         return self._remember(subject, text, _id_of(body, path))
 

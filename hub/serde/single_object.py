@@ -9,22 +9,15 @@ reader schema without any network call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
-from fastavro import schemaless_reader, schemaless_writer
-
+from hub.serde.avro_body import BodyReader, decode_body, encode_body
 from hub.serde.base import (
     BadMagic,
     DecodedEvent,
-    DecodeError,
-    EncodeError,
-    SerdeError,
-    TrailingBytes,
     TruncatedPayload,
     UnknownEventType,
     UnknownSchemaFingerprint,
-    new_decoded_event,
 )
 from hub.serde.catalog import SchemaCatalog, default_catalog
 
@@ -41,16 +34,6 @@ class _Writer:
     schema: Any
 
 
-@dataclass(frozen=True, slots=True)
-class _Reader:
-    """What decoding one fingerprint needs: writer, reader (None when identical) and names."""
-
-    type_name: str
-    writer: Any
-    reader: Any
-    ref: str
-
-
 class SingleObjectSerializer:
     """:class:`~hub.serde.base.EventSerializer` with Avro single-object framing."""
 
@@ -59,7 +42,7 @@ class SingleObjectSerializer:
     def __init__(self, catalog: SchemaCatalog | None = None) -> None:
         self.catalog = catalog if catalog is not None else default_catalog()
         self._writers: dict[str, _Writer] = {}
-        self._readers: dict[bytes, _Reader] = {}
+        self._readers: dict[bytes, BodyReader] = {}
         for event in self.catalog:
             current = event.current
             writer = _Writer(MAGIC + current.fingerprint, current.parsed)
@@ -67,12 +50,8 @@ class SingleObjectSerializer:
             self._writers.setdefault(event.short_name, writer)
         for fp, version in self.catalog.fingerprints().items():
             current = self.catalog.current(version.type_name)
-            same = version.canonical == current.canonical
-            self._readers[fp] = _Reader(
-                type_name=version.type_name,
-                writer=current.parsed if same else version.parsed,
-                reader=None if same else current.parsed,
-                ref=fp.hex(),
+            self._readers[fp] = BodyReader.resolving(
+                version.parsed, version.canonical, current, fp.hex()
             )
 
     def _writer(self, type_name: str) -> _Writer:
@@ -87,13 +66,7 @@ class SingleObjectSerializer:
 
     def encode(self, type_name: str, record: dict[str, Any]) -> bytes:
         writer = self._writers.get(type_name) or self._writer(type_name)
-        buf = BytesIO()
-        buf.write(writer.header)
-        try:
-            schemaless_writer(buf, writer.schema, record)
-        except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/...
-            raise EncodeError(f"cannot encode {type_name}: {type(exc).__name__}: {exc}") from exc
-        return buf.getvalue()
+        return encode_body(writer.header, writer.schema, type_name, record)
 
     def decode(self, data: bytes) -> DecodedEvent:
         if type(data) is not bytes:  # bytearray/memoryview: dict keys and BytesIO need bytes
@@ -107,18 +80,7 @@ class SingleObjectSerializer:
         reader = self._readers.get(data[2:HEADER_SIZE])
         if reader is None:
             raise UnknownSchemaFingerprint(bytes(data[2:HEADER_SIZE]))
-        # The consumers' hot path: no helper calls. BytesIO shares the bytes, no copy.
-        buf = BytesIO(data)
-        buf.seek(HEADER_SIZE)
-        try:
-            record: dict[str, Any] = schemaless_reader(buf, reader.writer, reader.reader)  # type: ignore[assignment]
-        except Exception as exc:
-            raise body_error(exc, reader.type_name, len(data) - HEADER_SIZE) from exc
-        if buf.tell() != len(data):
-            raise TrailingBytes(
-                f"{reader.type_name}: {len(data) - buf.tell()} bytes left after the Avro body"
-            )
-        return new_decoded_event(reader.type_name, record, reader.ref)
+        return decode_body(data, HEADER_SIZE, reader)
 
     async def adecode(self, data: bytes) -> DecodedEvent:
         """Same as :meth:`decode`: every writer schema is local, nothing to wait for."""
@@ -129,15 +91,3 @@ class SingleObjectSerializer:
         if data[:2] != MAGIC or len(data) < HEADER_SIZE:
             raise BadMagic(MAGIC, bytes(data[:2]), "Avro single-object")
         return bytes(data[2:HEADER_SIZE])
-
-
-def body_error(exc: Exception, type_name: str, body_size: int) -> SerdeError:
-    """The SerdeError for an exception fastavro raised while reading a body."""
-    if isinstance(exc, SerdeError):
-        return exc
-    if isinstance(exc, EOFError):
-        return TruncatedPayload(
-            f"{type_name}: Avro body ends early ({body_size} bytes after the header)"
-        )
-    # Corrupt bodies make fastavro raise almost anything (IndexError, UnicodeDecodeError, ...).
-    return DecodeError(f"cannot decode {type_name}: {type(exc).__name__}: {exc}")
