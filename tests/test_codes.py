@@ -23,6 +23,7 @@ from hub.codes import (
     is_mainland,
     municipalities,
     municipality,
+    municipality_weights,
     region,
     regional_centre_of,
     regional_centres,
@@ -180,6 +181,20 @@ def test_unknown_codes_have_clear_messages() -> None:
 def test_returned_mappings_are_read_only() -> None:
     with pytest.raises(TypeError):
         municipalities()["999"] = municipality("091")  # type: ignore[index]
+
+
+def test_municipality_weights_cover_every_municipality() -> None:
+    weights = municipality_weights()
+    assert weights.keys() == municipalities().keys()
+    assert all(w > 0 for w in weights.values())
+    # Population 31.12.2022: Helsinki 664 028, Tampere 249 009, Hailuoto 960.
+    assert weights["091"] > weights["837"] > weights["072"]
+    assert weights["091"] == 664_028
+    # Pertunmaa (1 600) is counted in Mäntyharju (5 564), which it merged into in 2025.
+    assert weights["507"] == 5_564 + 1_600
+    assert sum(weights.values()) == 5_563_970
+    rows = _rows("fi_municipality_weights.csv")
+    assert {(r["measure"], r["reference_date"]) for r in rows} == {("population", "2022-12-31")}
 
 
 # --- unemployment funds -----------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from connectors.simulator import SimulationConfig, simulate
+from connectors.simulator.population import Population
 from hub.codes import employment_area, employment_area_of, fund
 from hub.events.customer_path import (
     InitialInterviewHeld,
@@ -18,6 +21,8 @@ from hub.events.enums import PayerKind
 from hub.identity import Pseudonymizer, parse_identity_code
 from hub.rules import initial_interview_deadline, is_working_day
 from tests.conftest import SIMULATION_SECRET as SECRET
+
+HELSINKI = ZoneInfo("Europe/Helsinki")
 
 
 def test_same_seed_same_events_and_other_seed_other_events() -> None:
@@ -103,8 +108,14 @@ def test_statements_go_to_the_right_payer(simulated_paths: list[list[Any]]) -> N
                 payer = event.payload.payer
                 payers[payer.kind] += 1
                 if payer.kind is PayerKind.UNEMPLOYMENT_FUND:
-                    assert payer.fund_code == registered.unemployment_fund_code
-                    assert fund(payer.fund_code).is_valid_on(event.envelope.occurred_at.date())
+                    # The registered fund, or its successor once it has merged away.
+                    registered_fund = fund(registered.unemployment_fund_code)
+                    assert payer.fund_code in {
+                        registered_fund.code,
+                        registered_fund.successor_code,
+                    }
+                    local_day = event.envelope.occurred_at.astimezone(HELSINKI).date()
+                    assert fund(payer.fund_code).is_valid_on(local_day)
                     assert event.envelope.source_system.endswith(payer.fund_code) or isinstance(
                         event, LabourPolicyStatementIssued
                     )
@@ -129,3 +140,19 @@ def test_area_option_limits_municipalities() -> None:
     members = set(employment_area("08").municipality_codes)
     for path in simulate(config, Pseudonymizer(SECRET)):
         assert {e.envelope.municipality_code for e in path} <= members
+
+
+def test_municipalities_are_drawn_by_size_and_deterministically() -> None:
+    population = Population(SimulationConfig(jobseekers=1, seed=5), Pseudonymizer(SECRET))
+    first_rng, second_rng = random.Random(7), random.Random(7)
+    draws = [population.draw_municipality(first_rng) for _ in range(20_000)]
+    assert draws == [population.draw_municipality(second_rng) for _ in range(20_000)]
+    counts = Counter(draws)
+    # Helsinki has about 12% of the mainland population, Hailuoto under 0.02%.
+    assert 0.10 < counts["091"] / len(draws) < 0.14
+    assert counts["091"] > counts["837"] > 10 * counts["072"]
+    anywhere_rng = random.Random(8)
+    anywhere = Counter(
+        population.draw_municipality(anywhere_rng, anywhere=True) for _ in range(5_000)
+    )
+    assert anywhere.most_common(1)[0][0] == "091"

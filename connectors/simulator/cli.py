@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date, datetime
 
 import click
@@ -11,6 +10,7 @@ from rich.console import Console
 
 from connectors.simulator.config import SimulationConfig
 from connectors.simulator.run import print_summary, run_simulation
+from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
 from hub.settings import get_settings
 
@@ -42,5 +42,5 @@ def simulate_command(
             "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in error.errors())
         ) from error
     console = Console()
-    summary = asyncio.run(run_simulation(settings, config, Console(stderr=True)))
+    summary = run_kafka_command(settings, run_simulation(settings, config, Console(stderr=True)))
     print_summary(summary, console)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from connectors.simulator.config import SimulationConfig
 from connectors.simulator.population import Person, Population
+from hub.codes import fund
 from hub.events import AvroRecord, CustomerPathEvent, Envelope
 from hub.events.customer_path import (
     BenefitDaysAccrued,
@@ -256,11 +257,24 @@ class _PersonPath:
                 [BenefitType.LABOUR_MARKET_SUBSIDY, BenefitType.BASIC_DAILY_ALLOWANCE], [7, 3]
             )[0]
 
-    def payer_source(self) -> str:
+    def payer_on(self, day: date) -> Payer:
+        """The payer on *day*: a fund that has merged away by then is replaced by its successor."""
         assert self.payer is not None
-        if self.payer.kind == PayerKind.KELA or self.payer.fund_code is None:
+        code = self.payer.fund_code
+        if self.payer.kind == PayerKind.KELA or code is None:
+            return self.payer
+        found = fund(code)
+        while not found.is_valid_on(day) and found.successor_code is not None:
+            found = fund(found.successor_code)
+        return (
+            self.payer if found.code == code else Payer(kind=self.payer.kind, fund_code=found.code)
+        )
+
+    def payer_source(self, day: date) -> str:
+        payer = self.payer_on(day)
+        if payer.kind == PayerKind.KELA or payer.fund_code is None:
             return KELA_SOURCE
-        return fund_source(self.payer.fund_code)
+        return fund_source(payer.fund_code)
 
     def interview(self, day: date, started_on: date, deadline: date) -> None:
         if self.ended:
@@ -389,14 +403,14 @@ class _PersonPath:
             StatementRequested,
             StatementRequestedPayload(
                 request_id=_uuid(self.rng),
-                payer=self.payer,
+                payer=self.payer_on(day),
                 benefit=self.benefit,
                 reason=StatementRequestReason.NEW_APPLICATION,
                 requested_on=day,
                 personal_identity_code=self.person.identity_code,
             ),
             day,
-            source=self.payer_source(),
+            source=self.payer_source(day),
         )
         slow = self.rng.random() < 0.1
         issue_on = add_working_days(
@@ -416,7 +430,7 @@ class _PersonPath:
             LabourPolicyStatementIssuedPayload(
                 statement_id=_uuid(self.rng),
                 request_id=request.payload.request_id,
-                payer=self.payer,
+                payer=self.payer_on(day),
                 benefit=self.benefit,
                 outcome=outcome,
                 effective_from=effective_from,
@@ -447,7 +461,7 @@ class _PersonPath:
         self.emit(
             BenefitDaysAccrued,
             BenefitDaysAccruedPayload(
-                payer=self.payer,
+                payer=self.payer_on(day),
                 benefit=self.benefit,
                 period_start=period_start,
                 period_end=last_paid,
@@ -456,7 +470,7 @@ class _PersonPath:
                 paying_municipality_code=self.person.municipality_code,
             ),
             day,
-            source=self.payer_source(),
+            source=self.payer_source(day),
             caused_by=self.statement,
         )
         if not self.ended:
@@ -545,12 +559,9 @@ class _PersonPath:
             self.end(day, reason, caused_by=None)
 
     def offer(self, day: date) -> None:
-        area_codes = self.population.municipality_codes
-        workplace = (
-            self.rng.choice(area_codes)
-            if self.rng.random() < 0.8
-            else self.rng.choice(self.population.all_mainland_codes)
-        )
+        # 80% of workplaces are in the simulated area, 20% anywhere on the mainland; both picks
+        # are weighted by municipality size.
+        workplace = self.population.draw_municipality(self.rng, anywhere=self.rng.random() >= 0.8)
         offer = self.emit(
             JobOfferMade,
             JobOfferMadePayload(

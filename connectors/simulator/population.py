@@ -10,10 +10,17 @@ import random
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import accumulate
 
 from connectors.simulator.config import SimulationConfig
 from connectors.simulator.names import FIRST_NAMES, LAST_NAMES
-from hub.codes import employment_area_of, employment_areas, municipalities, unemployment_funds
+from hub.codes import (
+    employment_area_of,
+    employment_areas,
+    municipalities,
+    municipality_weights,
+    unemployment_funds,
+)
 from hub.events.enums import LabourMarketStatus
 from hub.identity import Pseudonymizer, make_business_id, make_test_identity_code
 
@@ -65,13 +72,19 @@ class Population:
         self.all_mainland_codes = sorted(
             {code for area in employment_areas().values() for code in area.municipality_codes}
         )
+        # Municipalities are drawn in proportion to their size (hub.codes.municipality_weights),
+        # so Helsinki gets far more people than Hailuoto. Cumulative weights are the same draw
+        # as ``weights=`` but are summed once here instead of on every call.
+        weights = municipality_weights()
+        self._area_cum_weights = tuple(accumulate(weights[c] for c in self.municipality_codes))
+        self._mainland_cum_weights = tuple(accumulate(weights[c] for c in self.all_mainland_codes))
         self.employers = _business_ids(random.Random(f"{config.seed}:employers"), 400)
         self.providers = _business_ids(random.Random(f"{config.seed}:providers"), 25)
 
     def person(self, rng: random.Random, registered_on: date) -> Person:
         code, age = self._unique_code(rng, registered_on)
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        municipality = rng.choice(self.municipality_codes)
+        municipality = self.draw_municipality(rng)
         status = rng.choices(list(_STATUS_WEIGHTS), weights=list(_STATUS_WEIGHTS.values()))[0]
         funds = [f for f in unemployment_funds(registered_on) if f.fund_type == "employee"]
         fund = rng.choice(funds).code if funds and rng.random() < 0.6 else None
@@ -93,6 +106,12 @@ class Population:
             team_code=f"{area}-T{team}",
             expert_id=f"{area}-E{team}{rng.randint(1, 8):02d}",
         )
+
+    def draw_municipality(self, rng: random.Random, *, anywhere: bool = False) -> str:
+        """A municipality drawn by size, from the simulated area or ``anywhere`` on the mainland."""
+        if anywhere:
+            return rng.choices(self.all_mainland_codes, cum_weights=self._mainland_cum_weights)[0]
+        return rng.choices(self.municipality_codes, cum_weights=self._area_cum_weights)[0]
 
     def _unique_code(self, rng: random.Random, registered_on: date) -> tuple[str, int]:
         """A fresh test-range identity code and the age in full years on ``registered_on``."""

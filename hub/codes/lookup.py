@@ -125,6 +125,25 @@ def _mainland_municipality(code: str) -> Municipality:
     return found
 
 
+@cache
+def municipality_weights() -> Mapping[str, float]:
+    """A size weight for each of the 308 municipalities, for drawing realistic synthetic data.
+
+    The weight is the population on 31.12.2022 (Statistics Finland), with Pertunmaa (588) added
+    to Mäntyharju (507), which it merged into on 1.1.2025. Only the ratios are meaningful; see
+    ``fi_municipality_weights.md`` for the source and why it is population rather than jobseekers.
+    """
+    weights: dict[str, float] = {}
+    for r in _rows("fi_municipality_weights.csv"):
+        weight = float(r["weight"])
+        if not weight > 0:
+            raise ValueError(f"non-positive weight for municipality {r['municipality_code']}")
+        weights[r["municipality_code"]] = weight
+    if weights.keys() != municipalities().keys():
+        raise ValueError("municipality weights do not cover exactly the 2025 municipalities")
+    return MappingProxyType(weights)
+
+
 # --- employment areas -------------------------------------------------------------------------
 
 
