@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
+from pydantic import ValidationError
 
 from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
 from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
+from hub.settings import HubSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,4 +29,13 @@ cli.add_command(tail_command)
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ValidationError as error:
+        if error.title != HubSettings.__name__:
+            raise
+        problems = "; ".join(
+            f"HUB_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        click.echo(f"Error: invalid configuration: {problems}", err=True)
+        sys.exit(2)

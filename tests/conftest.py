@@ -128,6 +128,13 @@ def _testcontainers_kafka() -> Iterator[KafkaForTests]:
 
 def _local_kafka() -> Iterator[KafkaForTests]:
     _remove_dead_test_brokers()
+    with started_local_kafka() as kafka:
+        yield KafkaForTests(kafka.bootstrap, "local", kafka)
+
+
+@contextlib.contextmanager
+def started_local_kafka() -> Iterator[LocalKafka]:
+    """A private local broker on free ports, stopped and deleted afterwards."""
     state_dir = TEST_BROKERS_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     port, controller_port = _free_ports(2)
     settings = HubSettings(
@@ -137,7 +144,7 @@ def _local_kafka() -> Iterator[KafkaForTests]:
     try:
         result = kafka.start(timeout_s=120)
         _progress(f"test broker {result.bootstrap} ready in {result.elapsed_s:.1f} s")
-        yield KafkaForTests(result.bootstrap, "local", kafka)
+        yield kafka
     finally:
         kafka.stop()
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -234,6 +234,22 @@ class LocalKafka:
         log.info("broker.stopped", pid=pid)
         return True
 
+    def kill(self) -> bool:
+        """Crash the broker: SIGKILL, no controlled shutdown, for fault drills and tests.
+
+        Returns once the process is gone (its ports are free), whether one was running.
+        """
+        pid = self.pid()
+        if pid is None:
+            return False
+        log.warning("broker.killing", pid=pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._wait_exit(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        self._proc = None
+        return True
+
     def status(self, probe: bool = True) -> BrokerStatus:
         """Whether the broker process runs and, with ``probe``, whether it answers clients."""
         pid = self.pid()

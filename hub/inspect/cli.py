@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
 
 from hub.inspect.tail import read_log
+from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
 from hub.serde import build_serializer, default_catalog
 from hub.settings import get_settings
@@ -22,10 +22,7 @@ def tail_command(from_beginning: bool, limit: int | None, follow: bool, reveal: 
     """One JSON line per record: position, key, headers and the decoded event."""
     settings = get_settings()
     configure_logging(settings)
-    try:
-        failed = asyncio.run(_tail(from_beginning, limit, follow, reveal))
-    except LookupError as error:
-        raise click.ClickException(str(error)) from error
+    failed = run_kafka_command(settings, _tail(from_beginning, limit, follow, reveal))
     if failed:
         click.echo(f"{failed} record(s) could not be decoded", err=True)
         sys.exit(1)

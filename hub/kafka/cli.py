@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
-from aiokafka.errors import KafkaError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from hub.kafka.topics import TopicMismatchError, describe_topics, ensure_topics, topic_specs
+from hub.kafka.cli_support import run_kafka_command
+from hub.kafka.topics import describe_topics, ensure_topics, topic_specs
 from hub.logging import configure_logging
 from hub.settings import get_settings
 
@@ -25,10 +23,7 @@ def create() -> None:
     """Create missing hub topics with their specs; existing topics are left as they are."""
     settings = get_settings()
     configure_logging(settings)
-    try:
-        created = asyncio.run(ensure_topics(settings))
-    except (KafkaError, TopicMismatchError) as exc:
-        raise click.ClickException(f"{settings.kafka_bootstrap}: {exc}") from exc
+    created = run_kafka_command(settings, ensure_topics(settings))
     for spec in topic_specs(settings):
         state = "created" if spec.name in created else "exists"
         click.echo(
@@ -42,10 +37,7 @@ def describe() -> None:
     """Show partitions, replication and key configs of the hub topics on the broker."""
     settings = get_settings()
     configure_logging(settings)
-    try:
-        found = {t.name: t for t in asyncio.run(describe_topics(settings))}
-    except KafkaError as exc:
-        raise click.ClickException(f"{settings.kafka_bootstrap}: {exc}") from exc
+    found = {t.name: t for t in run_kafka_command(settings, describe_topics(settings))}
     table = Table(title=f"Hub topics on {settings.kafka_bootstrap}", box=box.SIMPLE_HEAD)
     table.add_column("topic", no_wrap=True)
     table.add_column("parts", justify="right")

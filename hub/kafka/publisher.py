@@ -17,7 +17,7 @@ from aiokafka.structs import RecordMetadata
 
 from hub.events import CustomerPathEvent
 from hub.kafka.clients import make_producer
-from hub.serde import EventSerializer, build_serializer, cloudevent_headers
+from hub.serde import ConfluentSerializer, EventSerializer, build_serializer, cloudevent_headers
 from hub.settings import HubSettings
 
 log = structlog.get_logger(__name__)
@@ -89,11 +89,13 @@ def _log_ack(event: CustomerPathEvent, metadata: RecordMetadata) -> RecordMetada
 async def open_publisher(
     settings: HubSettings, serializer: EventSerializer | None = None
 ) -> AsyncIterator[EventPublisher]:
+    serializer = serializer or build_serializer(settings)
+    if isinstance(serializer, ConfluentSerializer):
+        # Fail before publishing anything when the schemas were not registered on deploy.
+        await serializer.aprepare()
     producer = make_producer(settings)
     await producer.start()
     try:
-        yield EventPublisher(
-            producer, serializer or build_serializer(settings), settings.topic_customer_path
-        )
+        yield EventPublisher(producer, serializer, settings.topic_customer_path)
     finally:
         await producer.stop()
