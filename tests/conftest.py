@@ -71,6 +71,8 @@ def hub_settings(kafka_bootstrap: str, tmp_path: Path) -> HubSettings:
         kafka_bootstrap=kafka_bootstrap,
         topic_customer_path=f"test.customer-path.{suffix}",
         topic_dead_letter=f"test.dead-letter.{suffix}",
+        topic_ingest_receipts=f"test.ingest-receipts.{suffix}",
+        ingest_transactional_id=f"test-ingest-{suffix}",
         topic_partitions=6,
         topic_replication_factor=1,
         state_dir=tmp_path / "hub-state",

@@ -13,15 +13,14 @@ from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
-from aiokafka import TopicPartition
 
 from connectors.simulator import SimulationConfig, simulate
 from connectors.simulator.paths import in_time_order
 from hub.broker.local import LocalKafka
 from hub.identity import Pseudonymizer
-from hub.kafka.clients import make_consumer
 from hub.kafka.publisher import open_publisher
-from hub.kafka.topics import ensure_topics, partition_ids
+from hub.kafka.reading import read_topic
+from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
 from tests.conftest import KafkaForTests, started_local_kafka
@@ -46,25 +45,11 @@ def _crash_and_restart(kafka: LocalKafka, acked: list[UUID], acked_at_crash: lis
 async def _log_contents(settings: HubSettings) -> list[tuple[str, UUID]]:
     """(key, event id) of every record, partition by partition in offset order."""
     serializer = SingleObjectSerializer()
-    topic = settings.topic_customer_path
-    partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        contents: dict[TopicPartition, list[tuple[str, UUID]]] = defaultdict(list)
-        behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
-        while behind:
-            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                for record in records:
-                    event = serializer.decode(record.value).record
-                    contents[tp].append((record.key.decode(), event["envelope"]["event_id"]))
-            behind = [tp for tp in behind if await consumer.position(tp) < end[tp]]
-        return [item for tp in partitions for item in contents[tp]]
-    finally:
-        await consumer.stop()
+    contents: dict[int, list[tuple[str, UUID]]] = defaultdict(list)
+    async for record in read_topic(settings, settings.topic_customer_path):
+        event_id = serializer.decode(record.value).record["envelope"]["event_id"]
+        contents[record.partition].append((record.key.decode(), event_id))
+    return [item for partition in sorted(contents) for item in contents[partition]]
 
 
 async def test_publisher_survives_a_broker_crash_without_loss_or_duplicates(

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from aiokafka import TopicPartition
-
 from hub.events.sensitivity import sensitive_fields
-from hub.kafka.clients import make_consumer
-from hub.kafka.topics import partition_ids
+from hub.kafka.reading import read_topic
 from hub.serde import EventSerializer, SchemaCatalog, SerdeError
 from hub.settings import HubSettings
 
@@ -80,35 +78,17 @@ async def read_log(
 
     Without ``follow`` reading stops at the end offsets seen when it started.
     """
-    topic = settings.topic_customer_path
-    partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
-    consumer = make_consumer(settings, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            await consumer.seek_to_end(*partitions)
-        end = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if end[tp] > await consumer.position(tp)}
-        masks = {
-            name: sensitive_fields(catalog.event(name).current.raw) for name in catalog.names()
-        }
+    masks = {name: sensitive_fields(catalog.event(name).current.raw) for name in catalog.names()}
+    records = read_topic(
+        settings, settings.topic_customer_path, from_beginning=from_beginning, follow=follow
+    )
+    async with aclosing(records):  # stop the consumer also when the limit ends reading early
         seen = 0
-        while follow or remaining:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
-            for tp, records in batch.items():
-                for record in records:
-                    entry = _entry(record, serializer, masks, reveal)
-                    yield entry
-                    seen += 1
-                    if limit is not None and seen >= limit:
-                        return
-                    if record.offset + 1 >= end[tp]:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
+        async for record in records:
+            yield _entry(record, serializer, masks, reveal)
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
 
 
 def _entry(

@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 DEAD_LETTER_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
 DEAD_LETTER_PARTITIONS = 3
+RECEIPT_PARTITIONS = 6
 # The configs `hub topics describe` shows: the ones the specs set, plus the size limit.
 DESCRIBED_CONFIGS = (
     "cleanup.policy",
@@ -95,6 +96,20 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
             purpose=(
                 "Records a consumer could not process, with the reason in headers; kept 30 days "
                 "for inspection and replay after a fix."
+            ),
+        ),
+        TopicSpec(
+            name=settings.topic_ingest_receipts,
+            partitions=min(RECEIPT_PARTITIONS, settings.topic_partitions),
+            replication_factor=rf,
+            configs={
+                "cleanup.policy": "compact",
+                "min.insync.replicas": min_isr,
+                "min.compaction.lag.ms": str(24 * 60 * 60 * 1000),
+            },
+            purpose=(
+                "One receipt per accepted submission, keyed by its dedupe key and written in the "
+                "same transaction as the event: the durable memory of idempotency keys."
             ),
         ),
     ]
