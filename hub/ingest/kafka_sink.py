@@ -215,9 +215,7 @@ class KafkaEventSink:
                 transactional_id=self._settings.ingest_transactional_id,
                 # A transaction left open by a crashed writer hides everything after it from
                 # read_committed consumers until the coordinator aborts it: keep that short.
-                transaction_timeout_ms=int(
-                    max(10.0, 3 * self._settings.ingest_write_timeout_s) * 1000
-                ),
+                transaction_timeout_ms=int(max(10.0, 3 * timeout_s) * 1000),
                 linger_ms=2,
             )
             try:
