@@ -7,6 +7,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from connectors.poller.cli import poll_command
 from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
 from hub.events.cli import schemas
@@ -26,6 +27,7 @@ cli.add_command(topics)
 cli.add_command(schemas)
 cli.add_command(simulate_command)
 cli.add_command(tail_command)
+cli.add_command(poll_command)
 
 
 def main() -> None:

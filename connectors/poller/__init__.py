@@ -1,0 +1,47 @@
+"""Register poller: pulls a register's change feed over X-Road (Suomi.fi-palveluväylä) and
+publishes it as customer-path events through an :class:`~hub.ingest.sink.EventSink`."""
+
+from connectors.poller.client import (
+    XRoadBadResponse,
+    XRoadClient,
+    XRoadError,
+    XRoadMember,
+    XRoadRefused,
+    XRoadService,
+    XRoadUnavailable,
+    tls_verify,
+)
+from connectors.poller.cursor import CursorFileError, CursorStore, RejectLog
+from connectors.poller.mapping import (
+    POLLER_NAMESPACE,
+    ChangeMapper,
+    ChangePage,
+    JobseekerChange,
+    PlanExtract,
+    Rejection,
+)
+from connectors.poller.poller import Backoff, PageOutcome, PollStats, RegisterPoller
+
+__all__ = [
+    "POLLER_NAMESPACE",
+    "Backoff",
+    "ChangeMapper",
+    "ChangePage",
+    "CursorFileError",
+    "CursorStore",
+    "JobseekerChange",
+    "PageOutcome",
+    "PlanExtract",
+    "PollStats",
+    "RegisterPoller",
+    "RejectLog",
+    "Rejection",
+    "XRoadBadResponse",
+    "XRoadClient",
+    "XRoadError",
+    "XRoadMember",
+    "XRoadRefused",
+    "XRoadService",
+    "XRoadUnavailable",
+    "tls_verify",
+]

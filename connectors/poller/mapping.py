@@ -1,0 +1,238 @@
+"""The change feed's item format and how an item becomes customer-path events.
+
+An item is one row of the register's jobseeker extract: a job-search spell with the person's
+details and, once agreed, the plan. The feed lists a row again whenever it changes, so ids are
+derived from the row and the fact, never from the poll: the registration of row R is always
+event ``uuid5(NS, "{service}:R:registered")`` and its plan P ``...:R:plan:P``. Re-polling a page,
+or the row coming back with a new phone number, therefore yields the same event ids and dedupe
+keys, and the sink writes each fact once; a new plan has a new plan id and becomes a new event.
+
+Items are validated one by one: a bad item becomes a :class:`Rejection` (id and reason, never
+the identity code) and the rest of the page flows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any, Final, Self
+from uuid import NAMESPACE_URL, UUID, uuid5
+from zoneinfo import ZoneInfo
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.poller.client import XRoadService
+from hub.codes import MainlandMunicipalityCodeStr, UnemploymentFundCodeStr, employment_area_of
+from hub.events import CustomerPathEvent, Envelope
+from hub.events.customer_path import (
+    CaseWorker,
+    EmploymentPlanAgreed,
+    EmploymentPlanAgreedPayload,
+    JobseekerRegistered,
+    JobseekerRegisteredPayload,
+)
+from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
+from hub.identity import PersonalIdentityCodeStr, Pseudonymizer, parse_identity_code
+from hub.ingest.sink import Submission
+from hub.logging import redact_text
+
+#: Namespace of every poller event id. Changing it would re-mint all ids and defeat dedupe.
+POLLER_NAMESPACE: Final = uuid5(NAMESPACE_URL, "urn:fi:te-hub:connectors:poller")
+#: The register gives days only; an event happens at the start of its day in Finland.
+HELSINKI: Final = ZoneInfo("Europe/Helsinki")
+
+# Tolerant reader: the register may add fields. Errors never echo values (identity codes).
+_ITEM_CONFIG: Final = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
+
+
+class PlanExtract(BaseModel):
+    """The plan part of a register row; limits are checked when the event is built."""
+
+    model_config = _ITEM_CONFIG
+
+    plan_id: UUID
+    plan_type: PlanType
+    agreed_on: date
+    valid_until: date | None = None
+    job_search_obligation_per_month: int
+    obligation_reduction: ObligationReduction | None = None
+    reporting_period_months: int
+    agreed_in_initial_interview: bool
+    team_code: str
+    expert_id: str
+
+
+class JobseekerChange(BaseModel):
+    """One item of the jobseeker change feed: a register row of one job-search spell."""
+
+    model_config = _ITEM_CONFIG
+
+    id: str = Field(min_length=1, description="Stable id of the register row (the spell).")
+    changed_at: AwareDatetime = Field(description="When the register last changed the row.")
+    personal_identity_code: PersonalIdentityCodeStr
+    municipality_code: MainlandMunicipalityCodeStr
+    job_search_started_on: date
+    registration_channel: Channel
+    labour_market_status: LabourMarketStatus
+    first_name: str
+    last_name: str
+    email: str | None = None
+    phone: str | None = None
+    unemployment_fund_code: UnemploymentFundCodeStr | None = None
+    reduced_work_ability: bool | None = None
+    plan: PlanExtract | None = None
+
+
+class ChangePage(BaseModel):
+    """One answer of the feed. Items stay raw here so that one bad item cannot sink the page."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    items: list[Any]
+    next_cursor: str | None = None
+    has_more: bool
+
+    @model_validator(mode="after")
+    def _more_needs_a_cursor(self) -> Self:
+        if self.has_more and not self.next_cursor:
+            raise ValueError("has_more is true but next_cursor is missing")
+        return self
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An item that could not become events, with a reason fit for logs (no personal data)."""
+
+    item_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class MappedPage:
+    submissions: list[Submission]
+    rejections: list[Rejection]
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=HELSINKI).astimezone(UTC)
+
+
+def _age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def _reason(error: ValueError) -> str:
+    if isinstance(error, ValidationError):
+        # The title names the model that failed: the feed item, or the event payload built from it.
+        problems = "; ".join(
+            ": ".join([*([".".join(map(str, e["loc"]))] if e["loc"] else []), e["msg"]])
+            for e in error.errors(include_url=False, include_input=False)
+        )
+        text = f"{error.title}: {problems}"
+    else:
+        text = str(error)
+    return redact_text(text)
+
+
+def _raw_id(raw: object) -> str | None:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return None if value is None else redact_text(str(value))
+
+
+class ChangeMapper:
+    """Turns feed items of one service into sink submissions with deterministic ids."""
+
+    def __init__(self, service: XRoadService, pseudonymizer: Pseudonymizer) -> None:
+        self.service = service
+        self._pseudonymizer = pseudonymizer
+
+    def map_items(self, items: Sequence[object]) -> MappedPage:
+        submissions: list[Submission] = []
+        rejections: list[Rejection] = []
+        for raw in items:
+            try:
+                submissions.extend(self.submissions_of(JobseekerChange.model_validate(raw)))
+            except ValueError as error:  # pydantic's ValidationError and the code lookups
+                rejections.append(Rejection(_raw_id(raw), _reason(error)))
+        return MappedPage(submissions, rejections)
+
+    def submissions_of(self, change: JobseekerChange) -> list[Submission]:
+        """The registration, and the plan when the row has one (in causal order)."""
+        code = change.personal_identity_code
+        birth = parse_identity_code(code).birth_date
+        registered = JobseekerRegistered(
+            envelope=self._envelope(
+                change, "registered", JobseekerRegistered, change.job_search_started_on, None
+            ),
+            payload=JobseekerRegisteredPayload(
+                personal_identity_code=code,
+                first_name=change.first_name,
+                last_name=change.last_name,
+                email=change.email,
+                phone=change.phone,
+                job_search_started_on=change.job_search_started_on,
+                registration_channel=change.registration_channel,
+                labour_market_status=change.labour_market_status,
+                age_at_registration=_age_on(birth, change.job_search_started_on),
+                unemployment_fund_code=change.unemployment_fund_code,
+                reduced_work_ability=change.reduced_work_ability,
+            ),
+        )
+        events: list[tuple[str, CustomerPathEvent]] = [("registered", registered)]
+        if (plan := change.plan) is not None:
+            kind = f"plan:{plan.plan_id}"
+            agreed = EmploymentPlanAgreed(
+                envelope=self._envelope(
+                    change, kind, EmploymentPlanAgreed, plan.agreed_on, registered
+                ),
+                payload=EmploymentPlanAgreedPayload(
+                    plan_id=plan.plan_id,
+                    plan_type=plan.plan_type,
+                    agreed_on=plan.agreed_on,
+                    valid_until=plan.valid_until,
+                    job_search_obligation_per_month=plan.job_search_obligation_per_month,
+                    obligation_reduction=plan.obligation_reduction,
+                    reporting_period_months=plan.reporting_period_months,
+                    agreed_in_initial_interview=plan.agreed_in_initial_interview,
+                    handled_by=CaseWorker(team_code=plan.team_code, expert_id=plan.expert_id),
+                ),
+            )
+            events.append((kind, agreed))
+        return [
+            Submission(
+                dedupe_key=self.dedupe_key(change.id, kind),
+                request_digest=hashlib.sha256(event.model_dump_json().encode()).hexdigest(),
+                event=event,
+            )
+            for kind, event in events
+        ]
+
+    def event_id(self, item_id: str, kind: str) -> UUID:
+        return uuid5(POLLER_NAMESPACE, f"{self.service.id}:{item_id}:{kind}")
+
+    def dedupe_key(self, item_id: str, kind: str) -> str:
+        return f"poller:{self.service.id}:{item_id}:{kind}"
+
+    def _envelope(
+        self,
+        change: JobseekerChange,
+        kind: str,
+        event_type: type[CustomerPathEvent],
+        day: date,
+        cause: CustomerPathEvent | None,
+    ) -> Envelope:
+        return Envelope(
+            event_id=self.event_id(change.id, kind),
+            event_type=event_type.event_type,
+            occurred_at=_day_start(day),
+            recorded_at=change.changed_at,
+            source_system=self.service.uri,
+            subject=self._pseudonymizer.pseudonym(change.personal_identity_code),
+            municipality_code=change.municipality_code,
+            employment_area_code=employment_area_of(change.municipality_code).code,
+            # The row is the job-search spell, so its id names the customer path.
+            correlation_id=uuid5(POLLER_NAMESPACE, f"{self.service.id}:{change.id}"),
+            causation_id=cause.envelope.event_id if cause is not None else None,
+        )

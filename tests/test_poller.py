@@ -1,0 +1,568 @@
+"""The register poller against a real HTTP feed on 127.0.0.1 that fails, throttles and goes down.
+
+What must hold whatever happens: every feed item becomes its events exactly once in the sink
+(counted by event id), the cursor only moves after the sink's ack and survives restarts, bad
+items are rejected with a reason and never stop the rest, and every request has its own
+X-Road-Id. Sleeps are faked so that backoff costs no wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import ssl
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from structlog.testing import capture_logs
+
+import connectors.poller.cli as poller_cli
+from connectors.poller import (
+    Backoff,
+    ChangeMapper,
+    CursorFileError,
+    CursorStore,
+    JobseekerChange,
+    RegisterPoller,
+    XRoadClient,
+    XRoadRefused,
+    XRoadService,
+    XRoadUnavailable,
+    tls_verify,
+)
+from connectors.poller.mapping import HELSINKI
+from hub.codes import employment_area_of
+from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
+from hub.ingest.sink import Receipt, Submission
+from hub.settings import HubSettings, get_settings
+from tests.poller_fakes import (
+    CLIENT_ID,
+    SERVICE_ID,
+    FakeSleep,
+    MemorySink,
+    feed_fixture,
+)
+from tests.xroad_feed_server import FeedServer, FeedState, running_feed
+
+SERVICE = XRoadService.parse(SERVICE_ID)
+FEED = feed_fixture()
+PAGE = 20
+PAGES = -(-len(FEED.items) // PAGE)
+
+
+def _expected_ids(expected: set[tuple[str, str]]) -> set[uuid.UUID]:
+    mapper = ChangeMapper(SERVICE, Pseudonymizer.from_settings(HubSettings()))
+    return {mapper.event_id(item_id, kind) for item_id, kind in expected}
+
+
+def assert_exactly_once(sink: MemorySink, expected: set[tuple[str, str]] = FEED.expected) -> None:
+    counts = sink.event_id_counts()
+    assert [event_id for event_id, n in counts.items() if n > 1] == []
+    assert set(counts) == _expected_ids(expected)
+
+
+@pytest.fixture
+def feed() -> Iterator[FeedServer]:
+    with running_feed(FeedState(service_path=SERVICE.path, items=list(FEED.items))) as server:
+        yield server
+
+
+def settings_for(url: str, state_dir: Path, **overrides: Any) -> HubSettings:
+    values: dict[str, Any] = {
+        "state_dir": state_dir,
+        "xroad_security_server_url": url,
+        "xroad_client": CLIENT_ID,
+        "poller_page_size": PAGE,
+        "poller_interval_s": 5.0,
+        "poller_backoff_initial_s": 1.0,
+        "poller_backoff_max_s": 60.0,
+        **overrides,
+    }
+    return HubSettings.model_validate(values)
+
+
+@asynccontextmanager
+async def poller_for(
+    settings: HubSettings,
+    sink: MemorySink,
+    sleep: FakeSleep | None = None,
+    uniform: float = 1.0,
+) -> AsyncIterator[RegisterPoller]:
+    """A fresh poller (as after a process restart) with its own X-Road client."""
+    async with XRoadClient.from_settings(settings) as client:
+        yield RegisterPoller.from_settings(
+            settings,
+            client=client,
+            service=SERVICE,
+            sink=sink,
+            sleep=sleep or FakeSleep(),
+            uniform=lambda: uniform,
+        )
+
+
+def saved_cursor(state_dir: Path) -> str | None:
+    return CursorStore.for_service(state_dir, SERVICE).load()
+
+
+# --- X-Road --------------------------------------------------------------------------------------
+
+
+def test_service_id_gives_path_source_uri_and_file_name() -> None:
+    assert SERVICE.path == "/r1/FI-TEST/GOV/0245437-2/KEHA/jobseeker-changes"
+    assert SERVICE.uri == "urn:fi:x-road:FI-TEST/GOV/0245437-2/KEHA/jobseeker-changes"
+    assert SERVICE.slug == "FI-TEST.GOV.0245437-2.KEHA.jobseeker-changes"
+    for bad in ("FI/GOV/0245437-2/KEHA", "FI/GOV/0245437-2/KEHA/a b", "FI/GOV//KEHA/svc"):
+        with pytest.raises(ValueError, match="X-Road"):
+            XRoadService.parse(bad)
+
+
+async def test_requests_carry_client_user_and_a_fresh_x_road_id(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient() as plain:
+        answer = await plain.get(f"{feed.url}{SERVICE.path}")
+    assert answer.status_code == 400  # no X-Road-Client: the security server refuses
+
+    settings = settings_for(feed.url, tmp_path, xroad_user_id="te-hub-poller")
+    with capture_logs() as logs:
+        async with XRoadClient.from_settings(settings) as client:
+            for _ in range(3):
+                page = await client.get_json(SERVICE, {"limit": 1})
+    assert len(page["items"]) == 1
+    state = feed.state
+    assert state.clients == [CLIENT_ID] * 3
+    assert state.user_ids == ["te-hub-poller"] * 3
+    assert len(set(state.x_road_ids)) == 3
+    assert all(uuid.UUID(x).version == 4 for x in state.x_road_ids)
+    logged = [line["x_road_id"] for line in logs if line["event"] == "xroad.request"]
+    assert logged == state.x_road_ids
+
+
+# --- exactly once ---------------------------------------------------------------------------------
+
+
+class _GoesDownAfter(MemorySink):
+    """Takes the feed server down right after acknowledging its Nth page."""
+
+    def __init__(self, server: FeedServer, after_pages: int) -> None:
+        super().__init__()
+        self.server = server
+        self.after_pages = after_pages
+        self.acked = 0
+
+    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
+        receipts = await super().submit(submissions)
+        self.acked += 1
+        if self.acked == self.after_pages:
+            self.server.stop()
+        return receipts
+
+
+async def test_every_item_once_across_failures_throttling_and_downtime(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    feed.state.fail_every = 7  # 500 and 503 + Retry-After: 2, alternately
+    feed.state.faults = {3: 429}  # Retry-After: 2 as well
+    sink = _GoesDownAfter(feed, after_pages=4)
+    sink.unavailable_on = {2, 9}  # the broker is away twice (retry_after_s=1)
+    down_sleeps = 0
+
+    def bring_back(_: int, __: float) -> None:
+        nonlocal down_sleeps
+        if not feed.running:
+            down_sleeps += 1
+            if down_sleeps == 4:
+                feed.start()
+
+    sleep = FakeSleep(bring_back)
+    # No jitter (uniform 0): every delay is then exactly the Retry-After that was honoured.
+    async with poller_for(settings_for(feed.url, tmp_path), sink, sleep, uniform=0.0) as poller:
+        stats = await poller.run(until_idle=True)
+
+    assert_exactly_once(sink)
+    assert stats.written == len(FEED.expected)
+    assert stats.duplicates == FEED.returning
+    assert stats.rejected == len(FEED.bad_ids)
+    assert stats.items == len(FEED.items)
+    assert down_sleeps == 4
+    statuses = feed.state.statuses
+    assert {429, 500, 503} <= set(statuses)
+    failed_requests = len(statuses) - statuses.count(200)
+    assert stats.errors == len(sleep.delays) == failed_requests + down_sleeps + 2
+    assert statuses.count(200) == PAGES + 2  # the two pages the sink could not take, again
+    # Retry-After honoured: 2 s per 429/503, 1 s per sink outage, no delay otherwise.
+    assert sleep.delays.count(2.0) == statuses.count(429) + statuses.count(503)
+    assert sleep.delays.count(1.0) == 2
+    assert len(set(feed.state.x_road_ids)) == feed.state.requests == len(statuses)
+    assert saved_cursor(tmp_path) == f"c{len(FEED.items)}"
+
+
+async def test_cursor_survives_a_restart_and_new_items_are_picked_up(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    sink = MemorySink()
+    settings = settings_for(feed.url, tmp_path)
+    async with poller_for(settings, sink) as first:
+        first_stats = await first.run(max_pages=3)
+    assert first_stats.pages == 3
+    assert saved_cursor(tmp_path) == f"c{3 * PAGE}"
+
+    async with poller_for(settings, sink) as second:
+        assert second.cursor == f"c{3 * PAGE}"
+        second_stats = await second.run(until_idle=True)
+    assert feed.state.pages_after[3] == f"c{3 * PAGE}"  # resumed where the first stopped
+    assert len(set(feed.state.pages_after)) == len(feed.state.pages_after)  # none read twice
+    assert second_stats.duplicates == FEED.returning  # only the rows that came back
+    assert_exactly_once(sink)
+
+    more = feed_fixture(valid_rows=10, returning=0, seed=99)
+    new_rows = [
+        {**item, "id": f"new-{item['id']}"}
+        for item in more.items
+        if isinstance(item, dict) and str(item.get("id")).startswith("row-")
+    ]
+    expected_new = {(f"new-{item_id}", kind) for item_id, kind in more.expected}
+    feed.state.items.extend(new_rows)
+    async with poller_for(settings, sink) as third:
+        third_stats = await third.run(until_idle=True)
+    assert feed.state.pages_after[-1] == f"c{len(FEED.items)}"
+    assert third_stats.written == len(expected_new)
+    assert third_stats.duplicates == 0
+    assert_exactly_once(sink, FEED.expected | expected_new)
+
+
+class _CrashAfterAck(MemorySink):
+    """The process dies after the sink acknowledged a page, before the cursor is written."""
+
+    def __init__(self, crash_on: int) -> None:
+        super().__init__()
+        self.crash_on: int | None = crash_on
+        self.lost_ack = 0
+
+    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
+        receipts = await super().submit(submissions)
+        if self.attempts == self.crash_on:
+            self.lost_ack = len(receipts)
+            raise RuntimeError("simulated crash between the sink's ack and the cursor write")
+        return receipts
+
+
+async def test_crash_between_ack_and_cursor_write_repolls_without_duplicates(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    sink = _CrashAfterAck(crash_on=3)
+    settings = settings_for(feed.url, tmp_path)
+    async with poller_for(settings, sink) as doomed:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            await doomed.run(until_idle=True)
+    assert saved_cursor(tmp_path) == f"c{2 * PAGE}"  # page 3 was written but not recorded
+
+    sink.crash_on = None  # the log (and its dedupe receipts) outlives the poller process
+    async with poller_for(settings, sink) as restarted:
+        stats = await restarted.run(until_idle=True)
+    assert feed.state.pages_after.count(f"c{2 * PAGE}") == 2  # page 3 read again, once
+    assert sink.lost_ack > 0
+    assert stats.duplicates == sink.lost_ack + FEED.returning
+    assert_exactly_once(sink)
+
+
+# --- backoff -------------------------------------------------------------------------------------
+
+
+def test_backoff_grows_to_the_cap_honours_retry_after_and_resets() -> None:
+    backoff = Backoff(1.0, 60.0, uniform=lambda: 1.0)
+    assert [backoff.next_delay() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    backoff.reset()
+    assert backoff.next_delay() == 1
+    assert backoff.next_delay(at_least_s=5) == 5  # Retry-After above the jittered delay
+    assert backoff.next_delay(at_least_s=500) == 60  # ... but never beyond the cap
+    jittered = Backoff(1.0, 60.0)
+    for _ in range(200):
+        ceiling = jittered.ceiling_s
+        assert 0 <= jittered.next_delay() <= ceiling
+    with pytest.raises(ValueError, match="backoff"):
+        Backoff(10.0, 1.0)
+
+
+async def test_poller_backs_off_while_the_feed_is_down_and_resets_after_success(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    feed.stop()
+    feed.state.faults = {2: 500}  # the second request after the comeback fails once
+
+    def come_back(n: int, _: float) -> None:
+        if n == 5:
+            feed.start()
+
+    sleep = FakeSleep(come_back)
+    settings = settings_for(feed.url, tmp_path, poller_page_size=100)
+    async with poller_for(settings, MemorySink(), sleep) as poller:
+        stats = await poller.run(until_idle=True)
+    assert sleep.delays == [1, 2, 4, 8, 16, 1]
+    assert stats.pages == 3
+    assert stats.errors == 6
+
+
+async def test_a_refusal_is_loud_raises_when_bounded_and_waits_at_the_cap_when_not(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    feed.state.refuse_all = 403  # e.g. no access right to the service for our subsystem
+    settings = settings_for(feed.url, tmp_path)
+    async with poller_for(settings, MemorySink()) as once:
+        with pytest.raises(XRoadRefused) as refused:
+            await once.run(max_pages=1)
+    assert refused.value.status_code == 403
+
+    stop = asyncio.Event()
+    sleep = FakeSleep(lambda n, _: stop.set() if n == 3 else None)
+    with capture_logs() as logs:
+        async with poller_for(settings, MemorySink(), sleep) as service:
+            stats = await service.run(stop_event=stop)
+    assert sleep.delays == [60, 60, 60]
+    assert stats.errors == 3
+    errors = [line for line in logs if line["event"] == "poller.misconfigured"]
+    assert len(errors) == 3
+    assert all(line["log_level"] == "error" and "HTTP 403" in line["error"] for line in errors)
+    assert saved_cursor(tmp_path) is None
+
+
+async def test_idle_feed_is_polled_at_the_interval_until_stopped(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    stop = asyncio.Event()
+    sleep = FakeSleep(lambda n, _: stop.set() if n == 2 else None)
+    sink = MemorySink()
+    settings = settings_for(feed.url, tmp_path, poller_page_size=1000)
+    async with poller_for(settings, sink, sleep) as poller:
+        stats = await poller.run(stop_event=stop)
+    assert sleep.delays == [5.0, 5.0]
+    assert stats.pages == 2
+    assert feed.state.pages_after == [None, f"c{len(FEED.items)}"]
+    assert_exactly_once(sink)
+
+
+# --- items ----------------------------------------------------------------------------------------
+
+
+async def test_bad_items_are_rejected_with_a_reason_and_the_rest_flows(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    sink = MemorySink()
+    with capture_logs() as logs:
+        async with poller_for(settings_for(feed.url, tmp_path), sink) as poller:
+            stats = await poller.run(until_idle=True)
+    assert stats.rejected == len(FEED.bad_ids)
+    assert_exactly_once(sink)
+
+    reject_file = tmp_path / "poller" / f"{SERVICE.slug}.rejected.jsonl"
+    rejected = [json.loads(line) for line in reject_file.read_text().splitlines()]
+    assert [r["item_id"] for r in rejected] == FEED.bad_ids
+    reasons = {r["item_id"]: r["reason"] for r in rejected if r["item_id"]}
+    assert reasons["bad-check-character"].startswith("JobseekerChange: personal_identity_code:")
+    assert reasons["bad-aland"].startswith("JobseekerChange: municipality_code:")
+    assert "Åland" in reasons["bad-aland"]
+    assert reasons["bad-channel"].startswith("JobseekerChange: registration_channel:")
+    assert reasons["bad-obligation"] == (
+        "EmploymentPlanAgreedPayload: job_search_obligation_per_month: "
+        "Input should be less than or equal to 4"
+    )
+    assert reasons["bad-age"].startswith("JobseekerRegisteredPayload: age_at_registration:")
+    assert reasons["bad-fund"].startswith("JobseekerChange: unemployment_fund_code:")
+    anonymous = sorted(r["reason"] for r in rejected if r["item_id"] is None)
+    assert (
+        anonymous[0]
+        == "JobseekerChange: Input should be a valid dictionary or instance of JobseekerChange"
+    )
+    assert anonymous[1] == "JobseekerChange: id: Field required"
+
+    logged = [line for line in logs if line["event"] == "poller.item_rejected"]
+    assert [(line["item_id"], line["reason"]) for line in logged] == [
+        (r["item_id"], r["reason"]) for r in rejected
+    ]
+    everything = json.dumps(logs, default=str) + reject_file.read_text()
+    assert IDENTITY_CODE_PATTERN.search(everything) is None
+    assert not any(code in everything for code in FEED.identity_codes)
+
+
+def test_an_item_maps_to_registration_and_plan_with_stable_ids() -> None:
+    row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
+    pseudonymizer = Pseudonymizer.from_settings(HubSettings())
+    mapper = ChangeMapper(SERVICE, pseudonymizer)
+    change = JobseekerChange.model_validate(row)
+    registered, plan = mapper.submissions_of(change)
+    assert mapper.submissions_of(change) == [registered, plan]  # same ids and digests again
+
+    plan_kind = f"plan:{row['plan']['plan_id']}"
+    assert registered.dedupe_key == f"poller:{SERVICE_ID}:{row['id']}:registered"
+    assert plan.dedupe_key == f"poller:{SERVICE_ID}:{row['id']}:{plan_kind}"
+    assert registered.event.envelope.event_id == uuid.uuid5(
+        uuid.uuid5(uuid.NAMESPACE_URL, "urn:fi:te-hub:connectors:poller"),
+        f"{SERVICE_ID}:{row['id']}:registered",
+    )
+    first, second = registered.event.envelope, plan.event.envelope
+    assert first.event_type == "JobseekerRegistered"
+    assert second.event_type == "EmploymentPlanAgreed"
+    assert first.source_system == second.source_system == SERVICE.uri
+    assert first.subject == pseudonymizer.pseudonym(row["personal_identity_code"])
+    assert first.employment_area_code == employment_area_of(row["municipality_code"]).code
+    assert first.correlation_id == second.correlation_id
+    assert first.causation_id is None
+    assert second.causation_id == first.event_id
+    assert first.recorded_at == datetime.fromisoformat(row["changed_at"])
+    start = date.fromisoformat(row["job_search_started_on"])
+    assert first.occurred_at == datetime.combine(start, time(0), tzinfo=HELSINKI)
+    assert 15 <= registered.event.payload.age_at_registration <= 75
+
+
+def test_a_corrupt_cursor_file_stops_the_poller(tmp_path: Path) -> None:
+    store = CursorStore.for_service(tmp_path, SERVICE)
+    store.save("c40")
+    assert store.load() == "c40"
+    assert not list(store.path.parent.glob("*.tmp"))
+    store.path.write_text("{half a json")
+    with pytest.raises(CursorFileError, match="not valid JSON"):
+        store.load()
+    other = XRoadService.parse("FI-TEST/GOV/0245437-2/KEHA/other-feed")
+    store.path.write_text(json.dumps({"service": other.id, "cursor": "c1"}))
+    with pytest.raises(CursorFileError, match="not a cursor of"):
+        store.load()
+
+
+# --- mutual TLS ----------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=Test X-Road CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )  # fmt: skip
+    for name, usage, san in (
+        ("server", "serverAuth", "IP:127.0.0.1"),
+        ("client", "clientAuth", ""),
+    ):
+        extensions = ["basicConstraints=CA:FALSE", f"extendedKeyUsage={usage}"]
+        extensions += [f"subjectAltName={san}"] if san else []
+        (folder / f"{name}.ext").write_text("\n".join(extensions) + "\n")
+        _openssl(
+            "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/O=Test/CN=te-hub-{name}",
+            cwd=folder,
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+            cwd=folder,
+        )  # fmt: skip
+    return folder
+
+
+def test_tls_settings_become_an_ssl_context(pki: Path, tmp_path: Path) -> None:
+    assert tls_verify(HubSettings()) is True  # no settings: httpx's default verification
+    context = tls_verify(
+        HubSettings(
+            xroad_ca_bundle=pki / "ca.pem",
+            xroad_client_cert=pki / "client.pem",
+            xroad_client_key=pki / "client.key",
+        )
+    )
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [
+        ((("commonName", "Test X-Road CA"),),)
+    ]
+    with pytest.raises(ValueError, match="HUB_XROAD_CLIENT_KEY"):
+        tls_verify(HubSettings(xroad_client_key=pki / "client.key"))
+
+
+async def test_mutual_tls_with_the_security_server(pki: Path, tmp_path: Path) -> None:
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(pki / "server.pem", pki / "server.key")
+    server_tls.load_verify_locations(pki / "ca.pem")
+    server_tls.verify_mode = ssl.CERT_REQUIRED
+    state = FeedState(service_path=SERVICE.path, items=list(FEED.items))
+    with running_feed(state, tls=server_tls) as server:
+        assert server.url.startswith("https://")
+        mtls = settings_for(
+            server.url,
+            tmp_path,
+            xroad_ca_bundle=pki / "ca.pem",
+            xroad_client_cert=pki / "client.pem",
+            xroad_client_key=pki / "client.key",
+        )
+        async with XRoadClient.from_settings(mtls) as client:
+            page = await client.get_json(SERVICE, {"limit": 2})
+        assert len(page["items"]) == 2
+        assert "te-hub-client" in state.client_cert_subjects[0]
+
+        without_cert = settings_for(server.url, tmp_path, xroad_ca_bundle=pki / "ca.pem")
+        untrusted = settings_for(server.url, tmp_path)  # system CAs do not know our test CA
+        for settings in (without_cert, untrusted):
+            async with XRoadClient.from_settings(settings) as client:
+                with pytest.raises(XRoadUnavailable):
+                    await client.get_json(SERVICE, {"limit": 2})
+        assert state.requests == 1
+
+
+# --- command -------------------------------------------------------------------------------------
+
+
+def test_poll_command_runs_the_poller_into_the_sink(
+    feed: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = MemorySink()
+
+    @asynccontextmanager
+    async def fake_kafka_sink(settings: HubSettings) -> AsyncIterator[MemorySink]:
+        yield sink
+
+    monkeypatch.setattr(poller_cli, "open_kafka_sink", fake_kafka_sink)
+    # The command's own logging setup would keep CliRunner's closed stream after the test.
+    monkeypatch.setattr(poller_cli, "configure_logging", lambda settings: None)
+    for name, value in {
+        "HUB_STATE_DIR": str(tmp_path),
+        "HUB_XROAD_SECURITY_SERVER_URL": feed.url,
+        "HUB_XROAD_CLIENT": CLIENT_ID,
+        "HUB_POLLER_PAGE_SIZE": "50",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        once = runner.invoke(poller_cli.poll_command, ["--service", SERVICE_ID, "--once"])
+        rest = runner.invoke(poller_cli.poll_command, ["--service", SERVICE_ID, "--until-idle"])
+        both = runner.invoke(poller_cli.poll_command, ["--once", "--until-idle"])
+        unnamed = runner.invoke(poller_cli.poll_command, ["--once"])
+    finally:
+        get_settings.cache_clear()
+    assert once.exit_code == 0, once.output
+    assert f"{SERVICE_ID}: 1 page(s), 50 item(s)" in once.output
+    assert rest.exit_code == 0, rest.output
+    assert "4 page(s), 200 item(s)" in rest.output
+    assert_exactly_once(sink)
+    assert both.exit_code == 2
+    assert "exclude each other" in both.output
+    assert unnamed.exit_code == 2
+    assert "HUB_POLLER_SERVICE" in unnamed.output
