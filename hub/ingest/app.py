@@ -1,0 +1,1093 @@
+"""The ingest API: municipal systems, service providers and payers POST customer-path events.
+
+``create_app`` builds a FastAPI app around an :class:`~hub.ingest.sink.EventSink`. A request is
+authenticated (API key), checked against the client's scopes, validated (schema, then the rules
+across fields), authorised on its data (municipality, provider's enrolment, payer), turned into a
+:class:`~hub.events.CustomerPathEvent` and written with ONE ``sink.submit`` call; the answer (202)
+comes only after the sink returned, i.e. after the broker acknowledged the write.
+
+Idempotency. Every submission has a dedupe key, namespaced by the client id:
+
+* the ``Idempotency-Key`` header when sent (IETF draft "The Idempotency-Key HTTP Header Field");
+* else the client's ``event_id``;
+* else the digest of the validated request (so an identical resend is one event).
+
+A repeated key with the same request answers the ORIGINAL result (same event id, 202,
+``Idempotent-Replayed: true``); a repeated key with a different request is
+``idempotency-conflict`` (422, as the draft recommends; 409 would suggest a retry could help).
+A client that sets its own event ids should not send them under several Idempotency-Keys:
+the sink dedupes by key, so that would write one event id twice. The Idempotency-Key itself is
+kept only hashed. In a bulk, each item has its own key (``<bulk key>#<index>`` under an
+Idempotency-Key, else as above), all written in one atomic submission.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at run
+# time, and the dependencies in them are closures of create_app.
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import structlog
+from fastapi import Depends, FastAPI, Header, Request, Response, Security
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
+from hub.ingest.auth import (
+    Denial,
+    EnrolmentDirectory,
+    IngestClient,
+    IngestClients,
+    denials,
+    scope_denial,
+)
+from hub.ingest.convert import request_digest, to_event
+from hub.ingest.problems import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_TYPES,
+    FieldError,
+    Problem,
+    ProblemError,
+    field_errors,
+    install_problem_handlers,
+    internal_error,
+    json_pointer,
+    render_problem,
+)
+from hub.ingest.requests import (
+    BULK_ADAPTER,
+    BULK_ITEM_ADAPTER,
+    REQUEST_TYPES,
+    IngestRequest,
+    RuleViolation,
+    bulk_violations,
+)
+from hub.ingest.sink import EventSink, Receipt, SinkUnavailable, Submission
+from hub.logging import bind_event_context, get_logger, redact_text
+from hub.settings import HubSettings
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+API_VERSION: Final = "1.0.0"
+BULK_PATH: Final = "/v1/bulk"
+#: Largest single-event body; a real event is a few kilobytes.
+SINGLE_MAX_BYTES: Final = 256 * 1024
+NDJSON: Final = "application/x-ndjson"
+#: Method labels of the metrics; anything else is "other" (clients choose the method).
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_PUBLISH_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def kebab(event_type: str) -> str:
+    """``JobseekerRegistered`` -> ``jobseeker-registered``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", event_type).lower()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    event_type: str
+    tag: str
+
+
+#: Where each event type is posted: providers and payers have their own paths.
+ENDPOINTS: Final[tuple[Endpoint, ...]] = (
+    *(
+        Endpoint(f"/v1/events/{kebab(name)}", name, "customer path")
+        for name in REQUEST_TYPES
+        if name not in {"ServiceParticipationReported", "StatementRequested", "BenefitDaysAccrued"}
+    ),
+    Endpoint("/v1/providers/participation", "ServiceParticipationReported", "service providers"),
+    Endpoint("/v1/payers/statement-requests", "StatementRequested", "benefit payers"),
+    Endpoint("/v1/payers/benefit-day-accruals", "BenefitDaysAccrued", "benefit payers"),
+)
+_PATH_OF: Final = {e.event_type: e.path for e in ENDPOINTS}
+
+DESCRIPTION: Final = """
+Inbound REST API of the TE integration hub. Municipal employment-service systems, service
+providers and benefit payers POST customer-path facts; the hub validates them, replaces the
+personal identity code by a keyed pseudonym in the event key, and writes them to the
+customer-path event log. **202 means the log acknowledged the write.**
+
+* Authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`; scopes are event types.
+* Idempotency: send `Idempotency-Key` (or your own `event_id`); a retry gets the original answer
+  with `Idempotent-Replayed: true`, a different body under the same key gets 422
+  `idempotency-conflict`. Without either, identical requests are one event.
+* Errors are RFC 9457 problem details (`application/problem+json`) with a stable `type` URI and,
+  for validation, every failing field as a JSON pointer. Sent values are never echoed.
+* 503 `sink-unavailable` means nothing was stored: retry after `Retry-After` seconds.
+"""
+
+
+# --- response models (documentation) ----------------------------------------------------------
+
+
+class Accepted(BaseModel):
+    """The event is in the log (or was already: see Idempotent-Replayed)."""
+
+    event_id: uuid.UUID = Field(description="Id of the event in the log.")
+    status: Literal["accepted"] = "accepted"
+
+
+class BulkAccepted(BaseModel):
+    """Every item is in the log, written in one atomic submission."""
+
+    status: Literal["accepted"] = "accepted"
+    event_ids: list[uuid.UUID] = Field(description="Event ids in the order of the items.")
+
+
+class Status(BaseModel):
+    status: str
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+class IngestMetrics:
+    """Prometheus metrics of one app (own registry, so tests can build many apps)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "hub_ingest_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "hub_ingest_request_seconds",
+            "Time to answer a request.",
+            ["route"],
+            registry=registry,
+        )
+        self.rejects = Counter(
+            "hub_ingest_rejects",
+            "Rejected requests by problem type.",
+            ["reason"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "hub_ingest_events",
+            "Events by type: accepted (written now) or replayed (written before).",
+            ["event_type", "outcome"],
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "hub_ingest_publish_seconds",
+            "Time of one sink.submit (until the broker acknowledged), by outcome.",
+            ["outcome"],
+            buckets=_PUBLISH_BUCKETS,
+            registry=registry,
+        )
+
+    def reject(self, slug: str) -> None:
+        self.rejects.labels(reason=slug).inc()
+
+
+# --- the edge: request id, limits, media types, access log, metrics ---------------------------
+
+
+def _media_type(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    message = Message()
+    message["content-type"] = content_type
+    return message.get_content_type()
+
+
+def _is_json(media_type: str | None) -> bool:
+    return media_type == "application/json" or bool(media_type and media_type.endswith("+json"))
+
+
+class _Edge:
+    """Pure ASGI middleware around every request.
+
+    It gives each request an id (a sane incoming X-Request-ID or a new one, echoed back), refuses
+    bodies that are too large or of the wrong media type before anything parses them, counts and
+    logs every answer, and turns any exception that escaped the handlers into a 500 problem.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: IngestMetrics, bulk_max_bytes: int, known: set[str]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.bulk_max_bytes = bulk_max_bytes
+        self.known = known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id) or IDENTITY_CODE_PATTERN.search(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        instance = f"urn:te-hub:request:{request_id}"
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: AsgiMessage) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        # client_id is bound here too (as None) so that the reset below also undoes the
+        # authentication's binding, even when requests share one task (as in tests).
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id, client_id=None)
+        try:
+            path: str = scope["path"]
+            limit = self.bulk_max_bytes if path == BULK_PATH else SINGLE_MAX_BYTES
+            refusal = self._refuse(scope["method"], path, headers, limit)
+            if refusal is not None:
+                response = render_problem(
+                    refusal, instance=instance, on_problem=self.metrics.reject
+                )
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, _limited(receive, limit), send_with_id)
+        except Exception as error:
+            if response_started:
+                raise
+            log.error("unhandled error", exc_info=error)
+            response = render_problem(
+                internal_error(), instance=instance, on_problem=self.metrics.reject
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or (
+                scope["path"] if scope["path"] in self.known else "unmatched"
+            )
+            elapsed = time.perf_counter() - started
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.requests.labels(route=label, method=method, status=status).inc()
+            self.metrics.request_seconds.labels(route=label).observe(elapsed)
+            state = scope.get("state", {})
+            log.info(
+                "request handled",
+                method=scope["method"],
+                route=label,
+                status=status,
+                duration_ms=round(elapsed * 1000, 1),
+                client_id=state.get("client_id"),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    def _refuse(self, method: str, path: str, headers: Headers, limit: int) -> ProblemError | None:
+        if method != "POST" or not path.startswith("/v1/"):
+            return None
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return ProblemError(
+                "content-too-large", f"the body is larger than this endpoint's {limit} bytes"
+            )
+        media_type = _media_type(headers.get("content-type"))
+        allowed = "application/json" + (f" or {NDJSON}" if path == BULK_PATH else "")
+        if _is_json(media_type) or (path == BULK_PATH and media_type == NDJSON):
+            return None
+        return ProblemError(
+            "unsupported-media-type",
+            f"send the body as {allowed}",
+            headers={"Accept-Post": allowed.replace(" or ", ", ")},
+        )
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """*receive* that fails with 413 once the body exceeds *limit* (chunked bodies too)."""
+    total = 0
+
+    async def receive_limited() -> AsgiMessage:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise StarletteHTTPException(413)
+        return message
+
+    return receive_limited
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def _denial_error(denial: Denial, index: int | None = None, line: int | None = None) -> FieldError:
+    loc: list[str | int] = [*([] if index is None else [index]), *denial.loc]
+    return FieldError(
+        pointer=None if denial.missing_scope else json_pointer(loc),
+        line=line,
+        loc=loc,
+        type=denial.slug,
+        detail=denial.detail,
+    )
+
+
+def _scope_challenge(scope: str | None) -> dict[str, str] | None:
+    if scope is None:
+        return None
+    return {
+        "WWW-Authenticate": f'Bearer realm="te-hub", error="insufficient_scope", scope="{scope}"'
+    }
+
+
+def _forbidden(found: Sequence[Denial]) -> ProblemError:
+    """403 for one request, with the specific problem type of the first reason."""
+    first = found[0]
+    return ProblemError(
+        first.slug,
+        first.detail,
+        errors=[_denial_error(d) for d in found],
+        headers=_scope_challenge(first.missing_scope),
+        missing_scope=first.missing_scope,
+    )
+
+
+def _forbidden_items(found: Sequence[tuple[int, Denial]], lines: Sequence[int]) -> ProblemError:
+    """403 for the bulk items the client may not send (each error names its reason)."""
+    scope = next((d.missing_scope for _, d in found if d.missing_scope), None)
+    return ProblemError(
+        "forbidden-items",
+        f"{len(found)} reason(s) why items may not be sent by this client",
+        errors=[_denial_error(d, i, lines[i] if lines else None) for i, d in found],
+        headers=_scope_challenge(scope),
+        missing_scope=scope,
+    )
+
+
+def _rule_problem(violations: Sequence[RuleViolation], lines: Sequence[int] = ()) -> ProblemError:
+    return ProblemError(
+        "rule-violation",
+        f"{len(violations)} rule(s) across fields are broken",
+        errors=[
+            FieldError(
+                pointer=json_pointer(v.loc),
+                line=lines[v.loc[0]] if lines and isinstance(v.loc[0], int) else None,
+                loc=list(v.loc),
+                type=v.type,
+                detail=v.detail,
+            )
+            for v in violations
+        ],
+    )
+
+
+def _idempotency_key(raw: str | None) -> str | None:
+    """The key, unquoted when sent as the draft's structured-field string (``"abc"``)."""
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not key or not key.isprintable() or not key.isascii():
+        raise ProblemError(
+            "invalid-header",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            errors=[
+                FieldError(loc=["header", "Idempotency-Key"], type="invalid", detail="bad key")
+            ],
+        )
+    return key
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def dedupe_key(
+    client_id: str, idempotency_key: str | None, event_id: uuid.UUID | None, digest: str
+) -> str:
+    """The sink's dedupe key: client id, then the Idempotency-Key, event id or digest.
+
+    The Idempotency-Key is hashed: clients build keys from their own data, which may well hold
+    an identity code, and the dedupe key is stored next to the log.
+    """
+    if idempotency_key is not None:
+        return f"{client_id}:idempotency-key:{_sha256(idempotency_key)}"
+    if event_id is not None:
+        return f"{client_id}:event-id:{event_id}"
+    return f"{client_id}:digest:{digest}"
+
+
+class _Ingest:
+    """What the handlers share: the sink, the clients, the clock and the metrics."""
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        sink: EventSink,
+        enrolments: EnrolmentDirectory,
+        clock: Clock,
+        pseudonymizer: Pseudonymizer,
+        metrics: IngestMetrics,
+    ) -> None:
+        self.sink = sink
+        self.enrolments = enrolments
+        self.clock = clock
+        self.pseudonymizer = pseudonymizer
+        self.metrics = metrics
+        self.clock_skew = timedelta(seconds=settings.ingest_clock_skew_s)
+        self.bulk_max_items = settings.ingest_bulk_max_items
+
+    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
+        """One ``sink.submit``, timed; the receipts must match the submissions one to one."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            receipts = await self.sink.submit(submissions)
+            outcome = "ok"
+        except SinkUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            self.metrics.publish_seconds.labels(outcome=outcome).observe(
+                time.perf_counter() - started
+            )
+        if len(receipts) != len(submissions):
+            raise RuntimeError(f"sink gave {len(receipts)} receipts for {len(submissions)}")
+        return receipts
+
+    async def accept_one(
+        self, body: IngestRequest[Any], client: IngestClient, raw_key: str | None
+    ) -> JSONResponse:
+        idempotency_key = _idempotency_key(raw_key)
+        found = await denials(client, body, self.enrolments)
+        if found:
+            raise _forbidden(found)
+        violations = body.violations(now=self.clock(), clock_skew=self.clock_skew)
+        if violations:
+            log.info(
+                "request rejected", reason="rule-violation", rules=[v.type for v in violations]
+            )
+            raise _rule_problem(violations)
+        digest = request_digest(body)
+        key = dedupe_key(client.client_id, idempotency_key, body.event_id, digest)
+        event = to_event(
+            body,
+            source_system=client.source_system,
+            pseudonymizer=self.pseudonymizer,
+            recorded_at=self.clock(),
+            dedupe_key=key,
+        )
+        envelope = event.envelope
+        with bind_event_context(str(envelope.event_id), str(envelope.correlation_id)):
+            [receipt] = await self.submit([Submission(key, digest, event)])
+            if receipt.duplicate and receipt.request_digest != digest:
+                log.info("request rejected", reason="idempotency-conflict")
+                raise ProblemError(
+                    "idempotency-conflict",
+                    "this Idempotency-Key (or event_id) was used before for a different request; "
+                    "use a new key for a new request",
+                )
+            outcome = "replayed" if receipt.duplicate else "accepted"
+            self.metrics.events.labels(event_type=event.event_type, outcome=outcome).inc()
+            log.info("event " + outcome, event_type=event.event_type, client_id=client.client_id)
+        return JSONResponse(
+            {"event_id": str(receipt.event_id), "status": "accepted"},
+            status_code=202,
+            headers={"Idempotent-Replayed": "true"} if receipt.duplicate else None,
+        )
+
+    async def accept_bulk(
+        self, request: Request, client: IngestClient, raw_key: str | None
+    ) -> JSONResponse:
+        idempotency_key = _idempotency_key(raw_key)
+        ndjson = _media_type(request.headers.get("content-type")) == NDJSON
+        parsed = await (self._read_ndjson(request) if ndjson else self._read_json_array(request))
+        items, lines = parsed
+        found = [
+            (index, denial)
+            for index, item in enumerate(items)
+            for denial in await denials(client, item, self.enrolments)
+        ]
+        if found:
+            raise _forbidden_items(found, lines)
+        violations = bulk_violations(items, now=self.clock(), clock_skew=self.clock_skew)
+        if violations:
+            raise _rule_problem(violations, lines)
+        return await self._write_bulk(items, lines, client, idempotency_key)
+
+    async def _write_bulk(
+        self,
+        items: list[IngestRequest[Any]],
+        lines: Sequence[int],
+        client: IngestClient,
+        idempotency_key: str | None,
+    ) -> JSONResponse:
+        if idempotency_key is not None:
+            # The key names the whole request: every item carries the digest of the whole bulk,
+            # so any change of the body conflicts on every item written before.
+            whole = request_digest(items)
+            bulk_key = dedupe_key(client.client_id, idempotency_key, None, whole)
+            keyed = [(f"{bulk_key}#{i}", whole) for i in range(len(items))]
+        else:
+            keyed = []
+            for item in items:
+                digest = request_digest(item)
+                keyed.append((dedupe_key(client.client_id, None, item.event_id, digest), digest))
+        first_of: dict[str, int] = {}
+        clashes: list[RuleViolation] = []
+        for index, (key, digest) in enumerate(keyed):
+            earlier = first_of.setdefault(key, index)
+            if earlier != index and keyed[earlier][1] != digest:
+                clashes.append(
+                    RuleViolation(
+                        (index, "event_id"),
+                        "duplicate_event_id",
+                        f"item {earlier} has the same event_id with other content",
+                    )
+                )
+        if clashes:
+            raise _rule_problem(clashes, lines)
+        recorded_at = self.clock()
+        unique = sorted(set(first_of.values()))
+        submissions = [
+            Submission(
+                keyed[i][0],
+                keyed[i][1],
+                to_event(
+                    items[i],
+                    source_system=client.source_system,
+                    pseudonymizer=self.pseudonymizer,
+                    recorded_at=recorded_at,
+                    dedupe_key=keyed[i][0],
+                ),
+            )
+            for i in unique
+        ]
+        receipts = dict(zip(unique, await self.submit(submissions), strict=True))
+        by_item = [receipts[first_of[key]] for key, _ in keyed]
+        conflicts = [
+            i
+            for i, (r, (_, digest)) in enumerate(zip(by_item, keyed, strict=True))
+            if r.duplicate and r.request_digest != digest
+        ]
+        if conflicts:
+            raise ProblemError(
+                "idempotency-conflict",
+                f"{len(conflicts)} item(s) reuse a key of an earlier, different request; the "
+                "other items are in the log (accepted_event_ids)",
+                errors=[
+                    FieldError(
+                        pointer=json_pointer([i]),
+                        line=lines[i] if lines else None,
+                        loc=[i],
+                        type="idempotency_conflict",
+                        detail="the key of this item was used for different content",
+                    )
+                    for i in conflicts
+                ],
+                accepted_event_ids=[
+                    None if i in conflicts else str(r.event_id) for i, r in enumerate(by_item)
+                ],
+            )
+        for submission, receipt in zip(submissions, receipts.values(), strict=True):
+            envelope = submission.event.envelope
+            outcome = "replayed" if receipt.duplicate else "accepted"
+            self.metrics.events.labels(event_type=envelope.event_type, outcome=outcome).inc()
+            with bind_event_context(str(envelope.event_id), str(envelope.correlation_id)):
+                log.debug("event " + outcome, event_type=envelope.event_type)
+        replayed = all(r.duplicate for r in by_item)
+        log.info(
+            "bulk accepted",
+            items=len(items),
+            written=sum(not r.duplicate for r in receipts.values()),
+            client_id=client.client_id,
+        )
+        return JSONResponse(
+            {"status": "accepted", "event_ids": [str(r.event_id) for r in by_item]},
+            status_code=202,
+            headers={"Idempotent-Replayed": "true"} if replayed else None,
+        )
+
+    def _check_count(self, count: int) -> None:
+        if count > self.bulk_max_items:
+            raise ProblemError(
+                "too-many-items", f"a bulk request may carry at most {self.bulk_max_items} items"
+            )
+
+    async def _read_json_array(
+        self, request: Request
+    ) -> tuple[list[IngestRequest[Any]], list[int]]:
+        body = await request.body()
+        try:
+            # A first, cheap pass for the shape and the count, before validating thousands.
+            data = json.loads(body)
+        except json.JSONDecodeError as error:
+            raise ProblemError(
+                "malformed-json",
+                f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
+                f"{error.colno}",
+            ) from None
+        except (UnicodeDecodeError, RecursionError):
+            raise ProblemError(
+                "malformed-json", "the body is not UTF-8 JSON of sane depth"
+            ) from None
+        if not isinstance(data, list) or not data:
+            raise ProblemError(
+                "validation-error",
+                "the body must be a non-empty JSON array of items",
+                errors=[FieldError(pointer="#", type="list_type", detail="a non-empty array")],
+            )
+        self._check_count(len(data))
+        parsed = _parse(BULK_ADAPTER.validate_json, body, tag_at=1)
+        if isinstance(parsed, ProblemError):
+            raise parsed
+        return parsed, []
+
+    async def _read_ndjson(self, request: Request) -> tuple[list[IngestRequest[Any]], list[int]]:
+        """One JSON object per line, validated while the body streams in."""
+        items: list[IngestRequest[Any]] = []
+        lines: list[int] = []
+        syntax: list[FieldError] = []
+        invalid: list[FieldError] = []
+        line_number = 0
+
+        def take(raw: bytes) -> None:
+            nonlocal line_number
+            line_number += 1
+            if not raw.strip():
+                return
+            index = len(lines)
+            lines.append(line_number)
+            self._check_count(len(lines))
+            parsed = _parse(
+                BULK_ITEM_ADAPTER.validate_json, raw, prefix=[index], line=line_number, tag_at=0
+            )
+            if not isinstance(parsed, ProblemError):
+                items.append(parsed)
+            elif parsed.slug == "malformed-json":
+                syntax.extend(parsed.errors or [])
+            else:
+                invalid.extend(parsed.errors or [])
+
+        pending = b""
+        async for chunk in _chunks(request):
+            pending += chunk
+            if b"\n" in chunk:  # split only when a line ended: a long line stays linear
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    take(raw)
+        if pending:
+            take(pending)
+        if syntax:
+            raise ProblemError(
+                "malformed-json", f"{len(syntax)} line(s) are not valid JSON", errors=syntax
+            )
+        if invalid:
+            raise ProblemError(
+                "validation-error",
+                f"{len(invalid)} field(s) of the items do not match the schema",
+                errors=invalid,
+            )
+        if not items:
+            raise ProblemError(
+                "validation-error",
+                "the body must hold at least one item",
+                errors=[FieldError(pointer="#", type="too_short", detail="no items")],
+            )
+        return items, lines
+
+
+T = TypeVar("T")
+
+
+def _parse(
+    validate_json: Callable[..., T],
+    raw: bytes,
+    *,
+    prefix: Sequence[str | int] = (),
+    line: int | None = None,
+    tag_at: int | None = None,
+) -> T | ProblemError:
+    """Validate JSON text strictly: the value, or the problem (400 syntax, 422 schema).
+
+    Strict JSON mode accepts exactly what the JSON schema says (ISO strings for dates, UUIDs
+    and enums) and refuses lax conversions such as ``0`` for a date or ``"22"`` for a number,
+    which would otherwise be silently reinterpreted.
+    """
+    if not raw.strip():
+        return ProblemError(
+            "validation-error",
+            "the request has no body",
+            errors=[FieldError(pointer="#", line=line, type="missing", detail="a JSON body")],
+        )
+    try:
+        return validate_json(raw, strict=True)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        syntax = [e for e in errors if e["type"] == "json_invalid"]
+        if syntax:
+            reason = redact_text(str(syntax[0].get("ctx", {}).get("error", "invalid JSON")))
+            return ProblemError(
+                "malformed-json",
+                f"the body is not valid JSON: {reason}",
+                errors=[FieldError(line=line, type="json_invalid", detail=reason)],
+            )
+        fields = field_errors(errors, prefix=prefix, line=line, tag_at=tag_at)
+        return ProblemError(
+            "validation-error",
+            f"{len(fields)} field(s) do not match the schema",
+            errors=fields,
+        )
+
+
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------
+
+
+def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    headers = {
+        401: {
+            "WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}
+        },
+        403: {
+            "WWW-Authenticate": {
+                "description": "insufficient_scope with the missing scope.",
+                "schema": {"type": "string"},
+            }
+        },
+        415: {
+            "Accept-Post": {
+                "description": "Media types this path accepts.",
+                "schema": {"type": "string"},
+            }
+        },
+        503: {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": _status_description(status),
+            **({"headers": headers[status]} if status in headers else {}),
+        }
+        for status in statuses
+    }
+
+
+def _status_description(status: int) -> str:
+    slugs = [slug for slug, (code, _) in PROBLEM_TYPES.items() if code == status]
+    return "Problem: " + ", ".join(slugs)
+
+
+_ACCEPTED_HEADERS: Final = {
+    "Idempotent-Replayed": {
+        "description": "true when the key had been used for this request before: the "
+        "original answer, nothing new written.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "X-Request-ID": {
+        "description": "Id of this request in the hub's logs.",
+        "schema": {"type": "string"},
+    },
+}
+_POST_PROBLEMS: Final = (400, 401, 403, 413, 415, 422, 503)
+
+
+REF_TEMPLATE: Final = "#/components/schemas/{model}"
+
+
+def _openapi(app: FastAPI, max_items: int) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document plus the bulk body and problem media types."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        _, singles = models_json_schema(
+            [(model, "validation") for model in REQUEST_TYPES.values()],
+            ref_template=REF_TEMPLATE,
+        )
+        array = BULK_ADAPTER.json_schema(ref_template=REF_TEMPLATE)
+        for name, definition in {**singles["$defs"], **array.pop("$defs", {})}.items():
+            components.setdefault(name, definition)
+        array.update(minItems=1, maxItems=max_items)
+        for endpoint in ENDPOINTS:
+            schema["paths"][endpoint.path]["post"]["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "$ref": REF_TEMPLATE.format(model=f"{endpoint.event_type}Request")
+                        }
+                    }
+                },
+            }
+        schema["paths"][BULK_PATH]["post"]["requestBody"] = {
+            "required": True,
+            "description": f"Up to {max_items} items, each a request with its event_type. As "
+            "application/json: an array. As application/x-ndjson: one item per line (errors "
+            "name the line).",
+            "content": {"application/json": {"schema": array}, NDJSON: {"schema": array}},
+        }
+        for path_item in schema["paths"].values():
+            for operation in path_item.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status.isdigit() and int(status) >= 400 and "application/json" in content:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+# --- create_app -------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: HubSettings,
+    sink: EventSink,
+    clients: IngestClients,
+    enrolments: EnrolmentDirectory,
+    clock: Clock = utc_now,
+    *,
+    pseudonymizer: Pseudonymizer | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The ingest API over *sink*, for *clients*; *clock* is the hub's time (tests fix it)."""
+    metrics = IngestMetrics(registry if registry is not None else CollectorRegistry())
+    ingest = _Ingest(
+        settings,
+        sink,
+        enrolments,
+        clock,
+        pseudonymizer or Pseudonymizer.from_settings(settings),
+        metrics,
+    )
+    app = FastAPI(
+        title="TE hub ingest API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "customer path", "description": "Municipal employment-service systems."},
+            {"name": "service providers", "description": "Participation reports."},
+            {"name": "benefit payers", "description": "Kela and unemployment funds."},
+            {"name": "bulk", "description": "Many events in one atomic write."},
+            {"name": "operations", "description": "Health, readiness and metrics."},
+        ],
+    )
+    install_problem_handlers(app, on_problem=metrics.reject)
+    bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
+    api_key_header = APIKeyHeader(
+        name="X-API-Key", auto_error=False, description="The API key (alternative header)."
+    )
+
+    async def authenticated_client(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+        api_key: Annotated[str | None, Security(api_key_header)],
+    ) -> IngestClient:
+        key = credentials.credentials if credentials is not None else api_key
+        challenge = 'Bearer realm="te-hub"'
+        if not key:
+            raise ProblemError(
+                "unauthenticated",
+                "send the API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": challenge},
+            )
+        client = clients.authenticate(key)
+        if client is None:
+            raise ProblemError(
+                "unauthenticated",
+                "the API key is not valid",
+                headers={"WWW-Authenticate": challenge + ', error="invalid_token"'},
+            )
+        request.state.client_id = client.client_id
+        structlog.contextvars.bind_contextvars(client_id=client.client_id)
+        return client
+
+    for endpoint in ENDPOINTS:
+        app.add_api_route(
+            endpoint.path,
+            _single_handler(ingest, endpoint.event_type, authenticated_client),
+            methods=["POST"],
+            status_code=202,
+            response_model=Accepted,
+            responses={202: {"headers": _ACCEPTED_HEADERS}, **_problem_responses(*_POST_PROBLEMS)},
+            tags=[endpoint.tag],
+            summary=f"Report {endpoint.event_type}",
+            description=(REQUEST_TYPES[endpoint.event_type].__doc__ or "").strip(),
+            operation_id=f"post{endpoint.event_type}",
+        )
+
+    async def post_bulk(
+        request: Request,
+        client: Annotated[IngestClient, Depends(authenticated_client)],
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        return await ingest.accept_bulk(request, client, idempotency_key)
+
+    app.add_api_route(
+        BULK_PATH,
+        post_bulk,
+        methods=["POST"],
+        status_code=202,
+        response_model=BulkAccepted,
+        responses={202: {"headers": _ACCEPTED_HEADERS}, **_problem_responses(*_POST_PROBLEMS)},
+        tags=["bulk"],
+        summary="Report many events atomically",
+        description="All items are validated and authorised first; then they are written in one "
+        "atomic submission (all or none). Rules across items apply too: a person's "
+        "InitialInterviewHeld may not occur before the same person's JobseekerRegistered.",
+        operation_id="postBulk",
+    )
+
+    async def unknown_event_type(name: str) -> Response:
+        wanted = next((t for t in REQUEST_TYPES if kebab(t) == name), None)
+        hint = f"; {wanted} is sent to {_PATH_OF[wanted]}" if wanted else ""
+        raise ProblemError(
+            "unknown-event-type",
+            "no event type is posted to this path" + hint + "; see /docs for the event paths",
+        )
+
+    app.add_api_route(
+        "/v1/events/{name}", unknown_event_type, methods=["POST"], include_in_schema=False
+    )
+
+    async def health() -> Status:
+        """Liveness: the process answers."""
+        return Status(status="ok")
+
+    async def ready() -> Response:
+        """Readiness: the event log would take a write now."""
+        try:
+            ok = await sink.ready()
+        except Exception as error:  # a probe must answer, whatever the sink does
+            log.warning("readiness check failed", error=type(error).__name__)
+            ok = False
+        if ok:
+            return JSONResponse({"status": "ready"})
+        raise ProblemError(
+            "not-ready", "the event log is not reachable", headers={"Retry-After": "5"}
+        )
+
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/health", health, methods=["GET"], tags=["operations"])
+    app.add_api_route(
+        "/ready",
+        ready,
+        methods=["GET"],
+        tags=["operations"],
+        response_model=Status,
+        responses=_problem_responses(503),
+    )
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
+    app.openapi = _openapi(app, settings.ingest_bulk_max_items)  # type: ignore[method-assign]
+    known = {e.path for e in ENDPOINTS} | {BULK_PATH, "/health", "/ready", "/metrics"}
+    known |= {"/openapi.json", "/docs", "/redoc"}
+    app.add_middleware(
+        _Edge, metrics=metrics, bulk_max_bytes=settings.ingest_bulk_max_bytes, known=known
+    )
+    return app
+
+
+#: The Idempotency-Key header parameter (documented in OpenAPI).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Names this submission so that a retry is answered, not written again "
+        "(IETF draft). Bare or as a quoted structured-field string.",
+    ),
+]
+
+
+def _single_handler(
+    ingest: _Ingest,
+    event_type: str,
+    authenticate: Callable[..., Awaitable[IngestClient]],
+) -> Callable[..., Awaitable[JSONResponse]]:
+    """The handler of one event type: authenticate, check the scope, then read the body.
+
+    The body is read by a dependency rather than by FastAPI so that it is parsed only after
+    authentication and in strict JSON mode (see :func:`_parse`); the OpenAPI document still
+    shows its model (see :func:`_openapi`).
+    """
+    model = REQUEST_TYPES[event_type]
+
+    async def scoped_client(
+        client: Annotated[IngestClient, Depends(authenticate)],
+    ) -> IngestClient:
+        denial = scope_denial(client, event_type)
+        if denial is not None:
+            raise _forbidden([denial])
+        return client
+
+    async def request_body(request: Request) -> IngestRequest[Any]:
+        parsed = _parse(model.model_validate_json, await request.body())
+        if isinstance(parsed, ProblemError):
+            raise parsed
+        return parsed
+
+    async def post_event(
+        client: Annotated[IngestClient, Depends(scoped_client)],
+        body: Annotated[IngestRequest[Any], Depends(request_body)],
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        return await ingest.accept_one(body, client, idempotency_key)
+
+    post_event.__name__ = f"post_{kebab(event_type).replace('-', '_')}"
+    return post_event

@@ -1,0 +1,93 @@
+"""Fuzz the ingest API from its own OpenAPI document: no input may give a 5xx or echo a code.
+
+Schemathesis generates valid and invalid requests for every operation (explicit examples,
+boundary "coverage" cases and random fuzzing) and sends them with a valid API key for the
+operation's audience, so that they get past authentication into validation and the rules. Its
+response checks run too (documented status codes, media types, response schemas, invalid data
+rejected), except two that cannot hold here: ``positive_data_acceptance`` (schema-valid data is
+still refused by checksums, rules and scopes, which a JSON schema cannot express) and
+``ignored_auth`` (it reuses the valid key this test injects). Authentication has its own tests.
+Deselect with ``-m "not fuzz"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import ignored_auth, positive_data_acceptance
+
+from hub.identity import IDENTITY_CODE_PATTERN
+from hub.ingest.app import create_app, utc_now
+from hub.settings import HubSettings
+from tests.ingest_fakes import (
+    KELA_KEY,
+    MUNICIPAL_KEY,
+    PROVIDER_KEY,
+    FakeEnrolments,
+    FakeSink,
+    bearer,
+    make_clients,
+)
+
+#: Cases per operation in the fuzzing phase (the examples and coverage phases add more).
+MAX_EXAMPLES = 60
+MIN_TOTAL_CASES = 1000
+
+SINK = FakeSink()
+APP = create_app(
+    HubSettings(ingest_bulk_max_items=50), SINK, make_clients(), FakeEnrolments(), utc_now
+)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+CASES: Counter[str] = Counter()
+STATUSES: Counter[int] = Counter()
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(ctx: Any, value: Any) -> bytes:
+    """One JSON value per line (an array's items); anything else as one line."""
+    items = value if isinstance(value, list) else [value]
+    return "\n".join(json.dumps(item) for item in items).encode()
+
+
+def _key_for(path: str) -> str:
+    if path.startswith("/v1/providers/"):
+        return PROVIDER_KEY
+    if path.startswith("/v1/payers/"):
+        return KELA_KEY
+    return MUNICIPAL_KEY
+
+
+@pytest.mark.fuzz
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_no_input_gives_a_server_error(case: schemathesis.Case) -> None:
+    # Schemathesis also generates the security headers; a valid key gets the case further.
+    headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+    case.headers = {**headers, **bearer(_key_for(case.path))}
+    response = case.call_and_validate(excluded_checks=[positive_data_acceptance, ignored_auth])
+    CASES[case.operation.label] += 1
+    STATUSES[response.status_code] += 1
+    assert response.status_code < 500, response.text
+    assert not IDENTITY_CODE_PATTERN.search(response.text), "an identity code was echoed"
+
+
+@pytest.mark.fuzz
+def test_the_fuzz_ran_enough_cases() -> None:
+    """Runs after the fuzz test (file order); skipped when the fuzz was deselected."""
+    if not CASES:
+        pytest.skip("the fuzz test did not run")
+    total = sum(CASES.values())
+    print(f"fuzz: {total} cases over {len(CASES)} operations; statuses {dict(STATUSES)}")
+    assert total >= MIN_TOTAL_CASES, dict(CASES)
+    assert STATUSES[202] > 0, "no generated request was accepted"
