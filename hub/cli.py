@@ -7,10 +7,13 @@ import sys
 import click
 from pydantic import ValidationError
 
+from connectors.batch.cli import import_command
 from connectors.poller.cli import poll_command
 from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
 from hub.events.cli import schemas
+from hub.ingest.cli import clients
+from hub.ingest.serve import serve_command
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
 from hub.settings import HubSettings
@@ -28,6 +31,9 @@ cli.add_command(schemas)
 cli.add_command(simulate_command)
 cli.add_command(tail_command)
 cli.add_command(poll_command)
+cli.add_command(import_command)
+cli.add_command(serve_command)
+cli.add_command(clients)
 
 
 def main() -> None:

@@ -83,8 +83,13 @@ class KafkaEventSink:
         return len(self._receipts)
 
     async def start(self) -> None:
-        """Load the receipts written so far; the producer starts lazily on the first write."""
-        await self._load_receipts()
+        """Fence any earlier writer with this transactional id, then load the receipts.
+
+        Fencing first matters: it makes Kafka finish (commit or abort) a transaction a killed
+        predecessor left behind, so the receipts read next include a commit it had asked for.
+        """
+        self._reload_receipts = True
+        await self._ready_producer()
         self._writer = asyncio.create_task(self._write_loop(), name="kafka-sink-writer")
 
     async def stop(self) -> None:

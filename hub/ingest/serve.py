@@ -1,0 +1,55 @@
+"""``hub serve``: the ingest API on the Kafka sink, with its start and stop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import click
+import uvicorn
+from fastapi import FastAPI
+
+from hub.ingest.app import create_app
+from hub.ingest.auth import IngestClients
+from hub.ingest.enrolments import KafkaEnrolmentDirectory
+from hub.ingest.kafka_sink import KafkaEventSink
+from hub.kafka.topics import ensure_topics
+from hub.logging import configure_logging, get_logger
+from hub.settings import HubSettings, get_settings
+
+log = get_logger(__name__)
+
+
+def build_server_app(settings: HubSettings) -> FastAPI:
+    """The API wired to Kafka; topics, receipts and the enrolment directory start with it."""
+    clients = IngestClients.from_file(settings.ingest_clients_file)
+    sink = KafkaEventSink(settings)
+    enrolments = KafkaEnrolmentDirectory(settings)
+    app = create_app(settings, sink, clients, enrolments)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings)
+        await sink.start()
+        enrolments.start()
+        log.info("ingest.started", clients=len(clients), receipts=sink.known_receipts)
+        try:
+            yield
+        finally:
+            await enrolments.stop()
+            await sink.stop()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+def serve_command(host: str, port: int) -> None:
+    """Run the ingest API (OpenAPI at /docs) on the configured Kafka."""
+    settings = get_settings()
+    configure_logging(settings)
+    if settings.ingest_clients_file is None:
+        log.warning("no HUB_INGEST_CLIENTS_FILE: every request will be refused (401)")
+    uvicorn.run(build_server_app(settings), host=host, port=port, log_config=None, access_log=False)
