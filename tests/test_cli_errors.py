@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _closed_port() -> int:
@@ -48,4 +49,14 @@ def test_bad_settings_are_reported_by_name() -> None:
     assert "invalid configuration: HUB_TOPIC_PARTITIONS: Input should be a valid integer" in (
         result.stderr
     )
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_bad_clients_file_names_the_problem(tmp_path: Path) -> None:
+    clients = tmp_path / "clients.toml"
+    clients.write_text('[[clients]]\nclient_id = "x"\n')
+    result = _hub("serve", "--port", "1", HUB_INGEST_CLIENTS_FILE=str(clients))
+    assert result.returncode == 1
+    assert f"{clients} is not a valid clients file" in result.stderr
+    assert "hub clients check" in result.stderr
     assert "Traceback" not in result.stderr

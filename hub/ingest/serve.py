@@ -22,7 +22,13 @@ log = get_logger(__name__)
 
 def build_server_app(settings: HubSettings) -> FastAPI:
     """The API wired to Kafka; topics, receipts and the enrolment directory start with it."""
-    clients = IngestClients.from_file(settings.ingest_clients_file)
+    try:
+        clients = IngestClients.from_file(settings.ingest_clients_file)
+    except (OSError, ValueError) as error:  # also pydantic's ValidationError, TOMLDecodeError
+        raise click.ClickException(
+            f"{settings.ingest_clients_file} is not a valid clients file "
+            f"(check it with `hub clients check`):\n{error}"
+        ) from error
     sink = KafkaEventSink(settings)
     enrolments = KafkaEnrolmentDirectory(settings)
     app = create_app(settings, sink, clients, enrolments)
