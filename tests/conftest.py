@@ -17,14 +17,18 @@ import os
 import shutil
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from uuid import UUID
 
 import pytest
 
 from hub.broker.local import LocalKafka, wait_for_kafka
+from hub.kafka.reading import read_topic
+from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,16 +70,41 @@ def kafka_bootstrap(kafka_broker: KafkaForTests) -> str:
 @pytest.fixture
 def hub_settings(kafka_bootstrap: str, tmp_path: Path) -> HubSettings:
     """Settings pointing at the session broker, with topic names no other test uses."""
+    return settings_for(kafka_bootstrap, partitions=6, state_dir=tmp_path / "hub-state")
+
+
+def settings_for(bootstrap: str, partitions: int = 3, **overrides: Any) -> HubSettings:
+    """Settings on ``bootstrap`` with topics and a transactional id of their own."""
     suffix = uuid.uuid4().hex[:12]
     return HubSettings(
-        kafka_bootstrap=kafka_bootstrap,
+        kafka_bootstrap=bootstrap,
         topic_customer_path=f"test.customer-path.{suffix}",
         topic_dead_letter=f"test.dead-letter.{suffix}",
         topic_ingest_receipts=f"test.ingest-receipts.{suffix}",
         ingest_transactional_id=f"test-ingest-{suffix}",
-        topic_partitions=6,
+        topic_partitions=partitions,
         topic_replication_factor=1,
-        state_dir=tmp_path / "hub-state",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def private_kafka(kafka_broker: KafkaForTests) -> Iterator[LocalKafka]:
+    """A broker of this test alone, which it may stop, kill and restart (local kind only)."""
+    if kafka_broker.kind != "local":
+        pytest.skip("needs a broker this test may stop: only the local broker kind")
+    with started_local_kafka() as kafka:
+        yield kafka
+
+
+async def event_ids_in_log(settings: HubSettings) -> Counter[UUID]:
+    """How often each event id is in the customer-path log (read_committed)."""
+    serializer = SingleObjectSerializer()
+    return Counter(
+        [
+            serializer.decode(record.value).record["envelope"]["event_id"]
+            async for record in read_topic(settings, settings.topic_customer_path)
+        ]
     )
 
 

@@ -13,12 +13,10 @@ import signal
 import socket
 import sys
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import httpx
 import pytest
@@ -28,11 +26,9 @@ from connectors.simulator.api_requests import registration_request
 from hub.broker.local import LocalKafka
 from hub.events.customer_path import JobseekerRegistered
 from hub.identity import Pseudonymizer
-from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
-from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
-from tests.conftest import KafkaForTests, started_local_kafka
+from tests.conftest import event_ids_in_log, settings_for
 
 pytestmark = pytest.mark.kafka
 API_KEY = "tehub_test-" + "k" * 40
@@ -136,16 +132,6 @@ async def _post(http: httpx.AsyncClient, key: str, body: dict[str, Any]) -> http
         return None
 
 
-async def _event_ids(settings: HubSettings) -> Counter[UUID]:
-    serializer = SingleObjectSerializer()
-    return Counter(
-        [
-            serializer.decode(record.value).record["envelope"]["event_id"]
-            async for record in read_topic(settings, settings.topic_customer_path)
-        ]
-    )
-
-
 async def test_api_killed_mid_load_then_restarted_loses_and_duplicates_nothing(
     hub_settings: HubSettings, tmp_path: Path
 ) -> None:
@@ -180,46 +166,30 @@ async def test_api_killed_mid_load_then_restarted_loses_and_duplicates_nothing(
                 assert response.status_code == 202, response.text
                 event_id = response.json()["event_id"]
                 assert accepted.setdefault(key, event_id) == event_id
-    in_kafka = await _event_ids(hub_settings)
+    in_kafka = await event_ids_in_log(hub_settings)
     assert max(in_kafka.values()) == 1
     assert set(map(str, in_kafka)) == set(accepted.values())
     assert len(in_kafka) == len(requests)
 
 
-@pytest.fixture
-def stoppable_kafka(kafka_broker: KafkaForTests) -> Iterator[LocalKafka]:
-    if kafka_broker.kind != "local":
-        pytest.skip("needs a broker this test may stop: only the local broker kind")
-    with started_local_kafka() as kafka:
-        yield kafka
-
-
 async def test_503_while_kafka_is_down_then_accepted_after_restart(
-    stoppable_kafka: LocalKafka, tmp_path: Path
+    private_kafka: LocalKafka, tmp_path: Path
 ) -> None:
-    settings = HubSettings(
-        kafka_bootstrap=stoppable_kafka.bootstrap,
-        topic_customer_path="test.api-outage.customer-path",
-        topic_dead_letter="test.api-outage.dead-letter",
-        topic_ingest_receipts="test.api-outage.receipts",
-        ingest_transactional_id="test-api-outage",
-        ingest_write_timeout_s=3,
-        topic_partitions=3,
-    )
+    settings = settings_for(private_kafka.bootstrap, ingest_write_timeout_s=3)
     await ensure_topics(settings)
     requests = _requests(20)
     async with running_api(settings, tmp_path) as api, httpx.AsyncClient(base_url=api.url) as http:
         first = await _post(http, *requests[0])
         assert first is not None
         assert first.status_code == 202
-        await asyncio.to_thread(stoppable_kafka.stop)
+        await asyncio.to_thread(private_kafka.stop)
         assert (await http.get("/ready")).status_code == 503
         refused = await _post(http, *requests[1])
         assert refused is not None
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) >= 1
         assert refused.headers["content-type"].startswith("application/problem+json")
-        await asyncio.to_thread(stoppable_kafka.start)
+        await asyncio.to_thread(private_kafka.start)
         for _ in range(60):
             if (await http.get("/ready")).status_code == 200:
                 break
@@ -229,7 +199,7 @@ async def test_503_while_kafka_is_down_then_accepted_after_restart(
             assert response is not None
             assert response.status_code == 202, response.text
     for _ in range(40):  # an aborted transaction may hide later records for a while
-        in_kafka = await _event_ids(settings)
+        in_kafka = await event_ids_in_log(settings)
         assert max(in_kafka.values()) == 1
         if len(in_kafka) == len(requests):
             break

@@ -6,9 +6,7 @@ import asyncio
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 
@@ -18,11 +16,9 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.ingest.kafka_sink import open_kafka_sink
 from hub.ingest.sink import SinkUnavailable, Submission
-from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
-from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
-from tests.conftest import KafkaForTests, started_local_kafka
+from tests.conftest import event_ids_in_log, settings_for
 
 pytestmark = pytest.mark.kafka
 
@@ -37,16 +33,6 @@ def _submission(event: CustomerPathEvent, key: str | None = None) -> Submission:
         dedupe_key=key or f"test:{event.envelope.event_id}",
         request_digest=f"digest-{event.envelope.event_id}",
         event=event,
-    )
-
-
-async def _event_ids_in_log(settings: HubSettings) -> Counter[UUID]:
-    serializer = SingleObjectSerializer()
-    return Counter(
-        [
-            serializer.decode(record.value).record["envelope"]["event_id"]
-            async for record in read_topic(settings, settings.topic_customer_path)
-        ]
     )
 
 
@@ -66,7 +52,7 @@ async def test_duplicates_are_answered_from_receipts_also_after_a_restart(
         replay = await restarted.submit([_submission(events[2])])
         assert replay[0].duplicate
         assert replay[0].request_digest == f"digest-{events[2].envelope.event_id}"
-    assert await _event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)
+    assert await event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)
 
 
 async def test_same_key_twice_in_one_call_writes_once(hub_settings: HubSettings) -> None:
@@ -75,39 +61,23 @@ async def test_same_key_twice_in_one_call_writes_once(hub_settings: HubSettings)
     async with open_kafka_sink(hub_settings) as sink:
         receipts = await sink.submit([_submission(event, "k"), _submission(event, "k")])
     assert [r.duplicate for r in receipts] == [False, True]
-    assert await _event_ids_in_log(hub_settings) == Counter({event.envelope.event_id: 1})
-
-
-@pytest.fixture
-def outage_kafka(kafka_broker: KafkaForTests) -> Iterator[LocalKafka]:
-    if kafka_broker.kind != "local":
-        pytest.skip("needs a broker this test may stop: only the local broker kind")
-    with started_local_kafka() as kafka:
-        yield kafka
+    assert await event_ids_in_log(hub_settings) == Counter({event.envelope.event_id: 1})
 
 
 async def test_unavailable_while_kafka_is_down_then_writes_after_restart(
-    outage_kafka: LocalKafka,
+    private_kafka: LocalKafka,
 ) -> None:
-    settings = HubSettings(
-        kafka_bootstrap=outage_kafka.bootstrap,
-        topic_customer_path="test.outage.customer-path",
-        topic_dead_letter="test.outage.dead-letter",
-        topic_ingest_receipts="test.outage.receipts",
-        ingest_transactional_id="test-outage",
-        ingest_write_timeout_s=3,
-        topic_partitions=3,
-    )
+    settings = settings_for(private_kafka.bootstrap, ingest_write_timeout_s=3)
     await ensure_topics(settings)
     events = _events(6)
     async with open_kafka_sink(settings) as sink:
         await sink.submit([_submission(events[0])])
-        outage_kafka.stop()
+        private_kafka.stop()
         assert not await sink.ready()
         with pytest.raises(SinkUnavailable, match="nothing was written") as raised:
             await sink.submit([_submission(events[1])])
         assert raised.value.retry_after_s >= 1
-        outage_kafka.start()
+        private_kafka.start()
         assert await sink.ready()
         receipts = await sink.submit([_submission(e) for e in events[1:]])
         assert not any(r.duplicate for r in receipts)
@@ -115,7 +85,7 @@ async def test_unavailable_while_kafka_is_down_then_writes_after_restart(
     # A transaction the outage left open hides later records from read_committed readers until
     # the coordinator aborts it (transaction timeout): visibility may lag, duplicates never.
     for _ in range(40):
-        seen = await _event_ids_in_log(settings)
+        seen = await event_ids_in_log(settings)
         assert max(seen.values()) == 1
         if seen == expected:
             break
@@ -180,4 +150,4 @@ async def test_writer_killed_mid_load_then_retried_writes_every_event_once(
         )
     assert 600 <= committed_before_crash < len(events)
     assert sum(r.duplicate for r in receipts) == committed_before_crash
-    assert await _event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)
+    assert await event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)

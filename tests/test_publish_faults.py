@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
@@ -23,17 +22,9 @@ from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
-from tests.conftest import KafkaForTests, started_local_kafka
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def crashable_kafka(kafka_broker: KafkaForTests) -> Iterator[LocalKafka]:
-    if kafka_broker.kind != "local":
-        pytest.skip("needs a broker this test may kill: only the local broker kind")
-    with started_local_kafka() as kafka:
-        yield kafka
 
 
 def _crash_and_restart(kafka: LocalKafka, acked: list[UUID], acked_at_crash: list[int]) -> None:
@@ -53,14 +44,9 @@ async def _log_contents(settings: HubSettings) -> list[tuple[str, UUID]]:
 
 
 async def test_publisher_survives_a_broker_crash_without_loss_or_duplicates(
-    crashable_kafka: LocalKafka, tmp_path: object
+    private_kafka: LocalKafka, tmp_path: object
 ) -> None:
-    settings = HubSettings(
-        kafka_bootstrap=crashable_kafka.bootstrap,
-        topic_customer_path="test.crash.customer-path",
-        topic_dead_letter="test.crash.dead-letter",
-        topic_partitions=6,
-    )
+    settings = settings_for(private_kafka.bootstrap, partitions=6)
     await ensure_topics(settings)
     paths = list(simulate(SimulationConfig(jobseekers=400, seed=21), Pseudonymizer("x" * 32)))
     expected_order = {
@@ -76,7 +62,7 @@ async def test_publisher_survives_a_broker_crash_without_loss_or_duplicates(
             acked.append(event.envelope.event_id)
             if len(acked) == total // 3:
                 restart = asyncio.create_task(
-                    asyncio.to_thread(_crash_and_restart, crashable_kafka, acked, acked_at_crash)
+                    asyncio.to_thread(_crash_and_restart, private_kafka, acked, acked_at_crash)
                 )
     assert restart is not None
     await restart
