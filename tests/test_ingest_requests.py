@@ -455,6 +455,11 @@ def test_event_ids_client_derived_or_random() -> None:
 
 
 def test_digest_ignores_form_but_not_content() -> None:
+    keyed = Pseudonymizer("digest-test-secret-0123456789")
+
+    def digest(body: Any) -> str:
+        return request_digest(body, keyed)
+
     base = request("JobseekerRegistered")
     same = REQUEST_TYPES["JobseekerRegistered"].model_validate(
         {
@@ -463,15 +468,17 @@ def test_digest_ignores_form_but_not_content() -> None:
             "occurred_at": "2026-03-02T07:45:00Z",
         }
     )
-    assert request_digest(same) == request_digest(base)
+    assert digest(same) == digest(base)
     other = request("JobseekerRegistered", payload__phone=None)
-    assert request_digest(other) != request_digest(base)
+    assert digest(other) != digest(base)
     item = BULK_ADAPTER.validate_python(
         [{"event_type": "JobseekerRegistered", **EXAMPLES["JobseekerRegistered"]}]
     )
-    assert request_digest(item[0]) == request_digest(base)
-    assert request_digest(item) != request_digest(base)
-    assert len(request_digest(base)) == 64
+    assert digest(item[0]) == digest(base)
+    assert digest(item) != digest(base)
+    assert len(digest(base)) == 64
+    # keyed: another secret gives another digest, and no plain SHA-256 of the content matches
+    assert request_digest(base, Pseudonymizer("another-secret-0123456789")) != digest(base)
 
 
 def test_deadline_example_is_the_statutory_one() -> None:

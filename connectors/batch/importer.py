@@ -314,7 +314,12 @@ class _Run:
                     dedupe_key=key,
                 )
                 event_ids[fact.kind] = event.envelope.event_id
-                planned.append(_Planned(row, Submission(key, request_digest(request), event)))
+                planned.append(
+                    _Planned(
+                        row,
+                        Submission(key, request_digest(request, self.options.pseudonymizer), event),
+                    )
+                )
         return planned
 
     async def _submit(self, submissions: list[Submission], first: int, last: int) -> list[Receipt]:

@@ -13,7 +13,6 @@ the identity code) and the rest of the page flows.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -203,7 +202,7 @@ class ChangeMapper:
         return [
             Submission(
                 dedupe_key=self.dedupe_key(change.id, kind),
-                request_digest=hashlib.sha256(event.model_dump_json().encode()).hexdigest(),
+                request_digest=self._pseudonymizer.keyed_digest(event.model_dump_json().encode()),
                 event=event,
             )
             for kind, event in events

@@ -61,5 +61,14 @@ class Pseudonymizer:
         digest = hmac.new(self._key, code.encode("ascii"), hashlib.sha256).hexdigest()
         return digest[:PSEUDONYM_LENGTH]
 
+    def keyed_digest(self, data: bytes) -> str:
+        """HMAC-SHA256 (hex) of *data* under the same secret, for fingerprints of content.
+
+        Idempotency receipts keep a fingerprint of each request, and requests hold identity
+        codes and names: a plain hash of them could be confirmed by guessing, a keyed one not.
+        The ``digest:`` prefix keeps these apart from pseudonyms made with the same key.
+        """
+        return hmac.new(self._key, b"digest:" + data, hashlib.sha256).hexdigest()
+
     def __repr__(self) -> str:
         return "Pseudonymizer(<secret>)"

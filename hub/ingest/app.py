@@ -498,7 +498,7 @@ class _Ingest:
                 "request rejected", reason="rule-violation", rules=[v.type for v in violations]
             )
             raise _rule_problem(violations)
-        digest = request_digest(body)
+        digest = request_digest(body, self.pseudonymizer)
         key = dedupe_key(client.client_id, idempotency_key, body.event_id, digest)
         event = to_event(
             body,
@@ -555,13 +555,13 @@ class _Ingest:
         if idempotency_key is not None:
             # The key names the whole request: every item carries the digest of the whole bulk,
             # so any change of the body conflicts on every item written before.
-            whole = request_digest(items)
+            whole = request_digest(items, self.pseudonymizer)
             bulk_key = dedupe_key(client.client_id, idempotency_key, None, whole)
             keyed = [(f"{bulk_key}#{i}", whole) for i in range(len(items))]
         else:
             keyed = []
             for item in items:
-                digest = request_digest(item)
+                digest = request_digest(item, self.pseudonymizer)
                 keyed.append((dedupe_key(client.client_id, None, item.event_id, digest), digest))
         first_of: dict[str, int] = {}
         clashes: list[RuleViolation] = []

@@ -13,7 +13,6 @@ event:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -89,8 +88,13 @@ def _digest_document(item: IngestRequest[Any]) -> dict[str, Any]:
     return {"event_type": event_type_of(item), "request": request}
 
 
-def request_digest(body: IngestRequest[Any] | Sequence[IngestRequest[Any]]) -> str:
-    """SHA-256 (hex) of the canonical JSON of a validated request (or of a whole bulk, in order).
+def request_digest(
+    body: IngestRequest[Any] | Sequence[IngestRequest[Any]], pseudonymizer: Pseudonymizer
+) -> str:
+    """Keyed digest of the canonical JSON of a validated request (or of a whole bulk, in order).
+
+    Keyed (``Pseudonymizer.keyed_digest``) because receipts keep it and requests hold identity
+    codes and names.
 
     Computed on the validated model, not the raw bytes, so key order, whitespace, a lower-case
     identity code or another UTC offset for the same instant do not make an honest retry look
@@ -100,4 +104,4 @@ def request_digest(body: IngestRequest[Any] | Sequence[IngestRequest[Any]]) -> s
         document: Any = _digest_document(body)
     else:
         document = [_digest_document(item) for item in body]
-    return hashlib.sha256(canonical_json(document)).hexdigest()
+    return pseudonymizer.keyed_digest(canonical_json(document))
