@@ -16,7 +16,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from hub.identity import Pseudonymizer
-from hub.ingest.app import ENDPOINTS, create_app
+from hub.ingest.app import create_app
+from hub.ingest.endpoints import ENDPOINTS
 from hub.ingest.examples import ENROLMENT_ID, EXAMPLES, PERSON
 from hub.ingest.problems import PROBLEM_BASE
 from hub.logging import configure_logging

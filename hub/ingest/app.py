@@ -26,35 +26,24 @@ Idempotency-Key, else as above), all written in one atomic submission.
 
 import hashlib
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import structlog
 from fastapi import Depends, FastAPI, Header, Request, Response, Security
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
 from pydantic import BaseModel, Field, ValidationError
-from pydantic.json_schema import models_json_schema
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as AsgiMessage
 
-from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
+from hub.identity import Pseudonymizer
 from hub.ingest.auth import (
     Denial,
     EnrolmentDirectory,
@@ -64,17 +53,28 @@ from hub.ingest.auth import (
     scope_denial,
 )
 from hub.ingest.convert import request_digest, to_event
+from hub.ingest.edge import IngestEdge, media_type_of
+from hub.ingest.endpoints import (
+    API_VERSION,
+    BULK_PATH,
+    ENDPOINTS,
+    NDJSON,
+    PATH_OF,
+    kebab,
+)
+from hub.ingest.metrics import IngestMetrics
+from hub.ingest.openapi import (
+    ACCEPTED_HEADERS,
+    POST_PROBLEMS,
+    openapi_builder,
+    problem_responses,
+)
 from hub.ingest.problems import (
-    PROBLEM_MEDIA_TYPE,
-    PROBLEM_TYPES,
     FieldError,
-    Problem,
     ProblemError,
     field_errors,
     install_problem_handlers,
-    internal_error,
     json_pointer,
-    render_problem,
 )
 from hub.ingest.requests import (
     BULK_ADAPTER,
@@ -92,45 +92,10 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
-API_VERSION: Final = "1.0.0"
-BULK_PATH: Final = "/v1/bulk"
-#: Largest single-event body; a real event is a few kilobytes.
-SINGLE_MAX_BYTES: Final = 256 * 1024
-NDJSON: Final = "application/x-ndjson"
-#: Method labels of the metrics; anything else is "other" (clients choose the method).
-_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_PUBLISH_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
-
-def kebab(event_type: str) -> str:
-    """``JobseekerRegistered`` -> ``jobseeker-registered``."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", event_type).lower()
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    path: str
-    event_type: str
-    tag: str
-
-
-#: Where each event type is posted: providers and payers have their own paths.
-ENDPOINTS: Final[tuple[Endpoint, ...]] = (
-    *(
-        Endpoint(f"/v1/events/{kebab(name)}", name, "customer path")
-        for name in REQUEST_TYPES
-        if name not in {"ServiceParticipationReported", "StatementRequested", "BenefitDaysAccrued"}
-    ),
-    Endpoint("/v1/providers/participation", "ServiceParticipationReported", "service providers"),
-    Endpoint("/v1/payers/statement-requests", "StatementRequested", "benefit payers"),
-    Endpoint("/v1/payers/benefit-day-accruals", "BenefitDaysAccrued", "benefit payers"),
-)
-_PATH_OF: Final = {e.event_type: e.path for e in ENDPOINTS}
 
 DESCRIPTION: Final = """
 Inbound REST API of the TE integration hub. Municipal employment-service systems, service
@@ -167,184 +132,6 @@ class BulkAccepted(BaseModel):
 
 class Status(BaseModel):
     status: str
-
-
-# --- metrics ----------------------------------------------------------------------------------
-
-
-class IngestMetrics:
-    """Prometheus metrics of one app (own registry, so tests can build many apps)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.requests = Counter(
-            "hub_ingest_requests",
-            "HTTP requests by route template, method and status.",
-            ["route", "method", "status"],
-            registry=registry,
-        )
-        self.request_seconds = Histogram(
-            "hub_ingest_request_seconds",
-            "Time to answer a request.",
-            ["route"],
-            registry=registry,
-        )
-        self.rejects = Counter(
-            "hub_ingest_rejects",
-            "Rejected requests by problem type.",
-            ["reason"],
-            registry=registry,
-        )
-        self.events = Counter(
-            "hub_ingest_events",
-            "Events by type: accepted (written now) or replayed (written before).",
-            ["event_type", "outcome"],
-            registry=registry,
-        )
-        self.publish_seconds = Histogram(
-            "hub_ingest_publish_seconds",
-            "Time of one sink.submit (until the broker acknowledged), by outcome.",
-            ["outcome"],
-            buckets=_PUBLISH_BUCKETS,
-            registry=registry,
-        )
-
-    def reject(self, slug: str) -> None:
-        self.rejects.labels(reason=slug).inc()
-
-
-# --- the edge: request id, limits, media types, access log, metrics ---------------------------
-
-
-def _media_type(content_type: str | None) -> str | None:
-    if not content_type:
-        return None
-    message = Message()
-    message["content-type"] = content_type
-    return message.get_content_type()
-
-
-def _is_json(media_type: str | None) -> bool:
-    return media_type == "application/json" or bool(media_type and media_type.endswith("+json"))
-
-
-class _Edge:
-    """Pure ASGI middleware around every request.
-
-    It gives each request an id (a sane incoming X-Request-ID or a new one, echoed back), refuses
-    bodies that are too large or of the wrong media type before anything parses them, counts and
-    logs every answer, and turns any exception that escaped the handlers into a 500 problem.
-    """
-
-    def __init__(
-        self, app: ASGIApp, *, metrics: IngestMetrics, bulk_max_bytes: int, known: set[str]
-    ) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.bulk_max_bytes = bulk_max_bytes
-        self.known = known
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        request_id = headers.get("x-request-id", "")
-        if not _REQUEST_ID.fullmatch(request_id) or IDENTITY_CODE_PATTERN.search(request_id):
-            request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        instance = f"urn:te-hub:request:{request_id}"
-        started = time.perf_counter()
-        status = 500
-        response_started = False
-
-        async def send_with_id(message: AsgiMessage) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-
-        # client_id is bound here too (as None) so that the reset below also undoes the
-        # authentication's binding, even when requests share one task (as in tests).
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id, client_id=None)
-        try:
-            path: str = scope["path"]
-            limit = self.bulk_max_bytes if path == BULK_PATH else SINGLE_MAX_BYTES
-            refusal = self._refuse(scope["method"], path, headers, limit)
-            if refusal is not None:
-                response = render_problem(
-                    refusal, instance=instance, on_problem=self.metrics.reject
-                )
-                await response(scope, receive, send_with_id)
-                return
-            await self.app(scope, _limited(receive, limit), send_with_id)
-        except Exception as error:
-            if response_started:
-                raise
-            log.error("unhandled error", exc_info=error)
-            response = render_problem(
-                internal_error(), instance=instance, on_problem=self.metrics.reject
-            )
-            await response(scope, receive, send_with_id)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or (
-                scope["path"] if scope["path"] in self.known else "unmatched"
-            )
-            elapsed = time.perf_counter() - started
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.requests.labels(route=label, method=method, status=status).inc()
-            self.metrics.request_seconds.labels(route=label).observe(elapsed)
-            state = scope.get("state", {})
-            log.info(
-                "request handled",
-                method=scope["method"],
-                route=label,
-                status=status,
-                duration_ms=round(elapsed * 1000, 1),
-                client_id=state.get("client_id"),
-            )
-            structlog.contextvars.reset_contextvars(**tokens)
-
-    def _refuse(self, method: str, path: str, headers: Headers, limit: int) -> ProblemError | None:
-        if method != "POST" or not path.startswith("/v1/"):
-            return None
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return ProblemError(
-                "content-too-large", f"the body is larger than this endpoint's {limit} bytes"
-            )
-        media_type = _media_type(headers.get("content-type"))
-        allowed = "application/json" + (f" or {NDJSON}" if path == BULK_PATH else "")
-        if _is_json(media_type) or (path == BULK_PATH and media_type == NDJSON):
-            return None
-        return ProblemError(
-            "unsupported-media-type",
-            f"send the body as {allowed}",
-            headers={"Accept-Post": allowed.replace(" or ", ", ")},
-        )
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """*receive* that fails with 413 once the body exceeds *limit* (chunked bodies too)."""
-    total = 0
-
-    async def receive_limited() -> AsgiMessage:
-        nonlocal total
-        message = await receive()
-        if message["type"] == "http.request":
-            total += len(message.get("body", b""))
-            if total > limit:
-                raise StarletteHTTPException(413)
-        return message
-
-    return receive_limited
 
 
 # --- the app ----------------------------------------------------------------------------------
@@ -530,7 +317,7 @@ class _Ingest:
         self, request: Request, client: IngestClient, raw_key: str | None
     ) -> JSONResponse:
         idempotency_key = _idempotency_key(raw_key)
-        ndjson = _media_type(request.headers.get("content-type")) == NDJSON
+        ndjson = media_type_of(request.headers.get("content-type")) == NDJSON
         parsed = await (self._read_ndjson(request) if ndjson else self._read_json_array(request))
         items, lines = parsed
         found = [
@@ -776,112 +563,6 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
-# --- OpenAPI ----------------------------------------------------------------------------------
-
-
-def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    headers = {
-        401: {
-            "WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}
-        },
-        403: {
-            "WWW-Authenticate": {
-                "description": "insufficient_scope with the missing scope.",
-                "schema": {"type": "string"},
-            }
-        },
-        415: {
-            "Accept-Post": {
-                "description": "Media types this path accepts.",
-                "schema": {"type": "string"},
-            }
-        },
-        503: {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
-    }
-    return {
-        status: {
-            "model": Problem,
-            "description": _status_description(status),
-            **({"headers": headers[status]} if status in headers else {}),
-        }
-        for status in statuses
-    }
-
-
-def _status_description(status: int) -> str:
-    slugs = [slug for slug, (code, _) in PROBLEM_TYPES.items() if code == status]
-    return "Problem: " + ", ".join(slugs)
-
-
-_ACCEPTED_HEADERS: Final = {
-    "Idempotent-Replayed": {
-        "description": "true when the key had been used for this request before: the "
-        "original answer, nothing new written.",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
-    "X-Request-ID": {
-        "description": "Id of this request in the hub's logs.",
-        "schema": {"type": "string"},
-    },
-}
-_POST_PROBLEMS: Final = (400, 401, 403, 413, 415, 422, 503)
-
-
-REF_TEMPLATE: Final = "#/components/schemas/{model}"
-
-
-def _openapi(app: FastAPI, max_items: int) -> Callable[[], dict[str, Any]]:
-    """FastAPI's document plus the bulk body and problem media types."""
-
-    def build() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-            tags=app.openapi_tags,
-        )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        _, singles = models_json_schema(
-            [(model, "validation") for model in REQUEST_TYPES.values()],
-            ref_template=REF_TEMPLATE,
-        )
-        array = BULK_ADAPTER.json_schema(ref_template=REF_TEMPLATE)
-        for name, definition in {**singles["$defs"], **array.pop("$defs", {})}.items():
-            components.setdefault(name, definition)
-        array.update(minItems=1, maxItems=max_items)
-        for endpoint in ENDPOINTS:
-            schema["paths"][endpoint.path]["post"]["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "$ref": REF_TEMPLATE.format(model=f"{endpoint.event_type}Request")
-                        }
-                    }
-                },
-            }
-        schema["paths"][BULK_PATH]["post"]["requestBody"] = {
-            "required": True,
-            "description": f"Up to {max_items} items, each a request with its event_type. As "
-            "application/json: an array. As application/x-ndjson: one item per line (errors "
-            "name the line).",
-            "content": {"application/json": {"schema": array}, NDJSON: {"schema": array}},
-        }
-        for path_item in schema["paths"].values():
-            for operation in path_item.values():
-                for status, response in operation.get("responses", {}).items():
-                    content = response.get("content", {})
-                    if status.isdigit() and int(status) >= 400 and "application/json" in content:
-                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-        app.openapi_schema = schema
-        return schema
-
-    return build
-
-
 # --- create_app -------------------------------------------------------------------------------
 
 
@@ -954,7 +635,7 @@ def create_app(
             methods=["POST"],
             status_code=202,
             response_model=Accepted,
-            responses={202: {"headers": _ACCEPTED_HEADERS}, **_problem_responses(*_POST_PROBLEMS)},
+            responses={202: {"headers": ACCEPTED_HEADERS}, **problem_responses(*POST_PROBLEMS)},
             tags=[endpoint.tag],
             summary=f"Report {endpoint.event_type}",
             description=(REQUEST_TYPES[endpoint.event_type].__doc__ or "").strip(),
@@ -974,7 +655,7 @@ def create_app(
         methods=["POST"],
         status_code=202,
         response_model=BulkAccepted,
-        responses={202: {"headers": _ACCEPTED_HEADERS}, **_problem_responses(*_POST_PROBLEMS)},
+        responses={202: {"headers": ACCEPTED_HEADERS}, **problem_responses(*POST_PROBLEMS)},
         tags=["bulk"],
         summary="Report many events atomically",
         description="All items are validated and authorised first; then they are written in one "
@@ -985,7 +666,7 @@ def create_app(
 
     async def unknown_event_type(name: str) -> Response:
         wanted = next((t for t in REQUEST_TYPES if kebab(t) == name), None)
-        hint = f"; {wanted} is sent to {_PATH_OF[wanted]}" if wanted else ""
+        hint = f"; {wanted} is sent to {PATH_OF[wanted]}" if wanted else ""
         raise ProblemError(
             "unknown-event-type",
             "no event type is posted to this path" + hint + "; see /docs for the event paths",
@@ -1022,7 +703,7 @@ def create_app(
         methods=["GET"],
         tags=["operations"],
         response_model=Status,
-        responses=_problem_responses(503),
+        responses=problem_responses(503),
     )
     app.add_api_route(
         "/metrics",
@@ -1033,11 +714,11 @@ def create_app(
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
     )
-    app.openapi = _openapi(app, settings.ingest_bulk_max_items)  # type: ignore[method-assign]
+    app.openapi = openapi_builder(app, settings.ingest_bulk_max_items)  # type: ignore[method-assign]
     known = {e.path for e in ENDPOINTS} | {BULK_PATH, "/health", "/ready", "/metrics"}
     known |= {"/openapi.json", "/docs", "/redoc"}
     app.add_middleware(
-        _Edge, metrics=metrics, bulk_max_bytes=settings.ingest_bulk_max_bytes, known=known
+        IngestEdge, metrics=metrics, bulk_max_bytes=settings.ingest_bulk_max_bytes, known=known
     )
     return app
 
@@ -1064,7 +745,7 @@ def _single_handler(
 
     The body is read by a dependency rather than by FastAPI so that it is parsed only after
     authentication and in strict JSON mode (see :func:`_parse`); the OpenAPI document still
-    shows its model (see :func:`_openapi`).
+    shows its model (see :func:`openapi_builder`).
     """
     model = REQUEST_TYPES[event_type]
 
