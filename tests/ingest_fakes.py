@@ -16,7 +16,7 @@ from uuid import UUID
 from hub.events import CustomerPathEvent
 from hub.ingest.auth import IngestClients, hash_api_key
 from hub.ingest.examples import ENROLMENT_ID, PROVIDER_BUSINESS_ID
-from hub.ingest.sink import Receipt, SinkUnavailable, Submission
+from hub.ingest.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 from hub.serde import SingleObjectSerializer, default_catalog
 
 
@@ -25,7 +25,7 @@ class FakeSink:
         self.available = True
         self.retry_after_s = 7
         self.events: list[CustomerPathEvent] = []
-        self.receipts: dict[str, Receipt] = {}
+        self.receipts = ReceiptBook()
         self.calls = 0
         self._serializer = SingleObjectSerializer(default_catalog())
 
@@ -36,23 +36,10 @@ class FakeSink:
         for submission in submissions:  # encode all first: all or nothing
             event = submission.event
             self._serializer.encode(event.full_name(), event.to_avro())
-        answers: list[Receipt] = []
-        for submission in submissions:
-            known = self.receipts.get(submission.dedupe_key)
-            if known is not None:
-                answers.append(
-                    Receipt(known.dedupe_key, known.event_id, known.request_digest, duplicate=True)
-                )
-                continue
-            receipt = Receipt(
-                submission.dedupe_key,
-                submission.event.envelope.event_id,
-                submission.request_digest,
-                duplicate=False,
-            )
-            self.receipts[submission.dedupe_key] = receipt
+        answers, new = self.receipts.settle(submissions, {})
+        for submission, receipt in new:
+            self.receipts.record(receipt)
             self.events.append(submission.event)
-            answers.append(receipt)
         return answers
 
     async def ready(self) -> bool:

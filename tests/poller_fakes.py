@@ -13,7 +13,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
@@ -22,7 +22,7 @@ from hub.codes import municipalities, unemployment_funds
 from hub.events import CustomerPathEvent
 from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
 from hub.identity import make_test_identity_code
-from hub.ingest.sink import Receipt, SinkUnavailable, Submission
+from hub.ingest.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 
 SERVICE_ID = "FI-TEST/GOV/0245437-2/KEHA/jobseeker-changes"
 CLIENT_ID = "FI-TEST/MUN/0201256-6/TEHUB"
@@ -33,7 +33,7 @@ class MemorySink:
     """In-memory EventSink with the contract's dedupe semantics."""
 
     def __init__(self) -> None:
-        self.receipts: dict[str, Receipt] = {}
+        self.receipts = ReceiptBook()
         self.log: list[CustomerPathEvent] = []
         self.attempts = 0
         #: Submit attempts (1-based) that fail with SinkUnavailable, writing nothing.
@@ -43,21 +43,10 @@ class MemorySink:
         self.attempts += 1
         if self.attempts in self.unavailable_on:
             raise SinkUnavailable("broker not reachable (fake)", retry_after_s=1)
-        receipts = []
-        for submission in submissions:
-            known = self.receipts.get(submission.dedupe_key)
-            if known is not None:
-                receipts.append(replace(known, duplicate=True))
-                continue
-            receipt = Receipt(
-                dedupe_key=submission.dedupe_key,
-                event_id=submission.event.envelope.event_id,
-                request_digest=submission.request_digest,
-                duplicate=False,
-            )
-            self.receipts[submission.dedupe_key] = receipt
+        receipts, new = self.receipts.settle(submissions, {})
+        for submission, receipt in new:
+            self.receipts.record(receipt)
             self.log.append(submission.event)
-            receipts.append(receipt)
         return receipts
 
     async def ready(self) -> bool:

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hub.broker.local import kafka_answers
-from hub.ingest.sink import Receipt, SinkUnavailable, Submission
+from hub.ingest.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 from hub.kafka.clients import make_producer
 from hub.kafka.publisher import EventPublisher
 from hub.kafka.reading import read_topic
@@ -72,7 +72,7 @@ class KafkaEventSink:
     def __init__(self, settings: HubSettings, serializer: EventSerializer | None = None) -> None:
         self._settings = settings
         self._serializer = serializer or build_serializer(settings)
-        self._receipts: dict[str, Receipt] = {}
+        self._receipts = ReceiptBook()
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._producer: AIOKafkaProducer | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -103,8 +103,9 @@ class KafkaEventSink:
         return await asyncio.to_thread(kafka_answers, self._settings.kafka_bootstrap, 2.0)
 
     async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
-        if all(s.dedupe_key in self._receipts for s in submissions):
-            return [self._receipts[s.dedupe_key] for s in submissions]
+        known = self._receipts.answer(submissions)
+        if known is not None:
+            return known
         pending = _Pending(submissions)
         await self._queue.put(pending)
         return await pending.done
@@ -116,8 +117,7 @@ class KafkaEventSink:
         try:
             async for record in read_topic(self._settings, topic):
                 if record.key is not None and record.value is not None:
-                    receipt = decode_receipt(record.key, record.value)
-                    self._receipts[receipt.dedupe_key] = receipt
+                    self._receipts.record(decode_receipt(record.key, record.value))
         except (KafkaError, LookupError) as exc:
             raise SinkUnavailable(f"cannot read the receipts in {topic}: {exc}") from exc
         log.info("ingest.receipts_loaded", receipts=len(self._receipts), topic=topic)
@@ -150,28 +150,13 @@ class KafkaEventSink:
         to_write: list[tuple[Submission, Receipt]] = []
         results: list[list[Receipt]] = []
         for pending in batch:
-            receipts = []
-            for submission in pending.submissions:
-                known = self._receipts.get(submission.dedupe_key) or fresh.get(
-                    submission.dedupe_key
-                )
-                if known is not None:
-                    receipts.append(_as_duplicate(known))
-                    continue
-                receipt = Receipt(
-                    dedupe_key=submission.dedupe_key,
-                    event_id=submission.event.envelope.event_id,
-                    request_digest=submission.request_digest,
-                    duplicate=False,
-                )
-                fresh[submission.dedupe_key] = receipt
-                to_write.append((submission, receipt))
-                receipts.append(receipt)
+            receipts, new = self._receipts.settle(pending.submissions, fresh)
             results.append(receipts)
+            to_write.extend(new)
         if to_write:
             await self._commit(to_write)
-            for submission, receipt in to_write:
-                self._receipts[submission.dedupe_key] = _as_duplicate(receipt)
+            for _, receipt in to_write:
+                self._receipts.record(receipt)
         return results
 
     async def _commit(self, to_write: list[tuple[Submission, Receipt]]) -> None:
@@ -244,10 +229,6 @@ class KafkaEventSink:
         if producer is not None:
             with suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
-
-
-def _as_duplicate(receipt: Receipt) -> Receipt:
-    return Receipt(receipt.dedupe_key, receipt.event_id, receipt.request_digest, duplicate=True)
 
 
 @asynccontextmanager

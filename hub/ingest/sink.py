@@ -9,7 +9,7 @@ answers only after the broker acknowledged the write, so a connector may simply 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from uuid import UUID
 
@@ -41,6 +41,56 @@ class Receipt:
     event_id: UUID
     request_digest: str
     duplicate: bool
+
+
+class ReceiptBook:
+    """The dedupe rule of every sink: one write per key, the original receipt for a repeat.
+
+    ``settle`` answers a call's submissions in order and lists the new ones to write (a key
+    repeated inside the same write is written once); ``record`` remembers them once they
+    are durably written.
+    """
+
+    def __init__(self) -> None:
+        self._receipts: dict[str, Receipt] = {}
+
+    def __len__(self) -> int:
+        return len(self._receipts)
+
+    def __contains__(self, dedupe_key: object) -> bool:
+        return dedupe_key in self._receipts
+
+    def answer(self, submissions: Sequence[Submission]) -> list[Receipt] | None:
+        """The receipts when every key is known already (nothing to write), else None."""
+        if all(s.dedupe_key in self._receipts for s in submissions):
+            return [self._receipts[s.dedupe_key] for s in submissions]
+        return None
+
+    def settle(
+        self, submissions: Sequence[Submission], fresh: dict[str, Receipt]
+    ) -> tuple[list[Receipt], list[tuple[Submission, Receipt]]]:
+        """Receipts in order and the submissions to write; ``fresh`` holds this write's new keys."""
+        receipts: list[Receipt] = []
+        to_write: list[tuple[Submission, Receipt]] = []
+        for submission in submissions:
+            known = self._receipts.get(submission.dedupe_key) or fresh.get(submission.dedupe_key)
+            if known is not None:
+                receipts.append(replace(known, duplicate=True))
+                continue
+            receipt = Receipt(
+                dedupe_key=submission.dedupe_key,
+                event_id=submission.event.envelope.event_id,
+                request_digest=submission.request_digest,
+                duplicate=False,
+            )
+            fresh[submission.dedupe_key] = receipt
+            to_write.append((submission, receipt))
+            receipts.append(receipt)
+        return receipts, to_write
+
+    def record(self, receipt: Receipt) -> None:
+        """Remember a durably written receipt; later submissions of its key are duplicates."""
+        self._receipts[receipt.dedupe_key] = replace(receipt, duplicate=True)
 
 
 class SinkUnavailable(Exception):
