@@ -9,11 +9,11 @@ from pydantic import ValidationError
 
 from connectors.batch.cli import import_command
 from connectors.poller.cli import poll_command
+from connectors.rest_api.cli import clients
+from connectors.rest_api.serve import serve_command
 from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
 from hub.events.cli import schemas
-from hub.ingest.cli import clients
-from hub.ingest.serve import serve_command
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
 from hub.settings import HubSettings

@@ -1,6 +1,6 @@
 """In-memory stand-ins for the ingest API's collaborators (handler logic only, no Kafka).
 
-:class:`FakeSink` keeps the :class:`~hub.ingest.sink.EventSink` promises the API relies on: one
+:class:`FakeSink` keeps the :class:`~hub.sink.EventSink` promises the API relies on: one
 write per dedupe key, the original receipt for a repeated key, all or nothing per call, and
 ``SinkUnavailable`` with nothing written while ``available`` is false. It also encodes every
 event with the hub's Avro serializer, so a request that validates but could not be written to
@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
+from connectors.rest_api.auth import IngestClients, hash_api_key
 from hub.events import CustomerPathEvent
-from hub.ingest.auth import IngestClients, hash_api_key
-from hub.ingest.examples import ENROLMENT_ID, PROVIDER_BUSINESS_ID
-from hub.ingest.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
+from hub.intake.examples import ENROLMENT_ID, PROVIDER_BUSINESS_ID
 from hub.serde import SingleObjectSerializer, default_catalog
+from hub.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 
 
 class FakeSink:

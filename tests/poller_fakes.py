@@ -22,7 +22,7 @@ from hub.codes import municipalities, unemployment_funds
 from hub.events import CustomerPathEvent
 from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
 from hub.identity import make_test_identity_code
-from hub.ingest.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
+from hub.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 
 SERVICE_ID = "FI-TEST/GOV/0245437-2/KEHA/jobseeker-changes"
 CLIENT_ID = "FI-TEST/MUN/0201256-6/TEHUB"

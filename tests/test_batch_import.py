@@ -37,14 +37,14 @@ from connectors.batch import (
 )
 from hub.codes import municipalities
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer, make_test_identity_code
-from hub.ingest.convert import derived_event_id
-from hub.ingest.examples import EXAMPLES, PERSON, REGISTRATION_EVENT_ID
-from hub.ingest.requests import HELSINKI
-from hub.ingest.sink import Receipt, Submission
+from hub.intake.convert import derived_event_id
+from hub.intake.examples import EXAMPLES, PERSON, REGISTRATION_EVENT_ID
+from hub.intake.requests import HELSINKI
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings, get_settings
+from hub.sink import Receipt, Submission
 from tests.poller_fakes import FakeSleep, MemorySink
 
 SECRET = "batch-import-test-secret-0123456789"

@@ -11,7 +11,7 @@ from connectors.simulator import SimulationConfig, simulate
 from connectors.simulator.paths import in_time_order
 from hub.events.customer_path import ServiceEnrolled
 from hub.identity import Pseudonymizer
-from hub.ingest.enrolments import KafkaEnrolmentDirectory
+from hub.intake.enrolments import KafkaEnrolmentDirectory
 from hub.kafka.publisher import open_publisher
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings

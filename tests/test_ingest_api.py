@@ -15,11 +15,11 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
+from connectors.rest_api.app import create_app
+from connectors.rest_api.endpoints import ENDPOINTS
+from connectors.rest_api.problems import PROBLEM_BASE
 from hub.identity import Pseudonymizer
-from hub.ingest.app import create_app
-from hub.ingest.endpoints import ENDPOINTS
-from hub.ingest.examples import ENROLMENT_ID, EXAMPLES, PERSON
-from hub.ingest.problems import PROBLEM_BASE
+from hub.intake.examples import ENROLMENT_ID, EXAMPLES, PERSON
 from hub.logging import configure_logging
 from hub.settings import HubSettings
 from tests.ingest_fakes import (

@@ -8,13 +8,13 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from hub.ingest.auth import (
+from connectors.rest_api.auth import (
     IngestClients,
     MunicipalSystemClient,
     hash_api_key,
     new_api_key,
 )
-from hub.ingest.cli import clients as clients_command
+from connectors.rest_api.cli import clients as clients_command
 from tests.ingest_fakes import CLIENTS_TOML, MUNICIPAL_KEY, make_clients
 
 ROOT = Path(__file__).resolve().parents[1]

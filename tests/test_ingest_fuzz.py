@@ -21,8 +21,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import ignored_auth, positive_data_acceptance
 
+from connectors.rest_api.app import create_app, utc_now
 from hub.identity import IDENTITY_CODE_PATTERN
-from hub.ingest.app import create_app, utc_now
 from hub.settings import HubSettings
 from tests.ingest_fakes import (
     KELA_KEY,

@@ -15,15 +15,15 @@ from connectors.simulator.config import SimulationConfig
 from connectors.simulator.paths import simulate
 from hub.events.customer_path import JobseekerRegisteredPayload
 from hub.identity import Pseudonymizer
-from hub.ingest.convert import (
+from hub.intake.convert import (
     CORRELATION_NAMESPACE,
     EVENT_ID_NAMESPACE,
     derived_event_id,
     request_digest,
     to_event,
 )
-from hub.ingest.examples import EXAMPLES, PERSON
-from hub.ingest.requests import (
+from hub.intake.examples import EXAMPLES, PERSON
+from hub.intake.requests import (
     BULK_ADAPTER,
     REQUEST_TYPES,
     IngestRequest,

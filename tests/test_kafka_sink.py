@@ -14,10 +14,10 @@ from connectors.simulator import SimulationConfig, simulate
 from hub.broker.local import LocalKafka
 from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
-from hub.ingest.kafka_sink import open_kafka_sink
-from hub.ingest.sink import SinkUnavailable, Submission
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
+from hub.sink import SinkUnavailable, Submission
+from hub.sink.kafka import open_kafka_sink
 from tests.conftest import event_ids_in_log, settings_for
 
 pytestmark = pytest.mark.kafka
@@ -97,8 +97,8 @@ WRITER = """
 import asyncio, sys
 from connectors.simulator import SimulationConfig, simulate
 from hub.identity import Pseudonymizer
-from hub.ingest.kafka_sink import open_kafka_sink
-from hub.ingest.sink import Submission
+from hub.sink.kafka import open_kafka_sink
+from hub.sink import Submission
 from hub.logging import configure_logging
 from hub.settings import HubSettings
 

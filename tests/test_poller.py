@@ -42,8 +42,8 @@ from connectors.poller import (
 from connectors.poller.mapping import HELSINKI
 from hub.codes import employment_area_of
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
-from hub.ingest.sink import Receipt, Submission
 from hub.settings import HubSettings, get_settings
+from hub.sink import Receipt, Submission
 from tests.poller_fakes import (
     CLIENT_ID,
     SERVICE_ID,

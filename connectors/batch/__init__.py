@@ -1,6 +1,6 @@
 """Batch file connector (``hub import``): NDJSON bulk items or a CSV register extract, validated
 like the ingest API's requests and published exactly once through an
-:class:`~hub.ingest.sink.EventSink`."""
+:class:`~hub.sink.EventSink`."""
 
 from connectors.batch.importer import (
     CLIENT_ID,

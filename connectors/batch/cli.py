@@ -32,12 +32,12 @@ from connectors.batch.importer import (
 from connectors.batch.readers import FileFormat, ImportUsageError, format_of, read_csv_layout
 from connectors.batch.report import ProgressBar, summary_lines
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
-from hub.ingest.kafka_sink import MAX_TRANSACTION_SUBMISSIONS, open_kafka_sink
-from hub.ingest.sink import SinkUnavailable
 from hub.kafka.cli_support import run_kafka_command
 from hub.kafka.topics import ensure_topics
 from hub.logging import configure_logging, get_logger
 from hub.settings import HubSettings, get_settings
+from hub.sink import SinkUnavailable
+from hub.sink.kafka import MAX_TRANSACTION_SUBMISSIONS, open_kafka_sink
 
 log = get_logger(__name__)
 

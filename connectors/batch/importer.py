@@ -37,10 +37,11 @@ from connectors.batch.readers import (
 )
 from connectors.batch.report import RejectReport
 from hub.identity import Pseudonymizer
-from hub.ingest.convert import request_digest, to_event
-from hub.ingest.requests import IngestRequest, bulk_violations
-from hub.ingest.sink import EventSink, Receipt, SinkUnavailable, Submission
+from hub.intake.convert import request_digest, to_event
+from hub.intake.dedupe import dedupe_key as intake_dedupe_key
+from hub.intake.requests import IngestRequest, bulk_violations
 from hub.logging import get_logger
+from hub.sink import EventSink, Receipt, SinkUnavailable, Submission
 
 log = get_logger(__name__)
 
@@ -71,8 +72,8 @@ def default_rejects_path(path: Path) -> Path:
 def dedupe_key(file_sha256: str, line: int, fact: Fact) -> str:
     """The sink's dedupe key of one fact of one row (see the module docstring)."""
     if fact.request.event_id is not None:
-        return f"{CLIENT_ID}:event-id:{fact.request.event_id}"
-    return f"{CLIENT_ID}:{file_sha256}:{line}:{fact.kind}"
+        return intake_dedupe_key(CLIENT_ID, "event-id", fact.request.event_id)
+    return intake_dedupe_key(CLIENT_ID, file_sha256, line, fact.kind)
 
 
 @dataclass

@@ -5,7 +5,7 @@ binary file line by line, counting physical lines and bytes (for the progress ba
 what it reads (to notice a file that changed since its SHA-256 was taken). Each line is decoded
 on its own, so one line that is not UTF-8 rejects that row instead of ending the import.
 
-A row becomes the very request models the ingest API validates (``hub.ingest.requests``), so a
+A row becomes the very request models the ingest API validates (``hub.intake.requests``), so a
 file and the API accept exactly the same facts. What is wrong with a row becomes
 :class:`Problem` s naming the line, the field and the reason, never the value: cells hold
 identity codes, and reject reports travel by e-mail.
@@ -25,8 +25,8 @@ from typing import IO, Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from hub.ingest.problems import field_errors
-from hub.ingest.requests import (
+from hub.intake.errors import field_errors
+from hub.intake.requests import (
     BULK_ITEM_ADAPTER,
     HELSINKI,
     EmploymentPlanAgreedRequest,

@@ -1,5 +1,5 @@
 """Register poller: pulls a register's change feed over X-Road (Suomi.fi-palveluväylä) and
-publishes it as customer-path events through an :class:`~hub.ingest.sink.EventSink`."""
+publishes it as customer-path events through an :class:`~hub.sink.EventSink`."""
 
 from connectors.poller.client import (
     XRoadBadResponse,

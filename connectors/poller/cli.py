@@ -15,10 +15,10 @@ from connectors.poller.client import (
 )
 from connectors.poller.cursor import CursorFileError
 from connectors.poller.poller import PollStats, RegisterPoller
-from hub.ingest.kafka_sink import open_kafka_sink
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
 from hub.settings import HubSettings, get_settings
+from hub.sink.kafka import open_kafka_sink
 
 
 async def _poll(

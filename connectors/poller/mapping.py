@@ -34,8 +34,9 @@ from hub.events.customer_path import (
 )
 from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
 from hub.identity import PersonalIdentityCodeStr, Pseudonymizer, parse_identity_code
-from hub.ingest.sink import Submission
+from hub.intake.dedupe import dedupe_key
 from hub.logging import redact_text
+from hub.sink import Submission
 
 #: Namespace of every poller event id. Changing it would re-mint all ids and defeat dedupe.
 POLLER_NAMESPACE: Final = uuid5(NAMESPACE_URL, "urn:fi:te-hub:connectors:poller")
@@ -212,7 +213,7 @@ class ChangeMapper:
         return uuid5(POLLER_NAMESPACE, f"{self.service.id}:{item_id}:{kind}")
 
     def dedupe_key(self, item_id: str, kind: str) -> str:
-        return f"poller:{self.service.id}:{item_id}:{kind}"
+        return dedupe_key("poller", self.service.id, item_id, kind)
 
     def _envelope(
         self,

@@ -31,9 +31,9 @@ from connectors.poller.client import (
 from connectors.poller.cursor import CursorStore, RejectLog
 from connectors.poller.mapping import ChangeMapper, ChangePage
 from hub.identity import Pseudonymizer
-from hub.ingest.sink import EventSink, SinkUnavailable
 from hub.logging import get_logger
 from hub.settings import HubSettings
+from hub.sink import EventSink, SinkUnavailable
 
 log = get_logger(__name__)
 

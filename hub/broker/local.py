@@ -16,7 +16,6 @@ The jar cache can live elsewhere (``jar_cache``) so the test broker reuses the d
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import ctypes
@@ -33,15 +32,14 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient
 
+from hub.kafka.probe import kafka_answers
 from hub.settings import HubSettings
 
 log = structlog.get_logger(__name__)
@@ -595,11 +593,6 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def kafka_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request listing at least one broker."""
-    return _run_blocking(lambda: _probe(bootstrap, timeout_s))
-
-
 def wait_for_kafka(bootstrap: str, timeout_s: float = 60.0) -> None:
     """Block until ``bootstrap`` answers (for brokers the hub did not start itself)."""
     deadline = time.monotonic() + timeout_s
@@ -608,32 +601,6 @@ def wait_for_kafka(bootstrap: str, timeout_s: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise BrokerError(f"no Kafka broker answered on {bootstrap} within {timeout_s:.0f} s")
         time.sleep(0.5)
-
-
-async def _probe(bootstrap: str, timeout_s: float) -> bool:
-    timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, client_id="te-hub-probe"
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        cluster: dict[str, Any] = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-        return bool(cluster.get("brokers"))
-    except Exception:  # any failure means "not (yet) answering"
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
-def _run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even when an event loop is running here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(factory())
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from hub.ingest.requests import REQUEST_TYPES
+from hub.intake.requests import REQUEST_TYPES
 
 API_VERSION: Final = "1.0.0"
 BULK_PATH: Final = "/v1/bulk"

@@ -1,6 +1,6 @@
 """The ingest API: municipal systems, service providers and payers POST customer-path events.
 
-``create_app`` builds a FastAPI app around an :class:`~hub.ingest.sink.EventSink`. A request is
+``create_app`` builds a FastAPI app around an :class:`~hub.sink.EventSink`. A request is
 authenticated (API key), checked against the client's scopes, validated (schema, then the rules
 across fields), authorised on its data (municipality, provider's enrolment, payer), turned into a
 :class:`~hub.events.CustomerPathEvent` and written with ONE ``sink.submit`` call; the answer (202)
@@ -24,7 +24,6 @@ Idempotency-Key, else as above), all written in one atomic submission.
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at run
 # time, and the dependencies in them are closures of create_app.
 
-import hashlib
 import json
 import time
 import uuid
@@ -43,8 +42,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from hub.identity import Pseudonymizer
-from hub.ingest.auth import (
+from connectors.rest_api.auth import (
     Denial,
     EnrolmentDirectory,
     IngestClient,
@@ -52,9 +50,8 @@ from hub.ingest.auth import (
     denials,
     scope_denial,
 )
-from hub.ingest.convert import request_digest, to_event
-from hub.ingest.edge import IngestEdge, media_type_of
-from hub.ingest.endpoints import (
+from connectors.rest_api.edge import IngestEdge, media_type_of
+from connectors.rest_api.endpoints import (
     API_VERSION,
     BULK_PATH,
     ENDPOINTS,
@@ -62,21 +59,19 @@ from hub.ingest.endpoints import (
     PATH_OF,
     kebab,
 )
-from hub.ingest.metrics import IngestMetrics
-from hub.ingest.openapi import (
+from connectors.rest_api.metrics import IngestMetrics
+from connectors.rest_api.openapi import (
     ACCEPTED_HEADERS,
     POST_PROBLEMS,
     openapi_builder,
     problem_responses,
 )
-from hub.ingest.problems import (
-    FieldError,
-    ProblemError,
-    field_errors,
-    install_problem_handlers,
-    json_pointer,
-)
-from hub.ingest.requests import (
+from connectors.rest_api.problems import ProblemError, install_problem_handlers
+from hub.identity import Pseudonymizer
+from hub.intake.convert import request_digest, to_event
+from hub.intake.dedupe import request_dedupe_key
+from hub.intake.errors import FieldError, field_errors, json_pointer
+from hub.intake.requests import (
     BULK_ADAPTER,
     BULK_ITEM_ADAPTER,
     REQUEST_TYPES,
@@ -84,9 +79,9 @@ from hub.ingest.requests import (
     RuleViolation,
     bulk_violations,
 )
-from hub.ingest.sink import EventSink, Receipt, SinkUnavailable, Submission
 from hub.logging import bind_event_context, get_logger, redact_text
 from hub.settings import HubSettings
+from hub.sink import EventSink, Receipt, SinkUnavailable, Submission
 
 log = get_logger(__name__)
 
@@ -215,25 +210,6 @@ def _idempotency_key(raw: str | None) -> str | None:
     return key
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def dedupe_key(
-    client_id: str, idempotency_key: str | None, event_id: uuid.UUID | None, digest: str
-) -> str:
-    """The sink's dedupe key: client id, then the Idempotency-Key, event id or digest.
-
-    The Idempotency-Key is hashed: clients build keys from their own data, which may well hold
-    an identity code, and the dedupe key is stored next to the log.
-    """
-    if idempotency_key is not None:
-        return f"{client_id}:idempotency-key:{_sha256(idempotency_key)}"
-    if event_id is not None:
-        return f"{client_id}:event-id:{event_id}"
-    return f"{client_id}:digest:{digest}"
-
-
 class _Ingest:
     """What the handlers share: the sink, the clients, the clock and the metrics."""
 
@@ -253,6 +229,21 @@ class _Ingest:
         self.metrics = metrics
         self.clock_skew = timedelta(seconds=settings.ingest_clock_skew_s)
         self.bulk_max_items = settings.ingest_bulk_max_items
+
+    def dedupe_key(
+        self,
+        client: IngestClient,
+        idempotency_key: str | None,
+        event_id: uuid.UUID | None,
+        digest: str,
+    ) -> str:
+        return request_dedupe_key(
+            client.client_id,
+            idempotency_key=idempotency_key,
+            event_id=event_id,
+            digest=digest,
+            pseudonymizer=self.pseudonymizer,
+        )
 
     async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
         """One ``sink.submit``, timed; the receipts must match the submissions one to one."""
@@ -286,7 +277,7 @@ class _Ingest:
             )
             raise _rule_problem(violations)
         digest = request_digest(body, self.pseudonymizer)
-        key = dedupe_key(client.client_id, idempotency_key, body.event_id, digest)
+        key = self.dedupe_key(client, idempotency_key, body.event_id, digest)
         event = to_event(
             body,
             source_system=client.source_system,
@@ -343,13 +334,13 @@ class _Ingest:
             # The key names the whole request: every item carries the digest of the whole bulk,
             # so any change of the body conflicts on every item written before.
             whole = request_digest(items, self.pseudonymizer)
-            bulk_key = dedupe_key(client.client_id, idempotency_key, None, whole)
+            bulk_key = self.dedupe_key(client, idempotency_key, None, whole)
             keyed = [(f"{bulk_key}#{i}", whole) for i in range(len(items))]
         else:
             keyed = []
             for item in items:
                 digest = request_digest(item, self.pseudonymizer)
-                keyed.append((dedupe_key(client.client_id, None, item.event_id, digest), digest))
+                keyed.append((self.dedupe_key(client, None, item.event_id, digest), digest))
         first_of: dict[str, int] = {}
         clashes: list[RuleViolation] = []
         for index, (key, digest) in enumerate(keyed):

@@ -2,7 +2,7 @@
 
 One person's path in Helsinki in spring 2026 (the 10-working-day interview rule is in force),
 with the published test identity code 010594Y9032 (born 1.5.1994) and valid business IDs.
-Every example passes all rules of ``hub.ingest.requests``; a test keeps it that way.
+Every example passes all rules of ``hub.intake.requests``; a test keeps it that way.
 """
 
 from __future__ import annotations

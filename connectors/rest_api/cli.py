@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from hub.ingest.auth import IngestClients, new_api_key
+from connectors.rest_api.auth import IngestClients, new_api_key
 from hub.settings import get_settings
 
 

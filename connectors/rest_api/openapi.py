@@ -7,13 +7,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from hub.ingest.endpoints import BULK_PATH, ENDPOINTS, NDJSON
-from hub.ingest.problems import (
+from connectors.rest_api.endpoints import BULK_PATH, ENDPOINTS, NDJSON
+from connectors.rest_api.problems import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_TYPES,
     Problem,
 )
-from hub.ingest.requests import (
+from hub.intake.requests import (
     BULK_ADAPTER,
     REQUEST_TYPES,
 )

@@ -27,7 +27,7 @@ CATCH_UP_WAIT_S = 5.0
 
 
 class KafkaEnrolmentDirectory:
-    """:class:`~hub.ingest.auth.EnrolmentDirectory` that follows the customer-path log."""
+    """:class:`~connectors.rest_api.auth.EnrolmentDirectory` that follows the customer-path log."""
 
     def __init__(self, settings: HubSettings, serializer: EventSerializer | None = None) -> None:
         self._settings = settings

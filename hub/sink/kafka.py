@@ -25,13 +25,13 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from hub.broker.local import kafka_answers
-from hub.ingest.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 from hub.kafka.clients import make_producer
+from hub.kafka.probe import broker_answers
 from hub.kafka.publisher import EventPublisher
 from hub.kafka.reading import read_topic
 from hub.serde import EventSerializer, build_serializer
 from hub.settings import HubSettings
+from hub.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ def decode_receipt(key: bytes, value: bytes) -> Receipt:
 
 
 class KafkaEventSink:
-    """:class:`~hub.ingest.sink.EventSink` on Kafka transactions (see the module docstring)."""
+    """:class:`~hub.sink.EventSink` on Kafka transactions (see the module docstring)."""
 
     def __init__(self, settings: HubSettings, serializer: EventSerializer | None = None) -> None:
         self._settings = settings
@@ -100,7 +100,7 @@ class KafkaEventSink:
         await self._close_producer()
 
     async def ready(self) -> bool:
-        return await asyncio.to_thread(kafka_answers, self._settings.kafka_bootstrap, 2.0)
+        return await broker_answers(self._settings.kafka_bootstrap, 2.0)
 
     async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
         known = self._receipts.answer(submissions)

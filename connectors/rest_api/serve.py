@@ -9,13 +9,13 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
-from hub.ingest.app import create_app
-from hub.ingest.auth import IngestClients
-from hub.ingest.enrolments import KafkaEnrolmentDirectory
-from hub.ingest.kafka_sink import KafkaEventSink
+from connectors.rest_api.app import create_app
+from connectors.rest_api.auth import IngestClients
+from hub.intake.enrolments import KafkaEnrolmentDirectory
 from hub.kafka.topics import ensure_topics
 from hub.logging import configure_logging, get_logger
 from hub.settings import HubSettings, get_settings
+from hub.sink.kafka import KafkaEventSink
 
 log = get_logger(__name__)
 

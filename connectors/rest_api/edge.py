@@ -12,14 +12,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from hub.identity import IDENTITY_CODE_PATTERN
-from hub.ingest.endpoints import BULK_PATH, NDJSON, SINGLE_MAX_BYTES
-from hub.ingest.metrics import IngestMetrics
-from hub.ingest.problems import (
+from connectors.rest_api.endpoints import BULK_PATH, NDJSON, SINGLE_MAX_BYTES
+from connectors.rest_api.metrics import IngestMetrics
+from connectors.rest_api.problems import (
     ProblemError,
     internal_error,
     render_problem,
 )
+from hub.identity import IDENTITY_CODE_PATTERN
 from hub.logging import get_logger
 
 log = get_logger(__name__)

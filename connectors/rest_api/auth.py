@@ -44,7 +44,7 @@ from hub.events.customer_path import (
 )
 from hub.events.enums import PayerKind
 from hub.identity import BusinessIdStr
-from hub.ingest.requests import IngestRequest, event_type_of
+from hub.intake.requests import IngestRequest, event_type_of
 
 #: Event types each kind of client may be given as scopes.
 PROVIDER_EVENT_TYPES: Final = frozenset({"ServiceParticipationReported"})

@@ -2,7 +2,7 @@
 
 A request carries the person's identity code, home municipality and an event payload. The
 payload is the very model the Avro schema is generated from (``hub.events.customer_path``), so
-the API and the log cannot drift apart; the hub adds the envelope (see ``hub.ingest.convert``).
+the API and the log cannot drift apart; the hub adds the envelope (see ``hub.intake.convert``).
 
 Schema validation (types, formats, code lists, identity-code and business-ID checksums) is
 pydantic's. The rules across fields, which need the hub's clock and the statutory tables, are in
@@ -63,7 +63,7 @@ from hub.events.enums import (
     StatementOutcome,
 )
 from hub.identity import PersonalIdentityCodeStr, parse_identity_code
-from hub.ingest.examples import EXAMPLES
+from hub.intake.examples import EXAMPLES
 from hub.rules import (
     NoRuleInForce,
     initial_interview_deadline,

@@ -22,7 +22,7 @@ from uuid import UUID, uuid4, uuid5
 from hub.codes import employment_area_of
 from hub.events import CustomerPathEvent, Envelope
 from hub.identity import Pseudonymizer
-from hub.ingest.requests import IngestRequest, event_type_of
+from hub.intake.requests import IngestRequest, event_type_of
 
 #: Namespace of derived event ids (fixed forever: changing it would change every derived id).
 EVENT_ID_NAMESPACE: Final = UUID("5b0c8f7e-2d4a-5e61-9f3b-7a1c0d2e4f68")

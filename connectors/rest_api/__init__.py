@@ -1,0 +1,1 @@
+"""The ingest REST API (FastAPI): municipal systems, providers and payers POST events."""

@@ -1,1 +1,0 @@
-"""Inbound side: how municipal systems, providers and payers put events into the hub."""

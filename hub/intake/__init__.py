@@ -1,0 +1,1 @@
+"""What every inbound connector shares: request models, rules across fields, dedupe keys."""

@@ -1,0 +1,5 @@
+"""The exactly-once event sink every inbound connector writes through, with its receipts."""
+
+from hub.sink.base import EventSink, Receipt, ReceiptBook, SinkUnavailable, Submission
+
+__all__ = ["EventSink", "Receipt", "ReceiptBook", "SinkUnavailable", "Submission"]
