@@ -4,21 +4,41 @@ Every setting comes from an environment variable with the ``HUB_`` prefix (or a 
 the working directory); the README lists them. Defaults are the embedded local setup: a Kafka
 broker on 127.0.0.1 started by ``hub broker start`` and no schema registry. The X-Road settings
 have no defaults: they name a real security server and member, and only ``hub poll`` needs them.
+
+``HUB_ENVIRONMENT=production`` turns the development conveniences into start-up errors: the
+built-in pseudonym secret and a Kafka connection without TLS and a client identity are refused
+(:meth:`HubSettings.development_warnings` lists what a development run only warns about). An
+empty variable counts as unset, so ``HUB_INGEST_CLIENTS_FILE=`` is no file, not the path ``.``.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import ip_address
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, HttpUrl, SecretStr
+from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_PSEUDONYM_SECRET = "local-development-only-not-a-secret"
 
+Environment = Literal["development", "production"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
 
 class HubSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HUB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    environment: Environment = Field(
+        default="development",
+        description="development: the embedded local setup, with warnings; production: refuse "
+        "the development pseudonym secret and Kafka without TLS and a client identity.",
+    )
 
     state_dir: Path = Field(
         default=Path(".hub"),
@@ -26,6 +46,30 @@ class HubSettings(BaseSettings):
     )
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="How every hub Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+        "SASL_SSL.",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        default=None, description="SASL mechanism (with a SASL_* protocol)."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_sasl_password_file: Path | None = Field(
+        default=None,
+        description="File holding the SASL password (a mounted Secret), instead of the password.",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signs the brokers' certificates (system CAs when unset).",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (SSL protocol)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM key of the client certificate, when not in the certfile."
     )
     kafka_version: str = Field(
         default="4.2.0", description="Apache Kafka version the local broker runs (Maven Central)."
@@ -44,6 +88,11 @@ class HubSettings(BaseSettings):
     topic_ingest_receipts: str = Field(
         default="te.hub.ingest-receipts.v1",
         description="Compacted topic of idempotency receipts of the inbound connectors.",
+    )
+    topic_source_positions: str = Field(
+        default="te.hub.source-positions.v1",
+        description="Compacted topic of source connectors' positions (cursors), keyed by source "
+        "and written in the same transaction as the events read up to there.",
     )
     ingest_transactional_id: str = Field(
         default="te-hub-ingest-1",
@@ -132,12 +181,121 @@ class HubSettings(BaseSettings):
     ingest_bulk_max_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest bulk request body in bytes."
     )
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Address `hub serve` listens on (the container image sets 0.0.0.0).",
+    )
     log_level: str = Field(default="INFO", description="Log level of the structured logs.")
     log_json: bool = Field(default=True, description="JSON logs (false: console rendering).")
 
     @property
     def uses_dev_secret(self) -> bool:
         return self.pseudonym_secret.get_secret_value() == DEV_PSEUDONYM_SECRET
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def kafka_sasl_password_value(self) -> str | None:
+        """The SASL password, read from its file when one is named (so a rotated Secret counts)."""
+        if self.kafka_sasl_password_file is not None:
+            return self.kafka_sasl_password_file.read_text().strip()
+        return (
+            None
+            if self.kafka_sasl_password is None
+            else self.kafka_sasl_password.get_secret_value()
+        )
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        """A half-configured security setting is an error, not silently ignored."""
+        problems: list[str] = []
+        if self.kafka_uses_sasl:
+            if self.kafka_sasl_mechanism is None or self.kafka_sasl_username is None:
+                problems.append(
+                    f"HUB_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    "HUB_KAFKA_SASL_MECHANISM and HUB_KAFKA_SASL_USERNAME"
+                )
+            if (self.kafka_sasl_password is None) == (self.kafka_sasl_password_file is None):
+                problems.append(
+                    "give exactly one of HUB_KAFKA_SASL_PASSWORD and HUB_KAFKA_SASL_PASSWORD_FILE"
+                )
+        elif any(
+            v is not None
+            for v in (
+                self.kafka_sasl_mechanism,
+                self.kafka_sasl_username,
+                self.kafka_sasl_password,
+                self.kafka_sasl_password_file,
+            )
+        ):
+            problems.append(
+                "HUB_KAFKA_SASL_* settings need HUB_KAFKA_SECURITY_PROTOCOL SASL_PLAINTEXT or "
+                f"SASL_SSL, not {self.kafka_security_protocol}"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not self.kafka_uses_tls and any(f is not None for f in tls_files):
+            problems.append(
+                "HUB_KAFKA_SSL_* files need HUB_KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL, not "
+                f"{self.kafka_security_protocol}"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            problems.append("HUB_KAFKA_SSL_KEYFILE needs HUB_KAFKA_SSL_CERTFILE")
+        if self.environment == "production":
+            problems.extend(self._production_refusals())
+        if problems:
+            raise PydanticCustomError("hub_settings", "; ".join(problems))
+        return self
+
+    def _production_refusals(self) -> list[str]:
+        refusals = []
+        if self.uses_dev_secret:
+            refusals.append(
+                "HUB_ENVIRONMENT=production refuses the development pseudonym secret: set "
+                "HUB_PSEUDONYM_SECRET to the employment area's key"
+            )
+        has_identity = self.kafka_uses_sasl or self.kafka_ssl_certfile is not None
+        if not (self.kafka_uses_tls and has_identity):
+            refusals.append(
+                "HUB_ENVIRONMENT=production refuses Kafka without TLS and a client identity "
+                f"(HUB_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}): use SASL_SSL, or "
+                "SSL with HUB_KAFKA_SSL_CERTFILE"
+            )
+        return refusals
+
+    def development_warnings(self) -> list[str]:
+        """What a development run does that production refuses (logged at start)."""
+        warnings = []
+        if self.uses_dev_secret:
+            warnings.append(
+                "pseudonyms use the built-in development secret; set HUB_PSEUDONYM_SECRET "
+                "(refused with HUB_ENVIRONMENT=production)"
+            )
+        if not self.kafka_uses_tls and not _all_loopback(self.kafka_bootstrap):
+            warnings.append(
+                f"Kafka traffic to {self.kafka_bootstrap} is not encrypted "
+                f"(HUB_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}); "
+                "refused with HUB_ENVIRONMENT=production"
+            )
+        return warnings
+
+
+def _all_loopback(bootstrap: str) -> bool:
+    """Whether every bootstrap server is on this machine (plaintext never leaves it then)."""
+    for server in bootstrap.split(","):
+        host = server.strip().rpartition(":")[0].strip("[]")
+        if host == "localhost":
+            continue
+        try:
+            if not ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 @lru_cache(maxsize=1)

@@ -81,6 +81,7 @@ def settings_for(bootstrap: str, partitions: int = 3, **overrides: Any) -> HubSe
         topic_customer_path=f"test.customer-path.{suffix}",
         topic_dead_letter=f"test.dead-letter.{suffix}",
         topic_ingest_receipts=f"test.ingest-receipts.{suffix}",
+        topic_source_positions=f"test.source-positions.{suffix}",
         ingest_transactional_id=f"test-ingest-{suffix}",
         topic_partitions=partitions,
         topic_replication_factor=1,

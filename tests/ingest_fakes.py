@@ -17,7 +17,7 @@ from connectors.rest_api.auth import IngestClients, hash_api_key
 from hub.events import CustomerPathEvent
 from hub.intake.examples import ENROLMENT_ID, PROVIDER_BUSINESS_ID
 from hub.serde import SingleObjectSerializer, default_catalog
-from hub.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
+from hub.sink import Receipt, ReceiptBook, SinkUnavailable, SourcePosition, Submission
 
 
 class FakeSink:
@@ -27,9 +27,12 @@ class FakeSink:
         self.events: list[CustomerPathEvent] = []
         self.receipts = ReceiptBook()
         self.calls = 0
+        self.positions: dict[str, str] = {}
         self._serializer = SingleObjectSerializer(default_catalog())
 
-    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
         self.calls += 1
         if not self.available:
             raise SinkUnavailable("fake broker down", retry_after_s=self.retry_after_s)
@@ -40,7 +43,12 @@ class FakeSink:
         for submission, receipt in new:
             self.receipts.record(receipt)
             self.events.append(submission.event)
+        if position is not None:
+            self.positions[position.source] = position.position
         return answers
+
+    async def position_of(self, source: str) -> str | None:
+        return self.positions.get(source)
 
     async def ready(self) -> bool:
         return self.available

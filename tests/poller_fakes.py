@@ -22,7 +22,7 @@ from hub.codes import municipalities, unemployment_funds
 from hub.events import CustomerPathEvent
 from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
 from hub.identity import make_test_identity_code
-from hub.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
+from hub.sink import Receipt, ReceiptBook, SinkUnavailable, SourcePosition, Submission
 
 SERVICE_ID = "FI-TEST/GOV/0245437-2/KEHA/jobseeker-changes"
 CLIENT_ID = "FI-TEST/MUN/0201256-6/TEHUB"
@@ -36,10 +36,13 @@ class MemorySink:
         self.receipts = ReceiptBook()
         self.log: list[CustomerPathEvent] = []
         self.attempts = 0
+        self.positions: dict[str, str] = {}
         #: Submit attempts (1-based) that fail with SinkUnavailable, writing nothing.
         self.unavailable_on: set[int] = set()
 
-    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
         self.attempts += 1
         if self.attempts in self.unavailable_on:
             raise SinkUnavailable("broker not reachable (fake)", retry_after_s=1)
@@ -47,7 +50,12 @@ class MemorySink:
         for submission, receipt in new:
             self.receipts.record(receipt)
             self.log.append(submission.event)
+        if position is not None:
+            self.positions[position.source] = position.position
         return receipts
+
+    async def position_of(self, source: str) -> str | None:
+        return self.positions.get(source)
 
     async def ready(self) -> bool:
         return True

@@ -16,7 +16,7 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
-from hub.sink import SinkUnavailable, Submission
+from hub.sink import SinkUnavailable, SourcePosition, Submission
 from hub.sink.kafka import open_kafka_sink
 from tests.conftest import event_ids_in_log, settings_for
 
@@ -62,6 +62,25 @@ async def test_same_key_twice_in_one_call_writes_once(hub_settings: HubSettings)
         receipts = await sink.submit([_submission(event, "k"), _submission(event, "k")])
     assert [r.duplicate for r in receipts] == [False, True]
     assert await event_ids_in_log(hub_settings) == Counter({event.envelope.event_id: 1})
+
+
+async def test_source_position_commits_with_the_events_and_alone(
+    hub_settings: HubSettings,
+) -> None:
+    await ensure_topics(hub_settings)
+    events = _events(3)
+    async with open_kafka_sink(hub_settings) as sink:
+        assert await sink.position_of("poller:a") is None
+        await sink.submit([_submission(events[0])], SourcePosition("poller:a", "cursor-1"))
+        await sink.submit([], SourcePosition("poller:b", "b-1"))
+        # Known keys write no event, but the position still moves.
+        await sink.submit([_submission(events[0])], SourcePosition("poller:a", "cursor-2"))
+        assert await sink.position_of("poller:a") == "cursor-2"
+    async with open_kafka_sink(hub_settings) as restarted:
+        assert await restarted.position_of("poller:a") == "cursor-2"
+        assert await restarted.position_of("poller:b") == "b-1"
+        assert await restarted.position_of("poller:c") is None
+    assert await event_ids_in_log(hub_settings) == Counter({events[0].envelope.event_id: 1})
 
 
 async def test_unavailable_while_kafka_is_down_then_writes_after_restart(
@@ -129,6 +148,7 @@ async def test_writer_killed_mid_load_then_retried_writes_every_event_once(
         "HUB_KAFKA_BOOTSTRAP": hub_settings.kafka_bootstrap,
         "HUB_TOPIC_CUSTOMER_PATH": hub_settings.topic_customer_path,
         "HUB_TOPIC_INGEST_RECEIPTS": hub_settings.topic_ingest_receipts,
+        "HUB_TOPIC_SOURCE_POSITIONS": hub_settings.topic_source_positions,
         "HUB_INGEST_TRANSACTIONAL_ID": hub_settings.ingest_transactional_id,
         "HUB_LOG_LEVEL": "WARNING",
     }

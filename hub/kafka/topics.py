@@ -18,6 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.kafka.clients import make_admin
 from hub.settings import HubSettings
 
 log = structlog.get_logger(__name__)
@@ -112,11 +113,25 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
                 "same transaction as the event: the durable memory of idempotency keys."
             ),
         ),
+        TopicSpec(
+            name=settings.topic_source_positions,
+            partitions=1,
+            replication_factor=rf,
+            configs={
+                "cleanup.policy": "compact",
+                "min.insync.replicas": min_isr,
+            },
+            purpose=(
+                "The position (cursor) of each source connector, keyed by source and written in "
+                "the same transaction as the events read up to it: a restart resumes exactly "
+                "after what is in the log."
+            ),
+        ),
     ]
 
 
 def _admin(settings: HubSettings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="te-hub-admin")
+    return make_admin(settings)
 
 
 async def ensure_topics(settings: HubSettings) -> list[str]:

@@ -30,6 +30,14 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class SourcePosition:
+    """Where a source connector has read up to; written in the same transaction as its events."""
+
+    source: str  # e.g. "poller:<service id>"
+    position: str  # the connector's cursor, opaque to the sink
+
+
+@dataclass(frozen=True)
 class Receipt:
     """The durable answer for one dedupe key.
 
@@ -105,11 +113,19 @@ class SinkUnavailable(Exception):
 
 
 class EventSink(Protocol):
-    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
         """Write the events not written before, atomically; receipts in submission order.
 
-        Raises SinkUnavailable when nothing could be written.
+        ``position`` (a source connector's cursor) is committed with the events, so a restart
+        resumes exactly after what was written; a call may carry only a position. Raises
+        SinkUnavailable when nothing could be written.
         """
+        ...
+
+    async def position_of(self, source: str) -> str | None:
+        """The last committed position of ``source`` (None before its first)."""
         ...
 
     async def ready(self) -> bool:

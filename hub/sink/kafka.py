@@ -31,7 +31,7 @@ from hub.kafka.publisher import EventPublisher
 from hub.kafka.reading import read_topic
 from hub.serde import EventSerializer, build_serializer
 from hub.settings import HubSettings
-from hub.sink import Receipt, ReceiptBook, SinkUnavailable, Submission
+from hub.sink import Receipt, ReceiptBook, SinkUnavailable, SourcePosition, Submission
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,7 @@ MAX_TRANSACTION_SUBMISSIONS = 5000
 @dataclass
 class _Pending:
     submissions: Sequence[Submission]
+    position: SourcePosition | None = None
     done: asyncio.Future[list[Receipt]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -53,6 +54,12 @@ def encode_receipt(receipt: Receipt) -> bytes:
             "request_digest": receipt.request_digest,
             "recorded_at": datetime.now(UTC).isoformat(),
         }
+    ).encode()
+
+
+def encode_position(position: SourcePosition) -> bytes:
+    return json.dumps(
+        {"position": position.position, "recorded_at": datetime.now(UTC).isoformat()}
     ).encode()
 
 
@@ -100,15 +107,29 @@ class KafkaEventSink:
         await self._close_producer()
 
     async def ready(self) -> bool:
-        return await broker_answers(self._settings.kafka_bootstrap, 2.0)
+        return await broker_answers(self._settings, 2.0)
 
-    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
-        known = self._receipts.answer(submissions)
-        if known is not None:
-            return known
-        pending = _Pending(submissions)
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
+        if position is None:
+            known = self._receipts.answer(submissions)
+            if known is not None:
+                return known
+        pending = _Pending(submissions, position)
         await self._queue.put(pending)
         return await pending.done
+
+    async def position_of(self, source: str) -> str | None:
+        topic = self._settings.topic_source_positions
+        found: str | None = None
+        try:
+            async for record in read_topic(self._settings, topic):
+                if record.key == source.encode():
+                    found = None if record.value is None else json.loads(record.value)["position"]
+        except (KafkaError, LookupError) as exc:
+            raise SinkUnavailable(f"cannot read the source positions in {topic}: {exc}") from exc
+        return found
 
     # -- receipts ----------------------------------------------------------------------------
 
@@ -149,17 +170,22 @@ class KafkaEventSink:
         fresh: dict[str, Receipt] = {}
         to_write: list[tuple[Submission, Receipt]] = []
         results: list[list[Receipt]] = []
+        positions: dict[str, SourcePosition] = {}
         for pending in batch:
             receipts, new = self._receipts.settle(pending.submissions, fresh)
             results.append(receipts)
             to_write.extend(new)
-        if to_write:
-            await self._commit(to_write)
+            if pending.position is not None:
+                positions[pending.position.source] = pending.position
+        if to_write or positions:
+            await self._commit(to_write, list(positions.values()))
             for _, receipt in to_write:
                 self._receipts.record(receipt)
         return results
 
-    async def _commit(self, to_write: list[tuple[Submission, Receipt]]) -> None:
+    async def _commit(
+        self, to_write: list[tuple[Submission, Receipt]], positions: list[SourcePosition]
+    ) -> None:
         """Write events and receipts, wait for the broker's ack of every record, then commit.
 
         Commit is asked for only when all data is acknowledged. If anything fails, the
@@ -183,6 +209,14 @@ class KafkaEventSink:
                             self._settings.topic_ingest_receipts,
                             key=submission.dedupe_key.encode(),
                             value=encode_receipt(receipt),
+                        )
+                    )
+                for position in positions:
+                    acks.append(
+                        await producer.send(
+                            self._settings.topic_source_positions,
+                            key=position.source.encode(),
+                            value=encode_position(position),
                         )
                     )
                 await asyncio.gather(*acks)
