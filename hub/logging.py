@@ -8,9 +8,12 @@ an exception message or traceback is caught too.
 Redaction has two rules:
 
 * anything shaped like a personal identity code (henkilötunnus), in any string, dict key, nested
-  value or traceback, becomes ``[REDACTED:identity-code]``;
-* the value of a key in :data:`SENSITIVE_KEYS` (names and contact data) becomes ``[REDACTED]``,
-  whatever it holds. Keys are compared case-insensitively and without ``_``/``-``, so
+  value or traceback, becomes ``[REDACTED:identity-code]``, also when glued to other characters
+  (see :func:`hub.identity.identity_code_spans`);
+* the value of a key in :data:`SENSITIVE_KEYS` becomes ``[REDACTED]``, whatever it holds: every
+  field the event schemas mark ``pii`` (names, contact, health, membership; derived from the
+  models at import, so a field marked sensitive is redacted from the day it is added) and a few
+  other names of such data. Keys are compared case-insensitively and without ``_``/``-``, so
   ``firstName`` and ``first-name`` count as ``first_name``.
 
 Names inside free text ("Matti registered") cannot be recognised: log pseudonyms, never names.
@@ -29,7 +32,9 @@ from typing import Any, Final, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from hub.identity.hetu import IDENTITY_CODE_PATTERN
+from hub.events.customer_path import EVENT_TYPES
+from hub.events.sensitivity import pii_field_names
+from hub.identity.hetu import replace_identity_codes
 from hub.settings import HubSettings, get_settings
 
 REDACTED: Final = "[REDACTED]"
@@ -37,28 +42,26 @@ REDACTED: Final = "[REDACTED]"
 PAYLOAD_LOGGING_LIBRARIES: Final = ("aiokafka", "kafka")
 REDACTED_IDENTITY_CODE: Final = "[REDACTED:identity-code]"
 
-#: Keys whose values are names or contact data of a person, redacted whatever they hold.
-#: Plain ``name`` is deliberately absent: loggers, municipalities and events have names too.
-SENSITIVE_KEYS: Final[frozenset[str]] = frozenset(
+#: Other keys that name personal data in code and library logs, though no schema field is called
+#: so. Plain ``name`` is deliberately absent: loggers, municipalities and events have names too.
+OTHER_SENSITIVE_KEYS: Final[frozenset[str]] = frozenset(
     {
-        "first_name",
-        "last_name",
         "given_name",
         "family_name",
         "full_name",
         "person_name",
-        "email",
         "email_address",
-        "phone",
         "phone_number",
         "address",
         "street_address",
-        "personal_identity_code",
         "identity_code",
         "hetu",
         "henkilotunnus",
     }
 )
+#: Keys whose values are redacted whatever they hold: the ``pii`` fields of every event schema
+#: and :data:`OTHER_SENSITIVE_KEYS`.
+SENSITIVE_KEYS: Final[frozenset[str]] = pii_field_names(EVENT_TYPES.values()) | OTHER_SENSITIVE_KEYS
 
 _HANDLER_NAME: Final = "hub"
 _MAX_DEPTH: Final = 12
@@ -77,7 +80,7 @@ def is_sensitive_key(key: object) -> bool:
 
 def redact_text(text: str) -> str:
     """Replace everything shaped like an identity code in *text*."""
-    return IDENTITY_CODE_PATTERN.sub(REDACTED_IDENTITY_CODE, text)
+    return replace_identity_codes(text, REDACTED_IDENTITY_CODE)
 
 
 def redact_value(value: object, _depth: int = 0) -> object:

@@ -17,11 +17,14 @@ from hub.identity import (
     Pseudonymizer,
     PseudonymStr,
     business_id_check_digit,
+    contains_identity_code,
+    identity_code_spans,
     is_valid_business_id,
     is_valid_identity_code,
     make_business_id,
     make_test_identity_code,
     parse_identity_code,
+    replace_identity_codes,
     validate_business_id,
 )
 from hub.settings import HubSettings
@@ -158,14 +161,28 @@ def test_pydantic_type_rejects_with_reason() -> None:
         ("(131052-308t)", True),
         ("x=010516B903X,", True),
         ("010594+9032", True),
-        ("a010594Y9032", False),
-        ("0010594Y9032", False),
-        ("010594Y90321", False),
+        ("(010594Y9033)", True),  # a token of its own counts even with a wrong check character
+        # Glued to other characters: found when valid (and upper case, as the hub stores codes).
+        ("a010594Y9032", True),
+        ("0010594Y9032", True),
+        ("010594Y90321", True),
+        ("abc010594Y9032def", True),
+        ("\\x16010594Y9032", True),
+        ("a010594Y9033", False),
+        ("a320194Y9032", False),
+        ("a010594y9032", False),
         ("123e4567-e89b-12d3-a456-426614174000", False),
     ],
 )
-def test_identity_code_pattern(text: str, found: bool) -> None:
-    assert (IDENTITY_CODE_PATTERN.search(text) is not None) is found
+def test_identity_code_spans(text: str, found: bool) -> None:
+    assert contains_identity_code(text) is found
+    assert (IDENTITY_CODE_PATTERN.search(text) is not None) <= found
+
+
+def test_spans_are_merged_and_replaced_in_place() -> None:
+    text = "x010594Y9032010516B903X (131052-308T) 010594Y9032"
+    assert identity_code_spans(text) == [(1, 23), (25, 36), (38, 49)]
+    assert replace_identity_codes(text, "#") == "x# (#) #"
 
 
 # --- business ID ------------------------------------------------------------------------------
@@ -263,6 +280,9 @@ def test_pseudonym_does_not_contain_the_code() -> None:
         assert code.lower() not in pseudonym
         assert code[:6] not in pseudonym
         assert IDENTITY_CODE_PATTERN.search(pseudonym) is None
+    # Lower-case hex: the glued rule (upper-case codes only) never finds anything in one.
+    codes = (make_test_identity_code(date(1990, 1, 1), n) for n in range(900, 1000))
+    assert not any(contains_identity_code(p.pseudonym(code)) for code in codes)
 
 
 def test_pseudonym_refuses_invalid_codes() -> None:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+import hub.logging
+from hub.events import customer_path
+from hub.events.sensitivity import Sensitivity, pii, sensitive_fields
 from hub.identity import PersonalIdentityCodeStr
 from hub.logging import (
     REDACTED,
     REDACTED_IDENTITY_CODE,
+    SENSITIVE_KEYS,
     bind_event_context,
     configure_logging,
     get_logger,
     redact_personal_data,
+    redact_text,
     redact_value,
 )
 from hub.settings import HubSettings
@@ -238,7 +245,6 @@ def test_redact_value_rules() -> None:
         "EMAIL": REDACTED,
         "name": "Kemi",
     }
-    assert redact_value(f"a{CODE}") == f"a{CODE}"  # glued to a word: not a code token
     assert redact_value(f"131052-308t;{CODE}") == (
         f"{REDACTED_IDENTITY_CODE};{REDACTED_IDENTITY_CODE}"
     )
@@ -261,3 +267,115 @@ def test_processor_formats_pending_exc_info_itself() -> None:
     assert "exc_info" not in event
     assert CODE not in event["exception"]
     assert REDACTED_IDENTITY_CODE in event["exception"]
+
+
+# --- keys from the schemas' pii attributes, codes glued to other characters -------------------
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def test_every_pii_field_of_every_schema_is_a_sensitive_key() -> None:
+    files = sorted(SCHEMAS.glob("*.avsc"))
+    assert len(files) == len(customer_path.EVENT_TYPES)
+    names = {
+        path.rsplit(".", 1)[-1]
+        for file in files
+        for path in sensitive_fields(json.loads(file.read_text(encoding="utf-8")))
+    }
+    assert len(names) >= 12  # the 12 of today; more is fine, fewer means the walk broke
+    assert names <= SENSITIVE_KEYS, sorted(names - SENSITIVE_KEYS)
+
+
+def test_every_pii_field_value_is_redacted_in_a_log_line(stream: io.StringIO) -> None:
+    get_logger("hub.test").info(
+        "row",
+        reduced_work_ability=True,
+        interruption_reason="ILLNESS",
+        unemployment_fund_code="YTK",
+        participant_first_name=NAME,
+        participant_phone="+358401234567",
+        municipality_code="091",
+    )
+    [line] = _lines(stream.getvalue())
+    for key in (
+        "reduced_work_ability",
+        "interruption_reason",
+        "unemployment_fund_code",
+        "participant_first_name",
+        "participant_phone",
+    ):
+        assert line[key] == REDACTED, key
+    assert line["municipality_code"] == "091"
+
+
+class _NicknamePayload(customer_path.JobseekerRegisteredPayload):
+    """Registration with a field added today."""
+
+    nickname: str | None = Field(
+        default=None,
+        description="What the person likes to be called.",
+        json_schema_extra=pii(Sensitivity.DIRECT),
+    )
+
+
+class _NicknameRegistered(customer_path.CustomerPathEvent):
+    """A registration of a schema version that added a sensitive field."""
+
+    payload: _NicknamePayload = Field(description="Registration details.")
+
+
+def test_a_field_marked_pii_in_a_model_is_redacted_from_the_day_it_is_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert redact_value({"nickname": "Mökö"}) == {"nickname": "Mökö"}
+    monkeypatch.setitem(customer_path.EVENT_TYPES, "_NicknameRegistered", _NicknameRegistered)
+    try:
+        reloaded = importlib.reload(hub.logging)
+        assert "nickname" in reloaded.SENSITIVE_KEYS
+        assert reloaded.redact_value({"nickName": "Mökö"}) == {"nickName": REDACTED}
+    finally:
+        monkeypatch.undo()
+        importlib.reload(hub.logging)
+    assert "nickname" not in hub.logging.SENSITIVE_KEYS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"abc{CODE}def",
+        f"a{CODE}",
+        f"0{CODE}",
+        f"{CODE}1",
+        repr(b"\x16" + CODE.encode() + b"\x0cMaija"),  # a string field in Avro bytes
+        repr(b"\x02\x16" + CODE_2000S.encode() + b"0"),
+        f"\\x16{CODE}",
+        f"x{CODE}{CODE_2000S}y",
+    ],
+)
+def test_codes_glued_to_other_characters_are_redacted(text: str) -> None:
+    assert CODE in text or CODE_2000S in text
+    redacted = redact_text(text)
+    assert CODE not in redacted
+    assert CODE_2000S not in redacted
+    assert REDACTED_IDENTITY_CODE in redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123e4567-e89b-12d3-a456-426614174000",  # UUIDs and pseudonyms are lower-case hex
+        "3f2a9c0b1d4e5f60718293a4b5c6d7e8",
+        "order 12345678901234567890 shipped",  # long digit runs hold no valid code shape
+        "a010594Y9033b",  # glued and with a wrong check character: not a code
+    ],
+)
+def test_glued_runs_that_are_not_valid_codes_are_left_alone(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_a_glued_code_in_a_log_line_is_redacted(stream: io.StringIO) -> None:
+    value = b"\x00\x16" + CODE.encode() + b"\x16" + CODE_2000S.encode()
+    get_logger("hub.test").warning("could not encode", value=repr(value), raw=f"id{CODE}")
+    [line] = _lines(stream.getvalue())
+    assert line["value"] == rf"b'\x00\x16{REDACTED_IDENTITY_CODE}\x16{REDACTED_IDENTITY_CODE}'"
+    assert line["raw"] == f"id{REDACTED_IDENTITY_CODE}"

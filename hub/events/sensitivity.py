@@ -6,8 +6,12 @@ basis for it; reporting sinks never get ``direct`` fields.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
+
+from hub.events.avro_schema import avro_schema
+from hub.events.base import AvroRecord
 
 
 class Sensitivity(StrEnum):
@@ -45,3 +49,14 @@ def sensitive_fields(schema: Any, prefix: str = "") -> dict[str, Sensitivity]:
         if schema.get("type") in ("array", "map"):
             found.update(sensitive_fields(schema.get("items", schema.get("values")), prefix))
     return found
+
+
+def pii_field_names(models: Iterable[type[AvroRecord]]) -> frozenset[str]:
+    """The names (last path part) of every ``pii`` field in the Avro schemas of *models*.
+
+    Read from the generated schema, not guessed from field names, so that a field marked
+    sensitive in a model is known as sensitive wherever this is used (the log redaction).
+    """
+    return frozenset(
+        path.rsplit(".", 1)[-1] for model in models for path in sensitive_fields(avro_schema(model))
+    )

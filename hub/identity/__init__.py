@@ -13,9 +13,12 @@ from hub.identity.hetu import (
     IdentityCode,
     InvalidIdentityCode,
     PersonalIdentityCodeStr,
+    contains_identity_code,
+    identity_code_spans,
     is_valid_identity_code,
     make_test_identity_code,
     parse_identity_code,
+    replace_identity_codes,
 )
 from hub.identity.pseudonym import Pseudonymizer, PseudonymStr
 
@@ -29,10 +32,13 @@ __all__ = [
     "PseudonymStr",
     "Pseudonymizer",
     "business_id_check_digit",
+    "contains_identity_code",
+    "identity_code_spans",
     "is_valid_business_id",
     "is_valid_identity_code",
     "make_business_id",
     "make_test_identity_code",
     "parse_identity_code",
+    "replace_identity_codes",
     "validate_business_id",
 ]

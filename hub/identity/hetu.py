@@ -33,12 +33,14 @@ LAST_INDIVIDUAL_NUMBER: Final = 999
 
 _SHAPE = re.compile(r"(?P<date>[0-9]{6})(?P<sign>.)(?P<number>[0-9]{3})(?P<check>.)")
 
-#: Anything shaped like an identity code inside a longer text, with any century sign and either
-#: case. Used for redaction, so it deliberately ignores the check character: a mistyped code is
-#: still personal data. Letters or digits right next to it make it part of another token.
+#: An identity code standing as a token of its own (no letter or digit on either side), with any
+#: century sign and either case. The check character is deliberately ignored: a mistyped code is
+#: still personal data. :func:`identity_code_spans` adds the codes glued to other characters.
 IDENTITY_CODE_PATTERN: Final = re.compile(
     r"(?<![0-9A-Za-z])\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![0-9A-Za-z])", re.IGNORECASE
 )
+#: Every start of a code-shaped run, glued or not (a lookahead, so overlapping runs all count).
+_EMBEDDED_CANDIDATE: Final = re.compile(r"(?=([0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Y]))")
 
 
 class InvalidIdentityCode(ValueError):
@@ -125,6 +127,46 @@ def is_valid_identity_code(text: str) -> bool:
     except InvalidIdentityCode:
         return False
     return True
+
+
+def identity_code_spans(text: str) -> list[tuple[int, int]]:
+    """Where *text* holds what to treat as an identity code: ``(start, end)``, merged, in order.
+
+    Two rules. A code-shaped token of its own counts, valid or not (:data:`IDENTITY_CODE_PATTERN`).
+    A code glued to other characters (``abc010594Y9032def``, or ``\\x16010594Y9032`` in the repr
+    of Avro bytes, where the length byte's escape ends in a digit) counts only when it is upper
+    case and valid (a real date, individual number and check character). Unvalidated, the shape
+    alone would be found in long digit runs, UUIDs and digests, and masking would garble the ids
+    operators work with; upper case, because the hub stores codes upper-cased while its hex ids
+    (UUIDs, pseudonyms) are lower case, so a pseudonym never matches and a random UUID only
+    when a valid code happens to sit in its first two groups.
+    """
+    spans = [m.span() for m in IDENTITY_CODE_PATTERN.finditer(text)]
+    for candidate in _EMBEDDED_CANDIDATE.finditer(text):
+        if is_valid_identity_code(candidate[1]):
+            spans.append((candidate.start(), candidate.start() + len(candidate[1])))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def contains_identity_code(text: str) -> bool:
+    """True when :func:`identity_code_spans` finds anything in *text*."""
+    return bool(identity_code_spans(text))
+
+
+def replace_identity_codes(text: str, replacement: str) -> str:
+    """*text* with every span of :func:`identity_code_spans` replaced by *replacement*."""
+    parts: list[str] = []
+    position = 0
+    for start, end in identity_code_spans(text):
+        parts += [text[position:start], replacement]
+        position = end
+    return "".join([*parts, text[position:]])
 
 
 def make_test_identity_code(
