@@ -6,7 +6,6 @@ reviewed like any other, and the operator pastes the hash in.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -38,13 +37,12 @@ def check(path: Path | None) -> None:
     """Validate a clients file (default: HUB_INGEST_CLIENTS_FILE) and list its clients."""
     path = path or get_settings().ingest_clients_file
     if path is None:
-        click.echo("Error: no file given and HUB_INGEST_CLIENTS_FILE is not set", err=True)
-        sys.exit(2)
+        raise click.UsageError("no file given and HUB_INGEST_CLIENTS_FILE is not set")
     try:
         loaded = IngestClients.from_file(path)
     except ValueError as error:  # also pydantic.ValidationError and TOMLDecodeError
-        click.echo(f"Error: {path} is not a valid clients file:\n{error}", err=True)
-        sys.exit(1)
+        # A click error, not an echo: hub's group passes its text through the redactor.
+        raise click.ClickException(f"{path} is not a valid clients file:\n{error}") from error
     for client in loaded:
         scopes = ", ".join(sorted(client.event_types))
         click.echo(f"{client.client_id:<24} {client.kind:<17} {scopes}")
