@@ -53,7 +53,7 @@ def kafka_broker() -> Iterator[KafkaForTests]:
     """A real Kafka broker for the whole session (see the module docstring for the order)."""
     external = os.environ.get("HUB_KAFKA_BOOTSTRAP")
     if external:
-        wait_for_kafka(external, timeout_s=30)
+        wait_for_kafka(HubSettings(kafka_bootstrap=external), timeout_s=30)
         yield KafkaForTests(external, "env")
     elif _docker_answers():
         yield from _testcontainers_kafka()
@@ -90,10 +90,12 @@ def settings_for(bootstrap: str, partitions: int = 3, **overrides: Any) -> HubSe
 
 
 @pytest.fixture
-def private_kafka(kafka_broker: KafkaForTests) -> Iterator[LocalKafka]:
-    """A broker of this test alone, which it may stop, kill and restart (local kind only)."""
-    if kafka_broker.kind != "local":
-        pytest.skip("needs a broker this test may stop: only the local broker kind")
+def private_kafka() -> Iterator[LocalKafka]:
+    """A local broker of this test alone, which it may stop, kill and restart.
+
+    Always a private local broker, whatever kind the session broker is: a fault test must never
+    be skipped because the session runs against a broker it may not stop.
+    """
     with started_local_kafka() as kafka:
         yield kafka
 
@@ -154,7 +156,7 @@ def _testcontainers_kafka() -> Iterator[KafkaForTests]:
     )
     with container:
         bootstrap = f"{host}:{host_port}"
-        wait_for_kafka(bootstrap, timeout_s=120)
+        wait_for_kafka(HubSettings(kafka_bootstrap=bootstrap), timeout_s=120)
         yield KafkaForTests(bootstrap, "testcontainers")
 
 
@@ -165,12 +167,16 @@ def _local_kafka() -> Iterator[KafkaForTests]:
 
 
 @contextlib.contextmanager
-def started_local_kafka() -> Iterator[LocalKafka]:
-    """A private local broker on free ports, stopped and deleted afterwards."""
+def started_local_kafka(**security: Any) -> Iterator[LocalKafka]:
+    """A private local broker on free ports, stopped and deleted afterwards.
+
+    ``security``: ``kafka_security_protocol`` and ``kafka_sasl_*`` settings the broker demands
+    (see :class:`LocalKafka`); ``kafka.client_settings`` then carry them.
+    """
     state_dir = TEST_BROKERS_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     port, controller_port = _free_ports(2)
     settings = HubSettings(
-        state_dir=state_dir, kafka_port=port, kafka_controller_port=controller_port
+        state_dir=state_dir, kafka_port=port, kafka_controller_port=controller_port, **security
     )
     kafka = LocalKafka(settings, jar_cache=JAR_CACHE, tie_to_parent=True, progress=_progress)
     try:

@@ -6,11 +6,11 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from hub.broker.local import LocalKafka
 from hub.kafka.clients import make_consumer, make_producer
 from hub.kafka.topics import (
     DEAD_LETTER_RETENTION_MS,
@@ -19,9 +19,6 @@ from hub.kafka.topics import (
     ensure_topics,
 )
 from hub.settings import HubSettings
-
-if TYPE_CHECKING:
-    from conftest import KafkaForTests
 
 pytestmark = pytest.mark.kafka
 
@@ -112,14 +109,11 @@ async def test_round_trip_keeps_per_key_order_across_partitions(
     assert len({p for ps in partitions.values() for p in ps}) > 1
 
 
-def test_local_broker_reports_running(kafka_broker: KafkaForTests) -> None:
-    if kafka_broker.local is None:
-        pytest.skip(f"session broker is {kafka_broker.kind}, not a LocalKafka")
-
-    status = kafka_broker.local.status()
+def test_local_broker_reports_running(private_kafka: LocalKafka) -> None:
+    status = private_kafka.status()
 
     assert status.running
     assert status.answering
     assert status.pid is not None
-    assert status.bootstrap == kafka_broker.bootstrap
-    assert status.version == kafka_broker.local.version
+    assert status.bootstrap == private_kafka.bootstrap
+    assert status.version == private_kafka.version

@@ -1,24 +1,38 @@
-"""Whether a Kafka broker answers: for readiness probes and for waiting on a broker to start."""
+"""Whether a Kafka broker answers, and why not: for readiness probes, start-up and CLI errors."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.protocol.metadata import MetadataRequest
+
+from hub.kafka.clients import make_admin, security_options
+from hub.settings import HubSettings
 
 T = TypeVar("T")
 
 
-async def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request listing at least one broker."""
+async def broker_answers(settings: HubSettings, timeout_s: float = 5.0) -> bool:
+    """Whether the brokers of ``settings`` answer a metadata request listing at least one broker.
+
+    The probe connects like every other hub client (same TLS and SASL settings), so "answers"
+    also means "would let the hub in".
+    """
     timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, client_id="te-hub-probe"
-    )
+    admin = make_admin(settings, request_timeout_ms=timeout_ms, client_id="te-hub-probe")
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster: dict[str, Any] = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
@@ -30,9 +44,80 @@ async def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
             await admin.close()
 
 
-def kafka_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
+@dataclass(frozen=True)
+class ConnectionProblem:
+    """Why the hub cannot connect, in one line; ``refused``: a broker answered and said no."""
+
+    message: str
+    refused: bool
+
+
+async def connection_problem(
+    settings: HubSettings, timeout_s: float = 5.0
+) -> ConnectionProblem | None:
+    """Why no bootstrap server lets the hub in (None when one does).
+
+    aiokafka's clients report every failed bootstrap as "Unable to bootstrap", whether the
+    broker is down, refused the credentials or failed the TLS handshake; one direct connection
+    with the same settings tells which. Never contains the password.
+    """
+    problems = []
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    request_timeout_ms=int(timeout_s * 1000),
+                    client_id="te-hub-probe",
+                    **security_options(settings),
+                ),
+                timeout_s,
+            )
+        except (
+            SaslAuthenticationFailed,
+            UnsupportedSaslMechanismError,
+            IllegalSaslStateError,
+        ) as e:
+            return ConnectionProblem(
+                f"Kafka at {server.strip()} refused the SASL login of user "
+                f"{settings.kafka_sasl_username} ({settings.kafka_sasl_mechanism}): "
+                f"{_sasl_reason(e)}; check HUB_KAFKA_SASL_USERNAME and the password",
+                refused=True,
+            )
+        except ssl.SSLError as e:
+            return ConnectionProblem(
+                f"the TLS handshake with Kafka at {server.strip()} failed ({e.reason or e}); "
+                "check HUB_KAFKA_SSL_CAFILE, HUB_KAFKA_SSL_CERTFILE and HUB_KAFKA_SSL_KEYFILE",
+                refused=True,
+            )
+        except (OSError, TimeoutError, KafkaError, ValueError) as e:
+            problems.append(f"{server.strip()}: {type(e).__name__} {e}".rstrip())
+            continue
+        try:  # a plaintext client on a SASL or TLS listener only learns on its first request
+            await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+        except (OSError, TimeoutError, KafkaError) as e:
+            return ConnectionProblem(
+                f"Kafka at {server.strip()} accepts connections but closed this one on its first "
+                f"request ({type(e).__name__}): does the listener want another protocol than "
+                f"HUB_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}?",
+                refused=True,
+            )
+        finally:
+            conn.close()
+        return None
+    return ConnectionProblem("; ".join(problems), refused=False)
+
+
+def _sasl_reason(error: KafkaError) -> str:
+    """The broker's message without aiokafka's "[Error 58] Name:" prefix."""
+    return str(error).split(": ", 1)[-1]
+
+
+def kafka_answers(settings: HubSettings, timeout_s: float = 5.0) -> bool:
     """:func:`broker_answers` from synchronous code."""
-    return _run_blocking(lambda: broker_answers(bootstrap, timeout_s))
+    return _run_blocking(lambda: broker_answers(settings, timeout_s))
 
 
 def _run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

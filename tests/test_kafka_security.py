@@ -1,0 +1,141 @@
+"""Every Kafka client the hub makes carries the security settings, on a broker that demands them.
+
+The broker is a private local Kafka whose only listener for clients is SASL_PLAINTEXT with
+SCRAM-SHA-512 and one user: a client built without the settings, or with a wrong password,
+cannot get in, so a factory that forgot them fails here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from hub.broker.local import LocalKafka
+from hub.kafka.clients import make_admin, make_consumer, make_producer
+from hub.kafka.probe import broker_answers, connection_problem
+from hub.kafka.reading import read_topic
+from hub.kafka.topics import describe_topics, ensure_topics
+from hub.settings import HubSettings
+from tests.conftest import REPO_ROOT, settings_for, started_local_kafka
+
+pytestmark = pytest.mark.kafka
+
+USER = "te-hub-ingest"
+PASSWORD = "scram-test-password-1"
+SCRAM = {
+    "kafka_security_protocol": "SASL_PLAINTEXT",
+    "kafka_sasl_mechanism": "SCRAM-SHA-512",
+    "kafka_sasl_username": USER,
+}
+
+
+@pytest.fixture(scope="module")
+def scram_kafka() -> Iterator[LocalKafka]:
+    with started_local_kafka(**SCRAM, kafka_sasl_password=PASSWORD) as kafka:
+        yield kafka
+
+
+def _settings(kafka: LocalKafka, **security: Any) -> HubSettings:
+    return settings_for(kafka.bootstrap, **security)
+
+
+async def test_producer_consumer_and_admin_work_with_scram_credentials(
+    scram_kafka: LocalKafka, tmp_path: Path
+) -> None:
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text(PASSWORD + "\n")  # a mounted Secret ends with a newline
+    settings = _settings(scram_kafka, **SCRAM, kafka_sasl_password_file=password_file)
+
+    assert await broker_answers(settings)
+    assert settings.topic_customer_path in await ensure_topics(settings)
+    assert {t.name for t in await describe_topics(settings)} >= {settings.topic_customer_path}
+    producer = make_producer(settings, transactional_id=f"test-scram-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send(settings.topic_customer_path, b"value", key=b"person")
+    finally:
+        await producer.stop()
+    records = [r async for r in read_topic(settings, settings.topic_customer_path)]
+    assert [(r.key, r.value) for r in records] == [(b"person", b"value")]
+    group_consumer = make_consumer(
+        settings, settings.topic_customer_path, group_id=f"test-{uuid.uuid4().hex[:8]}"
+    )
+    await group_consumer.start()
+    try:
+        batch = await group_consumer.getmany(timeout_ms=10_000)
+        assert [r.value for rs in batch.values() for r in rs] == [b"value"]
+        await group_consumer.commit()
+    finally:
+        await group_consumer.stop()
+
+
+async def test_a_client_without_the_settings_is_refused(scram_kafka: LocalKafka) -> None:
+    plaintext = _settings(scram_kafka)
+
+    assert not await broker_answers(plaintext, timeout_s=3)
+    assert await connection_problem(plaintext, timeout_s=3) is not None
+    assert (
+        await connection_problem(_settings(scram_kafka, **SCRAM, kafka_sasl_password=PASSWORD))
+        is None
+    )
+
+
+@pytest.mark.parametrize("factory", ["producer", "consumer", "admin"])
+async def test_wrong_password_fails_with_an_authentication_error(
+    scram_kafka: LocalKafka, factory: str
+) -> None:
+    settings = _settings(scram_kafka, **SCRAM, kafka_sasl_password="not-the-password")
+    client: Any = {
+        "producer": lambda: make_producer(settings),
+        "consumer": lambda: make_consumer(settings, settings.topic_customer_path),
+        "admin": lambda: make_admin(settings),
+    }[factory]()
+    with pytest.raises(KafkaConnectionError):
+        await client.start()
+    await client.close() if factory == "admin" else await client.stop()
+    problem = await connection_problem(settings)
+
+    assert problem is not None
+    assert problem.refused
+    assert f"refused the SASL login of user {USER} (SCRAM-SHA-512)" in problem.message
+    assert "invalid credentials" in problem.message
+    assert "not-the-password" not in problem.message
+    assert not await broker_answers(settings, timeout_s=3)
+
+
+def test_hub_command_with_wrong_password_says_authentication_failed(
+    scram_kafka: LocalKafka,
+) -> None:
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HUB_KAFKA_BOOTSTRAP": scram_kafka.bootstrap,
+        "HUB_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "HUB_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "HUB_KAFKA_SASL_USERNAME": USER,
+        "HUB_KAFKA_SASL_PASSWORD": "not-the-password",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "topics", "describe"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    # One error line for the person (aiokafka's own log lines may precede it).
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"refused the SASL login of user {USER}" in errors[0]
+    assert "not-the-password" not in result.stderr
+    assert "Traceback" not in result.stderr
