@@ -30,6 +30,7 @@ from hub.broker.local import LocalKafka, wait_for_kafka
 from hub.kafka.reading import read_topic
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
+from tests.registry_fixture import apicurio, schema_registry  # noqa: F401  (fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_BROKERS_DIR = REPO_ROOT / ".hub" / "test-broker"

@@ -1,44 +1,67 @@
-"""The Confluent wire format end to end: register on deploy, publish, read back, on Kafka."""
+"""The Confluent wire format end to end on a real registry (Apicurio) and a real broker.
+
+Register on deploy with ``hub schemas register`` (run as a person runs it), publish, read back;
+and check that the Confluent ecosystem's own deserializer (confluent-kafka's
+``AvroDeserializer``) reads what the hub writes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from confluent_kafka.schema_registry import SchemaRegistryClient as ConfluentRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connectors.simulator import SimulationConfig, simulate
 from connectors.simulator.paths import in_time_order
-from hub.cli import cli
 from hub.identity import Pseudonymizer
 from hub.inspect.tail import read_log
 from hub.kafka.publisher import open_publisher
+from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer, build_serializer, default_catalog
 from hub.serde.registry import SubjectNotFound
 from hub.settings import HubSettings
-from tests.registry_server import RunningRegistry, running_registry
 
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture
-def registry() -> Iterator[RunningRegistry]:
-    with running_registry() as running:
-        yield running
+def hub_command(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``hub ARGS`` in a subprocess, as a person runs it: only the given HUB_* settings."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        env={**clean, **env},
+        cwd=cwd,  # no .env of the checkout
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def register_schemas(registry_url: str, cwd: Path) -> dict[str, int]:
+    """``hub schemas register`` against the registry; type name → id from its output."""
+    result = hub_command(
+        "schemas", "register", env={"HUB_SCHEMA_REGISTRY_URL": registry_url}, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr
+    ids = dict(line.split(": id ") for line in result.stdout.splitlines())
+    return {name: int(schema_id) for name, schema_id in ids.items()}
 
 
 async def test_events_published_in_confluent_framing_decode_by_registry_id(
-    hub_settings: HubSettings, registry: RunningRegistry
+    hub_settings: HubSettings, schema_registry: str, tmp_path: Path
 ) -> None:
-    registered = CliRunner().invoke(cli, ["schemas", "register", "--url", registry.url])
-    assert registered.exit_code == 0, registered.output
-    ids = {
-        line.split(": id ")[0]: line.split(": id ")[1] for line in registered.output.splitlines()
-    }
-    assert len(ids) == 13
+    ids = register_schemas(schema_registry, tmp_path)
+    assert len(ids) == len(default_catalog().names()) == 13
 
-    settings = hub_settings.model_copy(update={"schema_registry_url": registry.url})
+    settings = hub_settings.model_copy(update={"schema_registry_url": schema_registry})
     await ensure_topics(settings)
     paths = list(simulate(SimulationConfig(jobseekers=60, seed=4), Pseudonymizer("k" * 32)))
     async with open_publisher(settings) as publisher:
@@ -53,17 +76,29 @@ async def test_events_published_in_confluent_framing_decode_by_registry_id(
             from_beginning=True,
             limit=None,
             follow=False,
+            reveal=True,
         )
     ]
     assert [e.error for e in entries if e.error] == []
-    assert {e.event["envelope"]["event_id"] for e in entries} == {
+    assert {e.event["envelope"]["event_id"] for e in entries if e.event} == {
         p.envelope.event_id for p in published
     }
     for entry in entries:
-        assert entry.writer_schema == ids[entry.type_name]
-        assert entry.headers["ce_dataschema"] == f"urn:avro:schema:{ids[entry.type_name]}"
+        assert entry.writer_schema == str(ids[str(entry.type_name)])
+        assert entry.headers["ce_dataschema"] == f"urn:avro:schema:{ids[str(entry.type_name)]}"
 
-    # A reader without the registry reports every record as undecodable, and does not crash.
+    # The Confluent ecosystem's deserializer reads the same records from the same bytes.
+    hub_serde = build_serializer(settings)
+    theirs = AvroDeserializer(ConfluentRegistryClient({"url": schema_registry}))
+    context = SerializationContext(settings.topic_customer_path, MessageField.VALUE)
+    compared = 0
+    async for record in read_topic(settings, settings.topic_customer_path):
+        ours = hub_serde.decode(record.value)
+        assert theirs(record.value, context) == ours.record, ours.type_name
+        compared += 1
+    assert compared == len(published) > 100
+
+    # A reader without the registry names each record's schema id and what it needs.
     plain = [
         entry
         async for entry in read_log(
@@ -75,13 +110,18 @@ async def test_events_published_in_confluent_framing_decode_by_registry_id(
             follow=False,
         )
     ]
-    assert all(e.error and "single-object" in e.error for e in plain)
+    assert len(plain) == 5
+    writers = {(e.partition, e.offset): e.writer_schema for e in entries}
+    for entry in plain:
+        assert entry.event is None
+        assert f"schema id {writers[entry.partition, entry.offset]}: " in str(entry.error)
+        assert "HUB_SCHEMA_REGISTRY_URL" in str(entry.error)
 
 
 async def test_publisher_refuses_to_start_when_schemas_are_not_registered(
-    hub_settings: HubSettings, registry: RunningRegistry
+    hub_settings: HubSettings, schema_registry: str
 ) -> None:
-    settings = hub_settings.model_copy(update={"schema_registry_url": registry.url})
+    settings = hub_settings.model_copy(update={"schema_registry_url": schema_registry})
     with pytest.raises(SubjectNotFound, match=r"Subject .fi\.te\.hub\.\w+. not found"):
         async with open_publisher(settings):
             pass

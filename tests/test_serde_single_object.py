@@ -17,6 +17,7 @@ from hub.serde import (
     DecodeError,
     EncodeError,
     EventSerializer,
+    RegistryRequired,
     SingleObjectSerializer,
     TrailingBytes,
     TruncatedPayload,
@@ -139,12 +140,26 @@ def test_unknown_fingerprint(serde: SingleObjectSerializer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "found"),
-    [(b"\x00\x00\x00\x00\x01\x02", "00 00"), (b"{}", "7b 7d"), (b"", "an empty value")],
+    ("data", "found"), [(b"{}", "7b 7d"), (b"\xc3\x02", "c3 02"), (b"", "an empty value")]
 )
 def test_bad_magic(serde: SingleObjectSerializer, data: bytes, found: str) -> None:
-    with pytest.raises(BadMagic, match=f"expected marker c3 01, found {found}"):
+    with pytest.raises(
+        BadMagic, match=rf"expected marker c3 01 \(single-object\) or 00 .*, found {found}$"
+    ):
         serde.decode(data)
+
+
+async def test_a_confluent_value_needs_a_registry(serde: SingleObjectSerializer) -> None:
+    """Without a registry a Confluent value is reported as such, naming its schema id."""
+    data = b"\x00\x00\x00\x01\x2c\x02\x04"  # schema id 300
+    for decode in (serde.decode, serde.fingerprint_of):
+        with pytest.raises(RegistryRequired, match=r"schema id 300: .*HUB_SCHEMA_REGISTRY_URL"):
+            decode(data)
+    with pytest.raises(RegistryRequired) as error:
+        await serde.adecode(data)
+    assert error.value.schema_id == 300
+    with pytest.raises(TruncatedPayload, match="5-byte header"):
+        serde.decode(b"\x00\x00\x01")
 
 
 def test_truncated_header_and_body(serde: SingleObjectSerializer) -> None:

@@ -85,15 +85,17 @@ async def read_log(
     async with aclosing(records):  # stop the consumer also when the limit ends reading early
         seen = 0
         async for record in records:
-            yield _entry(record, serializer, masks, reveal)
+            yield await _entry(record, serializer, masks, reveal)
             seen += 1
             if limit is not None and seen >= limit:
                 return
 
 
-def _entry(
+async def _entry(
     record: Any, serializer: EventSerializer, masks: dict[str, Any], reveal: bool
 ) -> LogEntry:
+    """One record as an entry; a value that cannot be decoded (a Confluent value without a
+    registry, an unknown schema, a corrupt body) is an entry with the reason, not a crash."""
     headers = {key: value.decode("utf-8", "replace") for key, value in record.headers}
     base = {
         "topic": record.topic,
@@ -104,7 +106,7 @@ def _entry(
         "headers": headers,
     }
     try:
-        decoded = serializer.decode(record.value)
+        decoded = await serializer.adecode(record.value)  # registry look-ups never block
     except SerdeError as error:
         return LogEntry(**base, type_name=None, writer_schema=None, event=None, error=str(error))
     paths = masks.get(decoded.type_name, {})

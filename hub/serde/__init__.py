@@ -3,7 +3,9 @@
 * :class:`SingleObjectSerializer`: Avro single-object encoding against the shipped schemas
   (default, no registry needed);
 * :class:`ConfluentSerializer`: Confluent wire format with a Confluent-compatible registry;
-* :func:`build_serializer` picks one from :class:`~hub.settings.HubSettings`.
+* :func:`build_serializer` picks the framing new values are written in from
+  :class:`~hub.settings.HubSettings`; both serializers read values of either framing by their
+  marker byte (a Confluent value without a registry raises :class:`RegistryRequired`).
 """
 
 from hub.serde.base import (
@@ -13,6 +15,7 @@ from hub.serde.base import (
     DecodeError,
     EncodeError,
     EventSerializer,
+    RegistryRequired,
     SerdeError,
     TrailingBytes,
     TruncatedPayload,
@@ -48,6 +51,7 @@ __all__ = [
     "EncodeError",
     "EventSchemas",
     "EventSerializer",
+    "RegistryRequired",
     "SchemaCatalog",
     "SchemaCatalogError",
     "SchemaRegistryClient",

@@ -1,8 +1,10 @@
 """The serializer interface shared by both wire framings, and the errors they raise.
 
-Producers and consumers only see :class:`EventSerializer`; whether the bytes carry an Avro
+Producers and consumers only see :class:`EventSerializer`. Whether new values carry an Avro
 single-object header (no registry) or the Confluent magic byte and schema id (with a registry)
-is a deployment choice made once in :func:`hub.serde.build_serializer`.
+is a deployment choice made once in :func:`hub.serde.build_serializer`; reading never depends
+on it: every serializer decodes by the value's marker byte, so a log that holds both framings
+(a registry switched on in a running deployment) reads whole.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ class EventSerializer(Protocol):
         ...
 
     def decode(self, data: bytes) -> DecodedEvent:
-        """Decode a framed value, resolving the writer schema to the current reader schema."""
+        """Decode a value of either framing (chosen by its marker byte), resolving the writer
+        schema to the current reader schema; a Confluent value without a registry raises
+        :class:`RegistryRequired`."""
         ...
 
     async def adecode(self, data: bytes) -> DecodedEvent:
@@ -97,14 +101,24 @@ class UnknownSchemaFingerprint(SerdeError):
 
 
 class BadMagic(SerdeError):
-    """The value does not start with the framing's marker bytes."""
+    """The value starts with neither framing's marker: it is not an Avro value of the hub."""
 
-    def __init__(self, expected: bytes, found: bytes, framing: str) -> None:
-        self.expected = expected
+    def __init__(self, found: bytes) -> None:
         self.found = found
         super().__init__(
-            f"not a {framing} value: expected marker {expected.hex(' ')}, "
-            f"found {found.hex(' ') if found else 'an empty value'}"
+            "not an Avro event value: expected marker c3 01 (single-object) or 00 (Confluent "
+            f"wire format), found {found.hex(' ') if found else 'an empty value'}"
+        )
+
+
+class RegistryRequired(SerdeError):
+    """A Confluent wire-format value was read without a schema registry to resolve its id."""
+
+    def __init__(self, schema_id: int) -> None:
+        self.schema_id = schema_id
+        super().__init__(
+            f"Confluent wire-format value written with registry schema id {schema_id}: reading "
+            "it needs the schema registry that assigned the id (set HUB_SCHEMA_REGISTRY_URL)"
         )
 
 

@@ -5,7 +5,9 @@ ecosystem (Connect, ksqlDB, kafka-avro-console-consumer) reads the hub's topics.
 the writer schema in the registry; decoding fetches it once per id and resolves it to the
 current reader schema of the same record name from the shipped catalog.
 
-Network calls happen only on a cache miss: :meth:`ConfluentSerializer.prepare` (or
+Values are read by their marker byte: a single-object value (``C3 01``, written before the
+registry was switched on) decodes from the shipped schemas, so a log with both framings reads
+whole. Network calls happen only on a cache miss: :meth:`ConfluentSerializer.prepare` (or
 ``aprepare`` in an event loop) fills the encode side at start-up, and
 :meth:`ConfluentSerializer.adecode` fetches unknown writer ids without blocking the loop.
 """
@@ -19,24 +21,20 @@ from typing import Any
 from fastavro import parse_schema
 
 from hub.serde.avro_body import BodyReader, decode_body, encode_body
-from hub.serde.base import (
-    BadMagic,
-    DecodedEvent,
-    SerdeError,
-    TruncatedPayload,
-    UnknownEventType,
-)
+from hub.serde.base import DecodedEvent, SerdeError, UnknownEventType
 from hub.serde.catalog import SchemaCatalog, default_catalog, full_name_of
 from hub.serde.fingerprint import canonical_form
+from hub.serde.framing import CONFLUENT_HEADER_SIZE as HEADER_SIZE
+from hub.serde.framing import CONFLUENT_MAGIC as MAGIC
+from hub.serde.framing import confluent_schema_id
 from hub.serde.registry import (
     SchemaNotFound,
     SchemaRegistryClient,
     SubjectNotFound,
     subject_for,
 )
+from hub.serde.single_object import SingleObjectSerializer
 
-MAGIC = b"\x00"
-HEADER_SIZE = 5
 CONTENT_TYPE = "application/avro"
 
 
@@ -65,6 +63,7 @@ class ConfluentSerializer:
         self._headers: dict[str, bytes] = {}
         self._schemas: dict[str, Any] = {}
         self._readers: dict[int, BodyReader] = {}
+        self._single_object = SingleObjectSerializer(self.catalog)
 
     # -- id cache -------------------------------------------------------------------------
 
@@ -134,16 +133,8 @@ class ConfluentSerializer:
 
     # -- decode ---------------------------------------------------------------------------
 
-    @staticmethod
-    def schema_id_of(data: bytes) -> int:
-        """The writer schema id in a value's header."""
-        if data[:1] != MAGIC:
-            raise BadMagic(MAGIC, bytes(data[:2]), "Confluent wire-format")
-        if len(data) < HEADER_SIZE:
-            raise TruncatedPayload(
-                f"Confluent value of {len(data)} bytes ends inside its 5-byte header"
-            )
-        return int.from_bytes(data[1:HEADER_SIZE], "big")
+    schema_id_of = staticmethod(confluent_schema_id)
+    """The writer schema id in a Confluent value's header."""
 
     def _reader_for(self, schema_id: int, writer_text: str) -> BodyReader:
         try:
@@ -169,12 +160,13 @@ class ConfluentSerializer:
         return reader
 
     def decode(self, data: bytes) -> DecodedEvent:
-        """Decode; an unknown writer id is fetched with a blocking call (see :meth:`adecode`)."""
+        """Decode either framing; an unknown writer id is fetched with a blocking call (see
+        :meth:`adecode`)."""
         if type(data) is not bytes:
             data = bytes(data)
-        if data[:1] != MAGIC or len(data) < HEADER_SIZE:
-            self.schema_id_of(data)  # raises the right error
-        schema_id = int.from_bytes(data[1:HEADER_SIZE], "big")
+        if data[:1] != MAGIC:
+            return self._single_object.decode(data)  # or BadMagic naming both markers
+        schema_id = confluent_schema_id(data)
         reader = self._readers.get(schema_id)
         if reader is None:
             reader = self._reader_for(schema_id, self.client.get_by_id(schema_id))
@@ -182,7 +174,8 @@ class ConfluentSerializer:
 
     async def adecode(self, data: bytes) -> DecodedEvent:
         """Decode in an event loop: an unknown writer id is fetched with the async client."""
-        schema_id = self.schema_id_of(data)
-        if schema_id not in self._readers:
-            self._reader_for(schema_id, await self.client.aget_by_id(schema_id))
+        if data[:1] == MAGIC:
+            schema_id = confluent_schema_id(data)
+            if schema_id not in self._readers:
+                self._reader_for(schema_id, await self.client.aget_by_id(schema_id))
         return self.decode(data)

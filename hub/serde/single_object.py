@@ -13,16 +13,16 @@ from typing import Any
 
 from hub.serde.avro_body import BodyReader, decode_body, encode_body
 from hub.serde.base import (
-    BadMagic,
     DecodedEvent,
     TruncatedPayload,
     UnknownEventType,
     UnknownSchemaFingerprint,
 )
 from hub.serde.catalog import SchemaCatalog, default_catalog
+from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE as HEADER_SIZE
+from hub.serde.framing import SINGLE_OBJECT_MAGIC as MAGIC
+from hub.serde.framing import not_single_object
 
-MAGIC = b"\xc3\x01"
-HEADER_SIZE = len(MAGIC) + 8
 CONTENT_TYPE = "application/avro"
 
 
@@ -35,7 +35,11 @@ class _Writer:
 
 
 class SingleObjectSerializer:
-    """:class:`~hub.serde.base.EventSerializer` with Avro single-object framing."""
+    """:class:`~hub.serde.base.EventSerializer` with Avro single-object framing.
+
+    It has no registry, so a Confluent value raises :class:`~hub.serde.base.RegistryRequired`
+    naming its schema id (reported, not mistaken for a corrupt value).
+    """
 
     content_type = CONTENT_TYPE
 
@@ -71,23 +75,23 @@ class SingleObjectSerializer:
     def decode(self, data: bytes) -> DecodedEvent:
         if type(data) is not bytes:  # bytearray/memoryview: dict keys and BytesIO need bytes
             data = bytes(data)
-        if data[:2] != MAGIC:
-            raise BadMagic(MAGIC, bytes(data[:2]), "Avro single-object")
-        if len(data) < HEADER_SIZE:
-            raise TruncatedPayload(
-                f"single-object value of {len(data)} bytes ends inside its 10-byte header"
-            )
-        reader = self._readers.get(data[2:HEADER_SIZE])
+        fingerprint = self.fingerprint_of(data)
+        reader = self._readers.get(fingerprint)
         if reader is None:
-            raise UnknownSchemaFingerprint(bytes(data[2:HEADER_SIZE]))
+            raise UnknownSchemaFingerprint(fingerprint)
         return decode_body(data, HEADER_SIZE, reader)
 
     async def adecode(self, data: bytes) -> DecodedEvent:
         """Same as :meth:`decode`: every writer schema is local, nothing to wait for."""
         return self.decode(data)
 
-    def fingerprint_of(self, data: bytes) -> bytes:
+    @staticmethod
+    def fingerprint_of(data: bytes) -> bytes:
         """The writer fingerprint in a value's header, without decoding the body."""
-        if data[:2] != MAGIC or len(data) < HEADER_SIZE:
-            raise BadMagic(MAGIC, bytes(data[:2]), "Avro single-object")
-        return bytes(data[2:HEADER_SIZE])
+        if data[:2] != MAGIC:
+            raise not_single_object(data)
+        if len(data) < HEADER_SIZE:
+            raise TruncatedPayload(
+                f"single-object value of {len(data)} bytes ends inside its 10-byte header"
+            )
+        return data[2:HEADER_SIZE]
