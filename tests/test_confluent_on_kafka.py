@@ -7,9 +7,6 @@ and check that the Confluent ecosystem's own deserializer (confluent-kafka's
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,32 +24,9 @@ from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer, build_serializer, default_catalog
 from hub.serde.registry import SubjectNotFound
 from hub.settings import HubSettings
+from tests.hub_process import register_schemas
 
 pytestmark = pytest.mark.kafka
-
-
-def hub_command(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``hub ARGS`` in a subprocess, as a person runs it: only the given HUB_* settings."""
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        env={**clean, **env},
-        cwd=cwd,  # no .env of the checkout
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def register_schemas(registry_url: str, cwd: Path) -> dict[str, int]:
-    """``hub schemas register`` against the registry; type name → id from its output."""
-    result = hub_command(
-        "schemas", "register", env={"HUB_SCHEMA_REGISTRY_URL": registry_url}, cwd=cwd
-    )
-    assert result.returncode == 0, result.stderr
-    ids = dict(line.split(": id ") for line in result.stdout.splitlines())
-    return {name: int(schema_id) for name, schema_id in ids.items()}
 
 
 async def test_events_published_in_confluent_framing_decode_by_registry_id(
