@@ -295,7 +295,7 @@ async def test_bad_ndjson_lines_are_reported_and_the_rest_published(tmp_path: Pa
         (5, "payload.deadline", "deadline_mismatch"),
         (6, "occurred_at", "interview_before_registration"),
         (7, "", "invalid_utf8"),
-        (8, "", "model_attributes_type"),
+        (8, "", "dict_type"),
         (9, "personal_identity_code", "value_error"),
     ]
     assert [e.event_type for e in sink.log] == ["JobseekerRegistered", "EmploymentStarted"]

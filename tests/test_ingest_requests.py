@@ -19,7 +19,6 @@ from hub.intake.convert import (
     CORRELATION_NAMESPACE,
     EVENT_ID_NAMESPACE,
     derived_event_id,
-    request_digest,
     to_event,
 )
 from hub.intake.examples import EXAMPLES, PERSON
@@ -452,33 +451,6 @@ def test_event_ids_client_derived_or_random() -> None:
     assert to_event(plain, dedupe_key="k", **common).envelope.event_id == derived_event_id("k")
     randoms = {to_event(plain, **common).envelope.event_id for _ in range(3)}
     assert len(randoms) == 3
-
-
-def test_digest_ignores_form_but_not_content() -> None:
-    keyed = Pseudonymizer("digest-test-secret-0123456789")
-
-    def digest(body: Any) -> str:
-        return request_digest(body, keyed)
-
-    base = request("JobseekerRegistered")
-    same = REQUEST_TYPES["JobseekerRegistered"].model_validate(
-        {
-            **dict(reversed(list(EXAMPLES["JobseekerRegistered"].items()))),
-            "personal_identity_code": PERSON.lower(),
-            "occurred_at": "2026-03-02T07:45:00Z",
-        }
-    )
-    assert digest(same) == digest(base)
-    other = request("JobseekerRegistered", payload__phone=None)
-    assert digest(other) != digest(base)
-    item = BULK_ADAPTER.validate_python(
-        [{"event_type": "JobseekerRegistered", **EXAMPLES["JobseekerRegistered"]}]
-    )
-    assert digest(item[0]) == digest(base)
-    assert digest(item) != digest(base)
-    assert len(digest(base)) == 64
-    # keyed: another secret gives another digest, and no plain SHA-256 of the content matches
-    assert request_digest(base, Pseudonymizer("another-secret-0123456789")) != digest(base)
 
 
 def test_deadline_example_is_the_statutory_one() -> None:

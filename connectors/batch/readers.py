@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -25,6 +24,7 @@ from typing import IO, Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
+from hub.intake.convert import NotJson, parse_request, record_sent
 from hub.intake.errors import field_errors
 from hub.intake.requests import (
     BULK_ITEM_ADAPTER,
@@ -200,7 +200,8 @@ def _not_utf8(line: int) -> Problem:
 
 
 def ndjson_rows(lines: LineSource) -> Iterator[Row]:
-    """One bulk item per line, exactly as the ingest API's bulk endpoint takes it."""
+    """One bulk item per line, exactly as the ingest API's bulk endpoint takes it (the same
+    parser and strict JSON mode: :func:`~hub.intake.convert.parse_request`)."""
     for text in lines:
         line = lines.line_number
         if lines.take_undecodable(line, line):
@@ -209,17 +210,11 @@ def ndjson_rows(lines: LineSource) -> Iterator[Row]:
         if not text.strip():
             continue
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            reason = f"json_invalid: {error.msg} at column {error.colno}"
+            item = parse_request(BULK_ITEM_ADAPTER.validate_json, text)
+        except NotJson as error:
+            reason = f"json_invalid: {redact_text(str(error))}"
             yield Row(line, problems=(Problem(line, "", reason),))
             continue
-        except RecursionError:
-            reason = "json_invalid: nested too deeply"
-            yield Row(line, problems=(Problem(line, "", reason),))
-            continue
-        try:
-            item = BULK_ITEM_ADAPTER.validate_python(data)
         except ValidationError as error:
             yield Row(line, problems=tuple(_problems(error, line, dotted, tagged=True)))
             continue
@@ -402,7 +397,7 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
             JobseekerRegisteredRequest,
             {
                 **person,
-                "occurred_at": _midnight(cells.get("job_search_started_on")),
+                "occurred_at": _midnight(cells.get("job_search_started_on")).isoformat(),
                 "payload": {k: cells[k] for k in _REGISTRATION_PAYLOAD if k in cells},
             },
             _registration_field,
@@ -421,7 +416,7 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
                 EmploymentPlanAgreedRequest,
                 {
                     **person,
-                    "occurred_at": _midnight(cells.get("plan_agreed_on")),
+                    "occurred_at": _midnight(cells.get("plan_agreed_on")).isoformat(),
                     "payload": {**payload, "handled_by": handled_by},
                 },
                 _plan_field,
@@ -432,7 +427,7 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
     problems: dict[tuple[str, str], Problem] = {}  # identity-code errors come from both facts
     for model, document, field_of, caused_by in documents:
         try:
-            request = model.model_validate(document)
+            request = record_sent(model.model_validate(document), document)
         except ValidationError as error:
             problems.update(((p.field, p.reason), p) for p in _problems(error, line, field_of))
             continue

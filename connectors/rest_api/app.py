@@ -24,12 +24,12 @@ Idempotency-Key, else as above), all written in one atomic submission.
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at run
 # time, and the dependencies in them are closures of create_app.
 
-import json
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal
 
 import structlog
 from fastapi import Depends, FastAPI, Header, Request, Response, Security
@@ -41,6 +41,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import from_json, to_json
 
 from connectors.rest_api.auth import (
     Denial,
@@ -68,11 +69,10 @@ from connectors.rest_api.openapi import (
 )
 from connectors.rest_api.problems import ProblemError, install_problem_handlers
 from hub.identity import Pseudonymizer
-from hub.intake.convert import request_digest, to_event
+from hub.intake.convert import NotJson, parse_request, request_digest, to_event
 from hub.intake.dedupe import request_dedupe_key
 from hub.intake.errors import FieldError, field_errors, json_pointer
 from hub.intake.requests import (
-    BULK_ADAPTER,
     BULK_ITEM_ADAPTER,
     REQUEST_TYPES,
     IngestRequest,
@@ -428,17 +428,9 @@ class _Ingest:
         body = await request.body()
         try:
             # A first, cheap pass for the shape and the count, before validating thousands.
-            data = json.loads(body)
-        except json.JSONDecodeError as error:
-            raise ProblemError(
-                "malformed-json",
-                f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
-                f"{error.colno}",
-            ) from None
-        except (UnicodeDecodeError, RecursionError):
-            raise ProblemError(
-                "malformed-json", "the body is not UTF-8 JSON of sane depth"
-            ) from None
+            data = from_json(body, allow_inf_nan=False)
+        except ValueError as error:  # syntax, not UTF-8, too deep, a number out of range
+            raise _malformed(error) from None
         if not isinstance(data, list) or not data:
             raise ProblemError(
                 "validation-error",
@@ -446,81 +438,121 @@ class _Ingest:
                 errors=[FieldError(pointer="#", type="list_type", detail="a non-empty array")],
             )
         self._check_count(len(data))
-        parsed = _parse(BULK_ADAPTER.validate_json, body, tag_at=1)
-        if isinstance(parsed, ProblemError):
-            raise parsed
-        return parsed, []
+        items = _Items()
+        for index, value in enumerate(data):
+            await items.take(to_json(value), index=index)
+        return items.result(), []
 
     async def _read_ndjson(self, request: Request) -> tuple[list[IngestRequest[Any]], list[int]]:
-        """One JSON object per line, validated while the body streams in."""
-        items: list[IngestRequest[Any]] = []
-        lines: list[int] = []
-        syntax: list[FieldError] = []
-        invalid: list[FieldError] = []
+        """One JSON object per line, validated while the body streams in.
+
+        Linear in the body whatever its chunking: the pieces of a line are kept in a list and
+        joined once, and only each new chunk is searched for the end of a line.
+        """
+        items = _Items()
+        pieces: list[bytes] = []  # of the line not yet ended
         line_number = 0
 
-        def take(raw: bytes) -> None:
+        async def take(raw: bytes) -> None:
             nonlocal line_number
             line_number += 1
-            if not raw.strip():
-                return
-            index = len(lines)
-            lines.append(line_number)
-            self._check_count(len(lines))
-            parsed = _parse(
-                BULK_ITEM_ADAPTER.validate_json, raw, prefix=[index], line=line_number, tag_at=0
-            )
-            if not isinstance(parsed, ProblemError):
-                items.append(parsed)
-            elif parsed.slug == "malformed-json":
-                syntax.extend(parsed.errors or [])
-            else:
-                invalid.extend(parsed.errors or [])
+            if raw.strip():
+                self._check_count(len(items.lines) + 1)
+                await items.take(raw, index=len(items.lines), line=line_number)
 
-        pending = b""
         async for chunk in _chunks(request):
-            pending += chunk
-            if b"\n" in chunk:  # split only when a line ended: a long line stays linear
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
-                    take(raw)
-        if pending:
-            take(pending)
-        if syntax:
+            start = 0
+            while (end := chunk.find(b"\n", start)) != -1:
+                pieces.append(chunk[start:end])
+                await take(b"".join(pieces))
+                pieces.clear()
+                start = end + 1
+            if start < len(chunk):
+                pieces.append(chunk[start:])
+        if pieces:
+            await take(b"".join(pieces))
+        return items.result(), items.lines
+
+
+#: Longest stretch one request's parsing runs before it lets other requests' tasks run.
+PARSE_SLICE_S: Final = 0.005
+
+
+class _Items:
+    """Bulk items validated one by one, their problems gathered; yields the loop as it goes.
+
+    Validating thousands of items is CPU work: every :data:`PARSE_SLICE_S` the reader gives the
+    event loop back, so one large bulk never stalls ``/health`` or other clients' requests.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[IngestRequest[Any]] = []
+        self.lines: list[int] = []
+        self.syntax: list[FieldError] = []
+        self.invalid: list[FieldError] = []
+        self._since = time.perf_counter()
+
+    async def take(self, raw: bytes, *, index: int, line: int | None = None) -> None:
+        if line is not None:
+            self.lines.append(line)
+        parsed = _parse(BULK_ITEM_ADAPTER.validate_json, raw, prefix=[index], line=line, tag_at=0)
+        if not isinstance(parsed, ProblemError):
+            self.items.append(parsed)
+        elif parsed.slug == "malformed-json":
+            self.syntax.extend(parsed.errors or [])
+        else:
+            self.invalid.extend(parsed.errors or [])
+        if time.perf_counter() - self._since >= PARSE_SLICE_S:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()
+
+    def result(self) -> list[IngestRequest[Any]]:
+        """The items, or the problem: syntax first (400), then the schema (422)."""
+        if self.syntax:
             raise ProblemError(
-                "malformed-json", f"{len(syntax)} line(s) are not valid JSON", errors=syntax
+                "malformed-json",
+                f"{len(self.syntax)} item(s) are not valid JSON",
+                errors=self.syntax,
             )
-        if invalid:
+        if self.invalid:
             raise ProblemError(
                 "validation-error",
-                f"{len(invalid)} field(s) of the items do not match the schema",
-                errors=invalid,
+                f"{len(self.invalid)} field(s) of the items do not match the schema",
+                errors=self.invalid,
             )
-        if not items:
+        if not self.items:
             raise ProblemError(
                 "validation-error",
                 "the body must hold at least one item",
                 errors=[FieldError(pointer="#", type="too_short", detail="no items")],
             )
-        return items, lines
+        return self.items
 
 
-T = TypeVar("T")
+def _malformed(error: ValueError, line: int | None = None) -> ProblemError:
+    """400 for JSON that cannot be parsed; the parser's reason names a place, never a value."""
+    reason = redact_text(str(error))
+    return ProblemError(
+        "malformed-json",
+        f"the body is not valid JSON: {reason}",
+        errors=[FieldError(line=line, type="json_invalid", detail=reason)],
+    )
 
 
 def _parse(
-    validate_json: Callable[..., T],
+    validate_json: Callable[..., IngestRequest[Any]],
     raw: bytes,
     *,
     prefix: Sequence[str | int] = (),
     line: int | None = None,
     tag_at: int | None = None,
-) -> T | ProblemError:
-    """Validate JSON text strictly: the value, or the problem (400 syntax, 422 schema).
+) -> IngestRequest[Any] | ProblemError:
+    """Validate JSON text strictly: the request, or the problem (400 syntax, 422 schema).
 
     Strict JSON mode accepts exactly what the JSON schema says (ISO strings for dates, UUIDs
     and enums) and refuses lax conversions such as ``0`` for a date or ``"22"`` for a number,
-    which would otherwise be silently reinterpreted.
+    which would otherwise be silently reinterpreted (:func:`~hub.intake.convert.parse_request`).
+    Every parse failure is a problem.
     """
     if not raw.strip():
         return ProblemError(
@@ -529,18 +561,16 @@ def _parse(
             errors=[FieldError(pointer="#", line=line, type="missing", detail="a JSON body")],
         )
     try:
-        return validate_json(raw, strict=True)
+        return parse_request(validate_json, raw)
+    except NotJson as error:
+        return _malformed(error, line)
     except ValidationError as error:
-        errors = error.errors(include_url=False)
-        syntax = [e for e in errors if e["type"] == "json_invalid"]
-        if syntax:
-            reason = redact_text(str(syntax[0].get("ctx", {}).get("error", "invalid JSON")))
-            return ProblemError(
-                "malformed-json",
-                f"the body is not valid JSON: {reason}",
-                errors=[FieldError(line=line, type="json_invalid", detail=reason)],
-            )
-        fields = field_errors(errors, prefix=prefix, line=line, tag_at=tag_at)
+        fields = field_errors(
+            error.errors(include_url=False, include_input=False),
+            prefix=prefix,
+            line=line,
+            tag_at=tag_at,
+        )
         return ProblemError(
             "validation-error",
             f"{len(fields)} field(s) do not match the schema",

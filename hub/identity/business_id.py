@@ -17,7 +17,8 @@ _SHAPE = re.compile(r"(?P<serial>[0-9]{7})-(?P<check>[0-9])")
 
 
 class InvalidBusinessId(ValueError):
-    """The text is not a valid business ID; the message says why."""
+    """The text is not a valid business ID; the message says why, never what the text holds
+    (a field meant for a business ID may hold anything, a person's name too)."""
 
 
 def business_id_check_digit(serial: str) -> str:
@@ -27,10 +28,10 @@ def business_id_check_digit(serial: str) -> str:
     serials are never issued, so no check digit exists for them.
     """
     if not (len(serial) == 7 and serial.isascii() and serial.isdigit()):
-        raise InvalidBusinessId(f"business ID serial must be 7 digits, got {serial!r}")
+        raise InvalidBusinessId("business ID serial must be 7 digits")
     remainder = sum(int(d) * w for d, w in zip(serial, WEIGHTS, strict=True)) % 11
     if remainder == 1:
-        raise InvalidBusinessId(f"serial {serial} has remainder 1 and is never issued")
+        raise InvalidBusinessId("the business ID serial has remainder 1 and is never issued")
     return "0" if remainder == 0 else str(11 - remainder)
 
 
@@ -41,10 +42,10 @@ def validate_business_id(text: str) -> str:
     value = text.strip()
     shape = _SHAPE.fullmatch(value)
     if shape is None:
-        raise InvalidBusinessId(f"business ID must look like 1234567-8, got {value!r}")
+        raise InvalidBusinessId("business ID must look like 1234567-8")
     expected = business_id_check_digit(shape["serial"])
     if shape["check"] != expected:
-        raise InvalidBusinessId(f"check digit of {value} is {shape['check']}, expected {expected}")
+        raise InvalidBusinessId("the check digit of the business ID does not match its serial")
     return value
 
 

@@ -81,15 +81,14 @@ def parse_identity_code(text: str) -> IdentityCode:
     """Validate *text* and return its parts.
 
     Surrounding whitespace is stripped and letters are upper-cased; nothing else is forgiven.
-    Error messages never repeat the whole code, so they are safe to log.
+    Error messages say which part is wrong, never what it holds (not its birth date, sign or
+    check character): they reach logs and the problem responses of the ingest API.
     """
     if not isinstance(text, str):
         raise InvalidIdentityCode(f"identity code must be a string, got {type(text).__name__}")
     code = text.strip().upper()
     if len(code) != 11:
-        raise InvalidIdentityCode(
-            f"identity code must be 11 characters (DDMMYYCNNNX), got {len(code)}"
-        )
+        raise InvalidIdentityCode("identity code must be 11 characters (DDMMYYCNNNX)")
     shape = _SHAPE.fullmatch(code)
     if shape is None:
         raise InvalidIdentityCode(
@@ -98,23 +97,23 @@ def parse_identity_code(text: str) -> IdentityCode:
     sign = shape["sign"]
     century = CENTURY_SIGNS.get(sign)
     if century is None:
-        raise InvalidIdentityCode(f"unknown century sign {sign!r}")
+        raise InvalidIdentityCode(
+            f"unknown century sign: the sign must be one of {''.join(CENTURY_SIGNS)}"
+        )
     day, month, year = int(code[0:2]), int(code[2:4]), century + int(code[4:6])
     try:
         birth_date = date(year, month, day)
     except ValueError:
-        raise InvalidIdentityCode(
-            f"birth date {day:02d}.{month:02d}.{year} does not exist"
-        ) from None
+        raise InvalidIdentityCode("the birth date of the identity code does not exist") from None
     number = int(shape["number"])
     if number < FIRST_INDIVIDUAL_NUMBER:
         raise InvalidIdentityCode(
-            f"individual number {shape['number']} is outside "
+            "the individual number of the identity code is outside "
             f"{FIRST_INDIVIDUAL_NUMBER:03d}–{LAST_INDIVIDUAL_NUMBER}"
         )
     expected = check_character(shape["date"] + shape["number"])
     if shape["check"] != expected:
-        raise InvalidIdentityCode(f"check character is {shape['check']}, expected {expected}")
+        raise InvalidIdentityCode("the check character of the identity code does not match")
     return IdentityCode(
         code=code, birth_date=birth_date, century_sign=sign, individual_number=number
     )

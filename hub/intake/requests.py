@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar, U
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
 from hub.codes import MainlandMunicipalityCodeStr, fund
 from hub.events.base import AvroRecord, CustomerPathEvent
@@ -129,6 +129,9 @@ class IngestRequest(BaseModel, Generic[P]):
         default=None, description="Event id of the event that caused this one, if known."
     )
     payload: P = Field(description="The facts of this event type, exactly as in the Avro schema.")
+    #: Canonical JSON of what the client sent, set by the connector that parsed it
+    #: (``hub.intake.convert.record_sent``): the request digest is of this, not of the model.
+    _sent_json: bytes | None = PrivateAttr(default=None)
 
     # --- rules ---------------------------------------------------------------------------------
 
