@@ -76,9 +76,12 @@ def release_command(schemas_dir: Path | None) -> None:
 @click.option("--with-history", is_flag=True, help="Register released versions first.")
 def register(url: str, with_history: bool) -> None:
     """Register every current schema in a Confluent-compatible registry (a deploy step)."""
-    from hub.serde import SchemaRegistryClient, default_catalog, register_all
+    from hub.serde import SchemaRegistryClient, SchemaRegistryError, default_catalog, register_all
 
-    with SchemaRegistryClient(url) as client:
-        ids = register_all(default_catalog(), client, include_history=with_history)
+    try:
+        with SchemaRegistryClient(url) as client:
+            ids = register_all(default_catalog(), client, include_history=with_history)
+    except SchemaRegistryError as exc:  # unreachable, refused or incompatible: say which
+        raise click.ClickException(str(exc)) from exc
     for name, schema_id in sorted(ids.items()):
         click.echo(f"{name}: id {schema_id}")
