@@ -1,23 +1,28 @@
 """In-memory stand-ins for the ingest API's collaborators (handler logic only, no Kafka).
 
 :class:`FakeSink` keeps the :class:`~hub.sink.EventSink` promises the API relies on: one
-write per dedupe key, the original receipt for a repeated key, all or nothing per call, and
-``SinkUnavailable`` with nothing written while ``available`` is false. It also encodes every
-event with the hub's Avro serializer, so a request that validates but could not be written to
-the real log fails here too.
+write per dedupe key, the original receipt for a repeated key, all or nothing per call (the
+same conflict and event-id refusals, from the same :class:`~hub.sink.ReceiptBook`), and
+``SinkUnavailable`` with nothing written while ``available`` is false. It encodes every event as
+the Kafka sink does (:func:`~hub.sink.encoding.encode_new`), so a request that validates but
+could not be written to the real log fails here too, with the same error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
 from connectors.rest_api.auth import IngestClients, hash_api_key
 from hub.events import CustomerPathEvent
-from hub.intake.examples import ENROLMENT_ID, PROVIDER_BUSINESS_ID
+from hub.identity import Pseudonymizer
+from hub.intake.enrolments import DirectoryCatchingUp, Enrolment
+from hub.intake.examples import ENROLMENT_ID, EXAMPLES, PROVIDER_BUSINESS_ID
 from hub.serde import SingleObjectSerializer, default_catalog
+from hub.settings import HubSettings
 from hub.sink import Receipt, ReceiptBook, SinkUnavailable, SourcePosition, Submission
+from hub.sink.encoding import encode_new
 
 
 class FakeSink:
@@ -36,16 +41,13 @@ class FakeSink:
         self.calls += 1
         if not self.available:
             raise SinkUnavailable("fake broker down", retry_after_s=self.retry_after_s)
-        for submission in submissions:  # encode all first: all or nothing
-            event = submission.event
-            self._serializer.encode(event.full_name(), event.to_avro())
-        answers, new = self.receipts.settle(submissions, {})
-        for submission, receipt in new:
-            self.receipts.record(receipt)
-            self.events.append(submission.event)
+        settled = self.receipts.settle(submissions)
+        encode_new(self._serializer, submissions, settled.new)  # all or nothing, as on Kafka
+        self.receipts.record(receipt for _, receipt in settled.new)
+        self.events.extend(submission.event for submission, _ in settled.new)
         if position is not None:
             self.positions[position.source] = position.position
-        return answers
+        return settled.receipts
 
     async def position_of(self, source: str) -> str | None:
         return self.positions.get(source)
@@ -55,13 +57,29 @@ class FakeSink:
 
 
 class FakeEnrolments:
-    """Enrolment id -> provider business ID."""
+    """Enrolment id -> its first enrolment; by default the examples' enrolment, made by
+    helsinki-crm for the examples' person (pseudonymised with *pseudonymizer*, which must be the
+    app's). While ``catching_up`` is set, every look-up raises :class:`DirectoryCatchingUp`."""
 
-    def __init__(self, providers: Mapping[UUID, str] | None = None) -> None:
-        self.providers = dict(providers or {UUID(ENROLMENT_ID): PROVIDER_BUSINESS_ID})
+    def __init__(
+        self,
+        pseudonymizer: Pseudonymizer | None = None,
+        known: Mapping[UUID, Enrolment] | None = None,
+    ) -> None:
+        person = EXAMPLES["ServiceEnrolled"]
+        pseudonym = (pseudonymizer or Pseudonymizer.from_settings(HubSettings())).pseudonym(
+            person["personal_identity_code"]
+        )
+        example = Enrolment(
+            PROVIDER_BUSINESS_ID, pseudonym, HELSINKI_CRM, person["municipality_code"]
+        )
+        self.known = dict(known or {UUID(ENROLMENT_ID): example})
+        self.catching_up = False
 
-    async def provider_of(self, enrolment_id: UUID) -> str | None:
-        return self.providers.get(enrolment_id)
+    async def enrolments(self, enrolment_ids: Collection[UUID]) -> dict[UUID, Enrolment]:
+        if self.catching_up:
+            raise DirectoryCatchingUp("fake directory catching up", retry_after_s=3)
+        return {i: self.known[i] for i in enrolment_ids if i in self.known}
 
 
 class FixedClock:
@@ -90,11 +108,14 @@ _ALL_MUNICIPAL = """[
   "LabourPolicyStatementIssued", "ServiceEnrolled", "EmploymentStarted", "JobSearchEnded",
 ]"""
 
+#: The source_system of helsinki-crm, the client that made the examples' enrolment.
+HELSINKI_CRM = "urn:fi:kunta:091:crm"
+
 CLIENTS_TOML = f"""
 [[clients]]
 client_id = "helsinki-crm"
 kind = "municipal_system"
-source_system = "urn:fi:kunta:091:crm"
+source_system = "{HELSINKI_CRM}"
 api_key_sha256 = "{hash_api_key(MUNICIPAL_KEY)}"
 event_types = {_ALL_MUNICIPAL}
 employment_areas = ["08"]

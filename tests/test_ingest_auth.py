@@ -1,20 +1,29 @@
-"""Clients file, API keys and the data-dependent limits of each kind of client."""
+"""Clients file, API keys and the data-dependent limits of each kind of client (the API-level
+rules on enrolments are in tests/test_enrolment_rules.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from click.testing import CliRunner
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
+from structlog.testing import capture_logs
 
 from connectors.rest_api.auth import (
+    PROVIDER_EVENT_TYPES,
     IngestClients,
     MunicipalSystemClient,
     hash_api_key,
     new_api_key,
+    uncoded_health_fields,
 )
 from connectors.rest_api.cli import clients as clients_command
+from hub.events.enums import InterruptionReason
+from hub.events.sensitivity import Sensitivity, pii
+from hub.intake.enrolments import Enrolment, EnrolmentBook
+from hub.intake.requests import REQUEST_TYPES
 from tests.ingest_fakes import CLIENTS_TOML, MUNICIPAL_KEY, make_clients
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +134,66 @@ def test_cli_new_key_and_check(tmp_path: Path) -> None:
     failed = runner.invoke(clients_command, ["check", str(broken)])
     assert failed.exit_code == 1
     assert "not a valid clients file" in failed.output
+
+
+def test_source_systems_are_unique() -> None:
+    # The enrolments a client made are recognised by its source_system.
+    first, second = CLIENTS_TOML.split("[[clients]]")[1:3]
+    copied = second.replace('"urn:fi:kunta:049:crm"', '"urn:fi:kunta:091:crm"')
+    with pytest.raises(ValidationError, match="source_system must be unique"):
+        IngestClients.from_toml(f"[[clients]]{first}[[clients]]{copied}")
+
+
+# --- enrolments: the first fact owns the id --------------------------------------------------
+
+MINE = Enrolment("1234567-1", "pseudonym-a", "urn:fi:kunta:091:crm", "091")
+THEIRS = Enrolment("2345678-0", "pseudonym-b", "urn:fi:kunta:049:crm", "049")
+
+
+@pytest.mark.parametrize("arrival", [(0, 1), (1, 0)])
+def test_the_first_record_of_an_enrolment_wins_in_whatever_order_it_is_read(
+    arrival: tuple[int, int],
+) -> None:
+    enrolment_id = uuid4()
+    # The takeover lies on a lower partition but was written later (record time).
+    records = [(MINE, (1_000, 4, 7)), (THEIRS, (1_001, 0, 3))]
+    book = EnrolmentBook()
+    with capture_logs() as logs:
+        for index in arrival:
+            enrolment, order = records[index]
+            book.learn(enrolment_id, enrolment, order)
+    assert book.get(enrolment_id) == MINE
+    assert len(book) == 1
+    assert [(e["event"], e["differs"], e["partition"]) for e in logs] == [
+        ("enrolments.conflict_ignored", ["source_system", "person", "provider"], 0)
+    ]
+
+
+def test_a_later_record_of_the_same_enrolment_is_no_conflict() -> None:
+    enrolment_id = uuid4()
+    moved = Enrolment(MINE.provider_business_id, MINE.subject, MINE.source_system, "092")
+    book = EnrolmentBook()
+    with capture_logs() as logs:
+        book.learn(enrolment_id, MINE, (1, 0, 0))
+        book.learn(enrolment_id, moved, (2, 0, 1))
+    assert book.get(enrolment_id) == MINE
+    assert logs == []
+
+
+# --- what a provider may send about health ---------------------------------------------------
+
+
+def test_providers_send_health_data_only_as_codes() -> None:
+    for event_type in PROVIDER_EVENT_TYPES:
+        assert uncoded_health_fields(REQUEST_TYPES[event_type].event_class) == []
+    health = pii(Sensitivity.HEALTH)
+
+    class Note(BaseModel):
+        reason: InterruptionReason | None = Field(default=None, json_schema_extra=health)
+        text: str | None = Field(default=None, json_schema_extra=health)
+
+    class Report(BaseModel):
+        note: Note
+        days: list[str] = Field(json_schema_extra=health)
+
+    assert uncoded_health_fields(Report) == ["note.text", "days"]

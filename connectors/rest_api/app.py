@@ -15,10 +15,16 @@ Idempotency. Every submission has a dedupe key, namespaced by the client id:
 A repeated key with the same request answers the ORIGINAL result (same event id, 202,
 ``Idempotent-Replayed: true``); a repeated key with a different request is
 ``idempotency-conflict`` (422, as the draft recommends; 409 would suggest a retry could help).
-A client that sets its own event ids should not send them under several Idempotency-Keys:
-the sink dedupes by key, so that would write one event id twice. The Idempotency-Key itself is
-kept only hashed. In a bulk, each item has its own key (``<bulk key>#<index>`` under an
-Idempotency-Key, else as above), all written in one atomic submission.
+An event id belongs to its first fact, whoever sent it: an event id the log holds for another
+fact is 409 ``event-id-taken`` (receivers drop duplicates by event id, so writing it would make
+the first fact vanish). An event that validates but cannot be encoded for the log is 422
+``event-not-writable``. The Idempotency-Key itself is kept only as a keyed digest.
+
+A bulk is all or none: under an Idempotency-Key its first item is written under the key itself
+and the others under ``<key>#<index>``, each with the digest of the whole body (so one key for
+a single request and for a bulk, or a retry with one more item, is a conflict); without one,
+each item is keyed as above. When the sink refuses any item, nothing is written and the problem
+lists the refused items.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at run
@@ -35,6 +41,7 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -71,6 +78,7 @@ from connectors.rest_api.problems import ProblemError, install_problem_handlers
 from hub.identity import Pseudonymizer
 from hub.intake.convert import NotJson, parse_request, request_digest, to_event
 from hub.intake.dedupe import request_dedupe_key
+from hub.intake.enrolments import DirectoryCatchingUp
 from hub.intake.errors import FieldError, field_errors, json_pointer
 from hub.intake.requests import (
     BULK_ITEM_ADAPTER,
@@ -81,7 +89,16 @@ from hub.intake.requests import (
 )
 from hub.logging import bind_event_context, get_logger, redact_text
 from hub.settings import HubSettings
-from hub.sink import EventSink, Receipt, SinkUnavailable, Submission
+from hub.sink import (
+    EventIdTaken,
+    EventNotWritable,
+    EventSink,
+    IdempotencyConflict,
+    Receipt,
+    SinkUnavailable,
+    Submission,
+    SubmissionRefused,
+)
 
 log = get_logger(__name__)
 
@@ -92,6 +109,8 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Where the docs pages' Swagger UI and ReDoc files are served (from the fastapi-offline package).
+DOCS_ASSETS_PATH: Final = "/docs-assets"
 DESCRIPTION: Final = """
 Inbound REST API of the TE integration hub. Municipal employment-service systems, service
 providers and benefit payers POST customer-path facts; the hub validates them, replaces the
@@ -192,6 +211,87 @@ def _rule_problem(violations: Sequence[RuleViolation], lines: Sequence[int] = ()
     )
 
 
+#: Per refusal of the sink: slug, the field at fault, error type, and what is wrong with it.
+_REFUSALS: Final[dict[type[SubmissionRefused], tuple[str, tuple[str, ...], str, str]]] = {
+    IdempotencyConflict: (
+        "idempotency-conflict",
+        (),
+        "idempotency_conflict",
+        "the key of this item was used before for different content",
+    ),
+    EventIdTaken: (
+        "event-id-taken",
+        ("event_id",),
+        "event_id_taken",
+        "this event_id is in the log already for another fact",
+    ),
+    EventNotWritable: (
+        "event-not-writable",
+        (),
+        "event_not_writable",
+        "the event cannot be encoded for the log",
+    ),
+}
+
+
+def _refusal_problem(
+    refused: SubmissionRefused, lines: Sequence[int], *, single: bool
+) -> ProblemError:
+    """The problem of a submission the sink refused; nothing of the request was written."""
+    slug, field, error_type, detail = _REFUSALS[type(refused)]
+    if single:
+        message = {
+            "idempotency-conflict": "this Idempotency-Key (or event_id) was used before for a "
+            "different request; use a new key for a new request",
+            "event-id-taken": "this event_id is in the log already for another fact (from "
+            "another request or client); give a new event a new event_id",
+            "event-not-writable": "the event passed validation but cannot be encoded for the "
+            "log; nothing was written",
+        }[slug]
+        locs: list[list[str | int]] = [list(field)] if field else []
+    else:
+        message = (
+            f"{len(refused.indexes)} item(s) refused ({slug}); nothing of the bulk was written"
+        )
+        locs = [[index, *field] for index in refused.indexes]
+    return ProblemError(
+        slug,
+        message,
+        errors=[
+            FieldError(
+                pointer=json_pointer(loc),
+                line=lines[loc[0]] if lines and isinstance(loc[0], int) else None,
+                loc=loc,
+                type=error_type,
+                detail=detail,
+            )
+            for loc in locs
+        ]
+        or None,
+    )
+
+
+def _event_id_clashes(
+    items: Sequence[IngestRequest[Any]], digests: Sequence[str]
+) -> list[RuleViolation]:
+    """Items of one bulk that give one event_id to different content."""
+    first: dict[uuid.UUID, int] = {}
+    clashes: list[RuleViolation] = []
+    for index, item in enumerate(items):
+        if item.event_id is None:
+            continue
+        earlier = first.setdefault(item.event_id, index)
+        if digests[earlier] != digests[index]:
+            clashes.append(
+                RuleViolation(
+                    (index, "event_id"),
+                    "duplicate_event_id",
+                    f"item {earlier} has the same event_id with other content",
+                )
+            )
+    return clashes
+
+
 def _idempotency_key(raw: str | None) -> str | None:
     """The key, unquoted when sent as the draft's structured-field string (``"abc"``)."""
     if raw is None:
@@ -263,11 +363,26 @@ class _Ingest:
             raise RuntimeError(f"sink gave {len(receipts)} receipts for {len(submissions)}")
         return receipts
 
+    async def authorise(
+        self, client: IngestClient, requests: Sequence[IngestRequest[Any]]
+    ) -> list[tuple[int, Denial]]:
+        """Why *client* may not send *requests*; 503 while the enrolment directory catches up."""
+        try:
+            return await denials(client, requests, self.enrolments, self.pseudonymizer)
+        except DirectoryCatchingUp as error:
+            raise ProblemError(
+                "directory-catching-up",
+                "the hub cannot check enrolments against the log right now; nothing was "
+                "stored, retry after Retry-After seconds",
+                headers={"Retry-After": str(error.retry_after_s)},
+                retry_after_s=error.retry_after_s,
+            ) from None
+
     async def accept_one(
         self, body: IngestRequest[Any], client: IngestClient, raw_key: str | None
     ) -> JSONResponse:
         idempotency_key = _idempotency_key(raw_key)
-        found = await denials(client, body, self.enrolments)
+        found = [denial for _, denial in await self.authorise(client, [body])]
         if found:
             raise _forbidden(found)
         violations = body.violations(now=self.clock(), clock_skew=self.clock_skew)
@@ -287,14 +402,11 @@ class _Ingest:
         )
         envelope = event.envelope
         with bind_event_context(str(envelope.event_id), str(envelope.correlation_id)):
-            [receipt] = await self.submit([Submission(key, digest, event)])
-            if receipt.duplicate and receipt.request_digest != digest:
-                log.info("request rejected", reason="idempotency-conflict")
-                raise ProblemError(
-                    "idempotency-conflict",
-                    "this Idempotency-Key (or event_id) was used before for a different request; "
-                    "use a new key for a new request",
-                )
+            try:
+                [receipt] = await self.submit([Submission(key, digest, event)])
+            except SubmissionRefused as refused:
+                log.info("request rejected", reason=refused.reason)
+                raise _refusal_problem(refused, [], single=True) from None
             outcome = "replayed" if receipt.duplicate else "accepted"
             self.metrics.events.labels(event_type=event.event_type, outcome=outcome).inc()
             log.info("event " + outcome, event_type=event.event_type, client_id=client.client_id)
@@ -311,11 +423,7 @@ class _Ingest:
         ndjson = media_type_of(request.headers.get("content-type")) == NDJSON
         parsed = await (self._read_ndjson(request) if ndjson else self._read_json_array(request))
         items, lines = parsed
-        found = [
-            (index, denial)
-            for index, item in enumerate(items)
-            for denial in await denials(client, item, self.enrolments)
-        ]
+        found = await self.authorise(client, items)
         if found:
             raise _forbidden_items(found, lines)
         violations = bulk_violations(items, now=self.clock(), clock_skew=self.clock_skew)
@@ -330,74 +438,44 @@ class _Ingest:
         client: IngestClient,
         idempotency_key: str | None,
     ) -> JSONResponse:
-        if idempotency_key is not None:
-            # The key names the whole request: every item carries the digest of the whole bulk,
-            # so any change of the body conflicts on every item written before.
-            whole = request_digest(items, self.pseudonymizer)
-            bulk_key = self.dedupe_key(client, idempotency_key, None, whole)
-            keyed = [(f"{bulk_key}#{i}", whole) for i in range(len(items))]
-        else:
-            keyed = []
-            for item in items:
-                digest = request_digest(item, self.pseudonymizer)
-                keyed.append((self.dedupe_key(client, None, item.event_id, digest), digest))
-        first_of: dict[str, int] = {}
-        clashes: list[RuleViolation] = []
-        for index, (key, digest) in enumerate(keyed):
-            earlier = first_of.setdefault(key, index)
-            if earlier != index and keyed[earlier][1] != digest:
-                clashes.append(
-                    RuleViolation(
-                        (index, "event_id"),
-                        "duplicate_event_id",
-                        f"item {earlier} has the same event_id with other content",
-                    )
-                )
+        digests = [request_digest(item, self.pseudonymizer) for item in items]
+        clashes = _event_id_clashes(items, digests)
         if clashes:
             raise _rule_problem(clashes, lines)
+        if idempotency_key is not None:
+            # The key names the whole request, as a single request's key does: the first item
+            # is written under it, the others under ``<key>#<index>``, each with the digest of
+            # the whole bulk. A changed body (one more item too) conflicts on the first item,
+            # and one key used once singly and once for a bulk is a conflict, never two events.
+            whole = request_digest(items, self.pseudonymizer)
+            bulk_key = self.dedupe_key(client, idempotency_key, None, whole)
+            keyed = [(f"{bulk_key}#{i}" if i else bulk_key, whole) for i in range(len(items))]
+        else:
+            keyed = [
+                (self.dedupe_key(client, None, item.event_id, digest), digest)
+                for item, digest in zip(items, digests, strict=True)
+            ]
         recorded_at = self.clock()
-        unique = sorted(set(first_of.values()))
         submissions = [
             Submission(
-                keyed[i][0],
-                keyed[i][1],
+                key,
+                digest,
                 to_event(
-                    items[i],
+                    item,
                     source_system=client.source_system,
                     pseudonymizer=self.pseudonymizer,
                     recorded_at=recorded_at,
-                    dedupe_key=keyed[i][0],
+                    dedupe_key=key,
                 ),
             )
-            for i in unique
+            for item, (key, digest) in zip(items, keyed, strict=True)
         ]
-        receipts = dict(zip(unique, await self.submit(submissions), strict=True))
-        by_item = [receipts[first_of[key]] for key, _ in keyed]
-        conflicts = [
-            i
-            for i, (r, (_, digest)) in enumerate(zip(by_item, keyed, strict=True))
-            if r.duplicate and r.request_digest != digest
-        ]
-        if conflicts:
-            raise ProblemError(
-                "idempotency-conflict",
-                f"{len(conflicts)} item(s) reuse a key of an earlier, different request; the "
-                "other items are in the log (accepted_event_ids)",
-                errors=[
-                    FieldError(
-                        pointer=json_pointer([i]),
-                        line=lines[i] if lines else None,
-                        loc=[i],
-                        type="idempotency_conflict",
-                        detail="the key of this item was used for different content",
-                    )
-                    for i in conflicts
-                ],
-                accepted_event_ids=[
-                    None if i in conflicts else str(r.event_id) for i, r in enumerate(by_item)
-                ],
-            )
-        for submission, receipt in zip(submissions, receipts.values(), strict=True):
+        try:
+            by_item = await self.submit(submissions)
+        except SubmissionRefused as refused:  # all or none: nothing of the bulk was written
+            log.info("bulk rejected", reason=refused.reason, items=len(refused.indexes))
+            raise _refusal_problem(refused, lines, single=False) from None
+        for submission, receipt in zip(submissions, by_item, strict=True):
             envelope = submission.event.envelope
             outcome = "replayed" if receipt.duplicate else "accepted"
             self.metrics.events.labels(event_type=envelope.event_type, outcome=outcome).inc()
@@ -407,7 +485,7 @@ class _Ingest:
         log.info(
             "bulk accepted",
             items=len(items),
-            written=sum(not r.duplicate for r in receipts.values()),
+            written=sum(not r.duplicate for r in by_item),
             client_id=client.client_id,
         )
         return JSONResponse(
@@ -607,7 +685,12 @@ def create_app(
         pseudonymizer or Pseudonymizer.from_settings(settings),
         metrics,
     )
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package, not a public CDN: the
+    # API runs on intranets and offline, where a CDN page stays blank. No online validator badge
+    # either: it would send the document's address to validator.swagger.io.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_PATH,
+        swagger_ui_parameters={"validatorUrl": None},
         title="TE hub ingest API",
         version=API_VERSION,
         description=DESCRIPTION,
@@ -737,7 +820,7 @@ def create_app(
     )
     app.openapi = openapi_builder(app, settings.ingest_bulk_max_items)  # type: ignore[method-assign]
     known = {e.path for e in ENDPOINTS} | {BULK_PATH, "/health", "/ready", "/metrics"}
-    known |= {"/openapi.json", "/docs", "/redoc"}
+    known |= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
     app.add_middleware(
         IngestEdge, metrics=metrics, bulk_max_bytes=settings.ingest_bulk_max_bytes, known=known
     )

@@ -11,10 +11,17 @@ Scopes are event types. On top of them each kind of client has limits that depen
 
 * ``municipal_system``: municipal IT of one or more employment areas; only for people whose home
   municipality is in its areas (or in its narrower ``municipalities`` list);
-* ``service_provider``: only ServiceParticipationReported, only under its own business ID and only
-  for enrolments the hub assigned to it (asked from an :class:`EnrolmentDirectory`);
+* ``service_provider``: only ServiceParticipationReported, only under its own business ID, only
+  for enrolments the hub assigned to it (asked from an :class:`EnrolmentDirectory`), only about
+  the person enrolled and with the enrolment's municipality; health data only as codes
+  (:func:`uncoded_health_fields`);
 * ``payer``: Kela or one unemployment fund; only StatementRequested and BenefitDaysAccrued that
   name itself as the payer.
+
+An enrolment id belongs to its first ServiceEnrolled: a municipal client may repeat its own
+enrolment (a retry), but not re-send an id the log holds with another client (``source_system``),
+person or provider (403 ``enrolment-taken``). 403, as every refusal on the data here: the client
+may not write this, and no retry will change that.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ import hashlib
 import hmac
 import secrets
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Final, Literal, Protocol, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -39,12 +47,15 @@ from hub.codes import (
 )
 from hub.events.customer_path import (
     BenefitDaysAccruedPayload,
+    ServiceEnrolledPayload,
     ServiceParticipationReportedPayload,
     StatementRequestedPayload,
 )
 from hub.events.enums import PayerKind
-from hub.identity import BusinessIdStr
-from hub.intake.requests import IngestRequest, event_type_of
+from hub.events.sensitivity import Sensitivity
+from hub.identity import BusinessIdStr, Pseudonymizer
+from hub.intake.enrolments import Enrolment
+from hub.intake.requests import REQUEST_TYPES, IngestRequest, event_type_of
 
 #: Event types each kind of client may be given as scopes.
 PROVIDER_EVENT_TYPES: Final = frozenset({"ServiceParticipationReported"})
@@ -66,6 +77,40 @@ MUNICIPAL_EVENT_TYPES: Final = frozenset(
 KEY_PREFIX: Final = "tehub_"
 
 
+def uncoded_health_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted paths of the health-class fields of *model* that are not codes of a closed list.
+
+    The rule for what a provider may send about health (``"pii": "health"``, GDPR art. 9): only
+    a code from the schema's closed list (an enum such as ``interruption_reason`` = ``ILLNESS``),
+    only in the kind of report that needs it (the request rules: ``interruption_reason`` only for
+    an INTERRUPTION), and only about the person enrolled with the provider (:func:`denials`).
+    Never free text: a text field would carry diagnoses and doctors' notes, which the employment
+    service neither needs nor may hold. Checked below, at import, for every event type a provider
+    may send, so that a free-text health field cannot be added to one unnoticed.
+    """
+    found: list[str] = []
+    for name, info in model.model_fields.items():
+        path = prefix + name
+        kinds = [a for a in get_args(info.annotation) if a is not type(None)] or [info.annotation]
+        extra = info.json_schema_extra
+        health = isinstance(extra, dict) and extra.get("pii") == Sensitivity.HEALTH.value
+        if health and not all(isinstance(k, type) and issubclass(k, Enum) for k in kinds):
+            found.append(path)
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found.extend(uncoded_health_fields(kind, f"{path}."))
+    return found
+
+
+_UNCODED: Final = {
+    t: fields
+    for t in sorted(PROVIDER_EVENT_TYPES)
+    if (fields := uncoded_health_fields(REQUEST_TYPES[t].event_class))
+}
+if _UNCODED:
+    raise TypeError(f"providers may send health data only as codes (enums); not so: {_UNCODED}")
+
+
 def hash_api_key(key: str) -> str:
     """SHA-256 hex of an API key: what the clients file stores."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -81,10 +126,17 @@ def new_api_key() -> tuple[str, str]:
 
 
 class EnrolmentDirectory(Protocol):
-    """Which provider runs an enrolment (from the hub's ServiceEnrolled events)."""
+    """Who owns each enrolment: the first ServiceEnrolled of its id in the log.
 
-    async def provider_of(self, enrolment_id: UUID) -> str | None:
-        """Business ID of the provider of *enrolment_id*, or None when the hub knows none."""
+    See :mod:`hub.intake.enrolments` (the Kafka implementation and the ownership rule).
+    """
+
+    async def enrolments(self, enrolment_ids: Collection[UUID]) -> Mapping[UUID, Enrolment]:
+        """The enrolment of each id the log holds now (unknown ids are absent).
+
+        Raises :class:`~hub.intake.enrolments.DirectoryCatchingUp` when it cannot answer for
+        the log as it is now (the API answers 503 with Retry-After).
+        """
         ...
 
 
@@ -206,11 +258,12 @@ class ClientsFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> ClientsFile:
-        for attribute in ("client_id", "api_key_sha256"):
+        # source_system too: the enrolments a client made are recognised by it.
+        for attribute in ("client_id", "api_key_sha256", "source_system"):
             values = [getattr(c, attribute) for c in self.clients]
             duplicates = sorted({v for v in values if values.count(v) > 1})
             if duplicates:
-                shown = duplicates if attribute == "client_id" else ["<hash>"] * len(duplicates)
+                shown = ["<hash>"] * len(duplicates) if "key" in attribute else duplicates
                 raise ValueError(f"{attribute} must be unique; repeated: {shown}")
         return self
 
@@ -248,7 +301,7 @@ class IngestClients:
         return found
 
 
-# --- authorisation of one request -------------------------------------------------------------
+# --- authorisation on the data -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -273,12 +326,43 @@ def scope_denial(client: IngestClient, event_type: str) -> Denial | None:
 
 
 async def denials(
-    client: IngestClient, request: IngestRequest[Any], enrolments: EnrolmentDirectory
+    client: IngestClient,
+    requests: Sequence[IngestRequest[Any]],
+    enrolments: EnrolmentDirectory,
+    pseudonymizer: Pseudonymizer,
+) -> list[tuple[int, Denial]]:
+    """Every reason *client* may not send *requests* (one, or a bulk), by index; empty if it may.
+
+    The enrolments the requests name are looked up once. Inside a bulk, an enrolment made by an
+    earlier item counts as made: a later item may not give its id to another person or provider.
+    Raises :class:`~hub.intake.enrolments.DirectoryCatchingUp` (a 503, not a refusal) when
+    the directory cannot answer for the log as it is now.
+    """
+    scoped = [
+        (index, request)
+        for index, request in enumerate(requests)
+        if scope_denial(client, event_type_of(request)) is None
+    ]
+    wanted = {
+        request.payload.enrolment_id
+        for _, request in scoped
+        if isinstance(request.payload, ServiceEnrolledPayload | ServiceParticipationReportedPayload)
+    }
+    known = dict(await enrolments.enrolments(wanted)) if wanted else {}
+    found: list[tuple[int, Denial]] = []
+    for index, request in enumerate(requests):
+        scope = scope_denial(client, event_type_of(request))
+        reasons = [scope] if scope else _data_denials(client, request, known, pseudonymizer)
+        found.extend((index, reason) for reason in reasons)
+    return found
+
+
+def _data_denials(
+    client: IngestClient,
+    request: IngestRequest[Any],
+    known: dict[UUID, Enrolment],
+    pseudonymizer: Pseudonymizer,
 ) -> list[Denial]:
-    """Every reason *client* may not send *request* (empty when it may)."""
-    scope = scope_denial(client, event_type_of(request))
-    if scope is not None:
-        return [scope]
     found: list[Denial] = []
     if not client.may_report_on(request.municipality_code):
         found.append(
@@ -293,7 +377,18 @@ async def denials(
     if isinstance(client, ServiceProviderClient) and isinstance(
         payload, ServiceParticipationReportedPayload
     ):
-        found.extend(await _provider_denials(client, payload, enrolments))
+        found.extend(_provider_denials(client, request, payload, known, pseudonymizer))
+    if isinstance(payload, ServiceEnrolledPayload):
+        enrolment = Enrolment(
+            provider_business_id=payload.provider_business_id,
+            subject=pseudonymizer.pseudonym(request.personal_identity_code),
+            source_system=client.source_system,
+            municipality_code=request.municipality_code,
+        )
+        first = known.setdefault(payload.enrolment_id, enrolment)
+        differs = first.conflicts(enrolment)
+        if differs:
+            found.append(_taken(differs))
     if isinstance(client, PayerClient) and isinstance(
         payload, StatementRequestedPayload | BenefitDaysAccruedPayload
     ):
@@ -312,6 +407,21 @@ async def denials(
     return found
 
 
+def _taken(differs: list[str]) -> Denial:
+    """An enrolment id belongs to its first fact; says only what the client may know."""
+    whose = (
+        "another client's enrolment"
+        if "source_system" in differs
+        else f"an enrolment of this client with another {' and '.join(differs)}"
+    )
+    return Denial(
+        "enrolment-taken",
+        ("payload", "enrolment_id"),
+        f"this enrolment id already names {whose}; an enrolment id belongs to its first "
+        "ServiceEnrolled for good: a retry must repeat it, a new enrolment needs a new id",
+    )
+
+
 def _scope_of(client: IngestClient) -> str:
     if client.municipalities is not None:
         return "its municipalities: " + ", ".join(sorted(client.municipalities))
@@ -320,10 +430,12 @@ def _scope_of(client: IngestClient) -> str:
     return "all municipalities"
 
 
-async def _provider_denials(
+def _provider_denials(
     client: ServiceProviderClient,
+    request: IngestRequest[Any],
     payload: ServiceParticipationReportedPayload,
-    enrolments: EnrolmentDirectory,
+    known: dict[UUID, Enrolment],
+    pseudonymizer: Pseudonymizer,
 ) -> list[Denial]:
     if payload.provider_business_id != client.business_id:
         return [
@@ -333,16 +445,35 @@ async def _provider_denials(
                 f"provider_business_id must be the client's own business ID {client.business_id}",
             )
         ]
+    enrolment = known.get(payload.enrolment_id)
     # Unknown and someone else's enrolment get the same answer, so that a provider cannot probe
     # which enrolment ids exist.
-    if await enrolments.provider_of(payload.enrolment_id) != client.business_id:
+    if enrolment is None or enrolment.provider_business_id != client.business_id:
         return [
             Denial(
                 "enrolment-not-yours",
                 ("payload", "enrolment_id"),
                 f"the hub knows no enrolment with this id for provider {client.business_id}; "
-                "report only enrolments the hub sent you (a new enrolment may take a moment "
-                "to arrive)",
+                "report only enrolments the hub sent you",
             )
         ]
-    return []
+    found: list[Denial] = []
+    if pseudonymizer.pseudonym(request.personal_identity_code) != enrolment.subject:
+        found.append(
+            Denial(
+                "enrolment-person-mismatch",
+                ("personal_identity_code",),
+                "personal_identity_code is not the person enrolled in this enrolment; a "
+                "provider reports only on the person the hub enrolled with it",
+            )
+        )
+    if request.municipality_code != enrolment.municipality_code:
+        found.append(
+            Denial(
+                "enrolment-municipality-mismatch",
+                ("municipality_code",),
+                "municipality_code must be the enrolment's (as in the enrolment the hub sent "
+                "you): the report goes to the employment area that enrolled the person",
+            )
+        )
+    return found

@@ -42,6 +42,9 @@ PROBLEM_TYPES: Final[Mapping[str, tuple[int, str]]] = {
     "municipality-not-allowed": (403, "The client may not report on this municipality"),
     "provider-mismatch": (403, "A provider may only report as itself"),
     "enrolment-not-yours": (403, "The enrolment is not the provider's"),
+    "enrolment-person-mismatch": (403, "The report is not about the person enrolled"),
+    "enrolment-municipality-mismatch": (403, "The report's municipality is not the enrolment's"),
+    "enrolment-taken": (403, "The enrolment id belongs to an earlier, different enrolment"),
     "payer-mismatch": (403, "A payer may only send as itself"),
     "forbidden-items": (403, "The client may not send some items of the bulk"),
     "not-found": (404, "No such resource"),
@@ -54,7 +57,10 @@ PROBLEM_TYPES: Final[Mapping[str, tuple[int, str]]] = {
     "rule-violation": (422, "The request breaks a rule across its fields"),
     "too-many-items": (422, "The bulk request has too many items"),
     "idempotency-conflict": (422, "The key was already used for a different request"),
+    "event-id-taken": (409, "The event id is in the log already for another fact"),
+    "event-not-writable": (422, "The event cannot be encoded for the log"),
     "sink-unavailable": (503, "The event log cannot take events now"),
+    "directory-catching-up": (503, "The enrolment directory is catching up with the log"),
     "not-ready": (503, "The service is not ready"),
     "internal-error": (500, "Internal error"),
 }
@@ -82,11 +88,6 @@ class Problem(BaseModel):
     )
     missing_scope: str | None = Field(
         default=None, description="The scope (event type) the client lacks."
-    )
-    accepted_event_ids: list[str | None] | None = Field(
-        default=None,
-        description="Bulk idempotency conflict: per item, the event id now in the log, or null "
-        "for a conflicting item (nothing was written for it).",
     )
     retry_after_s: int | None = Field(
         default=None, description="Seconds to wait before retrying (also in Retry-After)."
