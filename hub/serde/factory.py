@@ -1,4 +1,8 @@
-"""Pick the framing from the settings: the one place that knows both serializers."""
+"""Pick the framing new values are written in from the settings.
+
+Only writing depends on the settings: both serializers read values of either framing by their
+marker byte, so switching a registry on (or off) never makes the log's history unreadable.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from hub.settings import HubSettings
 def build_serializer(
     settings: HubSettings, catalog: SchemaCatalog | None = None
 ) -> EventSerializer:
-    """Single-object encoding by default; the Confluent wire format when a registry is set.
+    """Write single-object encoding by default, the Confluent wire format when a registry is
+    set; read both either way (a Confluent value without a registry is a clear
+    :class:`~hub.serde.base.RegistryRequired` error).
 
     The Confluent serializer looks ids up lazily; call its ``prepare``/``aprepare`` at start-up
     to fail fast when the schemas were not registered on deploy (``hub schemas register``).
