@@ -111,8 +111,9 @@ class HubSettings(BaseSettings):
     )
     schema_registry_url: str | None = Field(
         default=None,
-        description="Confluent-compatible schema registry; when set, the Confluent wire format "
-        "is used instead of Avro single-object encoding.",
+        description="Confluent-compatible schema registry (its Confluent API root); when set, "
+        "new values are written in the Confluent wire format instead of Avro single-object "
+        "encoding. Values of both framings are always read, by their marker byte.",
     )
     xroad_security_server_url: HttpUrl | None = Field(
         default=None,
