@@ -50,12 +50,20 @@ def build_server_app(settings: HubSettings) -> FastAPI:
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default=None, help="Address to listen on.  [default: HUB_API_HOST]")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-def serve_command(host: str, port: int) -> None:
+def serve_command(host: str | None, port: int) -> None:
     """Run the ingest API (OpenAPI at /docs) on the configured Kafka."""
     settings = get_settings()
     configure_logging(settings)
+    for warning in settings.development_warnings():
+        log.warning(warning)
     if settings.ingest_clients_file is None:
         log.warning("no HUB_INGEST_CLIENTS_FILE: every request will be refused (401)")
-    uvicorn.run(build_server_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        build_server_app(settings),
+        host=host or settings.api_host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
