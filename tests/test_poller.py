@@ -36,12 +36,13 @@ from connectors.poller import (
     XRoadClient,
     XRoadRefused,
     XRoadService,
-    XRoadUnavailable,
+    XRoadTLSError,
     tls_verify,
 )
 from connectors.poller.mapping import HELSINKI
 from hub.codes import employment_area_of
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
+from hub.serde.registry import SchemaRegistryClient, SchemaRegistryError
 from hub.settings import HubSettings, get_settings
 from hub.sink import Receipt, Submission
 from tests.poller_fakes import (
@@ -51,7 +52,12 @@ from tests.poller_fakes import (
     MemorySink,
     feed_fixture,
 )
-from tests.xroad_feed_server import FeedServer, FeedState, running_feed
+from tests.xroad_feed_server import (
+    FeedServer,
+    FeedState,
+    refusing_client_without_certificate,
+    running_feed,
+)
 
 SERVICE = XRoadService.parse(SERVICE_ID)
 FEED = feed_fixture()
@@ -497,13 +503,18 @@ def test_tls_settings_become_an_ssl_context(pki: Path, tmp_path: Path) -> None:
         tls_verify(HubSettings(xroad_client_key=pki / "client.key"))
 
 
-async def test_mutual_tls_with_the_security_server(pki: Path, tmp_path: Path) -> None:
+def _security_server_tls(pki: Path) -> ssl.SSLContext:
+    """A security server's TLS: its own certificate, and a client certificate required."""
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(pki / "server.pem", pki / "server.key")
     server_tls.load_verify_locations(pki / "ca.pem")
     server_tls.verify_mode = ssl.CERT_REQUIRED
+    return server_tls
+
+
+async def test_mutual_tls_with_the_security_server(pki: Path, tmp_path: Path) -> None:
     state = FeedState(service_path=SERVICE.path, items=list(FEED.items))
-    with running_feed(state, tls=server_tls) as server:
+    with running_feed(state, tls=_security_server_tls(pki)) as server:
         assert server.url.startswith("https://")
         mtls = settings_for(
             server.url,
@@ -517,13 +528,86 @@ async def test_mutual_tls_with_the_security_server(pki: Path, tmp_path: Path) ->
         assert len(page["items"]) == 2
         assert "te-hub-client" in state.client_cert_subjects[0]
 
-        without_cert = settings_for(server.url, tmp_path, xroad_ca_bundle=pki / "ca.pem")
         untrusted = settings_for(server.url, tmp_path)  # system CAs do not know our test CA
-        for settings in (without_cert, untrusted):
-            async with XRoadClient.from_settings(settings) as client:
-                with pytest.raises(XRoadUnavailable):
-                    await client.get_json(SERVICE, {"limit": 2})
+        async with XRoadClient.from_settings(untrusted) as client:
+            with pytest.raises(XRoadTLSError, match="server's certificate is not trusted"):
+                await client.get_json(SERVICE, {"limit": 2})
         assert state.requests == 1
+
+    # TLS 1.3: the refusal of a client without a certificate arrives after the handshake, on
+    # the first read, as a raw ssl.SSLError that httpx does not wrap.
+    with refusing_client_without_certificate(_security_server_tls(pki)) as url:
+        without_cert = settings_for(url, tmp_path, xroad_ca_bundle=pki / "ca.pem")
+        async with XRoadClient.from_settings(without_cert) as client:
+            with pytest.raises(XRoadTLSError) as refused:
+                await client.get_json(SERVICE, {"limit": 2})
+    assert "refused our client certificate (TLSV13_ALERT_CERTIFICATE_REQUIRED)" in str(
+        refused.value
+    )
+    assert "HUB_XROAD_CLIENT_CERT" in refused.value.hint
+
+
+async def test_a_refused_certificate_is_a_configuration_error_of_the_poller(
+    pki: Path, tmp_path: Path
+) -> None:
+    with refusing_client_without_certificate(_security_server_tls(pki)) as url:
+        settings = settings_for(url, tmp_path, xroad_ca_bundle=pki / "ca.pem")
+        async with poller_for(settings, MemorySink()) as bounded:
+            with pytest.raises(XRoadTLSError):
+                await bounded.run(until_idle=True)
+
+        stop = asyncio.Event()
+        sleep = FakeSleep(lambda n, _: stop.set() if n == 2 else None)
+        with capture_logs() as logs:
+            async with poller_for(settings, MemorySink(), sleep) as service:
+                stats = await service.run(stop_event=stop)
+        assert sleep.delays == [60, 60]  # at the cap, not the backoff of an outage
+        assert stats.errors == 2
+        errors = [line for line in logs if line["event"] == "poller.misconfigured"]
+        assert [line["log_level"] for line in errors] == ["error", "error"]
+        assert "HUB_XROAD_CLIENT_CERT" in errors[0]["hint"]
+
+
+def test_hub_poll_names_a_refused_certificate_in_one_line(
+    pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @asynccontextmanager
+    async def fake_kafka_sink(settings: HubSettings) -> AsyncIterator[MemorySink]:
+        yield MemorySink()
+
+    monkeypatch.setattr(poller_cli, "open_kafka_sink", fake_kafka_sink)
+    monkeypatch.setattr(poller_cli, "configure_logging", lambda settings: None)
+    with refusing_client_without_certificate(_security_server_tls(pki)) as url:
+        for name, value in {
+            "HUB_STATE_DIR": str(tmp_path),
+            "HUB_XROAD_SECURITY_SERVER_URL": url,
+            "HUB_XROAD_CLIENT": CLIENT_ID,
+            "HUB_XROAD_CA_BUNDLE": str(pki / "ca.pem"),
+        }.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        try:
+            once = CliRunner().invoke(poller_cli.poll_command, ["--service", SERVICE_ID, "--once"])
+        finally:
+            get_settings.cache_clear()
+    assert once.exit_code == 1, once.output
+    assert isinstance(once.exception, SystemExit)  # click's own exit, not an escaped error
+    assert once.stderr.startswith("Error: ")
+    assert once.stderr.count("\n") == 1
+    assert "refused our client certificate" in once.stderr
+
+
+async def test_the_schema_registry_client_maps_a_refused_certificate(pki: Path) -> None:
+    with refusing_client_without_certificate(_security_server_tls(pki)) as url:
+        trusting = ssl.create_default_context(cafile=pki / "ca.pem")
+        registry = SchemaRegistryClient(
+            url, async_transport=httpx.AsyncHTTPTransport(verify=trusting)
+        )
+        try:
+            with pytest.raises(SchemaRegistryError, match="refused our client certificate"):
+                await registry.aget_by_id(1)
+        finally:
+            await registry.aclose()
 
 
 # --- command -------------------------------------------------------------------------------------

@@ -7,11 +7,15 @@ requests with a given status, or everything with a given status. ``stop()`` clos
 socket and every open keep-alive connection, so the poller meets a server that is really gone;
 ``start()`` brings it back on the same port. Optionally it speaks TLS and demands a client
 certificate (mutual TLS, like a security server).
+
+:func:`refusing_client_without_certificate` is a security server that refuses a client without
+a certificate in the one way TLS 1.3 allows, every time: the alert comes after the handshake.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
@@ -184,3 +188,72 @@ def running_feed(state: FeedState, tls: ssl.SSLContext | None = None) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+#: Bound on every wait of the refusing server, so that a broken client cannot hang a test.
+_REFUSER_WAIT_S = 5.0
+
+
+def _refuse(connection: socket.socket, tls: ssl.SSLContext) -> None:
+    """Run the server side of one handshake over memory BIOs and deliver the refusal.
+
+    A plain ``wrap_socket`` server closes the socket right after the failed handshake, while
+    the client's request is arriving: the kernel then answers with a reset that, depending on
+    timing, overtakes the alert (the client sees a reset or the alert, not always the same).
+    Here the alert is sent only once the client's request is in, the write side is shut, and
+    the client is read to its end before closing, so no reset is ever sent and the client
+    meets the alert on its first read, as it does from a real security server.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_object = tls.wrap_bio(incoming, outgoing, server_side=True)
+    connection.settimeout(_REFUSER_WAIT_S)
+    try:
+        while True:
+            try:
+                tls_object.do_handshake()
+            except ssl.SSLWantReadError:
+                connection.sendall(outgoing.read())
+                data = connection.recv(65536)
+                if not data:
+                    return
+                incoming.write(data)
+                continue
+            except ssl.SSLError:
+                break  # no certificate: the alert waits in the outgoing BIO
+            return  # a client with a certificate: not what this server is for
+        if not incoming.pending:  # the request came in a later segment than the Finished
+            select.select([connection], [], [], _REFUSER_WAIT_S)
+        connection.sendall(outgoing.read())
+        connection.shutdown(socket.SHUT_WR)
+        while connection.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        connection.close()
+
+
+@contextmanager
+def refusing_client_without_certificate(tls: ssl.SSLContext) -> Iterator[str]:
+    """An HTTPS URL on 127.0.0.1 whose server demands a client certificate (*tls* must require
+    one, TLS 1.3) and refuses each connection without one, as described in :func:`_refuse`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            _refuse(connection, tls)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(timeout=_REFUSER_WAIT_S * 2)
+        listener.close()

@@ -6,8 +6,10 @@ from connectors.poller.client import (
     XRoadClient,
     XRoadError,
     XRoadMember,
+    XRoadMisconfigured,
     XRoadRefused,
     XRoadService,
+    XRoadTLSError,
     XRoadUnavailable,
     tls_verify,
 )
@@ -40,8 +42,10 @@ __all__ = [
     "XRoadClient",
     "XRoadError",
     "XRoadMember",
+    "XRoadMisconfigured",
     "XRoadRefused",
     "XRoadService",
+    "XRoadTLSError",
     "XRoadUnavailable",
     "tls_verify",
 ]

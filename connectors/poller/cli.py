@@ -7,18 +7,13 @@ import signal
 
 import click
 
-from connectors.poller.client import (
-    XRoadBadResponse,
-    XRoadClient,
-    XRoadRefused,
-    XRoadService,
-)
+from connectors.poller.client import XRoadClient, XRoadMisconfigured, XRoadService
 from connectors.poller.cursor import CursorFileError
 from connectors.poller.poller import PollStats, RegisterPoller
 from hub.kafka.cli_support import run_kafka_command
-from hub.logging import configure_logging
+from hub.logging import configure_logging, get_logger
 from hub.settings import HubSettings, get_settings
-from hub.sink.kafka import open_kafka_sink
+from hub.sink.kafka import open_kafka_sink, writer_settings
 
 
 async def _poll(
@@ -33,7 +28,9 @@ async def _poll(
     # SIGTERM (a pod being stopped) ends the run between pages, never between ack and cursor.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with client, open_kafka_sink(settings) as sink:
+    # A transactional id of this service's poller: never the API's (it would fence hub serve).
+    sink_settings = writer_settings(settings, "poll", service.id)
+    async with client, open_kafka_sink(sink_settings) as sink:
         poller = RegisterPoller.from_settings(settings, client=client, service=service, sink=sink)
         return await poller.run(max_pages=max_pages, until_idle=until_idle, stop_event=stop)
 
@@ -56,6 +53,8 @@ def poll_command(service_id: str | None, once: bool, until_idle: bool) -> None:
     """
     settings = get_settings()
     configure_logging(settings)
+    for warning in settings.development_warnings():
+        get_logger(__name__).warning(warning)
     if once and until_idle:
         raise click.UsageError("--once and --until-idle exclude each other")
     text = service_id or settings.poller_service
@@ -73,7 +72,7 @@ def poll_command(service_id: str | None, once: bool, until_idle: bool) -> None:
         stats = run_kafka_command(
             settings, _poll(settings, client, service, 1 if once else None, until_idle)
         )
-    except (XRoadRefused, XRoadBadResponse, CursorFileError) as exc:
+    except (XRoadMisconfigured, CursorFileError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{service.id}: {stats.pages} page(s), {stats.items} item(s), {stats.written} event(s) "

@@ -6,9 +6,10 @@ request names the hub's client subsystem in ``X-Road-Client`` (mandatory) and ca
 TLS to the security server is configured from settings.
 
 Errors are split the way a poller must react to them: :class:`XRoadUnavailable` is worth a retry
-(connection, timeout, 5xx, 429), :class:`XRoadRefused` is a configuration problem (any other
-4xx: access rights, unknown service, bad client id) that retrying soon will not fix, and
-:class:`XRoadBadResponse` is an answer that breaks the service's contract.
+(connection, timeout, 5xx, 429); the :class:`XRoadMisconfigured` kinds are problems that
+retrying soon will not fix: :class:`XRoadRefused` (any other 4xx: access rights, unknown
+service, bad client id), :class:`XRoadTLSError` (a certificate not sent, refused or not
+trusted) and :class:`XRoadBadResponse` (an answer that breaks the service's contract).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Final, Self
 import httpx
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
+from hub.http_errors import HTTP_FAILURES, tls_problem
 from hub.logging import get_logger
 from hub.settings import HubSettings
 
@@ -110,7 +112,16 @@ class XRoadUnavailable(XRoadError):
         self.retry_after_s = retry_after_s
 
 
-class XRoadRefused(XRoadError):
+class XRoadMisconfigured(XRoadError):
+    """Something retrying soon will not heal; ``hint`` names the settings to check."""
+
+    hint: ClassVar[str] = (
+        "check HUB_XROAD_CLIENT, the service id, the access rights of the client subsystem "
+        "and the feed's contract"
+    )
+
+
+class XRoadRefused(XRoadMisconfigured):
     """A 4xx other than 429: the request itself is wrong (access rights, service id, client id)."""
 
     def __init__(self, message: str, status_code: int) -> None:
@@ -118,7 +129,17 @@ class XRoadRefused(XRoadError):
         self.status_code = status_code
 
 
-class XRoadBadResponse(XRoadError):
+class XRoadTLSError(XRoadMisconfigured):
+    """TLS with the security server failed for a reason of configuration: our client
+    certificate was not sent or refused, or the server's certificate is not trusted."""
+
+    hint: ClassVar[str] = (
+        "check HUB_XROAD_CLIENT_CERT, HUB_XROAD_CLIENT_KEY and HUB_XROAD_CA_BUNDLE, and that "
+        "the security server has our certificate registered"
+    )
+
+
+class XRoadBadResponse(XRoadMisconfigured):
     """An answer that breaks the service's contract (not JSON, wrong shape): the provider or our
     idea of its contract needs fixing, so it is treated like a refusal, not a passing fault."""
 
@@ -198,7 +219,7 @@ class XRoadClient:
     async def get_json(self, service: XRoadService, params: dict[str, str | int]) -> Any:
         """GET the service with query *params* and return the decoded JSON body.
 
-        Raises XRoadUnavailable (retry), XRoadRefused or XRoadBadResponse (fix something).
+        Raises XRoadUnavailable (retry) or an XRoadMisconfigured kind (fix something).
         """
         request_id = str(uuid.uuid4())
         headers = {"X-Road-Client": self.client.id, "X-Road-Id": request_id}
@@ -208,9 +229,15 @@ class XRoadClient:
         context = {"service": service.id, "x_road_id": request_id}
         try:
             response = await self._http.get(service.path, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            # Connect errors, timeouts, resets, TLS handshake failures: nothing was answered.
-            log.warning("xroad.request_failed", **context, error=type(exc).__name__)
+        except HTTP_FAILURES as exc:
+            # Nothing was answered. A certificate problem may surface only on the first read,
+            # as a raw ssl.SSLError: it is a configuration error, not a passing outage.
+            problem = tls_problem(exc)
+            log.warning(
+                "xroad.request_failed", **context, error=type(exc).__name__, tls_problem=problem
+            )
+            if problem is not None:
+                raise XRoadTLSError(f"{service.id}: TLS to the security server: {problem}") from exc
             raise XRoadUnavailable(f"{service.id}: {type(exc).__name__}: {exc}") from exc
         elapsed_ms = round((time.monotonic() - started) * 1000)
         status = response.status_code

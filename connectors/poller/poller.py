@@ -6,9 +6,10 @@ fails in between (network, provider, broker, a crash) leaves the cursor where it
 is read again and the sink's dedupe keys turn the repeat into duplicates that write nothing.
 
 Errors worth a retry (X-Road unavailable, 5xx, 429, sink unavailable) back off exponentially with
-full jitter, honouring Retry-After up to the cap; a success resets the backoff. A refusal (4xx)
-or an answer that breaks the contract is a configuration problem: logged as an error and, in a
-continuous run, retried only at the cap; a bounded run (tests, one-shot CLI) raises it instead.
+full jitter, honouring Retry-After up to the cap; a success resets the backoff. A refusal (4xx),
+a TLS certificate problem or an answer that breaks the contract is a configuration problem:
+logged as an error and, in a continuous run, retried only at the cap; a bounded run (tests,
+one-shot CLI) raises it instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from connectors.poller.client import (
     XRoadBadResponse,
     XRoadClient,
-    XRoadRefused,
+    XRoadMisconfigured,
     XRoadService,
     XRoadUnavailable,
 )
@@ -238,14 +239,13 @@ class RegisterPoller:
                 )
                 await self._pause(delay, stop_event)
                 continue
-            except (XRoadRefused, XRoadBadResponse) as exc:
+            except XRoadMisconfigured as exc:
                 stats.errors += 1
                 log.error(
                     "poller.misconfigured",
                     service=self.service.id,
                     error=f"{type(exc).__name__}: {exc}",
-                    hint="retrying will not heal this: check HUB_XROAD_CLIENT, the service id, "
-                    "the access rights of the client subsystem and the feed's contract",
+                    hint=f"retrying will not heal this: {exc.hint}",
                     delay_s=self.backoff.max_s,
                 )
                 if bounded:

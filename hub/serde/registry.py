@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from hub.http_errors import HTTP_FAILURES, tls_problem
 from hub.serde.base import AvroSchemaJson, SerdeError
 from hub.serde.catalog import SchemaCatalog
 
@@ -187,8 +188,10 @@ class SchemaRegistryClient:
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
             response = self.client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise SchemaRegistryError(f"{method} {path} failed: {exc}", url=self.url) from exc
+        except HTTP_FAILURES as exc:  # a TLS alert on the first read escapes httpx
+            raise SchemaRegistryError(
+                f"{method} {path} failed: {tls_problem(exc) or exc}", url=self.url
+            ) from exc
         return _json_of(response)
 
     def register(self, subject: str, schema: AvroSchemaJson | str) -> int:
@@ -259,8 +262,10 @@ class SchemaRegistryClient:
     async def _arequest(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
             response = await self.async_client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise SchemaRegistryError(f"{method} {path} failed: {exc}", url=self.url) from exc
+        except HTTP_FAILURES as exc:  # a TLS alert on the first read escapes httpx
+            raise SchemaRegistryError(
+                f"{method} {path} failed: {tls_problem(exc) or exc}", url=self.url
+            ) from exc
         return _json_of(response)
 
     async def aregister(self, subject: str, schema: AvroSchemaJson | str) -> int:
