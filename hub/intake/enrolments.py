@@ -137,7 +137,7 @@ class KafkaEnrolmentDirectory:
         self._sync_timeout_s = sync_timeout_s
         self._book = EnrolmentBook()
         self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         #: Set once the directory has read the whole log as it was when it started.
@@ -173,12 +173,12 @@ class KafkaEnrolmentDirectory:
         """Wait until the directory has read every record committed before this call."""
         try:
             async with asyncio.timeout(self._sync_timeout_s):
-                consumer = self._consumer
-                while consumer is None:  # (re)starting: wait for the follower
+                offsets = self._offsets
+                while offsets is None:  # (re)starting: wait for the follower
                     async with self._progress:
                         await self._progress.wait()
-                    consumer = self._consumer
-                end = await consumer.end_offsets(list(self._positions))
+                    offsets = self._offsets
+                end = await offsets.end_offsets(list(self._positions))
                 async with self._progress:
                     await self._progress.wait_for(
                         lambda: all(self._positions.get(tp, 0) >= end[tp] for tp in end)
@@ -223,27 +223,31 @@ class KafkaEnrolmentDirectory:
     async def _read(self) -> None:
         topic = self._settings.topic_customer_path
         partitions = [TopicPartition(topic, p) for p in await partition_ids(self._settings, topic)]
-        consumer = make_consumer(self._settings, group_id=None)
-        await consumer.start()
+        reader = make_consumer(self._settings, group_id=None)
+        # End offsets are asked on a connection of their own: on the reader's, a question would
+        # queue behind its long-polling fetch (up to fetch_max_wait_ms, 500 ms, per look-up).
+        offsets = make_consumer(self._settings, group_id=None)
+        await reader.start()
         try:
-            consumer.assign(partitions)
+            await offsets.start()
+            reader.assign(partitions)
             for tp in partitions:
                 if tp in self._positions:
-                    consumer.seek(tp, self._positions[tp])
+                    reader.seek(tp, self._positions[tp])
                 else:
-                    await consumer.seek_to_beginning(tp)
-            start_end = await consumer.end_offsets(partitions)
+                    await reader.seek_to_beginning(tp)
+            start_end = await offsets.end_offsets(partitions)
             for tp in partitions:
-                self._positions[tp] = await consumer.position(tp)
-            self._consumer = consumer
+                self._positions[tp] = await reader.position(tp)
+            self._offsets = offsets
             while True:
-                batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=500)
+                batches = await reader.getmany(timeout_ms=_POLL_MS, max_records=500)
                 for records in batches.values():
                     for record in records:
                         if ("ce_type", _ENROLLED_TYPE) in record.headers:
                             self.learn(record)
                 for tp in partitions:
-                    self._positions[tp] = await consumer.position(tp)
+                    self._positions[tp] = await reader.position(tp)
                 if not self.caught_up.is_set() and all(
                     self._positions[tp] >= start_end[tp] for tp in partitions
                 ):
@@ -252,5 +256,6 @@ class KafkaEnrolmentDirectory:
                 async with self._progress:
                     self._progress.notify_all()
         finally:
-            self._consumer = None
-            await consumer.stop()
+            self._offsets = None
+            await offsets.stop()
+            await reader.stop()
