@@ -221,7 +221,8 @@ async def test_ndjson_items_of_every_type(tmp_path: Path) -> None:
 
 async def test_bad_csv_rows_are_reported_by_physical_line_without_values(tmp_path: Path) -> None:
     good = [jobseeker(n) for n in range(8)]
-    multi_line = good[0] | {"first_name": "Anna\nMaria"}  # quoted: lines 2-3
+    # Quoted: lines 2-3. Not in a name: names may not hold line breaks (name_control_character).
+    multi_line = good[0] | {"plan_team_code": "T-1\nB"}
     rows = [
         multi_line,  # line 2 (and 3)
         good[1] | {"personal_identity_code": good[1]["personal_identity_code"][:-1] + "X"},  # 4
@@ -257,9 +258,9 @@ async def test_bad_csv_rows_are_reported_by_physical_line_without_values(tmp_pat
     assert reasons[11, ""].startswith("field_count: ")
     counts = summary.counts
     assert (counts.rows, counts.rejected_rows, counts.problems) == (9, 7, 8)
-    # Rows 2-3 and 10 went through, the multi-line name intact; a bad plan rejects its row.
+    # Rows 2-3 and 10 went through, the multi-line field intact; a bad plan rejects its row.
     assert counts.published == 3
-    assert sink.log[0].payload.first_name == "Anna\nMaria"  # type: ignore[attr-defined]
+    assert sink.log[1].payload.handled_by.team_code == "T-1\nB"  # type: ignore[attr-defined]
     report = summary.reject_report.read_text(encoding="utf-8")
     assert_no_identity_code(report, [r["personal_identity_code"] for r in rows])
     for value in ("478", "FAX", "2025-02-30"):

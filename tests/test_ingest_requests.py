@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from connectors.simulator.config import SimulationConfig
 from connectors.simulator.paths import simulate
 from hub.events.customer_path import JobseekerRegisteredPayload
-from hub.identity import Pseudonymizer
+from hub.identity import Pseudonymizer, make_test_identity_code
 from hub.intake.convert import (
     CORRELATION_NAMESPACE,
     EVENT_ID_NAMESPACE,
@@ -32,6 +32,8 @@ from hub.intake.requests import (
 SECRET = "test-secret-for-ingest-requests"
 SKEW = timedelta(seconds=300)
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+#: A valid code of a person born the day after NOW (in Helsinki).
+FUTURE_BORN = make_test_identity_code(date(2026, 7, 2), 950, modern_sign=True)
 
 
 def request(event_type: str, **changes: Any) -> IngestRequest[Any]:
@@ -321,6 +323,103 @@ RULES: list[tuple[str, dict[str, Any], tuple[Any, ...], str]] = [
         ("occurred_at",),
         "out_of_range",
     ),
+    # --- content rules, the same for every connector (content_violations) ---
+    (
+        "JobOfferMade",
+        {"payload__handled_by": {"team_code": "HKI-ITA-3", "expert_id": "010594Y9032"}},
+        ("payload", "handled_by", "expert_id"),
+        "identity_code_outside_pii_field",
+    ),
+    (
+        "JobOfferMade",
+        {"payload__vacancy_id": "TMT010594Y9032x"},
+        ("payload", "vacancy_id"),
+        "identity_code_outside_pii_field",
+    ),
+    (
+        "JobOfferMade",
+        {"payload__vacancy_id": "tmt 131052-308t"},
+        ("payload", "vacancy_id"),
+        "identity_code_outside_pii_field",
+    ),
+    (
+        "JobSearchEnded",
+        {"occurred_at": "0001-01-01T00:00:00Z", "payload__ended_on": "0001-01-01"},
+        ("occurred_at",),
+        "occurred_before_earliest",
+    ),
+    (
+        "JobSearchEnded",
+        {"occurred_at": "1999-12-31T21:59:59Z", "payload__ended_on": "1999-12-31"},
+        ("occurred_at",),
+        "occurred_before_earliest",
+    ),
+    (
+        "JobOfferMade",
+        {"payload__apply_by": "9999-12-31"},
+        ("payload", "apply_by"),
+        "date_too_late",
+    ),
+    (
+        "ServiceEnrolled",
+        {"payload__planned_end": "2031-03-26"},
+        ("payload", "planned_end"),
+        "date_too_late",
+    ),
+    (
+        "EmploymentPlanAgreed",
+        {"payload__agreed_on": "2016-03-01"},
+        ("payload", "agreed_on"),
+        "date_too_early",
+    ),
+    (
+        "JobSearchConversationHeld",
+        {"personal_identity_code": FUTURE_BORN},
+        ("personal_identity_code",),
+        "identity_code_birth_date_in_future",
+    ),
+    (
+        "StatementRequested",
+        {"personal_identity_code": FUTURE_BORN, "payload__personal_identity_code": FUTURE_BORN},
+        ("payload", "personal_identity_code"),
+        "identity_code_birth_date_in_future",
+    ),
+    (
+        "JobseekerRegistered",
+        {"payload__first_name": " \t "},
+        ("payload", "first_name"),
+        "name_empty",
+    ),
+    (
+        "JobseekerRegistered",
+        {"payload__last_name": "\u200b\u2060\ufeff"},
+        ("payload", "last_name"),
+        "name_empty",
+    ),
+    (
+        "JobseekerRegistered",
+        {"payload__last_name": "\u3164"},
+        ("payload", "last_name"),
+        "name_empty",
+    ),
+    (
+        "JobseekerRegistered",
+        {"payload__first_name": "Ai\x00no"},
+        ("payload", "first_name"),
+        "name_control_character",
+    ),
+    (
+        "ServiceEnrolled",
+        {"payload__participant_first_name": ""},
+        ("payload", "participant_first_name"),
+        "name_empty",
+    ),
+    (
+        "ServiceEnrolled",
+        {"payload__participant_last_name": "Meikäläinen\n"},
+        ("payload", "participant_last_name"),
+        "name_control_character",
+    ),
 ]
 
 
@@ -459,3 +558,57 @@ def test_deadline_example_is_the_statutory_one() -> None:
     payload = EXAMPLES["InitialInterviewHeld"]["payload"]
     started = date.fromisoformat(payload["job_search_started_on"])
     assert initial_interview_deadline(started).isoformat() == payload["deadline"]
+
+
+CONTENT_RULES = {
+    "identity_code_outside_pii_field",
+    "occurred_before_earliest",
+    "date_too_early",
+    "date_too_late",
+    "identity_code_birth_date_in_future",
+    "name_empty",
+    "name_control_character",
+}
+
+
+def _sent_values(changes: dict[str, Any]) -> list[str]:
+    values = [json.dumps(v) if isinstance(v, dict) else str(v) for v in changes.values()]
+    return [v.strip() for v in values if v.strip()]
+
+
+def test_content_rule_details_never_repeat_the_value() -> None:
+    checked = 0
+    for event_type, changes, _, rule in RULES:
+        if rule not in CONTENT_RULES:
+            continue
+        for violation in request(event_type, **changes).violations(now=NOW, clock_skew=SKEW):
+            text = f"{violation.loc} {violation.detail}"
+            for value in _sent_values(changes):
+                assert value not in text, (rule, value)
+            assert "010594Y9032" not in text
+            assert FUTURE_BORN not in text
+            checked += 1
+    assert checked >= len(CONTENT_RULES)
+
+
+def test_content_rules_at_their_limits() -> None:
+    def found(event_type: str, **changes: Any) -> set[str]:
+        return {rule for _, rule in rules(request(event_type, **changes))}
+
+    earliest = found(
+        "JobSearchEnded", occurred_at="2000-01-01T00:00:00+02:00", payload__ended_on="2000-01-01"
+    )
+    assert "occurred_before_earliest" not in earliest
+    # The offer of 18.3.2026: apply_by five years on is fine, a day later not.
+    assert "date_too_late" not in found("JobOfferMade", payload__apply_by="2031-03-18")
+    assert "date_too_late" in found("JobOfferMade", payload__apply_by="2031-03-19")
+    # Ten years back from the plan of 2026-03-02 (agreed_on is the plan's day).
+    plan = EXAMPLES["EmploymentPlanAgreed"]["payload"]["agreed_on"]
+    ten_years_back = date.fromisoformat(plan).replace(year=2016).isoformat()
+    assert "date_too_early" not in found("EmploymentPlanAgreed", payload__agreed_on=ten_years_back)
+    born_today = make_test_identity_code(date(2026, 7, 1), 951)
+    assert found("JobSearchConversationHeld", personal_identity_code=born_today) == set()
+    for name in ("Anna-Liisa", "O'Brien", "Zoë", " Aino ", "\u200dX"):
+        assert found("JobseekerRegistered", payload__first_name=name) == set(), name
+    # A code in a pii field is where it belongs; a name field is pii too.
+    assert found("ServiceEnrolled", payload__participant_email="010594Y9032@example.fi") == set()

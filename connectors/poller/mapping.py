@@ -13,7 +13,7 @@ the identity code) and the rest of the page flows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Final, Self
@@ -33,8 +33,14 @@ from hub.events.customer_path import (
     JobseekerRegisteredPayload,
 )
 from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
-from hub.identity import PersonalIdentityCodeStr, Pseudonymizer, parse_identity_code
+from hub.identity import (
+    PersonalIdentityCodeStr,
+    Pseudonymizer,
+    contains_identity_code,
+    parse_identity_code,
+)
 from hub.intake.dedupe import dedupe_key
+from hub.intake.requests import content_violations
 from hub.logging import redact_text
 from hub.sink import Submission
 
@@ -123,7 +129,7 @@ def _age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
-def _reason(error: ValueError) -> str:
+def _reason(error: ValueError | OverflowError) -> str:
     if isinstance(error, ValidationError):
         # The title names the model that failed: the feed item, or the event payload built from it.
         problems = "; ".join(
@@ -137,16 +143,29 @@ def _reason(error: ValueError) -> str:
 
 
 def _raw_id(raw: object) -> str | None:
+    """The item's id for the reject file and the log, whatever the item holds.
+
+    A lone surrogate (``"\\ud800"`` in the JSON) is a Python str that no UTF-8 writer takes;
+    it is kept as its escape so that the id still finds the row and the reject is recorded.
+    """
     value = raw.get("id") if isinstance(raw, dict) else None
-    return None if value is None else redact_text(str(value))
+    if value is None:
+        return None
+    return redact_text(str(value).encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 class ChangeMapper:
     """Turns feed items of one service into sink submissions with deterministic ids."""
 
-    def __init__(self, service: XRoadService, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(
+        self,
+        service: XRoadService,
+        pseudonymizer: Pseudonymizer,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.service = service
         self._pseudonymizer = pseudonymizer
+        self._clock = clock
 
     def map_items(self, items: Sequence[object]) -> MappedPage:
         submissions: list[Submission] = []
@@ -154,7 +173,9 @@ class ChangeMapper:
         for raw in items:
             try:
                 submissions.extend(self.submissions_of(JobseekerChange.model_validate(raw)))
-            except ValueError as error:  # pydantic's ValidationError and the code lookups
+            # ValueError: pydantic's ValidationError, the code lookups and the content rules;
+            # OverflowError: a day such as 0001-01-01 has no start in UTC.
+            except (ValueError, OverflowError) as error:
                 rejections.append(Rejection(_raw_id(raw), _reason(error)))
         return MappedPage(submissions, rejections)
 
@@ -200,6 +221,7 @@ class ChangeMapper:
                 ),
             )
             events.append((kind, agreed))
+        self._check_content(change, [event for _, event in events])
         return [
             Submission(
                 dedupe_key=self.dedupe_key(change.id, kind),
@@ -208,6 +230,20 @@ class ChangeMapper:
             )
             for kind, event in events
         ]
+
+    def _check_content(self, change: JobseekerChange, events: list[CustomerPathEvent]) -> None:
+        """The API's content rules (``content_violations``) on the events, and no identity code
+        in the row id, which names the events' dedupe keys; raises ValueError naming them."""
+        now = self._clock()
+        problems = [
+            f"{'.'.join(map(str, v.loc))}: {v.type}"
+            for event in events
+            for v in content_violations(event, event.envelope.occurred_at, now=now)
+        ]
+        if contains_identity_code(change.id):
+            problems.insert(0, "id: identity_code_outside_pii_field")
+        if problems:
+            raise ValueError(f"content rules broken: {'; '.join(problems)}")
 
     def event_id(self, item_id: str, kind: str) -> UUID:
         return uuid5(POLLER_NAMESPACE, f"{self.service.id}:{item_id}:{kind}")

@@ -1,11 +1,15 @@
 """Read the customer-path log back: decoded events with key, headers and position.
 
 Fields the schemas mark sensitive (``pii``) are masked unless the caller asks to reveal them,
-so looking at the log does not spread identity codes or names onto terminals and into files.
+so looking at the log does not spread identity codes or names onto terminals and into files;
+so is anything shaped like an identity code elsewhere (a field that is not ``pii``, a header, a
+decoding error quoting the record's bytes): the edge refuses those, but older records or other
+writers may hold them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -16,6 +20,7 @@ from uuid import UUID
 
 from hub.events.sensitivity import sensitive_fields
 from hub.kafka.reading import read_topic
+from hub.logging import redact_text
 from hub.serde import EventSerializer, SchemaCatalog, SerdeError
 from hub.settings import HubSettings
 
@@ -45,6 +50,17 @@ def _json_default(value: object) -> str:
     if isinstance(value, UUID):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def mask_identity_codes(value: Any) -> Any:
+    """*value* with identity-code-shaped text masked wherever it is: keys, values, nested."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {mask_identity_codes(k): mask_identity_codes(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_identity_codes(v) for v in value]
+    return value
 
 
 def mask_sensitive(record: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +101,8 @@ async def read_log(
     async with aclosing(records):  # stop the consumer also when the limit ends reading early
         seen = 0
         async for record in records:
-            yield await _entry(record, serializer, masks, reveal)
+            entry = await _entry(record, serializer, masks, reveal)
+            yield entry if reveal else LogEntry(**mask_identity_codes(dataclasses.asdict(entry)))
             seen += 1
             if limit is not None and seen >= limit:
                 return

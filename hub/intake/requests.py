@@ -14,6 +14,8 @@ whatever rules applied when an event was written.
 
 from __future__ import annotations
 
+import typing
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +24,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
+from pydantic.fields import FieldInfo
 
 from hub.codes import MainlandMunicipalityCodeStr, fund
 from hub.events.base import AvroRecord, CustomerPathEvent
@@ -62,7 +65,8 @@ from hub.events.enums import (
     PayerKind,
     StatementOutcome,
 )
-from hub.identity import PersonalIdentityCodeStr, parse_identity_code
+from hub.events.sensitivity import Sensitivity
+from hub.identity import PersonalIdentityCodeStr, contains_identity_code, parse_identity_code
 from hub.intake.examples import EXAMPLES
 from hub.rules import (
     NoRuleInForce,
@@ -75,6 +79,18 @@ from hub.rules import (
 HELSINKI: Final = ZoneInfo("Europe/Helsinki")
 #: Avro ``int`` is 32-bit signed; a larger number would pass pydantic but fail in the sink.
 AVRO_INT_MAX: Final = 2**31 - 1
+#: No fact before this is accepted: the hub's log starts with the 2025 TE reform and the planned
+#: history reaches five years back, so 1.1.2000 leaves room for any migration of older spells
+#: while it refuses the default and typing-error dates (0001-01-01, 1900-01-01, 1970-01-01).
+EARLIEST_OCCURRED_AT: Final = datetime(2000, 1, 1, tzinfo=HELSINKI)
+#: A payload date lies at most this many years before the day of occurred_at (a long job-search
+#: spell's start, a retroactive statement) ...
+PAYLOAD_YEARS_BEFORE: Final = 10
+#: ... and at most this many after it (the end of a multi-year service, a plan's last day).
+#: Outside that window a date is a typing error (9999-12-31 as "open", year 2206 for 2026).
+PAYLOAD_YEARS_AFTER: Final = 5
+#: Characters that look blank though Unicode does not class them as space or format characters.
+_BLANK_LOOKING: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 Loc = tuple[str | int, ...]
 P = TypeVar("P", bound=AvroRecord)
@@ -161,7 +177,7 @@ class IngestRequest(BaseModel, Generic[P]):
                     "personal_identity_code; one request is about one person",
                 )
             )
-        found.extend(_unencodable(self.payload, ("payload",)))
+        found.extend(content_violations(self, self.occurred_at, now=now))
         found.extend(self.payload_violations(latest_day))
         return found
 
@@ -191,23 +207,164 @@ def _at_least(
         yield RuleViolation(("payload", field), rule, f"{field} is before {other}")
 
 
-def _unencodable(value: object, loc: Loc) -> Iterator[RuleViolation]:
-    """Text that is not valid Unicode (lone surrogates) or numbers beyond Avro ``int``.
+def content_violations(
+    model: BaseModel, occurred_at: datetime, *, now: datetime
+) -> list[RuleViolation]:
+    """The rules on the content of every field that all inbound connectors apply.
 
-    Both pass JSON parsing and pydantic but would fail when the sink encodes the record.
+    One definition for the API and the import (through :meth:`IngestRequest.violations`) and the
+    poller (on the events it builds). It walks *model* with the schemas' ``pii`` metadata:
+
+    * no identity code (see :func:`hub.identity.identity_code_spans`) in a field that is not
+      ``pii``: such a field reaches reports, logs and ``hub tail`` unmasked;
+    * an identity code's birth date is not after today in Helsinki;
+    * a name (a ``direct`` text field that is not an identity code) has a visible character and
+      no control character;
+    * occurred_at is not before :data:`EARLIEST_OCCURRED_AT`, every date lies within
+      :data:`PAYLOAD_YEARS_BEFORE` / :data:`PAYLOAD_YEARS_AFTER` years of its day;
+    * text is valid Unicode (no lone surrogates) and numbers fit Avro ``int``: both pass JSON
+      parsing and pydantic but would fail when the sink encodes the record.
+
+    Locations are pydantic-style, relative to *model*; details never repeat the value.
     """
+    found: list[RuleViolation] = []
+    if occurred_at < EARLIEST_OCCURRED_AT:
+        found.append(
+            RuleViolation(
+                _occurred_at_loc(model),
+                "occurred_before_earliest",
+                f"occurred_at is before {EARLIEST_OCCURRED_AT.date().isoformat()} (Helsinki "
+                "time), earlier than any customer-path fact the hub records",
+            )
+        )
+    occurred_day = occurred_at.astimezone(HELSINKI).date()
+    days = _Days(
+        earliest=_years_later(occurred_day, -PAYLOAD_YEARS_BEFORE),
+        latest=_years_later(occurred_day, PAYLOAD_YEARS_AFTER),
+        today=now.astimezone(HELSINKI).date(),
+    )
+    found.extend(_content(model, (), None, days))
+    return found
+
+
+@dataclass(frozen=True)
+class _Days:
+    earliest: date
+    latest: date
+    today: date
+
+
+def _occurred_at_loc(model: BaseModel) -> Loc:
+    return (
+        ("occurred_at",)
+        if "occurred_at" in type(model).model_fields
+        else ("envelope", "occurred_at")
+    )
+
+
+def _years_later(day: date, years: int) -> date:
+    """The same day *years* later (or earlier); 29 February becomes the 28th in other years."""
+    year = min(max(day.year + years, date.min.year), date.max.year)
+    return (
+        day.replace(year=year, day=28)
+        if (day.month, day.day) == (2, 29)
+        else day.replace(year=year)
+    )
+
+
+def _content(
+    value: object, loc: Loc, info: FieldInfo | None, days: _Days
+) -> Iterator[RuleViolation]:
     if isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _unencodable(getattr(value, name), (*loc, name))
+        for name, field in type(value).model_fields.items():
+            yield from _content(getattr(value, name), (*loc, name), field, days)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _content(item, (*loc, index), info, days)
     elif isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            yield RuleViolation(loc, "invalid_unicode", "text holds characters outside Unicode")
+        yield from _text(value, loc, info, days)
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        name = _dotted(loc)
+        if value < days.earliest:
+            yield RuleViolation(
+                loc,
+                "date_too_early",
+                f"{name} is more than {PAYLOAD_YEARS_BEFORE} years before the day of occurred_at",
+            )
+        elif value > days.latest:
+            yield RuleViolation(
+                loc,
+                "date_too_late",
+                f"{name} is more than {PAYLOAD_YEARS_AFTER} years after the day of occurred_at",
+            )
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > AVRO_INT_MAX:
         yield RuleViolation(
             loc, "out_of_range", f"number is beyond the 32-bit range (±{AVRO_INT_MAX})"
         )
+
+
+def _text(value: str, loc: Loc, info: FieldInfo | None, days: _Days) -> Iterator[RuleViolation]:
+    name = _dotted(loc)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        yield RuleViolation(loc, "invalid_unicode", "text holds characters outside Unicode")
+        return
+    sensitivity = _sensitivity(info)
+    if sensitivity is None:
+        if contains_identity_code(value):
+            yield RuleViolation(
+                loc,
+                "identity_code_outside_pii_field",
+                f"{name} holds something shaped like a personal identity code, but it is not a "
+                "field marked pii; identity codes go only in the fields meant for them",
+            )
+    elif _holds_identity_code(info):
+        if parse_identity_code(value).birth_date > days.today:
+            yield RuleViolation(
+                loc,
+                "identity_code_birth_date_in_future",
+                f"the birth date in {name} is after today (Helsinki time)",
+            )
+    elif sensitivity == Sensitivity.DIRECT:
+        yield from _name(value, loc, name)
+
+
+def _name(value: str, loc: Loc, name: str) -> Iterator[RuleViolation]:
+    """A person's name: something visible, and no control character (NUL, line breaks)."""
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        yield RuleViolation(
+            loc,
+            "name_control_character",
+            f"{name} holds a control character (such as NUL, a tab or a line break)",
+        )
+    if all(_invisible(c) for c in value):
+        yield RuleViolation(
+            loc,
+            "name_empty",
+            f"{name} is empty, or holds only whitespace or invisible characters",
+        )
+
+
+def _invisible(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Cf") or char in _BLANK_LOOKING
+
+
+def _sensitivity(info: FieldInfo | None) -> Sensitivity | None:
+    extra = info.json_schema_extra if info is not None else None
+    return Sensitivity(str(extra["pii"])) if isinstance(extra, dict) and "pii" in extra else None
+
+
+#: The validator every PersonalIdentityCodeStr field carries: it marks identity-code fields.
+_IDENTITY_CODE_METADATA: Final = typing.get_args(PersonalIdentityCodeStr)[1:]
+
+
+def _holds_identity_code(info: FieldInfo | None) -> bool:
+    return info is not None and any(m in info.metadata for m in _IDENTITY_CODE_METADATA)
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(map(str, loc))
 
 
 def _payer_violations(payer: Payer, benefit: BenefitType, on: date) -> Iterator[RuleViolation]:
