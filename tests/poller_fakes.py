@@ -46,13 +46,12 @@ class MemorySink:
         self.attempts += 1
         if self.attempts in self.unavailable_on:
             raise SinkUnavailable("broker not reachable (fake)", retry_after_s=1)
-        receipts, new = self.receipts.settle(submissions, {})
-        for submission, receipt in new:
-            self.receipts.record(receipt)
-            self.log.append(submission.event)
+        settled = self.receipts.settle(submissions)
+        self.receipts.record(receipt for _, receipt in settled.new)
+        self.log.extend(submission.event for submission, _ in settled.new)
         if position is not None:
             self.positions[position.source] = position.position
-        return receipts
+        return settled.receipts
 
     async def position_of(self, source: str) -> str | None:
         return self.positions.get(source)

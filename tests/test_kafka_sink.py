@@ -7,6 +7,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,16 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
-from hub.sink import SinkUnavailable, SourcePosition, Submission
+from hub.sink import (
+    EventIdTaken,
+    EventNotWritable,
+    IdempotencyConflict,
+    SinkUnavailable,
+    SourcePosition,
+    Submission,
+)
 from hub.sink.kafka import open_kafka_sink
+from hub.sink.receipt_store import SqliteReceipts, store_path
 from tests.conftest import event_ids_in_log, settings_for
 
 pytestmark = pytest.mark.kafka
@@ -28,12 +37,30 @@ def _events(count: int, seed: int = 3) -> list[CustomerPathEvent]:
     return [e for path in paths for e in path]
 
 
+PSEUDONYMIZER = Pseudonymizer("s" * 32)
+
+
+def _registrations(count: int) -> list[CustomerPathEvent]:
+    """``count`` JobseekerRegistered events of different people."""
+    return [e for e in _events(count) if e.event_type == "JobseekerRegistered"]
+
+
+def _digest(event: CustomerPathEvent) -> str:
+    """A real request digest (keyed, of the content), as the connectors compute them."""
+    return PSEUDONYMIZER.keyed_digest(event.model_dump_json().encode())
+
+
 def _submission(event: CustomerPathEvent, key: str | None = None) -> Submission:
     return Submission(
         dedupe_key=key or f"test:{event.envelope.event_id}",
-        request_digest=f"digest-{event.envelope.event_id}",
+        request_digest=_digest(event),
         event=event,
     )
+
+
+def _changed(event: CustomerPathEvent, **payload: Any) -> CustomerPathEvent:
+    """The same event (same id) with other content, unvalidated (as a bug or attack could)."""
+    return event.model_copy(update={"payload": event.payload.model_copy(update=payload)})
 
 
 async def test_duplicates_are_answered_from_receipts_also_after_a_restart(
@@ -51,7 +78,7 @@ async def test_duplicates_are_answered_from_receipts_also_after_a_restart(
         assert restarted.known_receipts == len(events)
         replay = await restarted.submit([_submission(events[2])])
         assert replay[0].duplicate
-        assert replay[0].request_digest == f"digest-{events[2].envelope.event_id}"
+        assert replay[0].request_digest == _digest(events[2])
     assert await event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)
 
 
@@ -62,6 +89,101 @@ async def test_same_key_twice_in_one_call_writes_once(hub_settings: HubSettings)
         receipts = await sink.submit([_submission(event, "k"), _submission(event, "k")])
     assert [r.duplicate for r in receipts] == [False, True]
     assert await event_ids_in_log(hub_settings) == Counter({event.envelope.event_id: 1})
+
+
+async def test_a_conflict_on_kafka_writes_nothing_of_the_call(hub_settings: HubSettings) -> None:
+    await ensure_topics(hub_settings)
+    first, new = _registrations(2)
+    async with open_kafka_sink(hub_settings) as sink:
+        await sink.submit([_submission(first, "k:first")])
+        changed = _submission(_changed(first, phone=None), "k:first")
+        with pytest.raises(IdempotencyConflict) as raised:
+            await sink.submit([_submission(new, "k:new"), changed])
+        assert raised.value.indexes == (1,)
+    async with open_kafka_sink(hub_settings) as restarted:  # the rule holds from the receipts
+        with pytest.raises(IdempotencyConflict):
+            await restarted.submit([changed, _submission(new, "k:new")])
+        assert (await restarted.submit([_submission(first, "k:first")]))[0].duplicate
+    assert await event_ids_in_log(hub_settings) == Counter({first.envelope.event_id: 1})
+
+
+async def test_an_event_id_belongs_to_its_first_fact(hub_settings: HubSettings) -> None:
+    """Another key (another client, the importer) cannot reuse an event id for another fact."""
+    await ensure_topics(hub_settings)
+    event, other = _registrations(2)
+    async with open_kafka_sink(hub_settings) as sink:
+        [original] = await sink.submit([_submission(event, "api:event-id")])
+        hijack = _submission(_changed(event, first_name="Someone"), "import:event-id")
+        with pytest.raises(EventIdTaken) as raised:
+            await sink.submit([_submission(other, "import:other"), hijack])
+        assert raised.value.indexes == (1,)
+        # The same fact under another key is answered with the original: one event.
+        [same] = await sink.submit([_submission(event, "import:event-id")])
+        assert same.duplicate
+        assert same.event_id == original.event_id
+    async with open_kafka_sink(hub_settings) as restarted:
+        with pytest.raises(EventIdTaken):
+            await restarted.submit([hijack])
+    assert await event_ids_in_log(hub_settings) == Counter({event.envelope.event_id: 1})
+
+
+async def test_an_unwritable_event_fails_alone_and_the_sink_keeps_writing(
+    hub_settings: HubSettings,
+) -> None:
+    """Submissions batched into one transaction with a bad one are written; so is the next."""
+    await ensure_topics(hub_settings)
+    good, bad_value, bad_header, next_one = _registrations(4)
+    avro_bad = _changed(bad_value, age_at_registration="not a number")
+    envelope = bad_header.envelope.model_copy(update={"source_system": "urn:x:\ud800"})
+    header_bad = bad_header.model_copy(update={"envelope": envelope})
+    async with open_kafka_sink(hub_settings) as sink:
+        # Queued together, so the single writer takes them as one batch.
+        results = await asyncio.gather(
+            sink.submit([_submission(good)]),
+            sink.submit([_submission(next_one, "other"), Submission("bad-1", "d1", avro_bad)]),
+            sink.submit([Submission("bad-2", "d2", header_bad)]),
+            return_exceptions=True,
+        )
+        assert not isinstance(results[0], BaseException)
+        assert not results[0][0].duplicate
+        assert isinstance(results[1], EventNotWritable)
+        assert results[1].indexes == (1,)
+        assert isinstance(results[2], EventNotWritable)
+        assert results[2].indexes == (0,)
+        assert "not a number" not in str(results[1])
+        [written] = await sink.submit([_submission(next_one)])  # no restart needed
+        assert not written.duplicate
+        assert await sink.ready()
+    assert await event_ids_in_log(hub_settings) == Counter(
+        {good.envelope.event_id: 1, next_one.envelope.event_id: 1}
+    )
+
+
+async def test_receipts_are_kept_on_disk_and_a_restart_reads_only_what_is_new(
+    hub_settings: HubSettings, tmp_path: Path
+) -> None:
+    await ensure_topics(hub_settings)
+    events = _events(12)
+    first, later = events[:8], events[8:]
+    async with open_kafka_sink(hub_settings) as sink:
+        await sink.submit([_submission(e) for e in first])
+    path = store_path(hub_settings.state_dir, hub_settings.topic_ingest_receipts)
+    store = SqliteReceipts(path)
+    assert len(store) == len(first)
+    assert sum(store.positions().values()) >= len(first)  # records and transaction markers
+    store.close()
+    # Another replica (own id, own state dir) writes more while this one is down.
+    elsewhere = hub_settings.model_copy(
+        update={"state_dir": tmp_path / "other", "ingest_transactional_id": "test-other-replica"}
+    )
+    async with open_kafka_sink(elsewhere) as other:
+        await other.submit([_submission(e) for e in later])
+    async with open_kafka_sink(hub_settings) as restarted:
+        assert restarted.known_receipts == len(events)
+        assert restarted._follower.records_read == len(later)  # only the new ones
+        replay = await restarted.submit([_submission(e) for e in later])
+        assert all(r.duplicate for r in replay)
+    assert await event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)
 
 
 async def test_source_position_commits_with_the_events_and_alone(
@@ -117,6 +239,7 @@ import asyncio, sys
 from connectors.simulator import SimulationConfig, simulate
 from hub.identity import Pseudonymizer
 from hub.sink.kafka import open_kafka_sink
+from hub.sink.receipt_store import SqliteReceipts, store_path
 from hub.sink import Submission
 from hub.logging import configure_logging
 from hub.settings import HubSettings
@@ -124,13 +247,18 @@ from hub.settings import HubSettings
 async def main() -> None:
     settings = HubSettings()
     configure_logging(settings)
-    paths = simulate(SimulationConfig(jobseekers=300, seed=8), Pseudonymizer("s" * 32))
+    pseudonymizer = Pseudonymizer("s" * 32)
+    paths = simulate(SimulationConfig(jobseekers=300, seed=8), pseudonymizer)
     events = [e for path in paths for e in path]
+
+    def digest(e):
+        return pseudonymizer.keyed_digest(e.model_dump_json().encode())
+
     async with open_kafka_sink(settings) as sink:
         for start in range(0, len(events), 20):
             chunk = events[start:start + 20]
             await sink.submit(
-                [Submission(f"w:{e.envelope.event_id}", "d", e) for e in chunk]
+                [Submission(f"w:{e.envelope.event_id}", digest(e), e) for e in chunk]
             )
             print(start + len(chunk), flush=True)
 
@@ -166,7 +294,7 @@ async def test_writer_killed_mid_load_then_retried_writes_every_event_once(
     async with open_kafka_sink(hub_settings) as sink:
         committed_before_crash = sink.known_receipts
         receipts = await sink.submit(
-            [Submission(f"w:{e.envelope.event_id}", "d", e) for e in events]
+            [Submission(f"w:{e.envelope.event_id}", _digest(e), e) for e in events]
         )
     assert 600 <= committed_before_crash < len(events)
     assert sum(r.duplicate for r in receipts) == committed_before_crash

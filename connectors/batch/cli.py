@@ -31,13 +31,13 @@ from connectors.batch.importer import (
 )
 from connectors.batch.readers import FileFormat, ImportUsageError, format_of, read_csv_layout
 from connectors.batch.report import ProgressBar, summary_lines
-from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
+from hub.identity import Pseudonymizer, contains_identity_code
 from hub.kafka.cli_support import run_kafka_command
 from hub.kafka.topics import ensure_topics
 from hub.logging import configure_logging, get_logger
 from hub.settings import HubSettings, get_settings
 from hub.sink import SinkUnavailable
-from hub.sink.kafka import MAX_TRANSACTION_SUBMISSIONS, open_kafka_sink
+from hub.sink.kafka import MAX_TRANSACTION_SUBMISSIONS, open_kafka_sink, writer_settings
 
 log = get_logger(__name__)
 
@@ -68,12 +68,11 @@ class _NotFinished(click.ClickException):
 def import_settings(settings: HubSettings, sha256: str) -> HubSettings:
     """The sink's settings for importing the file with this SHA-256.
 
-    A transactional id of its own, so an import never fences the ingest API or another file's
-    import; stable per file, so a re-run's sink fences what a killed run left open (finishing
-    a commit it had asked for) before it reads the receipts.
+    A transactional id of its own (``te-hub-import-`` + a digest of the file's SHA-256), so an
+    import never fences the ingest API or another file's import; stable per file, so a re-run's
+    sink fences what a killed run left open (finishing a commit it had asked for).
     """
-    transactional_id = f"{settings.ingest_transactional_id}-import-{sha256[:16]}"
-    return settings.model_copy(update={"ingest_transactional_id": transactional_id})
+    return writer_settings(settings, "import", sha256)
 
 
 async def _import(
@@ -154,11 +153,16 @@ def import_command(
         raise click.BadParameter("the reject report would overwrite FILE", param_hint="--rejects")
     if not rejects.parent.is_dir():
         raise click.BadParameter(f"no folder {rejects.parent}", param_hint="--rejects")
-    if source is None and IDENTITY_CODE_PATTERN.search(file.name):
+    if source is None and contains_identity_code(file.name):
         # The default source names the file in every event's envelope, for good.
         raise click.UsageError(
             "the file name holds something shaped like an identity code, which the default "
             "source_system would put into every event: rename the file or give --source"
+        )
+    if source is not None and contains_identity_code(source):
+        raise click.BadParameter(
+            "holds something shaped like an identity code; it would be in every event",
+            param_hint="--source",
         )
     source_system = source or default_source_system(file)
     if not _is_uri(source_system):

@@ -41,7 +41,7 @@ from hub.intake.convert import request_digest, to_event
 from hub.intake.dedupe import dedupe_key as intake_dedupe_key
 from hub.intake.requests import IngestRequest, bulk_violations
 from hub.logging import get_logger
-from hub.sink import EventSink, Receipt, SinkUnavailable, Submission
+from hub.sink import EventSink, Receipt, SinkUnavailable, Submission, SubmissionRefused
 
 log = get_logger(__name__)
 
@@ -57,6 +57,22 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+#: Reject-report field and reason per refusal of the sink (a refused fact rejects its row).
+_REFUSALS: Final[dict[str, tuple[str, str]]] = {
+    "idempotency-conflict": (
+        "event_id",
+        "idempotency_conflict: this event_id is already in the log with other content; give a "
+        "new event a new id",
+    ),
+    "event-id-taken": (
+        "event_id",
+        "event_id_taken: this event_id is in the log already for another fact (from another "
+        "client); give a new event a new id",
+    ),
+    "event-not-writable": ("row", "event_not_writable: the event cannot be encoded for the log"),
+}
 
 
 def default_source_system(path: Path) -> str:
@@ -265,22 +281,20 @@ class _Run:
                 )
             )
         planned = self._plan([row for row in rows if row.line not in problems], now)
-        receipts = await self._submit([p.submission for p in planned], rows[0].line, rows[-1].line)
-        published = duplicates = 0
-        for item, receipt in zip(planned, receipts, strict=True):
-            if not receipt.duplicate:
-                published += 1
-            elif receipt.request_digest == item.submission.request_digest:
-                duplicates += 1
-            else:  # only with a client event_id: that id was used for other content
-                problems.setdefault(item.row.line, []).append(
-                    Problem(
-                        item.row.line,
-                        "event_id",
-                        "idempotency_conflict: this event_id is already in the log with other "
-                        "content; give a new event a new id",
-                    )
+        while True:
+            try:
+                receipts = await self._submit(
+                    [p.submission for p in planned], rows[0].line, rows[-1].line
                 )
+                break
+            except SubmissionRefused as refused:  # nothing written: reject those rows, go again
+                refused_lines = {planned[i].row.line for i in refused.indexes}
+                for index in refused.indexes:
+                    line = planned[index].row.line
+                    problems.setdefault(line, []).append(Problem(line, *_REFUSALS[refused.reason]))
+                planned = [p for p in planned if p.row.line not in refused_lines]
+        published = sum(not receipt.duplicate for receipt in receipts)
+        duplicates = len(receipts) - published
         self.counts.published += published
         self.counts.duplicates += duplicates
         self.counts.rejected_rows += len(problems)

@@ -66,7 +66,7 @@ ACCEPTED_HEADERS: Final = {
         "schema": {"type": "string"},
     },
 }
-POST_PROBLEMS: Final = (400, 401, 403, 413, 415, 422, 503)
+POST_PROBLEMS: Final = (400, 401, 403, 408, 409, 413, 415, 422, 503)
 
 
 REF_TEMPLATE: Final = "#/components/schemas/{model}"

@@ -8,8 +8,9 @@ partition, in order (the idempotent producer keeps that order across retries).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -23,34 +24,55 @@ from hub.settings import HubSettings
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class EncodedEvent:
+    """An event as its Kafka record: pseudonym key, Avro value, CloudEvents headers."""
+
+    key: bytes
+    value: bytes
+    headers: Sequence[tuple[str, bytes]]
+
+
+def encode_event(serializer: EventSerializer, event: CustomerPathEvent) -> EncodedEvent:
+    """The event's Kafka record; raises SerdeError (or ValueError) for an unwritable event.
+
+    Separate from sending so that a transactional writer encodes before it begins.
+    """
+    envelope = event.envelope
+    value = serializer.encode(event.full_name(), event.to_avro())
+    extensions = {"correlationid": str(envelope.correlation_id)}
+    if envelope.causation_id is not None:
+        extensions["causationid"] = str(envelope.causation_id)
+    headers = cloudevent_headers(
+        event_id=str(envelope.event_id),
+        event_type=event.full_name(),
+        source=envelope.source_system,
+        subject=envelope.subject,
+        time=envelope.occurred_at,
+        content_type=serializer.content_type,
+        # The writer schema: CRC-64-AVRO fingerprint (hex) or registry id.
+        dataschema=f"urn:avro:schema:{serializer.schema_ref(event.full_name())}",
+        extensions=extensions,
+    )
+    return EncodedEvent(envelope.subject.encode(), value, headers)
+
+
 class EventPublisher:
     def __init__(self, producer: AIOKafkaProducer, serializer: EventSerializer, topic: str) -> None:
         self._producer = producer
         self._serializer = serializer
         self._topic = topic
 
-    async def enqueue(self, event: CustomerPathEvent) -> asyncio.Future[RecordMetadata]:
-        """Hand the event to the producer; the returned future resolves on the broker's ack."""
-        envelope = event.envelope
-        value = self._serializer.encode(event.full_name(), event.to_avro())
-        extensions = {"correlationid": str(envelope.correlation_id)}
-        if envelope.causation_id is not None:
-            extensions["causationid"] = str(envelope.causation_id)
-        headers = cloudevent_headers(
-            event_id=str(envelope.event_id),
-            event_type=event.full_name(),
-            source=envelope.source_system,
-            subject=envelope.subject,
-            time=envelope.occurred_at,
-            content_type=self._serializer.content_type,
-            # The writer schema: CRC-64-AVRO fingerprint (hex) or registry id.
-            dataschema=f"urn:avro:schema:{self._serializer.schema_ref(event.full_name())}",
-            extensions=extensions,
-        )
+    async def send(self, record: EncodedEvent) -> asyncio.Future[RecordMetadata]:
+        """Hand an encoded event to the producer; the future resolves on the broker's ack."""
         future: asyncio.Future[RecordMetadata] = await self._producer.send(
-            self._topic, value=value, key=envelope.subject.encode(), headers=headers
+            self._topic, value=record.value, key=record.key, headers=list(record.headers)
         )
         return future
+
+    async def enqueue(self, event: CustomerPathEvent) -> asyncio.Future[RecordMetadata]:
+        """Hand the event to the producer; the returned future resolves on the broker's ack."""
+        return await self.send(encode_event(self._serializer, event))
 
     async def publish(self, event: CustomerPathEvent) -> RecordMetadata:
         """Publish one event and wait for the acknowledgement of all in-sync replicas."""
