@@ -1,0 +1,203 @@
+"""The Kubernetes sketch in deploy/k8s agrees with the code: security, users, ids and topics.
+
+No cluster runs here, so these read the manifests as data and check them against what the hub
+itself computes: the settings each workload gets must pass production validation, each
+service's Kafka user must be allowed exactly the topics and transactional ids the hub uses,
+and the topics must match hub/kafka/topics.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hub.kafka.topics import topic_specs
+from hub.settings import HubSettings
+from hub.sink.kafka import writer_settings
+from tests.conftest import REPO_ROOT
+
+K8S = REPO_ROOT / "deploy" / "k8s"
+WORKLOADS = ("StatefulSet", "Deployment")
+
+
+def _documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+def _kafka() -> dict[str, Any]:
+    return next(d for d in _documents("kafka-cluster.yaml") if d["kind"] == "Kafka")
+
+
+def _users() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _documents("kafka-users.yaml")}
+
+
+def _workloads() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _documents("hub.yaml") if d["kind"] in WORKLOADS}
+
+
+def _container(workload: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = workload["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _environment(workload: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """The HUB_* variables the workload's container gets (Secrets stubbed, fieldRefs resolved)."""
+    config_map = next(d for d in _documents("hub.yaml") if d["kind"] == "ConfigMap")
+    env = dict(config_map["data"])
+    for variable in _container(workload).get("env", []):
+        source = variable.get("valueFrom", {})
+        if "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.name"
+            env[variable["name"]] = pod_name
+        elif "secretKeyRef" in source:
+            env[variable["name"]] = f"secret-from-{source['secretKeyRef']['name']}-0123456789"
+        else:
+            env[variable["name"]] = variable["value"]
+    return env
+
+
+def _settings(
+    workload: dict[str, Any], pod_name: str, monkeypatch: pytest.MonkeyPatch
+) -> HubSettings:
+    for name in [n for n in os.environ if n.startswith("HUB_")]:
+        monkeypatch.delenv(name)
+    for name, value in _environment(workload, pod_name).items():
+        monkeypatch.setenv(name, value)
+    return HubSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def _allowed(user: dict[str, Any], kind: str, name: str, operation: str) -> bool:
+    for acl in user["spec"]["authorization"]["acls"]:
+        resource = acl["resource"]
+        if resource["type"] != kind or operation not in acl["operations"]:
+            continue
+        pattern = resource.get("patternType", "literal")
+        if (pattern == "literal" and resource["name"] == name) or (
+            pattern == "prefix" and name.startswith(resource["name"])
+        ):
+            return True
+    return False
+
+
+def test_no_plaintext_listener_and_no_superusers() -> None:
+    kafka = _kafka()["spec"]["kafka"]
+
+    assert "superUsers" not in kafka["authorization"]
+    assert "ANONYMOUS" not in (K8S / "kafka-cluster.yaml").read_text().replace("# ", "")
+    for listener in kafka["listeners"]:
+        assert listener["tls"] is True, listener["name"]
+        assert listener["authentication"]["type"] in ("scram-sha-512", "tls"), listener["name"]
+
+
+def test_every_hub_workload_passes_production_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, workload in _workloads().items():
+        settings = _settings(workload, f"{name}-0", monkeypatch)
+
+        assert settings.environment == "production"
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+        port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+        listener = next(li for li in _kafka()["spec"]["kafka"]["listeners"] if li["port"] == port)
+        assert listener["authentication"]["type"] == "scram-sha-512"
+
+
+def test_each_workload_logs_in_as_its_own_user_with_its_own_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users = _users()
+    seen = set()
+    for name, workload in _workloads().items():
+        username = _settings(workload, f"{name}-0", monkeypatch).kafka_sasl_username
+        assert username in users, f"{name} logs in as {username}, which has no KafkaUser"
+        assert users[username]["spec"]["authentication"]["type"] == "scram-sha-512"
+        volumes = workload["spec"]["template"]["spec"]["volumes"]
+        user_volume = next(v for v in volumes if v["name"] == "kafka-user")
+        assert user_volume["secret"]["secretName"] == username
+        seen.add(username)
+
+    assert len(seen) == len(_workloads())
+
+
+def test_api_replicas_have_stable_transactional_ids_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = _workloads()["te-hub-api"]
+    assert api["kind"] == "StatefulSet"
+    assert _container(api)["args"][0] == "serve"
+    assert "--host" not in _container(api)["args"]  # the image's HUB_API_HOST=0.0.0.0 applies
+    replicas = api["spec"]["replicas"]
+    ids = {
+        _settings(api, f"te-hub-api-{n}", monkeypatch).ingest_transactional_id
+        for n in range(replicas)
+    }
+
+    assert len(ids) == replicas
+    for transactional_id in ids:
+        assert _allowed(_users()["te-hub-api"], "transactionalId", transactional_id, "Write")
+
+
+@pytest.mark.parametrize(("user", "role"), [("te-hub-poller", "poll"), ("te-hub-import", "import")])
+def test_poller_and_import_may_use_the_ids_they_derive_and_not_the_apis(
+    user: str, role: str
+) -> None:
+    settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    derived = writer_settings(settings, role, "FI/GOV/0245437-2/KEHA/customer-changes")
+
+    assert _allowed(_users()[user], "transactionalId", derived.ingest_transactional_id, "Write")
+    assert not _allowed(_users()[user], "transactionalId", "te-hub-api-0", "Write")
+    assert not _allowed(
+        _users()["te-hub-api"], "transactionalId", derived.ingest_transactional_id, "Write"
+    )
+
+
+def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> None:
+    names = [spec.name for spec in topic_specs(HubSettings(_env_file=None))]  # type: ignore[call-arg]
+    settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    writes = {
+        "te-hub-api": {settings.topic_customer_path, settings.topic_ingest_receipts},
+        "te-hub-poller": {
+            settings.topic_customer_path,
+            settings.topic_ingest_receipts,
+            settings.topic_source_positions,
+        },
+        "te-hub-import": {settings.topic_customer_path, settings.topic_ingest_receipts},
+    }
+    users = _users()
+
+    assert set(users) == set(writes)
+    for username, written in writes.items():
+        for topic in names:
+            assert _allowed(users[username], "topic", topic, "Describe"), (username, topic)
+            assert _allowed(users[username], "topic", topic, "Write") == (topic in written), (
+                username,
+                topic,
+            )
+
+
+def test_kafka_topics_match_the_hubs_topic_specs() -> None:
+    settings = HubSettings(_env_file=None, topic_partitions=12, topic_replication_factor=3)  # type: ignore[call-arg]
+    topics = {d["spec"]["topicName"]: d["spec"] for d in _documents("topics.yaml")}
+
+    for spec in topic_specs(settings):
+        assert spec.name in topics, f"deploy/k8s/topics.yaml has no KafkaTopic for {spec.name}"
+        manifest = topics[spec.name]
+        assert manifest["partitions"] == spec.partitions, spec.name
+        assert manifest["replicas"] == spec.replication_factor, spec.name
+        configs = {k: str(v) for k, v in manifest["config"].items()}
+        assert configs == spec.configs, spec.name
+
+
+def test_no_manifest_names_a_path_outside_its_mounts() -> None:
+    """Every file a workload's settings name lies in one of its mounted volumes."""
+    for name, workload in _workloads().items():
+        mounts = [m["mountPath"] for m in _container(workload)["volumeMounts"]]
+        for variable, value in _environment(workload, f"{name}-0").items():
+            if value.startswith("/etc/") or variable.endswith(("_FILE", "_CAFILE")):
+                assert any(Path(value).is_relative_to(m) for m in mounts), (name, variable)
