@@ -287,3 +287,35 @@ async def test_tail_masks_identity_codes_anywhere_unless_revealed(
     assert any(e["key"] == REDACTED_IDENTITY_CODE for e in entries)
     revealed = tail("--reveal")
     assert STRAY in revealed.stdout
+
+
+# --- ids that name requests and sources -----------------------------------------------------
+
+
+async def test_a_request_id_with_a_glued_code_is_replaced(http: httpx.AsyncClient) -> None:
+    for sent in (f"req{STRAY}", f"req-{PERSON}x", f"{PERSON}0"):
+        echoed = (await http.get("/health", headers={"X-Request-ID": sent})).headers["x-request-id"]
+        assert echoed != sent
+        assert len(echoed) == 32
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [(f"export{PERSON}.ndjson", None), ("export.ndjson", f"urn:fi:kunta:091:{PERSON}")],
+)
+def test_the_import_refuses_a_source_that_would_put_a_code_in_every_event(
+    tmp_path: Path, name: str, source: str | None
+) -> None:
+    path = tmp_path / name
+    path.write_text(json.dumps({"event_type": "JobOfferMade", **EXAMPLES["JobOfferMade"]}) + "\n")
+    args = [sys.executable, "-m", "hub", "import", str(path)]
+    result = subprocess.run(
+        [*args, *(["--source", source] if source else [])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HUB_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "shaped like an identity code" in result.stderr
+    assert PERSON not in result.stderr

@@ -19,7 +19,7 @@ from connectors.rest_api.problems import (
     internal_error,
     render_problem,
 )
-from hub.identity import IDENTITY_CODE_PATTERN
+from hub.identity import contains_identity_code
 from hub.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,7 +66,7 @@ class IngestEdge:
             return
         headers = Headers(scope=scope)
         request_id = headers.get("x-request-id", "")
-        if not _REQUEST_ID.fullmatch(request_id) or IDENTITY_CODE_PATTERN.search(request_id):
+        if not _REQUEST_ID.fullmatch(request_id) or contains_identity_code(request_id):
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         instance = f"urn:te-hub:request:{request_id}"
