@@ -87,6 +87,9 @@ class FeedFixture:
     identity_codes: set[str]
     #: Rows that come back with a plan: their registration is a duplicate the second time.
     returning: int
+    #: Later versions of rows whose registration the register corrected (phone, status): each
+    #: must become one correction event.
+    corrections: list[dict[str, Any]]
 
 
 _FIRST = ["Aino", "Matti", "Helmi", "Juhani", "Sofia", "Mikael", "Eino", "Aada"]
@@ -165,24 +168,38 @@ def _bad_items(rng: random.Random) -> list[Any]:
     ]
 
 
-def feed_fixture(valid_rows: int = 237, returning: int = 5, seed: int = 7) -> FeedFixture:
+def feed_fixture(
+    valid_rows: int = 237, returning: int = 5, corrected: int = 3, seed: int = 7
+) -> FeedFixture:
     rng = random.Random(seed)
     rows = [_row(rng, i, with_plan=rng.random() < 0.6) for i in range(valid_rows)]
     expected = {(row["id"], "registered") for row in rows}
     expected |= {(row["id"], f"plan:{row['plan']['plan_id']}") for row in rows if row["plan"]}
     comebacks = []
-    for row in [r for r in rows if r["plan"] is None][:returning]:
+    without_plan = [r for r in rows if r["plan"] is None]
+    for row in without_plan[:returning]:
         later = datetime.fromisoformat(row["changed_at"]) + timedelta(days=5)
         started = date.fromisoformat(row["job_search_started_on"])
-        again = {**row, "changed_at": later.isoformat(), "phone": "+358501234567"}
+        again = {**row, "changed_at": later.isoformat()}  # only the plan is new
         again["plan"] = _plan(rng, started)
         expected.add((row["id"], f"plan:{again['plan']['plan_id']}"))
         comebacks.append(again)
+    corrections = []
+    for row in without_plan[returning : returning + corrected]:
+        later = datetime.fromisoformat(row["changed_at"]) + timedelta(days=2)
+        corrections.append(
+            {
+                **row,
+                "changed_at": later.isoformat(),
+                "phone": "+358501234567",
+                "labour_market_status": LabourMarketStatus.UNEMPLOYED.value,
+            }
+        )
     bad = _bad_items(rng)
     items: list[Any] = list(rows)
     for n, item in enumerate(bad):
         items.insert(15 + n * 29, item)
-    items += comebacks
+    items += comebacks + corrections
     codes = {item["personal_identity_code"] for item in items if isinstance(item, dict)}
     return FeedFixture(
         items=items,
@@ -190,4 +207,5 @@ def feed_fixture(valid_rows: int = 237, returning: int = 5, seed: int = 7) -> Fe
         bad_ids=[item.get("id") if isinstance(item, dict) else None for item in bad],
         identity_codes=codes,
         returning=returning,
+        corrections=corrections,
     )

@@ -1,9 +1,10 @@
 """The register poller against a real HTTP feed on 127.0.0.1 that fails, throttles and goes down.
 
 What must hold whatever happens: every feed item becomes its events exactly once in the sink
-(counted by event id), the cursor only moves after the sink's ack and survives restarts, bad
-items are rejected with a reason and never stop the rest, and every request has its own
-X-Road-Id. Sleeps are faked so that backoff costs no wall time.
+(counted by event id), a corrected row becomes one correction event, the cursor is committed with
+the events and survives restarts with an empty state directory, bad items are rejected with a
+reason and never stop the rest, and every request has its own X-Road-Id. Sleeps are faked so
+that backoff costs no wall time. The same on the real broker: tests/test_poller_on_kafka.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from connectors.poller import (
     Backoff,
     ChangeMapper,
     CursorFileError,
-    CursorStore,
     JobseekerChange,
+    LegacyCursorFile,
     RegisterPoller,
     XRoadClient,
     XRoadRefused,
@@ -44,7 +45,7 @@ from hub.codes import employment_area_of
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
 from hub.serde.registry import SchemaRegistryClient, SchemaRegistryError
 from hub.settings import HubSettings, get_settings
-from hub.sink import Receipt, Submission
+from hub.sink import Receipt, SourcePosition, Submission
 from tests.poller_fakes import (
     CLIENT_ID,
     SERVICE_ID,
@@ -65,15 +66,29 @@ PAGE = 20
 PAGES = -(-len(FEED.items) // PAGE)
 
 
-def _expected_ids(expected: set[tuple[str, str]]) -> set[uuid.UUID]:
-    mapper = ChangeMapper(SERVICE, Pseudonymizer.from_settings(HubSettings()))
-    return {mapper.event_id(item_id, kind) for item_id, kind in expected}
+MAPPER = ChangeMapper(SERVICE, Pseudonymizer.from_settings(HubSettings()))
+SOURCE = f"poller:{SERVICE_ID}"
 
 
-def assert_exactly_once(sink: MemorySink, expected: set[tuple[str, str]] = FEED.expected) -> None:
+def correction_ids(corrected_rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+    """The event ids the corrections of these row versions must have."""
+    ids = set()
+    for row in corrected_rows:
+        mapped = MAPPER.map_items([row])
+        (registered,) = mapped.submissions
+        ids.add(MAPPER.correction_of(registered, mapped.origins[0]).event.envelope.event_id)
+    return ids
+
+
+def assert_exactly_once(
+    sink: MemorySink,
+    expected: set[tuple[str, str]] = FEED.expected,
+    corrected_rows: Sequence[dict[str, Any]] = FEED.corrections,
+) -> None:
     counts = sink.event_id_counts()
     assert [event_id for event_id, n in counts.items() if n > 1] == []
-    assert set(counts) == _expected_ids(expected)
+    first = {MAPPER.event_id(item_id, kind) for item_id, kind in expected}
+    assert set(counts) == first | correction_ids(corrected_rows)
 
 
 @pytest.fixture
@@ -115,8 +130,9 @@ async def poller_for(
         )
 
 
-def saved_cursor(state_dir: Path) -> str | None:
-    return CursorStore.for_service(state_dir, SERVICE).load()
+def saved_cursor(sink: MemorySink) -> str | None:
+    """The cursor the sink committed with the events."""
+    return sink.positions.get(SOURCE)
 
 
 # --- X-Road --------------------------------------------------------------------------------------
@@ -165,8 +181,10 @@ class _GoesDownAfter(MemorySink):
         self.after_pages = after_pages
         self.acked = 0
 
-    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
-        receipts = await super().submit(submissions)
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
+        receipts = await super().submit(submissions, position)
         self.acked += 1
         if self.acked == self.after_pages:
             self.server.stop()
@@ -195,7 +213,8 @@ async def test_every_item_once_across_failures_throttling_and_downtime(
         stats = await poller.run(until_idle=True)
 
     assert_exactly_once(sink)
-    assert stats.written == len(FEED.expected)
+    assert stats.written == len(FEED.expected) + len(FEED.corrections)
+    assert stats.corrections == len(FEED.corrections)
     assert stats.duplicates == FEED.returning
     assert stats.rejected == len(FEED.bad_ids)
     assert stats.items == len(FEED.items)
@@ -209,20 +228,24 @@ async def test_every_item_once_across_failures_throttling_and_downtime(
     assert sleep.delays.count(2.0) == statuses.count(429) + statuses.count(503)
     assert sleep.delays.count(1.0) == 2
     assert len(set(feed.state.x_road_ids)) == feed.state.requests == len(statuses)
-    assert saved_cursor(tmp_path) == f"c{len(FEED.items)}"
+    assert saved_cursor(sink) == f"c{len(FEED.items)}"
 
 
 async def test_cursor_survives_a_restart_and_new_items_are_picked_up(
     feed: FeedServer, tmp_path: Path
 ) -> None:
     sink = MemorySink()
-    settings = settings_for(feed.url, tmp_path)
+    settings = settings_for(feed.url, tmp_path / "pod-1")
     async with poller_for(settings, sink) as first:
         first_stats = await first.run(max_pages=3)
     assert first_stats.pages == 3
-    assert saved_cursor(tmp_path) == f"c{3 * PAGE}"
+    assert saved_cursor(sink) == f"c{3 * PAGE}"
+    assert not list((tmp_path / "pod-1").rglob("*.json"))  # no cursor file any more
 
+    # A new pod: nothing of the first one's state directory, only the sink's position.
+    settings = settings_for(feed.url, tmp_path / "pod-2")
     async with poller_for(settings, sink) as second:
+        await second.resume()
         assert second.cursor == f"c{3 * PAGE}"
         second_stats = await second.run(until_idle=True)
     assert feed.state.pages_after[3] == f"c{3 * PAGE}"  # resumed where the first stopped
@@ -230,7 +253,7 @@ async def test_cursor_survives_a_restart_and_new_items_are_picked_up(
     assert second_stats.duplicates == FEED.returning  # only the rows that came back
     assert_exactly_once(sink)
 
-    more = feed_fixture(valid_rows=10, returning=0, seed=99)
+    more = feed_fixture(valid_rows=10, returning=0, corrected=0, seed=99)
     new_rows = [
         {**item, "id": f"new-{item['id']}"}
         for item in more.items
@@ -244,40 +267,43 @@ async def test_cursor_survives_a_restart_and_new_items_are_picked_up(
     assert third_stats.written == len(expected_new)
     assert third_stats.duplicates == 0
     assert_exactly_once(sink, FEED.expected | expected_new)
+    assert saved_cursor(sink) == f"c{len(feed.state.items)}"
 
 
-class _CrashAfterAck(MemorySink):
-    """The process dies after the sink acknowledged a page, before the cursor is written."""
+class _CrashAfterCommit(MemorySink):
+    """The process dies right after the sink committed a page (events and cursor)."""
 
     def __init__(self, crash_on: int) -> None:
         super().__init__()
         self.crash_on: int | None = crash_on
-        self.lost_ack = 0
+        self.committed_before_crash = 0
 
-    async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
-        receipts = await super().submit(submissions)
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
+        receipts = await super().submit(submissions, position)
         if self.attempts == self.crash_on:
-            self.lost_ack = len(receipts)
-            raise RuntimeError("simulated crash between the sink's ack and the cursor write")
+            self.committed_before_crash = sum(not r.duplicate for r in receipts)
+            raise RuntimeError("simulated crash after the sink's commit")
         return receipts
 
 
-async def test_crash_between_ack_and_cursor_write_repolls_without_duplicates(
+async def test_a_crash_after_the_commit_resumes_after_that_page_from_the_sink(
     feed: FeedServer, tmp_path: Path
 ) -> None:
-    sink = _CrashAfterAck(crash_on=3)
-    settings = settings_for(feed.url, tmp_path)
-    async with poller_for(settings, sink) as doomed:
+    sink = _CrashAfterCommit(crash_on=3)
+    async with poller_for(settings_for(feed.url, tmp_path / "pod-1"), sink) as doomed:
         with pytest.raises(RuntimeError, match="simulated crash"):
             await doomed.run(until_idle=True)
-    assert saved_cursor(tmp_path) == f"c{2 * PAGE}"  # page 3 was written but not recorded
+    assert saved_cursor(sink) == f"c{3 * PAGE}"  # page 3 was committed with its cursor
+    assert sink.committed_before_crash > 0
 
-    sink.crash_on = None  # the log (and its dedupe receipts) outlives the poller process
-    async with poller_for(settings, sink) as restarted:
+    sink.crash_on = None  # the log (its receipts and positions) outlives the poller process
+    async with poller_for(settings_for(feed.url, tmp_path / "pod-2"), sink) as restarted:
         stats = await restarted.run(until_idle=True)
-    assert feed.state.pages_after.count(f"c{2 * PAGE}") == 2  # page 3 read again, once
-    assert sink.lost_ack > 0
-    assert stats.duplicates == sink.lost_ack + FEED.returning
+    assert feed.state.pages_after[:4] == [None, f"c{PAGE}", f"c{2 * PAGE}", f"c{3 * PAGE}"]
+    assert len(set(feed.state.pages_after)) == len(feed.state.pages_after)  # none read twice
+    assert stats.duplicates == FEED.returning
     assert_exactly_once(sink)
 
 
@@ -330,15 +356,16 @@ async def test_a_refusal_is_loud_raises_when_bounded_and_waits_at_the_cap_when_n
 
     stop = asyncio.Event()
     sleep = FakeSleep(lambda n, _: stop.set() if n == 3 else None)
+    sink = MemorySink()
     with capture_logs() as logs:
-        async with poller_for(settings, MemorySink(), sleep) as service:
+        async with poller_for(settings, sink, sleep) as service:
             stats = await service.run(stop_event=stop)
     assert sleep.delays == [60, 60, 60]
     assert stats.errors == 3
     errors = [line for line in logs if line["event"] == "poller.misconfigured"]
     assert len(errors) == 3
     assert all(line["log_level"] == "error" and "HTTP 403" in line["error"] for line in errors)
-    assert saved_cursor(tmp_path) is None
+    assert sink.positions == {}
 
 
 async def test_idle_feed_is_polled_at_the_interval_until_stopped(
@@ -399,6 +426,40 @@ async def test_bad_items_are_rejected_with_a_reason_and_the_rest_flows(
     assert not any(code in everything for code in FEED.identity_codes)
 
 
+async def test_lone_surrogates_are_rejected_and_the_rest_of_the_page_flows(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); Python decodes it into a str that no UTF-8
+    writer takes: not the sink's encoder, not the reject file, not the log."""
+    rows = [item for item in FEED.items if isinstance(item, dict) and item.get("plan")][:4]
+    broken = [
+        {**rows[0], "id": "row-\ud800-id"},
+        {**rows[1], "id": "bad-name", "first_name": "Ai\udc00no"},
+        {**rows[2], "id": "bad-email", "email": "jobseeker\ud83d@example.fi"},
+        {**rows[3], "id": "bad-expert", "plan": {**rows[3]["plan"], "expert_id": "E\udfff"}},
+    ]
+    feed.state.items[10:10] = broken
+    sink = MemorySink()
+    with capture_logs() as logs:
+        async with poller_for(settings_for(feed.url, tmp_path), sink) as poller:
+            stats = await poller.run(until_idle=True)
+    assert stats.rejected == len(FEED.bad_ids) + len(broken)
+    assert_exactly_once(sink)  # every other item of those pages was written
+
+    reject_file = tmp_path / "poller" / f"{SERVICE.slug}.rejected.jsonl"
+    rejected = {
+        line["item_id"]: line["reason"]
+        for line in map(json.loads, reject_file.read_text(encoding="utf-8").splitlines())
+    }
+    assert rejected["row-\\ud800-id"].startswith("JobseekerChange: id:")
+    assert rejected["bad-name"].startswith("JobseekerRegisteredPayload: first_name:")
+    assert "email: invalid_unicode" in rejected["bad-email"]
+    assert "expert_id: invalid_unicode" in rejected["bad-expert"]
+    logged = {line["item_id"] for line in logs if line["event"] == "poller.item_rejected"}
+    assert {"row-\\ud800-id", "bad-name", "bad-email", "bad-expert"} <= logged
+    json.dumps(logs, ensure_ascii=False).encode("utf-8")  # every log line is writable
+
+
 def test_an_item_maps_to_registration_and_plan_with_stable_ids() -> None:
     row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
     pseudonymizer = Pseudonymizer.from_settings(HubSettings())
@@ -429,18 +490,87 @@ def test_an_item_maps_to_registration_and_plan_with_stable_ids() -> None:
     assert 15 <= registered.event.payload.age_at_registration <= 75
 
 
-def test_a_corrupt_cursor_file_stops_the_poller(tmp_path: Path) -> None:
-    store = CursorStore.for_service(tmp_path, SERVICE)
-    store.save("c40")
-    assert store.load() == "c40"
-    assert not list(store.path.parent.glob("*.tmp"))
-    store.path.write_text("{half a json")
+def _write_old_cursor_file(state_dir: Path, cursor: str, service: str = SERVICE_ID) -> Path:
+    """A cursor file as versions before the Kafka positions wrote it."""
+    path = LegacyCursorFile.for_service(state_dir, SERVICE).path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = {"service": service, "cursor": cursor, "saved_at": "2026-11-30T12:00:00+00:00"}
+    path.write_text(json.dumps(saved))
+    return path
+
+
+async def test_an_old_cursor_file_is_migrated_once_then_kafka_alone_decides(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    old_file = _write_old_cursor_file(tmp_path, f"c{2 * PAGE}")
+    sink = MemorySink()
+    settings = settings_for(feed.url, tmp_path)
+    async with poller_for(settings, sink) as upgraded:
+        assert await upgraded.resume() == f"c{2 * PAGE}"  # no position in Kafka yet
+        await upgraded.run(max_pages=1)
+    assert feed.state.pages_after == [f"c{2 * PAGE}"]
+    assert saved_cursor(sink) == f"c{3 * PAGE}"
+    assert not old_file.exists()
+    assert old_file.with_name(old_file.name + ".migrated").exists()
+
+    _write_old_cursor_file(tmp_path, "c1")  # a stale file (a restored volume) is not read
+    async with poller_for(settings, sink) as later:
+        assert await later.resume() == f"c{3 * PAGE}"
+
+
+def test_a_corrupt_old_cursor_file_stops_the_poller(tmp_path: Path) -> None:
+    legacy = LegacyCursorFile.for_service(tmp_path, SERVICE)
+    assert legacy.load() is None
+    _write_old_cursor_file(tmp_path, "c40")
+    assert legacy.load() == "c40"
+    legacy.path.write_text("{half a json")
     with pytest.raises(CursorFileError, match="not valid JSON"):
-        store.load()
-    other = XRoadService.parse("FI-TEST/GOV/0245437-2/KEHA/other-feed")
-    store.path.write_text(json.dumps({"service": other.id, "cursor": "c1"}))
+        legacy.load()
+    _write_old_cursor_file(tmp_path, "c1", service="FI-TEST/GOV/0245437-2/KEHA/other-feed")
     with pytest.raises(CursorFileError, match="not a cursor of"):
-        store.load()
+        legacy.load()
+
+
+async def test_a_corrected_row_is_published_as_a_correction_of_the_first_event(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
+    later = datetime.fromisoformat(row["changed_at"]) + timedelta(days=1)
+    touched = {**row, "changed_at": later.isoformat()}  # changed_at alone: no new fact
+    obligation = row["plan"]["job_search_obligation_per_month"]
+    corrected = {
+        **row,
+        "changed_at": (later + timedelta(days=1)).isoformat(),
+        "email": "corrected@example.fi",
+        "plan": {
+            **row["plan"],
+            "job_search_obligation_per_month": 2 if obligation != 2 else 3,
+            "obligation_reduction": "PART_TIME_WORK",
+        },
+    }
+    feed.state.items = [row, touched, corrected, corrected]  # and corrected read twice
+    sink = MemorySink()
+    with capture_logs() as logs:
+        async with poller_for(settings_for(feed.url, tmp_path), sink) as poller:
+            stats = await poller.run(until_idle=True)
+    assert (stats.written, stats.corrections, stats.duplicates) == (4, 2, 4)
+    by_id = {event.envelope.event_id: event for event in sink.log}
+    assert len(by_id) == len(sink.log) == 4
+    first_registration = MAPPER.event_id(row["id"], "registered")
+    first_plan = MAPPER.event_id(row["id"], f"plan:{row['plan']['plan_id']}")
+    fixes = [e for e in sink.log if e.envelope.event_id not in (first_registration, first_plan)]
+    assert sorted(e.envelope.causation_id for e in fixes) == sorted(
+        [first_registration, first_plan]
+    )
+    for fix in fixes:
+        original = by_id[fix.envelope.causation_id]
+        assert type(fix) is type(original)
+        assert fix.envelope.correlation_id == original.envelope.correlation_id
+        assert fix.envelope.recorded_at == datetime.fromisoformat(corrected["changed_at"])
+    registration_fix = next(e for e in fixes if e.envelope.causation_id == first_registration)
+    assert registration_fix.payload.email == "corrected@example.fi"
+    logged = [line for line in logs if line["event"] == "poller.correction"]
+    assert {line["corrects"] for line in logged} == {str(first_registration), str(first_plan)}
 
 
 # --- mutual TLS ----------------------------------------------------------------------------------
@@ -644,7 +774,9 @@ def test_poll_command_runs_the_poller_into_the_sink(
     assert once.exit_code == 0, once.output
     assert f"{SERVICE_ID}: 1 page(s), 50 item(s)" in once.output
     assert rest.exit_code == 0, rest.output
-    assert "4 page(s), 200 item(s)" in rest.output
+    rest_items = len(FEED.items) - 50
+    assert f"{-(-rest_items // 50)} page(s), {rest_items} item(s)" in rest.output
+    assert f"({len(FEED.corrections)} correction(s))" in rest.output
     assert_exactly_once(sink)
     assert both.exit_code == 2
     assert "exclude each other" in both.output

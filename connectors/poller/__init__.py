@@ -13,7 +13,7 @@ from connectors.poller.client import (
     XRoadUnavailable,
     tls_verify,
 )
-from connectors.poller.cursor import CursorFileError, CursorStore, RejectLog
+from connectors.poller.cursor import CursorFileError, LegacyCursorFile, RejectLog
 from connectors.poller.mapping import (
     POLLER_NAMESPACE,
     ChangeMapper,
@@ -30,8 +30,8 @@ __all__ = [
     "ChangeMapper",
     "ChangePage",
     "CursorFileError",
-    "CursorStore",
     "JobseekerChange",
+    "LegacyCursorFile",
     "PageOutcome",
     "PlanExtract",
     "PollStats",

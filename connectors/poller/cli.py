@@ -49,7 +49,8 @@ def poll_command(service_id: str | None, once: bool, until_idle: bool) -> None:
     """Poll a register's change feed over X-Road and publish its events to Kafka.
 
     Without --once or --until-idle it runs until SIGINT/SIGTERM, pausing HUB_POLLER_INTERVAL_S
-    whenever the feed is drained. It resumes from the cursor saved under HUB_STATE_DIR/poller/.
+    whenever the feed is drained. It resumes from the cursor committed to Kafka with the events
+    (HUB_TOPIC_SOURCE_POSITIONS); a cursor file of an earlier version is read once to migrate.
     """
     settings = get_settings()
     configure_logging(settings)
@@ -76,6 +77,7 @@ def poll_command(service_id: str | None, once: bool, until_idle: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{service.id}: {stats.pages} page(s), {stats.items} item(s), {stats.written} event(s) "
-        f"written, {stats.duplicates} already in the log, {stats.rejected} rejected, "
+        f"written ({stats.corrections} correction(s)), {stats.duplicates} already in the log, "
+        f"{stats.rejected} rejected, "
         f"{stats.errors} error(s) retried"
     )

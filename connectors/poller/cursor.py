@@ -1,10 +1,12 @@
-"""The poller's durable state under ``HUB_STATE_DIR/poller/``: the feed cursor and the rejects.
+"""The poller's local files under ``HUB_STATE_DIR/poller/``: the rejects, and an old cursor.
 
-The cursor is written atomically (temp file, fsync, ``os.replace``, fsync of the folder) and
-only after the sink acknowledged the page, so after a crash the file holds either the old or
-the new cursor, never half of one, and at most the last page is polled again; the sink's dedupe
-keys make that repeat harmless. Rejected items go to an append-only JSON-lines file, written
-before the cursor moves past them, so none is lost (a repeated page may list one twice).
+The cursor itself lives in Kafka, committed in the events' transaction (see
+:mod:`connectors.poller.poller`); :class:`LegacyCursorFile` only reads the file of earlier
+versions once, to migrate. Rejected items go to an append-only JSON-lines file, written and
+fsynced before the transaction that moves the cursor past them, so none is lost (a page read
+again after a crash may list one twice). They stay a local file, not dead letters: they are
+feed items that never became events, to be fixed in the register, and every one is also in
+the structured log, which a pod's log collection keeps when its state directory is lost.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,19 +41,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class CursorStore:
-    """Where the feed of one service was read up to."""
+class LegacyCursorFile:
+    """The cursor file of pollers before the cursor moved to Kafka, read once to migrate.
+
+    When the sink holds no position for the feed yet, a cursor left here by an earlier version
+    is where the poller resumes (rather than re-reading the whole register from the top); the
+    first position committed to Kafka retires the file (renamed ``*.migrated``), so it is never
+    read again and the sink's position alone decides from then on.
+    """
 
     def __init__(self, path: Path, service: XRoadService) -> None:
         self.path = path
         self.service = service
 
     @classmethod
-    def for_service(cls, state_dir: Path, service: XRoadService) -> CursorStore:
+    def for_service(cls, state_dir: Path, service: XRoadService) -> LegacyCursorFile:
         return cls(poller_dir(state_dir) / f"{service.slug}.json", service)
 
     def load(self) -> str | None:
-        """The saved cursor, or None when the feed has never been read (start from the top)."""
+        """The saved cursor, or None when there is no file."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -66,27 +73,11 @@ class CursorStore:
             raise CursorFileError(f"{self.path}: cursor is not a string")
         return cursor
 
-    def save(self, cursor: str) -> None:
-        """Replace the saved cursor atomically and durably."""
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {
-            "service": self.service.id,
-            "cursor": cursor,
-            "saved_at": datetime.now(UTC).isoformat(),
-        }
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(record, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(folder)
+    def retire(self) -> None:
+        """Rename the file once its cursor is in Kafka; a missing file is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, self.path.with_name(self.path.name + ".migrated"))
+            _fsync_dir(self.path.parent)
 
 
 class RejectLog:

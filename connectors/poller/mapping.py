@@ -2,10 +2,21 @@
 
 An item is one row of the register's jobseeker extract: a job-search spell with the person's
 details and, once agreed, the plan. The feed lists a row again whenever it changes, so ids are
-derived from the row and the fact, never from the poll: the registration of row R is always
-event ``uuid5(NS, "{service}:R:registered")`` and its plan P ``...:R:plan:P``. Re-polling a page,
-or the row coming back with a new phone number, therefore yields the same event ids and dedupe
-keys, and the sink writes each fact once; a new plan has a new plan id and becomes a new event.
+derived from the row and the fact, never from the poll: the registration of row R is first
+published as event ``uuid5(NS, "{service}:R:registered")`` and its plan P as ``...:R:plan:P``,
+under the dedupe key ``poller:{service}:R:{fact}``. A new plan has a new plan id and becomes a
+new event.
+
+The request digest of a submission is a keyed digest of the fact's content, everything but
+``recorded_at`` (the row's ``changed_at``): re-polling a page, or the row coming back because
+another part of it changed (a plan was added), is then a duplicate that writes nothing. A row
+whose fact itself changed (a corrected phone number, status or plan) comes with another digest
+under the same key, which the sink refuses as a conflict; that is a correction of the register,
+and it is published, never dropped: :meth:`ChangeMapper.correction_of` makes it a new event of
+the same type, keyed by the fact and its new digest, whose ``causation_id`` names the event it
+corrects (the fact's first event). Consumers read the latest ``recorded_at`` of a fact as its
+current state. The one change this cannot see is a row that returns to exactly the content first
+published: that repeats the first event's digest and is answered as a duplicate.
 
 Items are validated one by one: a bad item becomes a :class:`Rejection` (id and reason, never
 the identity code) and the rest of the page flows.
@@ -116,8 +127,18 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a submission comes from: the row and the fact, to correct or reject it later."""
+
+    item_id: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class MappedPage:
     submissions: list[Submission]
+    #: The origin of each submission, in the same order.
+    origins: list[Origin]
     rejections: list[Rejection]
 
 
@@ -169,18 +190,27 @@ class ChangeMapper:
 
     def map_items(self, items: Sequence[object]) -> MappedPage:
         submissions: list[Submission] = []
+        origins: list[Origin] = []
         rejections: list[Rejection] = []
         for raw in items:
             try:
-                submissions.extend(self.submissions_of(JobseekerChange.model_validate(raw)))
+                change = JobseekerChange.model_validate(raw)
+                facts = self._facts(change)
             # ValueError: pydantic's ValidationError, the code lookups and the content rules;
             # OverflowError: a day such as 0001-01-01 has no start in UTC.
             except (ValueError, OverflowError) as error:
                 rejections.append(Rejection(_raw_id(raw), _reason(error)))
-        return MappedPage(submissions, rejections)
+                continue
+            submissions.extend(submission for _, submission in facts)
+            origins.extend(Origin(change.id, kind) for kind, _ in facts)
+        return MappedPage(submissions, origins, rejections)
 
     def submissions_of(self, change: JobseekerChange) -> list[Submission]:
         """The registration, and the plan when the row has one (in causal order)."""
+        return [submission for _, submission in self._facts(change)]
+
+    def _facts(self, change: JobseekerChange) -> list[tuple[str, Submission]]:
+        """The submissions of :meth:`submissions_of`, each with its fact (``kind``)."""
         code = change.personal_identity_code
         birth = parse_identity_code(code).birth_date
         registered = JobseekerRegistered(
@@ -223,13 +253,42 @@ class ChangeMapper:
             events.append((kind, agreed))
         self._check_content(change, [event for _, event in events])
         return [
-            Submission(
-                dedupe_key=self.dedupe_key(change.id, kind),
-                request_digest=self._pseudonymizer.keyed_digest(event.model_dump_json().encode()),
-                event=event,
+            (
+                kind,
+                Submission(
+                    dedupe_key=self.dedupe_key(change.id, kind),
+                    request_digest=self.fact_digest(event),
+                    event=event,
+                ),
             )
             for kind, event in events
         ]
+
+    def fact_digest(self, event: CustomerPathEvent) -> str:
+        """Keyed digest of what the fact says: all of the event but ``recorded_at``, which
+        moves whenever any part of the row changes, also a part that is another fact."""
+        content = event.model_dump_json(exclude={"envelope": {"recorded_at"}})
+        return self._pseudonymizer.keyed_digest(content.encode())
+
+    def correction_of(self, submission: Submission, origin: Origin) -> Submission:
+        """*submission* as the correction of the fact first published under its key.
+
+        Same type and content, a new event id and key of the fact and this digest (so a
+        re-polled correction is a duplicate), and the first event of the fact as its cause.
+        """
+        digest = submission.request_digest
+        first = submission.event.envelope
+        envelope = first.model_copy(
+            update={
+                "event_id": self.event_id(origin.item_id, f"{origin.kind}:correction:{digest}"),
+                "causation_id": first.event_id,
+            }
+        )
+        return Submission(
+            dedupe_key=self.dedupe_key(origin.item_id, origin.kind, "correction", digest),
+            request_digest=digest,
+            event=submission.event.model_copy(update={"envelope": envelope}),
+        )
 
     def _check_content(self, change: JobseekerChange, events: list[CustomerPathEvent]) -> None:
         """The API's content rules (``content_violations``) on the events, and no identity code
@@ -248,8 +307,8 @@ class ChangeMapper:
     def event_id(self, item_id: str, kind: str) -> UUID:
         return uuid5(POLLER_NAMESPACE, f"{self.service.id}:{item_id}:{kind}")
 
-    def dedupe_key(self, item_id: str, kind: str) -> str:
-        return dedupe_key("poller", self.service.id, item_id, kind)
+    def dedupe_key(self, item_id: str, kind: str, *more: str) -> str:
+        return dedupe_key("poller", self.service.id, item_id, kind, *more)
 
     def _envelope(
         self,

@@ -1,9 +1,17 @@
 """The register poller: read a change feed over X-Road page by page and publish what it says.
 
-One page at a time: fetch the items after the saved cursor, map them to events, hand them to the
-sink, and only once the sink acknowledged them record the rejects and move the cursor. Whatever
-fails in between (network, provider, broker, a crash) leaves the cursor where it was, so the page
-is read again and the sink's dedupe keys turn the repeat into duplicates that write nothing.
+One page at a time: fetch the items after the cursor, map them to events, record the rejects,
+and hand the events to the sink together with the page's next cursor as a
+:class:`~hub.sink.SourcePosition`. The sink commits the events and the position in ONE Kafka
+transaction, as Kafka Connect's exactly-once source connectors commit their offsets: the page
+is either written with its cursor or not at all, so a poller killed at any moment resumes,
+from Kafka alone (an empty state directory, a new pod), exactly after the last page written.
+Whatever fails before the commit leaves the position where it was, and the page is read again.
+
+The sink refuses a whole call when one submission breaks its rules, naming the refused ones:
+a conflict (the fact's key with another digest) is a register correction, published as a new
+event (see :mod:`connectors.poller.mapping`); any other refusal (an event that cannot be
+encoded, an event id taken) rejects that item like a bad one; the rest is then sent again.
 
 Errors worth a retry (X-Road unavailable, 5xx, 429, sink unavailable) back off exponentially with
 full jitter, honouring Retry-After up to the cap; a success resets the backoff. A refusal (4xx),
@@ -29,12 +37,20 @@ from connectors.poller.client import (
     XRoadService,
     XRoadUnavailable,
 )
-from connectors.poller.cursor import CursorStore, RejectLog
-from connectors.poller.mapping import ChangeMapper, ChangePage
+from connectors.poller.cursor import LegacyCursorFile, RejectLog
+from connectors.poller.mapping import ChangeMapper, ChangePage, MappedPage, Origin, Rejection
 from hub.identity import Pseudonymizer
 from hub.logging import get_logger
 from hub.settings import HubSettings
-from hub.sink import EventSink, SinkUnavailable
+from hub.sink import (
+    EventSink,
+    IdempotencyConflict,
+    Receipt,
+    SinkUnavailable,
+    SourcePosition,
+    Submission,
+    SubmissionRefused,
+)
 
 log = get_logger(__name__)
 
@@ -81,11 +97,12 @@ class Backoff:
 
 @dataclass(frozen=True)
 class PageOutcome:
-    """What one acknowledged page did."""
+    """What one acknowledged page did; ``written`` counts ``corrections`` too."""
 
     items: int
     written: int
     duplicates: int
+    corrections: int
     rejected: int
     has_more: bool
 
@@ -98,6 +115,7 @@ class PollStats:
     items: int = 0
     written: int = 0
     duplicates: int = 0
+    corrections: int = 0
     rejected: int = 0
     errors: int = 0
 
@@ -106,11 +124,22 @@ class PollStats:
         self.items += page.items
         self.written += page.written
         self.duplicates += page.duplicates
+        self.corrections += page.corrections
         self.rejected += page.rejected
 
 
+@dataclass
+class _Pending:
+    """A submission on its way to the sink, with where it came from."""
+
+    submission: Submission
+    origin: Origin
+    correction: bool = False
+
+
 class RegisterPoller:
-    """Polls one X-Road change feed into an :class:`EventSink`, resuming from a durable cursor."""
+    """Polls one X-Road change feed into an :class:`EventSink`, resuming from the position the
+    sink committed with the events (``poller:<service id>``)."""
 
     def __init__(
         self,
@@ -119,8 +148,8 @@ class RegisterPoller:
         service: XRoadService,
         sink: EventSink,
         mapper: ChangeMapper,
-        cursor_store: CursorStore,
         reject_log: RejectLog,
+        legacy_cursor: LegacyCursorFile | None = None,
         page_size: int = 100,
         interval_s: float = 30.0,
         backoff: Backoff | None = None,
@@ -130,13 +159,17 @@ class RegisterPoller:
         self.service = service
         self.sink = sink
         self.mapper = mapper
-        self.cursor_store = cursor_store
         self.reject_log = reject_log
+        self.legacy_cursor = legacy_cursor
         self.page_size = page_size
         self.interval_s = interval_s
         self.backoff = backoff or Backoff(1.0, 60.0)
         self._sleep = sleep
-        self.cursor = cursor_store.load()
+        self.source = f"poller:{service.id}"
+        #: Where the feed is read up to; known once :meth:`resume` ran.
+        self.cursor: str | None = None
+        self._resumed = False
+        self._migrating = False
 
     @classmethod
     def from_settings(
@@ -154,8 +187,8 @@ class RegisterPoller:
             service=service,
             sink=sink,
             mapper=ChangeMapper(service, Pseudonymizer.from_settings(settings)),
-            cursor_store=CursorStore.for_service(settings.state_dir, service),
             reject_log=RejectLog.for_service(settings.state_dir, service),
+            legacy_cursor=LegacyCursorFile.for_service(settings.state_dir, service),
             page_size=settings.poller_page_size,
             interval_s=settings.poller_interval_s,
             backoff=Backoff(
@@ -164,8 +197,26 @@ class RegisterPoller:
             sleep=sleep,
         )
 
+    async def resume(self) -> str | None:
+        """Load the cursor: the sink's committed position, else an old cursor file (once)."""
+        cursor = await self.sink.position_of(self.source)
+        if cursor is None and self.legacy_cursor is not None:
+            cursor = await asyncio.to_thread(self.legacy_cursor.load)
+            self._migrating = cursor is not None
+            if self._migrating:
+                log.info(
+                    "poller.cursor_migrating",
+                    service=self.service.id,
+                    path=str(self.legacy_cursor.path),
+                )
+        self.cursor, self._resumed = cursor, True
+        log.info("poller.resumed", service=self.service.id, cursor=cursor)
+        return cursor
+
     async def poll_page(self) -> PageOutcome:
-        """Fetch, map and publish the page after the cursor; move the cursor once acknowledged."""
+        """Fetch, map and publish the page after the cursor, the next cursor in the same commit."""
+        if not self._resumed:
+            await self.resume()
         params: dict[str, str | int] = {"limit": self.page_size}
         if self.cursor is not None:
             params["after"] = self.cursor
@@ -178,27 +229,24 @@ class RegisterPoller:
             raise XRoadBadResponse(f"{self.service.id}: has_more but the cursor did not move")
 
         mapped = self.mapper.map_items(page.items)
-        receipts = await self.sink.submit(mapped.submissions) if mapped.submissions else []
-        # Acknowledged: from here on a crash only repeats this page, which the sink dedupes.
-        for rejection in mapped.rejections:
-            log.warning(
-                "poller.item_rejected",
-                service=self.service.id,
-                item_id=rejection.item_id,
-                reason=rejection.reason,
-            )
-        await asyncio.to_thread(self.reject_log.append, mapped.rejections, self.cursor)
+        await self._reject(mapped.rejections)
         next_cursor = page.next_cursor or self.cursor
-        if next_cursor is not None and next_cursor != self.cursor:
-            await asyncio.to_thread(self.cursor_store.save, next_cursor)
-            self.cursor = next_cursor
+        moved = next_cursor is not None and next_cursor != self.cursor
+        position = SourcePosition(self.source, next_cursor) if moved and next_cursor else None
+        receipts, corrections, refused = await self._publish(mapped, position)
+        # Committed: the events and the cursor are in Kafka together.
+        self.cursor = next_cursor
+        if position is not None and self._migrating and self.legacy_cursor is not None:
+            await asyncio.to_thread(self.legacy_cursor.retire)
+            self._migrating = False
 
         duplicates = sum(receipt.duplicate for receipt in receipts)
         outcome = PageOutcome(
             items=len(page.items),
             written=len(receipts) - duplicates,
             duplicates=duplicates,
-            rejected=len(mapped.rejections),
+            corrections=corrections,
+            rejected=len(mapped.rejections) + refused,
             has_more=page.has_more,
         )
         log.info(
@@ -207,10 +255,68 @@ class RegisterPoller:
             items=outcome.items,
             written=outcome.written,
             duplicates=outcome.duplicates,
+            corrections=outcome.corrections,
             rejected=outcome.rejected,
             has_more=outcome.has_more,
+            cursor=self.cursor,
         )
         return outcome
+
+    async def _publish(
+        self, mapped: MappedPage, position: SourcePosition | None
+    ) -> tuple[list[Receipt], int, int]:
+        """Submit the page with its position until the sink takes it: receipts, the number of
+        corrections among them, and the number of items the sink refused (rejected here).
+
+        Every round turns at least one submission into a correction (at most once each) or
+        drops an item, so this ends; a call with nothing left still commits the position.
+        """
+        pending = [_Pending(s, o) for s, o in zip(mapped.submissions, mapped.origins, strict=True)]
+        refused_items = 0
+        while True:
+            if not pending and position is None:
+                return [], 0, refused_items
+            try:
+                receipts = await self.sink.submit([p.submission for p in pending], position)
+            except SubmissionRefused as refusal:
+                if not refusal.indexes:
+                    raise  # a refusal that names nothing cannot be worked around here
+                if not isinstance(refusal, IdempotencyConflict):
+                    bad = {pending[index].origin.item_id for index in refusal.indexes}
+                    reason = f"refused by the event log: {refusal.reason}"
+                    await self._reject([Rejection(item_id, reason) for item_id in sorted(bad)])
+                    refused_items += len(bad)
+                    pending = [p for p in pending if p.origin.item_id not in bad]
+                    continue
+                for index in refusal.indexes:
+                    if pending[index].correction:
+                        raise  # a correction's key carries its digest: it cannot conflict
+                    item = pending[index]
+                    item.submission = self.mapper.correction_of(item.submission, item.origin)
+                    item.correction = True
+                    log.info(
+                        "poller.correction",
+                        service=self.service.id,
+                        item_id=item.origin.item_id,
+                        fact=item.origin.kind,
+                        corrects=str(item.submission.event.envelope.causation_id),
+                    )
+                continue
+            corrections = sum(
+                p.correction and not r.duplicate for p, r in zip(pending, receipts, strict=True)
+            )
+            return receipts, corrections, refused_items
+
+    async def _reject(self, rejections: list[Rejection]) -> None:
+        """Log and record rejects durably BEFORE the commit that moves the cursor past them."""
+        for rejection in rejections:
+            log.warning(
+                "poller.item_rejected",
+                service=self.service.id,
+                item_id=rejection.item_id,
+                reason=rejection.reason,
+            )
+        await asyncio.to_thread(self.reject_log.append, rejections, self.cursor)
 
     async def run(
         self,
