@@ -111,8 +111,9 @@ async def test_wrong_password_fails_with_an_authentication_error(
     assert not await broker_answers(settings, timeout_s=3)
 
 
+@pytest.mark.parametrize("command", [["topics", "describe"], ["serve", "--port", "0"]])
 def test_hub_command_with_wrong_password_says_authentication_failed(
-    scram_kafka: LocalKafka,
+    scram_kafka: LocalKafka, command: list[str]
 ) -> None:
     env = {
         "PATH": str(Path(sys.executable).parent),
@@ -123,7 +124,7 @@ def test_hub_command_with_wrong_password_says_authentication_failed(
         "HUB_KAFKA_SASL_PASSWORD": "not-the-password",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "hub", "topics", "describe"],
+        [sys.executable, "-m", "hub", *command],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -160,6 +161,51 @@ def test_a_command_in_production_with_the_development_secret_stops_with_one_line
     assert "development pseudonym secret" in result.stderr
     assert "without TLS" in result.stderr
     assert str(REPO_ROOT) not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["serve"], ["poll", "--once"], ["simulate", "--jobseekers", "1"]]
+)
+def test_long_running_commands_refuse_production_with_the_development_secret(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = _hub(tmp_path, command, HUB_ENVIRONMENT="production")
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "refuses the development pseudonym secret" in result.stderr
+
+
+def test_serve_in_development_warns_and_names_an_unreachable_kafka_in_one_line(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = _hub(
+        tmp_path, ["serve"], HUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}", HUB_LOG_JSON="false"
+    )
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "pseudonyms use the built-in development secret" in output
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
+        f"Error: cannot start the ingest API: 127.0.0.1:{port}: ConnectionRefusedError "
+        f"[Errno 111] Connect call failed ('127.0.0.1', {port})"
+    ]
+    assert "Traceback" not in output
+
+
+def _hub(folder: Path, command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *command],
+        env={"PATH": str(Path(sys.executable).parent), **env},
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _tls_scram(password: str | None = "p") -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from connectors.rest_api.app import create_app
 from connectors.rest_api.auth import IngestClients
 from hub.intake.enrolments import KafkaEnrolmentDirectory
+from hub.kafka.probe import connection_problem
 from hub.kafka.topics import ensure_topics
 from hub.logging import configure_logging, get_logger
 from hub.settings import HubSettings, get_settings
@@ -60,8 +62,14 @@ def serve_command(host: str | None, port: int) -> None:
         log.warning(warning)
     if settings.ingest_clients_file is None:
         log.warning("no HUB_INGEST_CLIENTS_FILE: every request will be refused (401)")
+    app = build_server_app(settings)
+    # Start-up needs Kafka (topics, receipts, enrolments): say in one line why it cannot be had
+    # (down, a refused SASL login, a failed TLS handshake) instead of a traceback from uvicorn.
+    problem = asyncio.run(connection_problem(settings))
+    if problem is not None:
+        raise click.ClickException(f"cannot start the ingest API: {problem.message}")
     uvicorn.run(
-        build_server_app(settings),
+        app,
         host=host or settings.api_host,
         port=port,
         log_config=None,
