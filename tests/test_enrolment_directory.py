@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -25,8 +26,13 @@ from hub.intake.requests import REQUEST_TYPES
 from hub.kafka.publisher import EventPublisher, open_publisher
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
+from hub.sink import EventSink
+from hub.sink.kafka import KafkaEventSink
+from tests.conftest import event_ids_in_log
 from tests.ingest_fakes import (
+    ESPOO_KEY,
     HELSINKI_CRM,
+    MUNICIPAL_KEY,
     NOW,
     PROVIDER_KEY,
     FakeSink,
@@ -39,7 +45,8 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "e" * 32
 OTHER_PROVIDER = "2345678-0"
-OTHER_SUBJECT = Pseudonymizer(SECRET).pseudonym("010516B903X")
+OTHER = "010516B903X"
+OTHER_SUBJECT = Pseudonymizer(SECRET).pseudonym(OTHER)
 
 
 def owner(event: ServiceEnrolled) -> Enrolment:
@@ -133,10 +140,12 @@ async def test_a_takeover_in_the_log_leaves_the_enrolment_with_its_first_maker(
         assert {e["enrolment_id"] for e in ignored} == {str(enrolment_id)}
 
 
-def report_app(settings: HubSettings, directory: KafkaEnrolmentDirectory) -> httpx.AsyncClient:
+def report_app(
+    settings: HubSettings, directory: KafkaEnrolmentDirectory, sink: EventSink | None = None
+) -> httpx.AsyncClient:
     app = create_app(
         settings,
-        FakeSink(),
+        sink or FakeSink(),
         make_clients(),
         directory,
         FixedClock(NOW),
@@ -146,11 +155,11 @@ def report_app(settings: HubSettings, directory: KafkaEnrolmentDirectory) -> htt
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test")
 
 
-async def report(http: httpx.AsyncClient) -> httpx.Response:
+async def report(http: httpx.AsyncClient, **changes: Any) -> httpx.Response:
+    body = copy.deepcopy(EXAMPLES["ServiceParticipationReported"])
+    body["payload"].update(changes.pop("payload", {}))
     return await http.post(
-        "/v1/providers/participation",
-        json=EXAMPLES["ServiceParticipationReported"],
-        headers=bearer(PROVIDER_KEY),
+        "/v1/providers/participation", json=body | changes, headers=bearer(PROVIDER_KEY)
     )
 
 
@@ -182,3 +191,47 @@ async def test_a_directory_that_has_not_caught_up_answers_503_with_retry_after(
                 await publisher.publish(event)
             accepted = await report(http)
             assert accepted.status_code == 202, accepted.text
+
+
+async def test_on_kafka_an_enrolment_is_its_makers_from_the_moment_it_is_accepted(
+    hub_settings: HubSettings,
+) -> None:
+    await ensure_topics(hub_settings)
+    sink = KafkaEventSink(hub_settings)
+    await sink.start()
+    try:
+        async with (
+            running(KafkaEnrolmentDirectory(hub_settings)) as directory,
+            report_app(hub_settings, directory, sink) as http,
+        ):
+            enrolment = copy.deepcopy(EXAMPLES["ServiceEnrolled"])
+            enrolment["payload"]["enrolment_id"] = new_id = str(uuid4())
+            path = "/v1/events/service-enrolled"
+            made = await http.post(path, json=enrolment, headers=bearer(MUNICIPAL_KEY))
+            assert made.status_code == 202, made.text
+            # At once, without waiting for the directory: the look-up reads the log to its end.
+            takeover = enrolment | {"municipality_code": "049", "personal_identity_code": OTHER}
+            taken = await http.post(path, json=takeover, headers=bearer(ESPOO_KEY))
+            assert taken.status_code == 403, taken.text
+            assert taken.json()["type"].endswith("/enrolment-taken")
+            bulk = await http.post(
+                "/v1/bulk",
+                json=[{"event_type": "ServiceEnrolled", **takeover}],
+                headers=bearer(ESPOO_KEY),
+            )
+            assert bulk.status_code == 403, bulk.text
+            assert [e["type"] for e in bulk.json()["errors"]] == ["enrolment-taken"]
+            again = await http.post(path, json=enrolment, headers=bearer(MUNICIPAL_KEY))
+            assert (again.status_code, again.json()) == (202, made.json())
+            someone_else = await report(
+                http, personal_identity_code=OTHER, payload={"enrolment_id": new_id}
+            )
+            assert someone_else.status_code == 403, someone_else.text
+            assert someone_else.json()["type"].endswith("/enrolment-person-mismatch")
+            reported = await report(http, payload={"enrolment_id": new_id})
+            assert reported.status_code == 202, reported.text
+    finally:
+        await sink.stop()
+    in_log = await event_ids_in_log(hub_settings)
+    assert sorted(in_log.values()) == [1, 1]
+    assert set(in_log) == {UUID(made.json()["event_id"]), UUID(reported.json()["event_id"])}

@@ -15,8 +15,10 @@ later record that names another provider, person or client is ignored with a war
 refuses to write one, but a race between two replicas or a writer that bypasses the API could).
 
 **Answers are about the log as it is now.** A look-up of an id the directory does not know asks
-the broker for the end of the log and waits (at most ``sync_timeout_s``) until the directory has
-read that far, so an enrolment acknowledged a moment ago, by any replica, is known. A directory
+the broker for the end of the log (its high watermark) and waits (at most ``sync_timeout_s``)
+until the directory has read past it, i.e. until every transaction written before the question
+is committed or aborted and read, so an enrolment acknowledged a moment ago, by any replica, is
+known. A directory
 that cannot get there (still reading the log after a start, or the broker unreachable) raises
 :class:`DirectoryCatchingUp`: the API answers 503 with Retry-After, never a refusal it would
 have to take back.
@@ -224,9 +226,12 @@ class KafkaEnrolmentDirectory:
         topic = self._settings.topic_customer_path
         partitions = [TopicPartition(topic, p) for p in await partition_ids(self._settings, topic)]
         reader = make_consumer(self._settings, group_id=None)
-        # End offsets are asked on a connection of their own: on the reader's, a question would
-        # queue behind its long-polling fetch (up to fetch_max_wait_ms, 500 ms, per look-up).
-        offsets = make_consumer(self._settings, group_id=None)
+        # The end a look-up waits for is the high watermark (read_uncommitted), not the last
+        # stable offset: a transaction's commit returns to the sink before its markers are on
+        # the partitions, so just after a 202 the stable end may not yet include the record.
+        # Asked on a connection of its own: on the reader's, a question would queue behind its
+        # long-polling fetch (up to fetch_max_wait_ms, 500 ms, per look-up).
+        offsets = make_consumer(self._settings, group_id=None, isolation_level="read_uncommitted")
         await reader.start()
         try:
             await offsets.start()
@@ -236,7 +241,7 @@ class KafkaEnrolmentDirectory:
                     reader.seek(tp, self._positions[tp])
                 else:
                     await reader.seek_to_beginning(tp)
-            start_end = await offsets.end_offsets(partitions)
+            start_end = await reader.end_offsets(partitions)  # committed as of the start
             for tp in partitions:
                 self._positions[tp] = await reader.position(tp)
             self._offsets = offsets
