@@ -17,7 +17,11 @@ from hub.settings import get_settings
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest retained event.")
 @click.option("--limit", type=int, default=None, help="Stop after this many records.")
 @click.option("--follow", is_flag=True, help="Keep waiting for new events.")
-@click.option("--reveal", is_flag=True, help="Show fields the schemas mark sensitive (pii).")
+@click.option(
+    "--reveal",
+    is_flag=True,
+    help="Show fields the schemas mark sensitive (pii) and identity codes anywhere else.",
+)
 def tail_command(from_beginning: bool, limit: int | None, follow: bool, reveal: bool) -> None:
     """One JSON line per record: position, key, headers and the decoded event."""
     settings = get_settings()
