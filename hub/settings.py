@@ -182,6 +182,12 @@ class HubSettings(BaseSettings):
     ingest_bulk_max_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest bulk request body in bytes."
     )
+    ingest_body_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive, from the first read: a slower "
+        "body is answered 408 and its connection closed.",
+    )
     api_host: str = Field(
         default="127.0.0.1",
         description="Address `hub serve` listens on (the container image sets 0.0.0.0).",

@@ -479,6 +479,31 @@ async def test_malformed_bodies(api: Api) -> None:
     assert api.sink.calls == 0
 
 
+async def test_numbers_and_headers_no_parser_takes_are_problems_not_500(api: Api) -> None:
+    """Python's int() refuses more than 4,300 digits with ValueError (not JSONDecodeError):
+    the JSON-array bulk's first pass gave 500 for it."""
+    huge = "1" * 5000
+    body = json.dumps([item("JobSearchEnded")])[:-2] + f', "n": {huge}}}]'
+    headers = {**bearer(MUNICIPAL_KEY), "Content-Type": "application/json"}
+    found = problem(
+        await api.http.post("/v1/bulk", content=body, headers=headers), 400, "malformed-json"
+    )
+    assert huge[:20] not in json.dumps(found)
+    ndjson = {**headers, "Content-Type": "application/x-ndjson"}
+    problem(
+        await api.http.post("/v1/bulk", content=body[1:-1], headers=ndjson), 400, "malformed-json"
+    )
+    single = json.dumps(EXAMPLES["JobSearchEnded"])[:-1] + f', "n": {huge}}}'
+    path = PATHS["JobSearchEnded"]
+    problem(await api.http.post(path, content=single, headers=headers), 400, "malformed-json")
+    for length in (b"9" * 5000, "²".encode("latin-1"), b"1e9"):  # "²".isdigit() holds
+        response = await api.http.post(
+            path, content=b"{}", headers={**headers, "Content-Length": length}
+        )
+        assert response.status_code < 500, response.text
+    assert api.sink.calls == 0
+
+
 async def test_unknown_paths_and_methods(api: Api) -> None:
     auth = bearer(MUNICIPAL_KEY)
     body = problem(

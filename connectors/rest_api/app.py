@@ -547,6 +547,7 @@ class _Ingest:
                 start = end + 1
             if start < len(chunk):
                 pieces.append(chunk[start:])
+            await items.pause()  # a server may hand over queued pieces without suspending
         if pieces:
             await take(b"".join(pieces))
         return items.result(), items.lines
@@ -559,8 +560,9 @@ PARSE_SLICE_S: Final = 0.005
 class _Items:
     """Bulk items validated one by one, their problems gathered; yields the loop as it goes.
 
-    Validating thousands of items is CPU work: every :data:`PARSE_SLICE_S` the reader gives the
-    event loop back, so one large bulk never stalls ``/health`` or other clients' requests.
+    Reading and validating thousands of items is CPU work: every :data:`PARSE_SLICE_S` the
+    reader gives the event loop back (:meth:`pause`), so one large bulk never stalls
+    ``/health`` or other clients' requests.
     """
 
     def __init__(self) -> None:
@@ -580,6 +582,10 @@ class _Items:
             self.syntax.extend(parsed.errors or [])
         else:
             self.invalid.extend(parsed.errors or [])
+        await self.pause()
+
+    async def pause(self) -> None:
+        """Let other tasks run if this request has run for a slice."""
         if time.perf_counter() - self._since >= PARSE_SLICE_S:
             await asyncio.sleep(0)
             self._since = time.perf_counter()
@@ -822,7 +828,11 @@ def create_app(
     known = {e.path for e in ENDPOINTS} | {BULK_PATH, "/health", "/ready", "/metrics"}
     known |= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
     app.add_middleware(
-        IngestEdge, metrics=metrics, bulk_max_bytes=settings.ingest_bulk_max_bytes, known=known
+        IngestEdge,
+        metrics=metrics,
+        bulk_max_bytes=settings.ingest_bulk_max_bytes,
+        body_read_timeout_s=settings.ingest_body_read_timeout_s,
+        known=known,
     )
     return app
 

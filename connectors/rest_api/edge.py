@@ -1,5 +1,6 @@
 """The ASGI edge of the ingest API: request ids, body limits, media types, access log."""
 
+import asyncio
 import re
 import time
 import uuid
@@ -27,6 +28,9 @@ log = get_logger(__name__)
 #: Method labels of the metrics; anything else is "other" (clients choose the method).
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_DIGITS = re.compile(r"[0-9]+")
+#: A Content-Length longer than this is beyond any limit (and beyond an int's cheap parse).
+_MAX_LENGTH_DIGITS: Final = 18
 
 
 # --- the edge: request id, limits, media types, access log, metrics ---------------------------
@@ -48,16 +52,25 @@ class IngestEdge:
     """Pure ASGI middleware around every request.
 
     It gives each request an id (a sane incoming X-Request-ID or a new one, echoed back), refuses
-    bodies that are too large or of the wrong media type before anything parses them, counts and
-    logs every answer, and turns any exception that escaped the handlers into a 500 problem.
+    bodies that are too large or of the wrong media type before anything parses them, gives a
+    body that trickles in *body_read_timeout_s* to arrive once the handler reads it (408, and
+    the connection closed: slow clients must not hold workers), counts and logs every answer,
+    and turns any exception that escaped the handlers into a 500 problem.
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: IngestMetrics, bulk_max_bytes: int, known: set[str]
+        self,
+        app: ASGIApp,
+        *,
+        metrics: IngestMetrics,
+        bulk_max_bytes: int,
+        body_read_timeout_s: float,
+        known: set[str],
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.bulk_max_bytes = bulk_max_bytes
+        self.body_read_timeout_s = body_read_timeout_s
         self.known = known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,7 +112,7 @@ class IngestEdge:
                 )
                 await response(scope, receive, send_with_id)
                 return
-            await self.app(scope, _limited(receive, limit), send_with_id)
+            await self.app(scope, _guarded(receive, limit, self.body_read_timeout_s), send_with_id)
         except Exception as error:
             if response_started:
                 raise
@@ -131,8 +144,9 @@ class IngestEdge:
     def _refuse(self, method: str, path: str, headers: Headers, limit: int) -> ProblemError | None:
         if method != "POST" or not path.startswith("/v1/"):
             return None
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        length = headers.get("content-length", "")
+        # ASCII digits only ("²".isdigit() holds), and no int() of a 5,000-digit header.
+        if _DIGITS.fullmatch(length) and (len(length) > _MAX_LENGTH_DIGITS or int(length) > limit):
             return ProblemError(
                 "content-too-large", f"the body is larger than this endpoint's {limit} bytes"
             )
@@ -147,17 +161,40 @@ class IngestEdge:
         )
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """*receive* that fails with 413 once the body exceeds *limit* (chunked bodies too)."""
-    total = 0
+def _guarded(receive: Receive, limit: int, timeout_s: float) -> Receive:
+    """*receive* that fails with 413 once the body exceeds *limit* (chunked bodies too) and with
+    408 when the body is not complete *timeout_s* after it was first read.
 
-    async def receive_limited() -> AsgiMessage:
-        nonlocal total
-        message = await receive()
+    The deadline is for the whole body, not for each piece: a client that sends a byte every few
+    seconds would pass any per-read timeout. Once the body is complete, reads (the server's
+    disconnect notice) wait as long as they must.
+    """
+    total = 0
+    deadline: float | None = None
+    complete = False
+
+    async def receive_guarded() -> AsgiMessage:
+        nonlocal total, deadline, complete
+        if complete:
+            return await receive()
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            log.info("request rejected", reason="request-timeout", bytes_read=total)
+            raise ProblemError(
+                "request-timeout",
+                f"the body did not arrive within {timeout_s:g} s; send it again, faster",
+                headers={"Connection": "close"},
+            ) from None
         if message["type"] == "http.request":
             total += len(message.get("body", b""))
             if total > limit:
                 raise StarletteHTTPException(413)
+            complete = not message.get("more_body", False)
         return message
 
-    return receive_limited
+    return receive_guarded

@@ -51,6 +51,7 @@ PROBLEM_TYPES: Final[Mapping[str, tuple[int, str]]] = {
     "unknown-event-type": (404, "No event type has this path"),
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "Not acceptable"),
+    "request-timeout": (408, "The body did not arrive in time"),
     "content-too-large": (413, "The body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation-error": (422, "The request does not match the schema"),
