@@ -42,6 +42,12 @@ class FeedState:
     #: Answer every request with this status (e.g. 403: no access rights).
     refuse_all: int | None = None
     retry_after_s: int = 2
+    #: Hold a page request after this cursor until ``release`` is set (``held`` says it came),
+    #: so a test can kill the poller at a known point (every earlier page acknowledged); the
+    #: held request is then dropped unanswered and unrecorded.
+    hold_after: str | None = None
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     requests: int = 0
     x_road_ids: list[str] = field(default_factory=list)
     clients: list[str] = field(default_factory=list)
@@ -77,6 +83,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"type": "Client.InvalidClientIdentifier", "message": "no client"})
             return
         query = parse_qs(url.query)
+        if state.hold_after is not None and query.get("after", [None])[0] == state.hold_after:
+            state.held.set()
+            state.release.wait(timeout=60)
+            self.close_connection = True  # its client was killed meanwhile: nothing to answer
+            return
         with state.lock:
             state.requests += 1
             number = state.requests
