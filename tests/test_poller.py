@@ -45,7 +45,7 @@ from hub.codes import employment_area_of
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
 from hub.serde.registry import SchemaRegistryClient, SchemaRegistryError
 from hub.settings import HubSettings, get_settings
-from hub.sink import Receipt, SourcePosition, Submission
+from hub.sink import EventNotWritable, Receipt, SourcePosition, Submission
 from tests.poller_fakes import (
     CLIENT_ID,
     SERVICE_ID,
@@ -490,6 +490,42 @@ def test_an_item_maps_to_registration_and_plan_with_stable_ids() -> None:
     assert 15 <= registered.event.payload.age_at_registration <= 75
 
 
+class _CannotEncode(MemorySink):
+    """Refuses the whole call, as the Kafka sink does, while it holds the events of one row."""
+
+    def __init__(self, row_id: str) -> None:
+        super().__init__()
+        self.bad_event = MAPPER.event_id(row_id, "registered")
+
+    async def submit(
+        self, submissions: Sequence[Submission], position: SourcePosition | None = None
+    ) -> list[Receipt]:
+        bad = [i for i, s in enumerate(submissions) if s.event.envelope.event_id == self.bad_event]
+        if bad:
+            raise EventNotWritable(bad)
+        return await super().submit(submissions, position)
+
+
+async def test_an_item_the_sink_refuses_is_rejected_and_the_rest_of_the_page_is_written(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    # A row with a plan: the rows that come back again later are those without one.
+    row_id = next(i["id"] for i in FEED.items if isinstance(i, dict) and i.get("plan"))
+    sink = _CannotEncode(row_id)
+    async with poller_for(settings_for(feed.url, tmp_path), sink) as poller:
+        stats = await poller.run(until_idle=True)
+    kept = {(item_id, kind) for item_id, kind in FEED.expected if item_id != row_id}
+    assert_exactly_once(sink, kept)
+    assert stats.rejected == len(FEED.bad_ids) + 1
+    reject_file = tmp_path / "poller" / f"{SERVICE.slug}.rejected.jsonl"
+    lines = [json.loads(line) for line in reject_file.read_text().splitlines()]
+    assert {
+        "item_id": row_id,
+        "reason": "refused by the event log: event-not-writable",
+    }.items() <= (next(line for line in lines if line["item_id"] == row_id).items())
+    assert saved_cursor(sink) == f"c{len(FEED.items)}"
+
+
 def _write_old_cursor_file(state_dir: Path, cursor: str, service: str = SERVICE_ID) -> Path:
     """A cursor file as versions before the Kafka positions wrote it."""
     path = LegacyCursorFile.for_service(state_dir, SERVICE).path
@@ -512,6 +548,14 @@ async def test_an_old_cursor_file_is_migrated_once_then_kafka_alone_decides(
     assert saved_cursor(sink) == f"c{3 * PAGE}"
     assert not old_file.exists()
     assert old_file.with_name(old_file.name + ".migrated").exists()
+
+    idle_dir = tmp_path / "idle"  # a feed with nothing after the old cursor retires it too
+    idle_file = _write_old_cursor_file(idle_dir, f"c{len(FEED.items)}")
+    idle_sink = MemorySink()
+    async with poller_for(settings_for(feed.url, idle_dir), idle_sink) as idle:
+        await idle.run(max_pages=1)
+    assert saved_cursor(idle_sink) == f"c{len(FEED.items)}"
+    assert not idle_file.exists()
 
     _write_old_cursor_file(tmp_path, "c1")  # a stale file (a restored volume) is not read
     async with poller_for(settings, sink) as later:

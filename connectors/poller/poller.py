@@ -231,7 +231,8 @@ class RegisterPoller:
         mapped = self.mapper.map_items(page.items)
         await self._reject(mapped.rejections)
         next_cursor = page.next_cursor or self.cursor
-        moved = next_cursor is not None and next_cursor != self.cursor
+        # A migrated cursor is committed even when the feed has nothing new, to retire the file.
+        moved = next_cursor != self.cursor or self._migrating
         position = SourcePosition(self.source, next_cursor) if moved and next_cursor else None
         receipts, corrections, refused = await self._publish(mapped, position)
         # Committed: the events and the cursor are in Kafka together.
