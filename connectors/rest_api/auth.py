@@ -338,20 +338,18 @@ async def denials(
     Raises :class:`~hub.intake.enrolments.DirectoryCatchingUp` (a 503, not a refusal) when
     the directory cannot answer for the log as it is now.
     """
-    scoped = [
-        (index, request)
-        for index, request in enumerate(requests)
-        if scope_denial(client, event_type_of(request)) is None
-    ]
+    scopes = [scope_denial(client, event_type_of(request)) for request in requests]
     wanted = {
         request.payload.enrolment_id
-        for _, request in scoped
-        if isinstance(request.payload, ServiceEnrolledPayload | ServiceParticipationReportedPayload)
+        for request, scope in zip(requests, scopes, strict=True)
+        if scope is None
+        and isinstance(
+            request.payload, ServiceEnrolledPayload | ServiceParticipationReportedPayload
+        )
     }
     known = dict(await enrolments.enrolments(wanted)) if wanted else {}
     found: list[tuple[int, Denial]] = []
-    for index, request in enumerate(requests):
-        scope = scope_denial(client, event_type_of(request))
+    for index, (request, scope) in enumerate(zip(requests, scopes, strict=True)):
         reasons = [scope] if scope else _data_denials(client, request, known, pseudonymizer)
         found.extend((index, reason) for reason in reasons)
     return found

@@ -193,7 +193,7 @@ class KafkaEnrolmentDirectory:
         if not self.caught_up.is_set():
             raise DirectoryCatchingUp("the enrolment directory is still reading the log")
 
-    def learn(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _learn(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Take one ServiceEnrolled record of the log."""
         if record.value is None:
             return
@@ -250,7 +250,7 @@ class KafkaEnrolmentDirectory:
                 for records in batches.values():
                     for record in records:
                         if ("ce_type", _ENROLLED_TYPE) in record.headers:
-                            self.learn(record)
+                            self._learn(record)
                 for tp in partitions:
                     self._positions[tp] = await reader.position(tp)
                 if not self.caught_up.is_set() and all(
