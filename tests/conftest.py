@@ -26,7 +26,7 @@ from uuid import UUID
 
 import pytest
 
-from hub.broker.local import LocalKafka, wait_for_kafka
+from hub.broker.local import BrokerTls, LocalKafka, wait_for_kafka
 from hub.kafka.reading import read_topic
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
@@ -168,18 +168,21 @@ def _local_kafka() -> Iterator[KafkaForTests]:
 
 
 @contextlib.contextmanager
-def started_local_kafka(**security: Any) -> Iterator[LocalKafka]:
+def started_local_kafka(tls: BrokerTls | None = None, **security: Any) -> Iterator[LocalKafka]:
     """A private local broker on free ports, stopped and deleted afterwards.
 
-    ``security``: ``kafka_security_protocol`` and ``kafka_sasl_*`` settings the broker demands
-    (see :class:`LocalKafka`); ``kafka.client_settings`` then carry them.
+    ``security``: ``kafka_security_protocol``, ``kafka_sasl_*`` and ``kafka_ssl_*`` settings the
+    broker demands (see :class:`LocalKafka`; ``tls`` is its own certificate for TLS);
+    ``kafka.client_settings`` then carry them.
     """
     state_dir = TEST_BROKERS_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     port, controller_port = _free_ports(2)
     settings = HubSettings(
         state_dir=state_dir, kafka_port=port, kafka_controller_port=controller_port, **security
     )
-    kafka = LocalKafka(settings, jar_cache=JAR_CACHE, tie_to_parent=True, progress=_progress)
+    kafka = LocalKafka(
+        settings, jar_cache=JAR_CACHE, tie_to_parent=True, progress=_progress, tls=tls
+    )
     try:
         result = kafka.start(timeout_s=120)
         _progress(f"test broker {result.bootstrap} ready in {result.elapsed_s:.1f} s")

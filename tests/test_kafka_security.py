@@ -7,17 +7,19 @@ cannot get in, so a factory that forgot them fails here.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from hub.broker.local import LocalKafka
+from hub.broker.local import BrokerTls, LocalKafka
 from hub.kafka.clients import make_admin, make_consumer, make_producer
 from hub.kafka.probe import broker_answers, connection_problem
 from hub.kafka.reading import read_topic
@@ -140,3 +142,145 @@ def test_hub_command_with_wrong_password_says_authentication_failed(
     assert f"refused the SASL login of user {USER}" in errors[0]
     assert "not-the-password" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- TLS with client certificates (mutual TLS), certificates made by openssl here ---------------
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _certificate_authority(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+    )
+    return key, cert
+
+
+def _signed(folder: Path, ca: tuple[Path, Path], name: str, usage: str) -> tuple[Path, Path]:
+    key, csr, cert = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.crt"
+    extensions = folder / f"{name}.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        f"keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n"
+    )
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca[1],
+        "-CAkey",
+        ca[0],
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-extfile",
+        extensions,
+    )
+    return key, cert
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+@pytest.fixture(scope="module")
+def tls_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKafka, Pki]]:
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is needed to make the test certificates")
+    folder = tmp_path_factory.mktemp("pki")
+    ca = _certificate_authority(folder, "te-hub-test-ca")
+    server_key, server_cert = _signed(folder, ca, "broker", "serverAuth,clientAuth")
+    client_key, client_cert = _signed(folder, ca, USER, "clientAuth")
+    keystore = folder / "broker.pem"  # Kafka's PEM keystore: the key, then the chain
+    keystore.write_text(server_key.read_text() + server_cert.read_text())
+    other_ca = _certificate_authority(folder, "some-other-ca")[1]
+    pki = Pki(ca[1], client_cert, client_key, other_ca)
+    with started_local_kafka(
+        tls=BrokerTls(keystore=keystore, truststore=ca[1]),
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=pki.ca,
+        kafka_ssl_certfile=pki.client_cert,
+        kafka_ssl_keyfile=pki.client_key,
+    ) as kafka:
+        yield kafka, pki
+
+
+async def test_clients_work_over_mutual_tls(tls_kafka: tuple[LocalKafka, Pki]) -> None:
+    kafka, pki = tls_kafka
+    settings = settings_for(
+        kafka.bootstrap,
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=pki.ca,
+        kafka_ssl_certfile=pki.client_cert,
+        kafka_ssl_keyfile=pki.client_key,
+    )
+
+    assert await connection_problem(settings) is None
+    assert settings.topic_customer_path in await ensure_topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_customer_path, b"over-tls", key=b"person")
+    finally:
+        await producer.stop()
+    records = [r.value async for r in read_topic(settings, settings.topic_customer_path)]
+    assert records == [b"over-tls"]
+
+
+async def test_a_client_without_a_certificate_is_refused(
+    tls_kafka: tuple[LocalKafka, Pki],
+) -> None:
+    kafka, pki = tls_kafka
+    settings = settings_for(kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=pki.ca)
+
+    assert not await broker_answers(settings, timeout_s=3)
+    problem = await connection_problem(settings, timeout_s=3)
+    assert problem is not None
+    assert problem.refused, problem.message
+    assert "want a client certificate (HUB_KAFKA_SSL_CERTFILE)" in problem.message
+
+
+async def test_a_broker_signed_by_another_ca_is_not_trusted(
+    tls_kafka: tuple[LocalKafka, Pki],
+) -> None:
+    kafka, pki = tls_kafka
+    settings = settings_for(
+        kafka.bootstrap,
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=pki.other_ca,
+        kafka_ssl_certfile=pki.client_cert,
+        kafka_ssl_keyfile=pki.client_key,
+    )
+
+    assert not await broker_answers(settings, timeout_s=3)
+    problem = await connection_problem(settings, timeout_s=3)
+    assert problem is not None
+    assert problem.refused
+    assert "TLS handshake" in problem.message
+    assert "CERTIFICATE_VERIFY_FAILED" in problem.message

@@ -13,11 +13,12 @@ Central jars with the local ``java``. Everything lives under ``<state_dir>/kafka
 
 The jar cache can live elsewhere (``jar_cache``) so the test broker reuses the demo broker's jars.
 
-With ``HUB_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT`` and a SCRAM mechanism the client listener
-authenticates with SASL/SCRAM, and the settings' user is the one SCRAM credential, written when
-the storage is formatted (``StorageTool format --add-scram``): the same settings then let the
-hub's clients in, and other credentials are refused. That is how the tests prove that every hub
-client carries the security settings; TLS listeners are a production broker's business.
+The client listener speaks the settings' ``HUB_KAFKA_SECURITY_PROTOCOL``. With SASL (a SCRAM
+mechanism) the settings' user is the one SCRAM credential, written when the storage is formatted
+(``StorageTool format --add-scram``); with TLS the broker needs a :class:`BrokerTls` (its PEM key
+and certificate, and the CA whose client certificates it requires). The same settings then let
+the hub's clients in, and other credentials are refused: that is how the tests prove that every
+hub client carries the security settings.
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ class BrokerStatus:
 
 
 @dataclass(frozen=True)
+class BrokerTls:
+    """The broker's side of TLS: a PEM file with its unencrypted key and certificate chain, and
+    the PEM CA whose certificates clients must present (mutual TLS) unless ``client_auth`` is off.
+    """
+
+    keystore: Path
+    truststore: Path
+    client_auth: bool = True
+
+
+@dataclass(frozen=True)
 class StartResult:
     bootstrap: str
     elapsed_s: float
@@ -122,10 +134,12 @@ class LocalKafka:
         jar_cache: Path | None = None,
         progress: Progress | None = None,
         tie_to_parent: bool = False,
+        tls: BrokerTls | None = None,
     ) -> None:
         """``jar_cache`` holds ``<version>/lib`` (default ``<state_dir>/kafka``). ``progress``
         receives human-readable lines (the CLI echoes them). ``tie_to_parent`` makes the broker
         get SIGTERM when this process dies (Linux), so a killed test run leaves no broker behind.
+        ``tls``: the broker's certificate, needed with an SSL or SASL_SSL protocol.
         """
         self.settings = settings
         self.home = settings.state_dir.resolve() / "kafka"
@@ -136,12 +150,16 @@ class LocalKafka:
         self._progress = progress
         self._tie_to_parent = tie_to_parent
         self._proc: subprocess.Popen[bytes] | None = None
-        if settings.kafka_security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT") or (
-            settings.kafka_uses_sasl and settings.kafka_sasl_mechanism not in SCRAM_MECHANISMS
-        ):
+        self.tls = tls
+        if settings.kafka_uses_sasl and settings.kafka_sasl_mechanism not in SCRAM_MECHANISMS:
             raise BrokerError(
-                "the local broker serves PLAINTEXT or SASL_PLAINTEXT with SCRAM-SHA-256/512, not "
-                f"{settings.kafka_security_protocol} {settings.kafka_sasl_mechanism or ''}".rstrip()
+                "the local broker authenticates SASL with SCRAM-SHA-256 or SCRAM-SHA-512, not "
+                f"{settings.kafka_sasl_mechanism}"
+            )
+        if settings.kafka_uses_tls and tls is None:
+            raise BrokerError(
+                f"HUB_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: the local broker "
+                "needs its own certificate for TLS (LocalKafka(tls=BrokerTls(...)))"
             )
         # What the hub's own clients (and the readiness probe) use to reach this broker.
         self.client_settings = settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
@@ -413,6 +431,7 @@ class LocalKafka:
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
             **self._sasl_config(),
+            **self._tls_config(),
             "log.dirs": str(self.data_dir),
             # One node: every internal topic has exactly one replica.
             "offsets.topic.replication.factor": "1",
@@ -442,6 +461,7 @@ class LocalKafka:
         if not self.settings.kafka_uses_sasl:
             return {}
         mechanism = str(self.settings.kafka_sasl_mechanism)
+        protocol = self.settings.kafka_security_protocol
         jaas = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f"username={_jaas_quote(self._scram_user()[0])} "
@@ -450,7 +470,19 @@ class LocalKafka:
         return {
             "sasl.enabled.mechanisms": mechanism,
             "sasl.mechanism.inter.broker.protocol": mechanism,
-            f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config": jaas,
+            f"listener.name.{protocol.lower()}.{mechanism.lower()}.sasl.jaas.config": jaas,
+        }
+
+    def _tls_config(self) -> dict[str, str]:
+        """TLS on the client listener from PEM files; the broker is its own client inside."""
+        if not self.settings.kafka_uses_tls or self.tls is None:
+            return {}
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls.keystore.resolve()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.tls.truststore.resolve()),
+            "ssl.client.auth": "required" if self.tls.client_auth else "none",
         }
 
     def _scram_user(self) -> tuple[str, str]:

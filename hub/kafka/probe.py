@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
@@ -92,22 +93,30 @@ async def connection_problem(
                 "check HUB_KAFKA_SSL_CAFILE, HUB_KAFKA_SSL_CERTFILE and HUB_KAFKA_SSL_KEYFILE",
                 refused=True,
             )
+        except KafkaConnectionError:  # the TCP connection was made, then the broker closed it
+            return _closed_on_us(server.strip(), settings)
         except (OSError, TimeoutError, KafkaError, ValueError) as e:
             problems.append(f"{server.strip()}: {type(e).__name__} {e}".rstrip())
             continue
         try:  # a plaintext client on a SASL or TLS listener only learns on its first request
             await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
-        except (OSError, TimeoutError, KafkaError) as e:
-            return ConnectionProblem(
-                f"Kafka at {server.strip()} accepts connections but closed this one on its first "
-                f"request ({type(e).__name__}): does the listener want another protocol than "
-                f"HUB_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}?",
-                refused=True,
-            )
+        except (OSError, TimeoutError, KafkaError):
+            return _closed_on_us(server.strip(), settings)
         finally:
             conn.close()
         return None
     return ConnectionProblem("; ".join(problems), refused=False)
+
+
+def _closed_on_us(server: str, settings: HubSettings) -> ConnectionProblem:
+    """A broker that accepts connections but drops ours wants something the settings lack."""
+    wants = f"another protocol than HUB_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    if settings.kafka_uses_tls and settings.kafka_ssl_certfile is None:
+        wants = f"a client certificate (HUB_KAFKA_SSL_CERTFILE), or {wants}"
+    return ConnectionProblem(
+        f"Kafka at {server} accepts connections but closed ours: does it want {wants}?",
+        refused=True,
+    )
 
 
 def _sasl_reason(error: KafkaError) -> str:
