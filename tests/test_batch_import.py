@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import io
 import json
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -39,7 +41,7 @@ from hub.codes import municipalities
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer, make_test_identity_code
 from hub.intake.convert import derived_event_id
 from hub.intake.examples import EXAMPLES, PERSON, REGISTRATION_EVENT_ID
-from hub.intake.requests import HELSINKI
+from hub.intake.requests import BULK_ITEM_ADAPTER, HELSINKI
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer
@@ -158,6 +160,76 @@ def assert_no_identity_code(text: str, codes: Sequence[str] = ()) -> None:
     assert not IDENTITY_CODE_PATTERN.search(text)
     for code in codes:
         assert code not in text
+
+
+def _vocabulary() -> frozenset[str]:
+    """Every word of the published contract: names and values a report may name itself."""
+    found: set[str] = set(ALL_COLUMNS) | set(EXAMPLES) | {"true", "false", "null"}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found.update(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str):
+            found.add(node)
+
+    walk(BULK_ITEM_ADAPTER.json_schema())
+    return frozenset(found)
+
+
+VOCABULARY = _vocabulary()
+
+
+def submitted_strings(path: Path) -> set[str]:
+    """What a file holds that is the sender's: every cell, JSON key and string value (for a line
+    that is not JSON, the line and its string literals) of 4 characters or more, the contract's
+    words aside."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                found.add(key)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str):
+            found.add(node)
+
+    text = path.read_bytes().decode("utf-8", "replace")
+    if path.suffix == ".csv" or path.suffix == ".txt":
+        for row in csv.reader(io.StringIO(text, newline="")):
+            found.update(row)
+    else:
+        for line in text.splitlines():
+            try:
+                walk(json.loads(line))
+            except ValueError:  # the line itself and its string literals
+                found.update([line.strip(), *re.findall(r'"((?:[^"\\]|\\.)*)"', line)])
+    return {s for s in found if len(s) >= 4 and s not in VOCABULARY}
+
+
+@pytest.fixture(autouse=True)
+def no_report_repeats_a_submitted_value(tmp_path: Path) -> Iterator[None]:
+    """After every import test: no reject report repeats anything the test's files held."""
+    yield
+    reports = [p for p in tmp_path.rglob("*") if p.is_file() and _is_report(p)]
+    inputs = [p for p in tmp_path.rglob("*") if p.is_file() and p not in reports]
+    sent = set().union(*(submitted_strings(p) for p in inputs)) if inputs else set()
+    for report in reports:
+        text = report.read_text(encoding="utf-8")
+        leaked = sorted(s for s in sent if s in text)
+        assert not leaked, f"{report.name} repeats submitted values: {leaked[:5]}"
+
+
+def _is_report(path: Path) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as file:
+        return file.readline().strip() == "line,field,reason"
 
 
 # --- happy paths ------------------------------------------------------------------------------
@@ -319,6 +391,59 @@ async def test_an_event_id_reused_for_other_content_is_rejected(tmp_path: Path) 
     assert (counts.published, counts.duplicates, counts.rejected_rows) == (0, 1, 1)
     assert report_rows(summary)[0][:2] == (2, "event_id")
     assert len(sink.log) == 1
+
+
+async def test_what_a_line_holds_is_never_repeated_and_no_parse_error_escapes(
+    tmp_path: Path,
+) -> None:
+    """A 5,000-digit number made the import die with a traceback (ValueError, not
+    JSONDecodeError), nothing published; values were quoted in the reasons."""
+    huge = "1" * 5000
+    lines: list[dict[str, Any] | str | bytes] = [
+        item("JobseekerRegistered"),  # 1
+        json.dumps(item("JobSearchEnded"))[:-1] + f', "n": {huge}}}',  # 2
+        item("JobOfferMade", payload={"employer_business_id": "Matti Meikalainen"}),  # 3
+        item("JobSearchEnded", payload={"Matti_Meikalainen_note": "x"}),  # 4: unknown key
+        item("JobSearchEnded", personal_identity_code="310290-9022"),  # 5: 31.2. is no date
+        item("JobSearchEnded", personal_identity_code="010594Y9033"),  # 6: check character
+        item("EmploymentStarted"),  # 7
+    ]
+    path = write_ndjson(tmp_path / "echo.ndjson", lines)
+    sink = MemorySink()
+
+    summary = await _import(path, sink)
+
+    found = report_rows(summary)
+    assert [(line, field, reason.split(":")[0]) for line, field, reason in found] == [
+        (2, "", "json_invalid"),
+        (3, "payload.employer_business_id", "value_error"),
+        (4, "payload", "extra_forbidden"),
+        (5, "personal_identity_code", "value_error"),
+        (6, "personal_identity_code", "value_error"),
+    ]
+    assert [e.event_type for e in sink.log] == ["JobseekerRegistered", "EmploymentStarted"]
+    report = summary.reject_report.read_text(encoding="utf-8")
+    for part in ("Matti", "Meikalainen", "31.02", "1990", "expected", huge[:10]):
+        assert part not in report
+
+
+def test_a_csv_without_a_header_is_refused_without_its_first_row(tmp_path: Path) -> None:
+    rows = [jobseeker(n) for n in range(3)]
+    with_header = write_csv(tmp_path / "x.csv", rows)
+    path = tmp_path / "no-header.csv"
+    path.write_text(with_header.read_text().split("\n", 1)[1])
+    cells = [c for c in rows[0].values() if len(c) >= 2]
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text(",".join([*ALL_COLUMNS, "Etu0", "Etu0"]) + "\n")
+
+    for refused, reason in ((path, "lacks column"), (repeated, None)):
+        with pytest.raises(ImportUsageError, match=reason or "position") as raised:
+            asyncio.run(_import(refused, MemorySink()))
+        message = str(raised.value)
+        assert not [c for c in cells if c in message], message
+    assert "Etu0" not in message
+    n = len(ALL_COLUMNS)
+    assert f"position {n + 1}, the column at position {n + 2}" in message
 
 
 # --- exactly once -------------------------------------------------------------------------------
@@ -496,6 +621,22 @@ def test_command_exit_codes(tmp_path: Path, fake_kafka: MemorySink) -> None:
     assert "duplicates skipped  6" in again.output
     assert len(fake_kafka.log) == 6
     assert {e.envelope.source_system for e in fake_kafka.log} == {"urn:fi:te-hub:import:good.csv"}
+
+
+def test_the_command_reports_a_line_no_parser_takes(tmp_path: Path, fake_kafka: MemorySink) -> None:
+    huge = "1" * 5000
+    path = write_ndjson(
+        tmp_path / "huge.ndjson",
+        [json.dumps(item("JobSearchEnded"))[:-1] + f', "n": {huge}}}', item("EmploymentStarted")],
+    )
+
+    result = CliRunner().invoke(batch_cli.import_command, [str(path)])
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "events published    1" in result.output
+    assert "rows rejected       1" in result.output
+    assert len(fake_kafka.log) == 1
 
 
 # --- on the real broker ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fuzz the ingest API from its own OpenAPI document: no input may give a 5xx or echo a code.
+"""Fuzz the ingest API from its own OpenAPI document: no input may give a 5xx or be echoed.
 
 Schemathesis generates valid and invalid requests for every operation (explicit examples,
 boundary "coverage" cases and random fuzzing) and sends them with a valid API key for the
@@ -7,6 +7,9 @@ response checks run too (documented status codes, media types, response schemas,
 rejected), except two that cannot hold here: ``positive_data_acceptance`` (schema-valid data is
 still refused by checksums, rules and scopes, which a JSON schema cannot express) and
 ``ignored_auth`` (it reuses the valid key this test injects). Authentication has its own tests.
+Every problem response is checked against the case's body: no string the client sent (every
+string value and every key name, at any depth, of 4 characters or more) may appear in it, the
+contract's own words (names, enum values, patterns of the OpenAPI document) aside.
 Deselect with ``-m "not fuzz"``.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,6 +49,53 @@ APP = create_app(
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 CASES: Counter[str] = Counter()
 STATUSES: Counter[int] = Counter()
+#: Problem responses checked for echoes, and the submitted strings looked for in them.
+ECHO_CHECKS: Counter[str] = Counter()
+
+
+def _strings(node: Any, skip: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Every string in a JSON-like value, at any depth, and every key (but not the values
+    under the keys in *skip*)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str):
+                yield key
+            if key not in skip:
+                yield from _strings(value, skip)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _strings(value, skip)
+    elif isinstance(node, str):
+        yield node
+
+
+#: The words of the published contract (names, enum values, patterns, not its examples and
+#: prose): a problem may name fields and allowed values, which a client may send as well.
+VOCABULARY = frozenset(
+    _strings(APP.openapi(), skip=frozenset({"example", "examples", "description"}))
+) | {"true", "false", "null"}
+
+
+def _submitted(case: schemathesis.Case) -> set[str]:
+    """The case's strings of 4 characters or more that are not (part of) a contract word."""
+    body = case.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return {s for s in _strings(body) if len(s) >= 4 and not any(s in word for word in VOCABULARY)}
+
+
+def assert_nothing_echoed(case: schemathesis.Case, response: Any) -> None:
+    """No problem response holds a string the client sent (its request id aside)."""
+    if response.status_code < 400:
+        return
+    problem = json.loads(response.text)
+    problem.pop("instance", None)  # the server's id of the request
+    answered = list(_strings(problem))
+    sent = _submitted(case)
+    echoed = sorted(s for s in sent if any(s in text for text in answered))
+    ECHO_CHECKS["responses"] += 1
+    ECHO_CHECKS["strings"] += len(sent)
+    assert not echoed, f"{case.operation.label} echoed {echoed[:3]} in {response.text[:500]}"
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -80,6 +131,7 @@ def test_no_input_gives_a_server_error(case: schemathesis.Case) -> None:
     STATUSES[response.status_code] += 1
     assert response.status_code < 500, response.text
     assert not IDENTITY_CODE_PATTERN.search(response.text), "an identity code was echoed"
+    assert_nothing_echoed(case, response)
 
 
 @pytest.mark.fuzz
@@ -91,3 +143,6 @@ def test_the_fuzz_ran_enough_cases() -> None:
     print(f"fuzz: {total} cases over {len(CASES)} operations; statuses {dict(STATUSES)}")
     assert total >= MIN_TOTAL_CASES, dict(CASES)
     assert STATUSES[202] > 0, "no generated request was accepted"
+    print(f"echo checks: {dict(ECHO_CHECKS)}")
+    assert ECHO_CHECKS["responses"] >= MIN_TOTAL_CASES // 2, dict(ECHO_CHECKS)
+    assert ECHO_CHECKS["strings"] > 0

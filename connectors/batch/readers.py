@@ -284,7 +284,10 @@ _NO_DATE: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class CsvLayout:
-    """The columns of a CSV extract, in file order, as checked against the documented layout."""
+    """The columns of a CSV extract, in file order, as checked against the documented layout.
+
+    ``ignored`` are the 1-based positions of the columns the layout does not document.
+    """
 
     columns: tuple[str, ...]
     has_plans: bool
@@ -292,21 +295,32 @@ class CsvLayout:
 
 
 def csv_layout(header: Sequence[str]) -> CsvLayout:
-    """Check a header row; raises :class:`ImportUsageError` naming every missing column."""
+    """Check a header row; raises :class:`ImportUsageError` naming every missing column.
+
+    Only documented column names are repeated back; any other cell of the first row is named
+    by its position: a file without a header has a person's data there.
+    """
     columns = tuple(name.strip().lower() for name in header)
     if not any(columns):
         raise ImportUsageError("the CSV file has no header row")
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        raise ImportUsageError(f"the CSV header repeats column(s): {', '.join(repeated)}")
     missing = [c for c in JOBSEEKER_COLUMNS if c not in columns]
     has_plans = any(c in columns for c in PLAN_COLUMNS + OPTIONAL_PLAN_COLUMNS)
     if has_plans:
         missing += [c for c in PLAN_COLUMNS if c not in columns]
     if missing:
         plans = " (a file with plan columns needs all of them)" if has_plans else ""
-        raise ImportUsageError(f"the CSV header lacks column(s): {', '.join(missing)}{plans}")
-    ignored = tuple(redact_text(c) for c in columns if c not in ALL_COLUMNS)
+        raise ImportUsageError(
+            f"the CSV header lacks column(s): {', '.join(missing)}{plans}; is the first row "
+            "the header?"
+        )
+    repeated = [
+        c if c in ALL_COLUMNS else f"the column at position {i}"
+        for i, c in enumerate(columns, 1)
+        if columns.count(c) > 1 and (c not in ALL_COLUMNS or columns.index(c) == i - 1)
+    ]
+    if repeated:
+        raise ImportUsageError(f"the CSV header repeats column(s): {', '.join(repeated)}")
+    ignored = tuple(str(i) for i, c in enumerate(columns, 1) if c not in ALL_COLUMNS)
     return CsvLayout(columns, has_plans, ignored)
 
 

@@ -124,5 +124,6 @@ def summary_lines(summary: ImportSummary) -> list[str]:
         f"  reject report       {summary.reject_report} ({counts.problems:,} problem(s))",
     ]
     if summary.ignored_columns:
-        lines.append(f"  ignored columns     {', '.join(summary.ignored_columns)}")
+        positions = ", ".join(summary.ignored_columns)
+        lines.append(f"  ignored columns     at position(s) {positions} (not in the layout)")
     return lines
