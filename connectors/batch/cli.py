@@ -167,8 +167,8 @@ def import_command(
     source_system = source or default_source_system(file)
     if not _is_uri(source_system):
         raise click.BadParameter("must be a URI, e.g. urn:fi:kunta:091:asti", param_hint="--source")
-    if settings.uses_dev_secret:
-        log.warning("pseudonyms use the built-in development secret; set HUB_PSEUDONYM_SECRET")
+    for warning in settings.development_warnings():
+        log.warning(warning)
     options = ImportOptions(
         pseudonymizer=Pseudonymizer.from_settings(settings),
         source_system=source_system,

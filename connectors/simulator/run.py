@@ -36,8 +36,8 @@ async def run_simulation(
     settings: HubSettings, config: SimulationConfig, console: Console | None = None
 ) -> PublishSummary:
     console = console or Console(stderr=True)
-    if settings.uses_dev_secret:
-        log.warning("pseudonyms use the built-in development secret; set HUB_PSEUDONYM_SECRET")
+    for warning in settings.development_warnings():
+        log.warning(warning)
     created = await ensure_topics(settings)
     if created:
         console.print(f"created topics: {', '.join(created)}")
