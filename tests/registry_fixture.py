@@ -19,7 +19,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from hub.broker.registry import APICURIO_VERSION, LocalRegistry
+from hub.broker.registry import (
+    APICURIO_VERSION,
+    LocalRegistry,
+    RegistryStart,
+    RegistryStartError,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_CACHE = REPO_ROOT / ".hub" / "apicurio"
@@ -36,16 +41,13 @@ class ApicurioForTests:
 @pytest.fixture(scope="session")
 def apicurio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApicurioForTests]:
     """Apicurio Registry for the whole session (in-memory storage, compatibility BACKWARD)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    registry = LocalRegistry(
-        APP_CACHE,
-        port=port,
-        log_file=tmp_path_factory.mktemp("apicurio") / "registry.log",
-        progress=_progress,
-    )
-    started = registry.start(timeout_s=180)
+    log_dir = tmp_path_factory.mktemp("apicurio")
+    try:
+        registry, started = _start(log_dir / "registry.log")
+    except RegistryStartError as first:
+        # A free port can be taken by another process before the JVM binds it: one more try.
+        _progress(f"first start failed, trying another port: {first}")
+        registry, started = _start(log_dir / "registry-2.log")
     _progress(
         f"Apicurio Registry {APICURIO_VERSION} on {started.url} ready in "
         f"{started.elapsed_s:.1f} s (java {started.java})"
@@ -69,6 +71,14 @@ def schema_registry(apicurio: ApicurioForTests) -> str:
             client.delete(path, params={"permanent": "true"}).raise_for_status()
         assert client.get("/subjects").json() == []
     return apicurio.url
+
+
+def _start(log_file: Path) -> tuple[LocalRegistry, RegistryStart]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    registry = LocalRegistry(APP_CACHE, port=port, log_file=log_file, progress=_progress)
+    return registry, registry.start(timeout_s=180)
 
 
 def _progress(message: str) -> None:

@@ -11,12 +11,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from connectors.simulator import SimulationConfig, simulate
 from connectors.simulator.paths import in_time_order
+from hub.events.customer_path import ServiceEnrolled
 from hub.identity import Pseudonymizer
+from hub.intake.enrolments import KafkaEnrolmentDirectory
 from hub.kafka.publisher import open_publisher
 from hub.kafka.topics import ensure_topics
 from hub.serde import default_catalog
@@ -110,3 +113,22 @@ async def test_hub_tail_reads_both_framings_with_and_without_the_registry(
         assert f"registry schema id {schema_id}: " in entry["error"]
         assert "needs the schema registry" in entry["error"]
         assert "HUB_SCHEMA_REGISTRY_URL" in entry["error"]
+
+
+async def test_enrolment_directory_learns_enrolments_of_both_framings(
+    hub_settings: HubSettings, schema_registry: str, tmp_path: Path
+) -> None:
+    log = await write_mixed_log(hub_settings, schema_registry, tmp_path)
+    enrolled = {
+        when: [UUID(str(e.payload.enrolment_id)) for e in events if isinstance(e, ServiceEnrolled)]
+        for when, events in (("before", log.before), ("after", log.after))
+    }
+    assert enrolled["before"]
+    assert enrolled["after"]
+    directory = KafkaEnrolmentDirectory(log.with_registry)
+    directory.start()
+    try:
+        found = await directory.enrolments(enrolled["before"] + enrolled["after"])
+    finally:
+        await directory.stop()
+    assert set(found) == set(enrolled["before"]) | set(enrolled["after"])
