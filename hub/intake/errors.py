@@ -77,8 +77,8 @@ _OWN_DETAIL: Final[Mapping[str, str]] = {
     "extra_forbidden": "holds a field the schema does not define (its name is not repeated)",
     "union_tag_invalid": "the {discriminator} is not one of {expected_tags}",
     "json_invalid": "the text is not valid JSON",
-    "too_short": "{field_type} should have at least {min_length} item{expected_plural}",
-    "too_long": "{field_type} should have at most {max_length} item{expected_plural}",
+    "too_short": "{field_type} should have at least {min_length} item(s)",
+    "too_long": "{field_type} should have at most {max_length} item(s)",
     "timezone_offset": "a UTC offset of {tz_expected} is required",
     "bytes_invalid_encoding": "the data should be valid {encoding}",
 }
@@ -114,15 +114,17 @@ def _detail(error_type: str, error: Mapping[str, Any]) -> str:
         return _PARSE_DETAIL[error_type]
     if error_type in ("value_error", "assertion_error"):
         return str(ctx.get("error", "the value is not valid here"))
+    template = _OWN_DETAIL.get(error_type)
     try:
-        template = _OWN_DETAIL.get(error_type)
         if template is not None:
             return template.format(**trusted)
         return PydanticKnownError(error_type, trusted or None).message()  # type: ignore[arg-type]
-    except KeyError:  # not one of pydantic's types: the hub's own, worded without the value
-        return str(error.get("msg", "the value is not valid here"))
-    except TypeError:  # context missing (the untrusted part was dropped)
-        return f"does not match the schema ({error_type})"
+    except KeyError:
+        if template is None:  # not one of pydantic's types: the hub's own, worded without value
+            return str(error.get("msg", "the value is not valid here"))
+    except TypeError:  # context the template needs is missing
+        pass
+    return f"does not match the schema ({error_type})"
 
 
 def field_errors(
