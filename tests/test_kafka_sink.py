@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,19 @@ from connectors.simulator import SimulationConfig, simulate
 from hub.broker.local import LocalKafka
 from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
+from hub.kafka.clients import make_producer
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
 from hub.sink import (
     EventIdTaken,
     EventNotWritable,
     IdempotencyConflict,
+    Receipt,
     SinkUnavailable,
     SourcePosition,
     Submission,
 )
-from hub.sink.kafka import open_kafka_sink
+from hub.sink.kafka import encode_receipt, open_kafka_sink
 from hub.sink.receipt_store import SqliteReceipts, store_path
 from tests.conftest import event_ids_in_log, settings_for
 
@@ -186,6 +189,59 @@ async def test_receipts_are_kept_on_disk_and_a_restart_reads_only_what_is_new(
     assert await event_ids_in_log(hub_settings) == Counter(e.envelope.event_id for e in events)
 
 
+async def _fill_receipts(settings: HubSettings, count: int) -> list[Receipt]:
+    """``count`` receipts written straight to the receipts topic, as years of traffic leave."""
+    receipts = [
+        Receipt(f"old:{i}", uuid.uuid4(), f"digest-{i}", duplicate=True) for i in range(count)
+    ]
+    producer = make_producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        for receipt in receipts:
+            await producer.send(
+                settings.topic_ingest_receipts,
+                key=receipt.dedupe_key.encode(),
+                value=encode_receipt(receipt),
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return receipts
+
+
+async def test_a_large_receipts_topic_never_livelocks_writes_after_an_outage(
+    private_kafka: LocalKafka, tmp_path: Path
+) -> None:
+    """Reading the receipts takes longer than a write may; after a failed write the sink must
+    not re-read them inside the write's timeout (every write would time out, forever)."""
+    settings = settings_for(
+        private_kafka.bootstrap, ingest_write_timeout_s=1, state_dir=tmp_path / "state"
+    )
+    await ensure_topics(settings)
+    old = await _fill_receipts(settings, 150_000)
+    events = _events(4)
+    async with open_kafka_sink(settings) as sink:
+        assert sink.known_receipts == len(old)
+        await sink.submit([_submission(events[0])])
+        await asyncio.to_thread(private_kafka.stop)
+        with pytest.raises(SinkUnavailable):
+            await sink.submit([_submission(events[1])])
+        await asyncio.to_thread(private_kafka.start)
+        written = None
+        for _ in range(60):  # each try fails within about 1 s while Kafka comes back
+            try:
+                written = await sink.submit([_submission(e) for e in events[1:]])
+                break
+            except SinkUnavailable:
+                await asyncio.sleep(0.5)
+        assert written is not None, "no write got through after the outage"
+        [again] = await sink.submit(
+            [Submission(old[7].dedupe_key, old[7].request_digest, events[0])]
+        )
+        assert again.duplicate
+        assert again.event_id == old[7].event_id
+
+
 async def test_source_position_commits_with_the_events_and_alone(
     hub_settings: HubSettings,
 ) -> None:
@@ -238,7 +294,7 @@ WRITER = """
 import asyncio, sys
 from connectors.simulator import SimulationConfig, simulate
 from hub.identity import Pseudonymizer
-from hub.sink.kafka import open_kafka_sink
+from hub.sink.kafka import encode_receipt, open_kafka_sink
 from hub.sink.receipt_store import SqliteReceipts, store_path
 from hub.sink import Submission
 from hub.logging import configure_logging
@@ -277,6 +333,7 @@ async def test_writer_killed_mid_load_then_retried_writes_every_event_once(
         "HUB_TOPIC_CUSTOMER_PATH": hub_settings.topic_customer_path,
         "HUB_TOPIC_INGEST_RECEIPTS": hub_settings.topic_ingest_receipts,
         "HUB_TOPIC_SOURCE_POSITIONS": hub_settings.topic_source_positions,
+        "HUB_STATE_DIR": str(tmp_path / "writer-state"),
         "HUB_INGEST_TRANSACTIONAL_ID": hub_settings.ingest_transactional_id,
         "HUB_LOG_LEVEL": "WARNING",
     }

@@ -280,7 +280,7 @@ class KafkaEventSink:
         """
         if isinstance(self._serializer, ConfluentSerializer):
             await self._serializer.aprepare()  # encoding never waits for the registry
-        await self._bounded_producer()
+        await self._ready_producer()  # unbounded: a new cluster creates its transaction log
         self._follower.start()
         self._writer = asyncio.create_task(self._write_loop(), name="kafka-sink-writer")
         await self._follower.caught_up_once.wait()
