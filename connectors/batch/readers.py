@@ -119,13 +119,13 @@ class Row:
 def _problems(
     error: ValidationError, line: int, field_of: FieldOf, *, tagged: bool = False
 ) -> list[Problem]:
-    """Pydantic errors as problems; ``field_errors`` strips the sent values from the messages.
+    """Pydantic errors as problems, worded by ``field_errors`` without the values sent.
 
     *tagged*: the model was a bulk item, whose loc starts with the ``event_type`` tag.
     """
     found = []
     for item in field_errors(
-        error.errors(include_input=True, include_url=False),
+        error.errors(include_input=False, include_url=False),
         tag_at=0 if tagged else None,
         in_body=False,
     ):
