@@ -204,13 +204,14 @@ def _signed(folder: Path, ca: tuple[Path, Path], name: str, usage: str) -> tuple
 @dataclass(frozen=True)
 class Pki:
     ca: Path
+    broker_keystore: Path
     client_cert: Path
     client_key: Path
     other_ca: Path
 
 
 @pytest.fixture(scope="module")
-def tls_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKafka, Pki]]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     if shutil.which("openssl") is None:
         pytest.fail("the openssl command is needed to make the test certificates")
     folder = tmp_path_factory.mktemp("pki")
@@ -220,9 +221,13 @@ def tls_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalK
     keystore = folder / "broker.pem"  # Kafka's PEM keystore: the key, then the chain
     keystore.write_text(server_key.read_text() + server_cert.read_text())
     other_ca = _certificate_authority(folder, "some-other-ca")[1]
-    pki = Pki(ca[1], client_cert, client_key, other_ca)
+    return Pki(ca[1], keystore, client_cert, client_key, other_ca)
+
+
+@pytest.fixture(scope="module")
+def tls_kafka(pki: Pki) -> Iterator[tuple[LocalKafka, Pki]]:
     with started_local_kafka(
-        tls=BrokerTls(keystore=keystore, truststore=ca[1]),
+        tls=BrokerTls(keystore=pki.broker_keystore, truststore=pki.ca),
         kafka_security_protocol="SSL",
         kafka_ssl_cafile=pki.ca,
         kafka_ssl_certfile=pki.client_cert,
@@ -284,3 +289,51 @@ async def test_a_broker_signed_by_another_ca_is_not_trusted(
     assert problem.refused
     assert "TLS handshake" in problem.message
     assert "CERTIFICATE_VERIFY_FAILED" in problem.message
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl_kafka(pki: Pki) -> Iterator[LocalKafka]:
+    """The production shape (deploy/k8s): TLS without client certificates, SCRAM-SHA-512 over it."""
+    with started_local_kafka(
+        tls=BrokerTls(keystore=pki.broker_keystore, truststore=pki.ca, client_auth=False),
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username=USER,
+        kafka_sasl_password=PASSWORD,
+        kafka_ssl_cafile=pki.ca,
+    ) as kafka:
+        yield kafka
+
+
+@pytest.mark.parametrize(("password", "works"), [(PASSWORD, True), ("not-the-password", False)])
+async def test_scram_over_tls_as_in_production(
+    sasl_ssl_kafka: LocalKafka, pki: Pki, password: str, works: bool
+) -> None:
+    settings = settings_for(
+        sasl_ssl_kafka.bootstrap,
+        environment="production",
+        pseudonym_secret="a-production-like-secret-0123456789",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username=USER,
+        kafka_sasl_password=password,
+        kafka_ssl_cafile=pki.ca,
+    )
+
+    problem = await connection_problem(settings)
+    if not works:
+        assert problem is not None
+        assert f"refused the SASL login of user {USER}" in problem.message
+        return
+    assert problem is None
+    await ensure_topics(settings)
+    producer = make_producer(settings, transactional_id=f"test-sasl-ssl-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send(settings.topic_customer_path, b"sasl-ssl", key=b"person")
+    finally:
+        await producer.stop()
+    assert [r.value async for r in read_topic(settings, settings.topic_customer_path)] == [
+        b"sasl-ssl"
+    ]
