@@ -518,7 +518,9 @@ class _Ingest:
         self._check_count(len(data))
         items = _Items()
         for index, value in enumerate(data):
-            await items.take(to_json(value), index=index)
+            # Each item as JSON text again, for strict JSON validation; 1e400 (which the
+            # parser reads as infinity) becomes Infinity, which the item's parse refuses.
+            await items.take(to_json(value, inf_nan_mode="constants"), index=index)
         return items.result(), []
 
     async def _read_ndjson(self, request: Request) -> tuple[list[IngestRequest[Any]], list[int]]:
@@ -613,13 +615,26 @@ class _Items:
         return self.items
 
 
-def _malformed(error: ValueError, line: int | None = None) -> ProblemError:
-    """400 for JSON that cannot be parsed; the parser's reason names a place, never a value."""
+def _malformed(
+    error: ValueError, line: int | None = None, item: Sequence[str | int] = ()
+) -> ProblemError:
+    """400 for JSON that cannot be parsed; the parser's reason names a place, never a value.
+
+    *item* is the bulk item's index, where the reason's line and column count from.
+    """
     reason = redact_text(str(error))
     return ProblemError(
         "malformed-json",
         f"the body is not valid JSON: {reason}",
-        errors=[FieldError(line=line, type="json_invalid", detail=reason)],
+        errors=[
+            FieldError(
+                pointer=json_pointer(item) if item else None,
+                line=line,
+                loc=list(item),
+                type="json_invalid",
+                detail=reason,
+            )
+        ],
     )
 
 
@@ -647,7 +662,7 @@ def _parse(
     try:
         return parse_request(validate_json, raw)
     except NotJson as error:
-        return _malformed(error, line)
+        return _malformed(error, line, prefix)
     except ValidationError as error:
         fields = field_errors(
             error.errors(include_url=False, include_input=False),
