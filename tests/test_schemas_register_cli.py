@@ -31,6 +31,30 @@ def test_register_gives_every_current_schema_one_stable_id(
     assert sorted(subjects) == sorted(ids)  # RecordNameStrategy: one subject per record
 
 
+def test_register_with_history_gives_the_registry_every_released_version(
+    schema_registry: str, tmp_path: Path
+) -> None:
+    """The released versions go first, oldest first (the registry checks each step BACKWARD;
+    the multi-version chain itself is tested in test_serde_confluent), and a current schema
+    equal to its newest release is not registered as a second version."""
+    result = hub_command(
+        "schemas",
+        "register",
+        "--with-history",
+        env={"HUB_SCHEMA_REGISTRY_URL": schema_registry},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    catalog = default_catalog()
+    with SchemaRegistryClient(schema_registry) as client:
+        for event in catalog:
+            versions = list(event.versions())
+            path = f"{schema_registry}/subjects/{event.full_name}/versions"
+            assert httpx.get(path, timeout=10).json() == list(range(1, len(versions) + 1))
+            for version in versions:
+                assert client.lookup(event.full_name, version.json) > 0
+
+
 def test_a_schema_the_registry_refuses_is_one_clear_error(
     schema_registry: str, tmp_path: Path
 ) -> None:
