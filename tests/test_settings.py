@@ -196,6 +196,14 @@ def test_serve_in_development_warns_and_names_an_unreachable_kafka_in_one_line(
     assert "Traceback" not in output
 
 
+def test_hub_broker_says_in_one_line_that_it_serves_no_tls(tmp_path: Path) -> None:
+    result = _hub(tmp_path, ["broker", "status"], HUB_KAFKA_SECURITY_PROTOCOL="SSL")
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "`hub broker` serves PLAINTEXT or SASL_PLAINTEXT" in result.stderr
+
+
 def _hub(folder: Path, command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hub", *command],

@@ -14,7 +14,10 @@ from hub.settings import get_settings
 def _local_kafka() -> LocalKafka:
     settings = get_settings()
     configure_logging(settings)
-    return LocalKafka(settings, progress=click.echo)
+    try:
+        return LocalKafka(settings, progress=click.echo)
+    except BrokerError as exc:  # security settings the local broker cannot serve
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()

@@ -158,8 +158,9 @@ class LocalKafka:
             )
         if settings.kafka_uses_tls and tls is None:
             raise BrokerError(
-                f"HUB_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: the local broker "
-                "needs its own certificate for TLS (LocalKafka(tls=BrokerTls(...)))"
+                f"HUB_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: `hub broker` "
+                "serves PLAINTEXT or SASL_PLAINTEXT; TLS needs the broker's own certificate "
+                "(LocalKafka(tls=BrokerTls(...)), as the tests do)"
             )
         # What the hub's own clients (and the readiness probe) use to reach this broker.
         self.client_settings = settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
