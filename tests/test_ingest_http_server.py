@@ -196,16 +196,18 @@ def test_an_8_mib_ndjson_line_in_small_pieces_is_read_while_health_answers(
     assert max(took) < HEALTH_BOUND_S, f"slowest /health {sorted(took)[-5:]} of {len(took)}"
 
 
-def test_thousands_of_bulk_items_are_validated_while_health_answers(server: Server) -> None:
+@pytest.mark.parametrize("media", ["application/x-ndjson", "application/json"])
+def test_thousands_of_bulk_items_are_validated_while_health_answers(
+    server: Server, media: str
+) -> None:
+    """5,000 items: a JSON array is validated only once it is whole, all at once before."""
     bad = {"event_type": "JobSearchEnded", **EXAMPLES["JobSearchEnded"]}
     bad["payload"] = {**bad["payload"], "ended_on": "not a date"}
-    body = b"\n".join(json.dumps(bad).encode() for _ in range(5000))
+    items = [json.dumps(bad).encode()] * 5000
+    body = b"\n".join(items) if media != "application/json" else b"[" + b",".join(items) + b"]"
 
     response, took = while_polling(
-        server,
-        lambda: post_chunked(
-            server, "/v1/bulk", pieces_of(body, 64 * 1024), "application/x-ndjson"
-        ),
+        server, lambda: post_chunked(server, "/v1/bulk", pieces_of(body, 64 * 1024), media)
     )
 
     status, problem = status_and_json(response)
