@@ -10,7 +10,7 @@ Idempotency. Every submission has a dedupe key, namespaced by the client id:
 
 * the ``Idempotency-Key`` header when sent (IETF draft "The Idempotency-Key HTTP Header Field");
 * else the client's ``event_id``;
-* else the digest of the validated request (so an identical resend is one event).
+* else the request digest, of what the client sent (so an identical resend is one event).
 
 A repeated key with the same request answers the ORIGINAL result (same event id, 202,
 ``Idempotent-Replayed: true``); a repeated key with a different request is
