@@ -197,7 +197,7 @@ async def test_every_item_once_across_failures_throttling_and_downtime(
     feed.state.fail_every = 7  # 500 and 503 + Retry-After: 2, alternately
     feed.state.faults = {3: 429}  # Retry-After: 2 as well
     sink = _GoesDownAfter(feed, after_pages=4)
-    sink.unavailable_on = {2, 9}  # the broker is away twice (retry_after_s=1)
+    sink.unavailable_on = {1, 9}  # the broker is away twice (retry_after_s=1), on page 1 first
     down_sleeps = 0
 
     def bring_back(_: int, __: float) -> None:
@@ -229,6 +229,10 @@ async def test_every_item_once_across_failures_throttling_and_downtime(
     assert sleep.delays.count(1.0) == 2
     assert len(set(feed.state.x_road_ids)) == feed.state.requests == len(statuses)
     assert saved_cursor(sink) == f"c{len(FEED.items)}"
+    # Rejects are recorded before the commit, yet once although page 1 was tried twice.
+    reject_file = tmp_path / "poller" / f"{SERVICE.slug}.rejected.jsonl"
+    recorded = [json.loads(line)["item_id"] for line in reject_file.read_text().splitlines()]
+    assert recorded == FEED.bad_ids
 
 
 async def test_cursor_survives_a_restart_and_new_items_are_picked_up(

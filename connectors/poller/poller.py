@@ -170,6 +170,8 @@ class RegisterPoller:
         self.cursor: str | None = None
         self._resumed = False
         self._migrating = False
+        #: Rejects recorded for the page after ``cursor``: a retry of it does not repeat them.
+        self._recorded: set[Rejection] = set()
 
     @classmethod
     def from_settings(
@@ -236,6 +238,8 @@ class RegisterPoller:
         position = SourcePosition(self.source, next_cursor) if moved and next_cursor else None
         receipts, corrections, refused = await self._publish(mapped, position)
         # Committed: the events and the cursor are in Kafka together.
+        if next_cursor != self.cursor:
+            self._recorded.clear()
         self.cursor = next_cursor
         if position is not None and self._migrating and self.legacy_cursor is not None:
             await asyncio.to_thread(self.legacy_cursor.retire)
@@ -309,7 +313,10 @@ class RegisterPoller:
             return receipts, corrections, refused_items
 
     async def _reject(self, rejections: list[Rejection]) -> None:
-        """Log and record rejects durably BEFORE the commit that moves the cursor past them."""
+        """Log and record rejects durably BEFORE the commit that moves the cursor past them;
+        once per page in this process, however often the page has to be tried again."""
+        rejections = [r for r in rejections if r not in self._recorded]
+        self._recorded.update(rejections)
         for rejection in rejections:
             log.warning(
                 "poller.item_rejected",
