@@ -128,19 +128,19 @@ def test_each_workload_logs_in_as_its_own_user_with_its_own_secret(
 def test_api_replicas_have_stable_transactional_ids_of_their_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api = _workloads()["te-hub-api"]
+    api = _workloads()["te-hub-ingest"]
     assert api["kind"] == "StatefulSet"
     assert _container(api)["args"][0] == "serve"
     assert "--host" not in _container(api)["args"]  # the image's HUB_API_HOST=0.0.0.0 applies
     replicas = api["spec"]["replicas"]
     ids = {
-        _settings(api, f"te-hub-api-{n}", monkeypatch).ingest_transactional_id
+        _settings(api, f"te-hub-ingest-{n}", monkeypatch).ingest_transactional_id
         for n in range(replicas)
     }
 
     assert len(ids) == replicas
     for transactional_id in ids:
-        assert _allowed(_users()["te-hub-api"], "transactionalId", transactional_id, "Write")
+        assert _allowed(_users()["te-hub-ingest"], "transactionalId", transactional_id, "Write")
 
 
 @pytest.mark.parametrize(("user", "role"), [("te-hub-poller", "poll"), ("te-hub-import", "import")])
@@ -151,9 +151,9 @@ def test_poller_and_import_may_use_the_ids_they_derive_and_not_the_apis(
     derived = writer_settings(settings, role, "FI/GOV/0245437-2/KEHA/customer-changes")
 
     assert _allowed(_users()[user], "transactionalId", derived.ingest_transactional_id, "Write")
-    assert not _allowed(_users()[user], "transactionalId", "te-hub-api-0", "Write")
+    assert not _allowed(_users()[user], "transactionalId", "te-hub-ingest-0", "Write")
     assert not _allowed(
-        _users()["te-hub-api"], "transactionalId", derived.ingest_transactional_id, "Write"
+        _users()["te-hub-ingest"], "transactionalId", derived.ingest_transactional_id, "Write"
     )
 
 
@@ -161,7 +161,7 @@ def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> 
     names = [spec.name for spec in topic_specs(HubSettings(_env_file=None))]  # type: ignore[call-arg]
     settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
     writes = {
-        "te-hub-api": {settings.topic_customer_path, settings.topic_ingest_receipts},
+        "te-hub-ingest": {settings.topic_customer_path, settings.topic_ingest_receipts},
         "te-hub-poller": {
             settings.topic_customer_path,
             settings.topic_ingest_receipts,
