@@ -7,13 +7,24 @@ import json
 import struct
 from typing import Any
 
+import httpx
 import pytest
 
 from connectors.batch.readers import LineSource, ndjson_rows
+from connectors.rest_api.app import create_app
 from hub.identity import Pseudonymizer
 from hub.intake.convert import NotJson, canonical_json, parse_request, request_digest
 from hub.intake.examples import EXAMPLES, PERSON
 from hub.intake.requests import BULK_ITEM_ADAPTER, REQUEST_TYPES, IngestRequest
+from hub.settings import HubSettings
+from tests.ingest_fakes import (
+    MUNICIPAL_KEY,
+    NOW,
+    FakeEnrolments,
+    FakeSink,
+    bearer,
+    make_clients,
+)
 
 KEYED = Pseudonymizer("digest-test-secret-0123456789")
 EXAMPLE = EXAMPLES["JobseekerRegistered"]
@@ -165,3 +176,25 @@ def test_text_that_is_not_i_json_is_not_json() -> None:
     # valid JSON, and an unbounded int takes it, but no double (and so no digest) holds it
     with pytest.raises(NotJson, match="beyond the range"):
         sent({**EXAMPLE, "count": 10**400}, WithACount)
+
+
+async def test_an_honest_retry_is_a_replay_and_a_re_rendered_one_a_conflict() -> None:
+    app = create_app(HubSettings(), FakeSink(), make_clients(), FakeEnrolments(), lambda: NOW)
+    key = {"Idempotency-Key": "retry-1", "Content-Type": "application/json"}
+    headers = {**bearer(MUNICIPAL_KEY), **key}
+    path = "/v1/events/jobseeker-registered"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hub.test"
+    ) as client:
+        first = await client.post(path, content=json.dumps(EXAMPLE), headers=headers)
+        reordered = json.dumps(dict(reversed(list(EXAMPLE.items()))), indent=2)
+        retry = await client.post(path, content=reordered, headers=headers)
+        lower = json.dumps({**EXAMPLE, "personal_identity_code": PERSON.lower()})
+        other = await client.post(path, content=lower, headers=headers)
+
+    assert first.status_code == 202, first.text
+    assert retry.status_code == 202
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json()["event_id"] == first.json()["event_id"]
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("/idempotency-conflict")
