@@ -464,6 +464,23 @@ async def test_lone_surrogates_are_rejected_and_the_rest_of_the_page_flows(
     json.dumps(logs, ensure_ascii=False).encode("utf-8")  # every log line is writable
 
 
+async def test_alike_rejects_are_each_recorded_and_a_retried_page_repeats_none(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    row = next(item for item in FEED.items if isinstance(item, dict))
+    feed.state.items = ["not an object", "not an object", row]
+    sink = MemorySink()
+    sink.unavailable_on = {1, 2}  # the page is tried three times
+    async with poller_for(settings_for(feed.url, tmp_path), sink) as poller:
+        stats = await poller.run(until_idle=True)
+    assert stats.rejected == 2
+    reject_file = tmp_path / "poller" / f"{SERVICE.slug}.rejected.jsonl"
+    assert [json.loads(line)["item_id"] for line in reject_file.read_text().splitlines()] == [
+        None,
+        None,
+    ]
+
+
 def test_an_item_maps_to_registration_and_plan_with_stable_ids() -> None:
     row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
     pseudonymizer = Pseudonymizer.from_settings(HubSettings())

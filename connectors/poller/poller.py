@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -170,8 +171,9 @@ class RegisterPoller:
         self.cursor: str | None = None
         self._resumed = False
         self._migrating = False
-        #: Rejects recorded for the page after ``cursor``: a retry of it does not repeat them.
-        self._recorded: set[Rejection] = set()
+        #: Rejects recorded for the page after ``cursor`` (how many of each: two items without
+        #: an id may be rejected alike): a retry of the page does not repeat them.
+        self._recorded: Counter[Rejection] = Counter()
 
     @classmethod
     def from_settings(
@@ -315,8 +317,9 @@ class RegisterPoller:
     async def _reject(self, rejections: list[Rejection]) -> None:
         """Log and record rejects durably BEFORE the commit that moves the cursor past them;
         once per page in this process, however often the page has to be tried again."""
-        rejections = [r for r in rejections if r not in self._recorded]
-        self._recorded.update(rejections)
+        wanted = Counter(rejections)
+        rejections = [r for r, n in wanted.items() for _ in range(max(0, n - self._recorded[r]))]
+        self._recorded |= wanted
         for rejection in rejections:
             log.warning(
                 "poller.item_rejected",
