@@ -133,9 +133,6 @@ class ConfluentSerializer:
 
     # -- decode ---------------------------------------------------------------------------
 
-    schema_id_of = staticmethod(confluent_schema_id)
-    """The writer schema id in a Confluent value's header."""
-
     def _reader_for(self, schema_id: int, writer_text: str) -> BodyReader:
         try:
             writer_json = json.loads(writer_text)
