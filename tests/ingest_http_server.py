@@ -14,12 +14,15 @@ import sys
 import uvicorn
 
 from connectors.rest_api.app import create_app, utc_now
+from hub.logging import configure_logging
 from hub.settings import HubSettings
 from tests.ingest_fakes import FakeEnrolments, FakeSink, make_clients
 
 
 def main(fd: int) -> None:
-    app = create_app(HubSettings(), FakeSink(), make_clients(), FakeEnrolments(), utc_now)
+    settings = HubSettings()
+    configure_logging(settings)  # as `hub serve` does
+    app = create_app(settings, FakeSink(), make_clients(), FakeEnrolments(), utc_now)
     gc.freeze()  # as `hub serve` does once started (see connectors.rest_api.serve)
     listener = socket.socket(fileno=fd)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -198,3 +198,13 @@ async def test_an_honest_retry_is_a_replay_and_a_re_rendered_one_a_conflict() ->
     assert retry.json()["event_id"] == first.json()["event_id"]
     assert other.status_code == 422
     assert other.json()["type"].endswith("/idempotency-conflict")
+
+
+def test_the_fast_path_writes_what_the_general_one_does() -> None:
+    from hub.intake.convert import _jcs
+
+    documents = [EXAMPLE, {"é": ["\u2028", "\x7f", '"\\'], "a": [True, None, -(2**53)]}, []]
+    for document in documents:
+        assert canonical_json(document) == _jcs(document).encode()
+    with pytest.raises(ValueError, match="surrogate"):
+        canonical_json("\ud800")
