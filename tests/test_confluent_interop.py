@@ -21,6 +21,8 @@ from hub.serde import ConfluentSerializer, SchemaRegistryClient, default_catalog
 from hub.serde.fake import fake_record
 
 CONTEXT = SerializationContext("te.customer-path", MessageField.VALUE)
+# How a Confluent client is configured for the hub's subjects (one per record name).
+RECORD_NAMES = {"subject.name.strategy": record_subject_name_strategy}
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_confluent_kafka_reads_what_the_hub_writes(
     schema_registry: str, registered: tuple[ConfluentSerializer, dict[str, int]]
 ) -> None:
     serde, ids = registered
-    theirs = AvroDeserializer(ConfluentRegistryClient({"url": schema_registry}))
+    theirs = AvroDeserializer(ConfluentRegistryClient({"url": schema_registry}), conf=RECORD_NAMES)
     for name in default_catalog().names():
         for record in samples(name):
             data = serde.encode(name, record)
@@ -57,7 +59,7 @@ def test_the_hub_reads_what_confluent_kafka_writes(
 ) -> None:
     serde, ids = registered
     client = ConfluentRegistryClient({"url": schema_registry})
-    conf = {"auto.register.schemas": False, "subject.name.strategy": record_subject_name_strategy}
+    conf = {"auto.register.schemas": False, **RECORD_NAMES}
     for name in default_catalog().names():
         theirs = AvroSerializer(client, default_catalog().current(name).json, conf=conf)
         for record in samples(name):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient as ConfluentRegistryClient
+from confluent_kafka.schema_registry import record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -63,7 +64,10 @@ async def test_events_published_in_confluent_framing_decode_by_registry_id(
 
     # The Confluent ecosystem's deserializer reads the same records from the same bytes.
     hub_serde = build_serializer(settings)
-    theirs = AvroDeserializer(ConfluentRegistryClient({"url": schema_registry}))
+    theirs = AvroDeserializer(
+        ConfluentRegistryClient({"url": schema_registry}),
+        conf={"subject.name.strategy": record_subject_name_strategy},  # the hub's subjects
+    )
     context = SerializationContext(settings.topic_customer_path, MessageField.VALUE)
     compared = 0
     async for record in read_topic(settings, settings.topic_customer_path):
