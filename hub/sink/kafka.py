@@ -345,7 +345,9 @@ class KafkaEventSink:
         """Settle and encode every call, then one transaction for those that can be written."""
         timeout = self._settings.ingest_write_timeout_s
         await self._bounded_producer()
-        await self._follower.catch_up(timeout)  # never write before the receipts are current
+        # Never write before the receipts are current; caught up AFTER every call of the batch
+        # arrived, so a receipt another replica committed before a retry came is known.
+        await self._follower.catch_up(timeout)
         unrecorded = Unrecorded()
         staged: list[tuple[_Pending, Settled]] = []
         records: list[_Record] = []
