@@ -19,11 +19,14 @@ import httpx
 import pytest
 from aiokafka import TopicPartition
 
+from connectors.batch.cli import import_settings
 from hub.kafka.clients import make_consumer
 from hub.kafka.topics import ensure_topics, partition_ids
 from hub.settings import HubSettings
+from hub.sink.kafka import open_kafka_sink, writer_settings
 from tests.conftest import event_ids_in_log
 from tests.test_ingest_on_kafka import Api, _clients_file, _post, _requests
+from tests.test_kafka_sink import _events, _submission
 
 pytestmark = pytest.mark.kafka
 
@@ -171,3 +174,27 @@ async def test_a_restarted_replica_fences_its_dead_predecessor(
     in_log = await event_ids_in_log(settings)
     assert set(map(str, in_log)) == set(accepted.values())
     assert set(in_log.values()) == {1}
+
+
+async def test_poll_and_import_never_fence_the_api(hub_settings: HubSettings) -> None:
+    """Each writer has its own transactional id; they write side by side, one store file."""
+    await ensure_topics(hub_settings)
+    poll = writer_settings(hub_settings, "poll", "FI/GOV/0245437-2/KEHA/jobseeker-changes")
+    imports = import_settings(hub_settings, "ab" * 32)
+    ids = {s.ingest_transactional_id for s in (hub_settings, poll, imports)}
+    assert len(ids) == 3
+    assert not any(
+        i.startswith(hub_settings.ingest_transactional_id)
+        for i in ids - {hub_settings.ingest_transactional_id}
+    )
+    events = _events(6)
+    async with (
+        open_kafka_sink(hub_settings) as api_sink,
+        open_kafka_sink(poll) as poll_sink,
+        open_kafka_sink(imports) as import_sink,
+    ):
+        sinks = [api_sink, poll_sink, import_sink]
+        for round_ in range(2):  # interleaved: a shared id would have fenced the earlier ones
+            for n, sink in enumerate(sinks):
+                await sink.submit([_submission(events[round_ * 3 + n])])
+    assert await event_ids_in_log(hub_settings) == {e.envelope.event_id: 1 for e in events[:6]}
