@@ -1,14 +1,16 @@
 """The ingest API's delivery promises on the real Kafka sink AND on the in-memory one.
 
-Accept, replay, conflict, bulk atomicity, a taken event id and 503 are properties of the sink
-as much as of the handlers, so each test runs twice: on :class:`~hub.sink.kafka.KafkaEventSink`
-with the real broker, and on ``tests.ingest_fakes.FakeSink``, which the handler-logic tests use
-and which must keep exactly the same promises.
+Accept, replay, conflict, bulk atomicity, a taken event id, an unwritable event and 503 are
+properties of the sink as much as of the handlers, so each test runs twice: on
+:class:`~hub.sink.kafka.KafkaEventSink` with the real broker, and on
+``tests.ingest_fakes.FakeSink``, which the handler-logic tests use and which must keep exactly
+the same promises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from hub.broker.local import LocalKafka
 from hub.identity import Pseudonymizer
 from hub.intake.examples import EXAMPLES
 from hub.kafka.topics import ensure_topics
+from hub.serde import EncodeError, SingleObjectSerializer, default_catalog
 from hub.settings import HubSettings
 from hub.sink import EventSink
 from hub.sink.kafka import open_kafka_sink
@@ -82,10 +85,24 @@ class Delivery:
         return await self.http.post("/v1/bulk", json=items, headers=headers)
 
 
+#: A first name the serializer of :func:`delivery` refuses, as a value the Avro schema cannot
+#: hold that validation let through would be refused.
+UNWRITABLE = "Unwritable"
+
+
+class _RefusesOneName(SingleObjectSerializer):
+    def encode(self, type_name: str, record: dict[str, Any]) -> bytes:
+        if record["payload"].get("first_name") == UNWRITABLE:
+            raise EncodeError(f"cannot encode {type_name}")
+        return super().encode(type_name, record)
+
+
 @pytest.fixture(params=["kafka", "memory"])
 async def delivery(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Delivery]:
+    serializer = _RefusesOneName(default_catalog())
     if request.param == "memory":
         fake = FakeSink()
+        fake._serializer = serializer
 
         async def in_memory() -> Counter[UUID]:
             return Counter(e.envelope.event_id for e in fake.events)
@@ -98,7 +115,7 @@ async def delivery(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         request.getfixturevalue("kafka_bootstrap"), state_dir=tmp_path / "hub-state"
     )
     await ensure_topics(settings)
-    async with open_kafka_sink(settings) as sink:
+    async with open_kafka_sink(settings, serializer=serializer) as sink:
         client = Delivery(sink, lambda: event_ids_in_log(settings))
         async with client.http:
             yield client
@@ -182,6 +199,21 @@ async def test_an_event_id_taken_for_another_fact_is_409_whoever_sends_it(
     same = await delivery.post(key=NARROW_KEY)
     assert same.json()["event_id"] == first.json()["event_id"]
     assert await delivery.logged() == Counter({UUID(first.json()["event_id"]): 1})
+
+
+async def test_an_unwritable_event_is_its_own_422_and_the_next_is_written(
+    delivery: Delivery,
+) -> None:
+    unwritable = _registration(event_id=None, payload__first_name=UNWRITABLE)
+    body = problem(await delivery.post(unwritable), 422, "event-not-writable")
+    assert UNWRITABLE not in json.dumps(body)
+    bulk = await delivery.bulk(
+        [item("JobSearchEnded"), {"event_type": "JobseekerRegistered", **unwritable}]
+    )
+    assert pointers(problem(bulk, 422, "event-not-writable")) == [("#/1", "event_not_writable")]
+    accepted = await delivery.post()  # the sink goes on writing
+    assert accepted.status_code == 202, accepted.text
+    assert await delivery.logged() == Counter({UUID(accepted.json()["event_id"]): 1})
 
 
 async def test_503_while_kafka_is_down_and_nothing_is_written(
