@@ -15,6 +15,7 @@ Deselect with ``-m "not fuzz"``.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from schemathesis.checks import ignored_auth, positive_data_acceptance
 from connectors.rest_api.app import create_app, utc_now
 from hub.identity import IDENTITY_CODE_PATTERN
 from hub.settings import HubSettings
+from tests.conftest import REPO_ROOT
 from tests.ingest_fakes import (
     KELA_KEY,
     MUNICIPAL_KEY,
@@ -69,11 +71,27 @@ def _strings(node: Any, skip: frozenset[str] = frozenset()) -> Iterator[str]:
         yield node
 
 
+def _server_texts() -> Iterator[str]:
+    """Every string literal (and literal part of an f-string) of the code that writes problems:
+    the server's own prose, which a fuzzer's random word ("validation") may happen to match.
+    The request examples are data a client might send, so they are not the server's words."""
+    for folder in ("connectors/rest_api", "hub/intake", "hub/identity", "hub/codes", "hub/rules"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            if path.name == "examples.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    yield node.value
+
+
 #: The words of the published contract (names, enum values, patterns, not its examples and
-#: prose): a problem may name fields and allowed values, which a client may send as well.
-VOCABULARY = frozenset(
-    _strings(APP.openapi(), skip=frozenset({"example", "examples", "description"}))
-) | {"true", "false", "null"}
+#: prose): a problem may name fields and allowed values, which a client may send as well; and
+#: the server's own texts, which it may say whatever was sent.
+VOCABULARY = (
+    frozenset(_strings(APP.openapi(), skip=frozenset({"example", "examples", "description"})))
+    | frozenset(_server_texts())
+    | {"true", "false", "null"}
+)
 
 
 def _submitted(case: schemathesis.Case) -> set[str]:

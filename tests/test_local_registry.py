@@ -59,3 +59,29 @@ def test_this_machine_has_a_java_for_the_registry() -> None:
     """The test suite starts Apicurio: a JDK 21+ must be found where JDKs are installed."""
     java = find_java()
     assert (java_major(java) or 0) >= MIN_JAVA
+
+
+@pytest.mark.kafka
+def test_the_registry_starts_while_something_else_holds_port_9000(tmp_path: Path) -> None:
+    """Quarkus' management interface is on at build time and takes *:9000 by default; a
+    second registry (a concurrent test run) or any other service there made start-up fail."""
+    import socket
+
+    from hub.broker.registry import LocalRegistry
+    from tests.conftest import _free_ports
+    from tests.registry_fixture import APP_CACHE
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("0.0.0.0", 9000))
+            holder.listen()
+        except OSError:
+            pass  # something holds 9000 already: the situation this test is about
+        [port] = _free_ports(1)
+        registry = LocalRegistry(APP_CACHE, port=port, log_file=tmp_path / "registry.log")
+        try:
+            started = registry.start(timeout_s=120)
+            assert started.url.endswith("/apis/ccompat/v7")
+        finally:
+            registry.stop()

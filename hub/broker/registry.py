@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -243,8 +244,11 @@ class LocalRegistry:
             *JVM_OPTS,
             f"-Dquarkus.http.host={HOST}",
             f"-Dquarkus.http.port={self.port}",
-            # Its management interface would take port 9000: two registries would collide.
-            "-Dquarkus.management.enabled=false",
+            # The management interface (health, metrics) is on at build time and cannot be
+            # switched off; by default it takes *:9000, so two registries (or anything else on
+            # 9000) would collide: give it a free loopback port of its own.
+            f"-Dquarkus.management.host={HOST}",
+            f"-Dquarkus.management.port={_free_port()}",
             "-jar",
             str(self.app_dir / "quarkus-run.jar"),
         ]
@@ -323,3 +327,11 @@ class LocalRegistry:
             self._progress(message)
         else:
             log.info("registry.progress", message=message)
+
+
+def _free_port() -> int:
+    """A loopback port the OS considers free now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
