@@ -242,6 +242,26 @@ async def test_a_large_receipts_topic_never_livelocks_writes_after_an_outage(
         assert again.event_id == old[7].event_id
 
 
+async def test_an_unreadable_receipt_record_does_not_stop_the_sink(
+    hub_settings: HubSettings,
+) -> None:
+    await ensure_topics(hub_settings)
+    [known] = await _fill_receipts(hub_settings, 1)
+    producer = make_producer(hub_settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(hub_settings.topic_ingest_receipts, b"{not json", key=b"x")
+    finally:
+        await producer.stop()
+    event = _events(1)[0]
+    async with open_kafka_sink(hub_settings) as sink:
+        assert sink.known_receipts == 1
+        [written] = await sink.submit([_submission(event)])
+        assert not written.duplicate
+        [again] = await sink.submit([Submission(known.dedupe_key, known.request_digest, event)])
+        assert again.duplicate
+
+
 async def test_source_position_commits_with_the_events_and_alone(
     hub_settings: HubSettings,
 ) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from uuid import UUID
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from hub.kafka.clients import make_consumer, make_producer
 from hub.kafka.probe import broker_answers
@@ -117,6 +118,23 @@ def decode_receipt(key: bytes, value: bytes) -> Receipt:
         request_digest=body["request_digest"],
         duplicate=True,
     )
+
+
+def _decoded(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[Receipt]:
+    """The receipts among ``records``; one that cannot be read is logged (by offset) and skipped.
+
+    Only the hub writes the topic, so such a record is a bug or tampering, not a reason to stop
+    following (every write would then be refused).
+    """
+    receipts = []
+    for record in records:
+        if record.key is None or record.value is None:
+            continue
+        try:
+            receipts.append(decode_receipt(record.key, record.value))
+        except (ValueError, KeyError, TypeError):
+            log.error("ingest.receipt_unreadable", partition=record.partition, offset=record.offset)
+    return receipts
 
 
 async def _bounded(work: Coroutine[Any, Any, T], timeout_s: float) -> T:
@@ -202,9 +220,10 @@ class ReceiptFollower:
             try:
                 await self._follow()
             except (KafkaError, OSError, LookupError) as exc:
-                self.following = False
                 log.warning("ingest.receipts_follow_failed", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
+            except Exception:  # a bug must not end following for good: writes would stay 503
+                log.exception("ingest.receipts_follow_crashed")
+            await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
         topic = self._settings.topic_ingest_receipts
@@ -230,12 +249,7 @@ class ReceiptFollower:
             self._partitions, self._latest, self.following = partitions, latest, True
             while True:
                 batches = await consumer.getmany(timeout_ms=_FOLLOW_WAIT_MS, max_records=5000)
-                receipts = [
-                    decode_receipt(record.key, record.value)
-                    for records in batches.values()
-                    for record in records
-                    if record.key is not None and record.value is not None
-                ]
+                receipts = _decoded(record for records in batches.values() for record in records)
                 positions = {tp.partition: await consumer.position(tp) for tp in partitions}
                 self._store.add(receipts, positions)
                 self.records_read += len(receipts)
