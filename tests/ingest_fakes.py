@@ -81,6 +81,9 @@ class FakeEnrolments:
             raise DirectoryCatchingUp("fake directory catching up", retry_after_s=3)
         return {i: self.known[i] for i in enrolment_ids if i in self.known}
 
+    def ready(self) -> bool:
+        return not self.catching_up
+
 
 class FixedClock:
     def __init__(self, now: datetime) -> None:

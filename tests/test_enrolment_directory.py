@@ -175,7 +175,9 @@ async def test_a_directory_that_has_not_caught_up_answers_503_with_retry_after(
         assert waiting.status_code == 503, waiting.text
         assert waiting.json()["type"].endswith("/directory-catching-up")
         assert waiting.headers["retry-after"] == "5"
+        assert (await http.get("/ready")).status_code == 503
         async with running(directory):
+            assert directory.ready()
             # Current, and the log holds no such enrolment: now a refusal is the answer.
             unknown = await report(http)
             assert unknown.status_code == 403, unknown.text

@@ -581,6 +581,14 @@ async def test_sink_unavailable_is_503_then_the_retry_succeeds(api: Api) -> None
     assert (await api.http.get("/ready")).json() == {"status": "ready"}
 
 
+async def test_not_ready_while_the_enrolment_directory_reads_the_log(api: Api) -> None:
+    api.enrolments.catching_up = True
+    body = problem(await api.http.get("/ready"), 503, "not-ready")
+    assert "enrolment directory" in body["detail"]
+    api.enrolments.catching_up = False
+    assert (await api.http.get("/ready")).json() == {"status": "ready"}
+
+
 async def test_an_unexpected_failure_is_a_500_without_internals(api: Api) -> None:
     async def broken(submissions: Any) -> Any:
         raise RuntimeError(f"secret internals of {PERSON}")

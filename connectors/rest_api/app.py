@@ -809,17 +809,24 @@ def create_app(
         return Status(status="ok")
 
     async def ready() -> Response:
-        """Readiness: the event log would take a write now."""
+        """Readiness: the event log would take a write now, and the enrolment directory has
+        read the log once (before that, provider requests would only get 503s)."""
         try:
             ok = await sink.ready()
         except Exception as error:  # a probe must answer, whatever the sink does
             log.warning("readiness check failed", error=type(error).__name__)
             ok = False
-        if ok:
-            return JSONResponse({"status": "ready"})
-        raise ProblemError(
-            "not-ready", "the event log is not reachable", headers={"Retry-After": "5"}
-        )
+        if not ok:
+            raise ProblemError(
+                "not-ready", "the event log is not reachable", headers={"Retry-After": "5"}
+            )
+        if not enrolments.ready():
+            raise ProblemError(
+                "not-ready",
+                "the enrolment directory is still reading the log",
+                headers={"Retry-After": "5"},
+            )
+        return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -139,6 +139,10 @@ class EnrolmentDirectory(Protocol):
         """
         ...
 
+    def ready(self) -> bool:
+        """Whether it has read the log once to its end: until then a replica is not ready."""
+        ...
+
 
 # --- the clients file ------------------------------------------------------------------------
 

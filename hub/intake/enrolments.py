@@ -157,6 +157,9 @@ class KafkaEnrolmentDirectory:
             with suppress(asyncio.CancelledError):
                 await self._task
 
+    def ready(self) -> bool:
+        return self.caught_up.is_set()
+
     async def enrolments(self, enrolment_ids: Collection[UUID]) -> dict[UUID, Enrolment]:
         """The first enrolment of each id in the log as it is now; unknown ids are absent.
 
