@@ -20,11 +20,13 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
 import pytest
+from pydantic import SecretStr
 
 from hub.broker.local import BrokerTls, LocalKafka, wait_for_kafka
 from hub.kafka.reading import read_topic
@@ -88,6 +90,27 @@ def settings_for(bootstrap: str, partitions: int = 3, **overrides: Any) -> HubSe
         topic_replication_factor=1,
         **overrides,
     )
+
+
+def hub_environment(settings: HubSettings, **variables: str) -> dict[str, str]:
+    """The environment of a ``hub`` subprocess that should see *settings*: this process's
+    environment, every setting as its ``HUB_*`` variable, then *variables* (full names, e.g.
+    ``HUB_LOG_LEVEL="DEBUG"``), so a test names only what differs from its settings."""
+    environment = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        variable = f"HUB_{name.upper()}"
+        if value is None:
+            environment.pop(variable, None)
+        elif isinstance(value, SecretStr):
+            environment[variable] = value.get_secret_value()
+        elif isinstance(value, bool):
+            environment[variable] = "true" if value else "false"
+        elif isinstance(value, Enum):
+            environment[variable] = str(value.value)
+        else:
+            environment[variable] = str(value)
+    environment.update(variables)
+    return environment
 
 
 @pytest.fixture

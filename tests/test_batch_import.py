@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import signal
 import sys
@@ -47,6 +46,7 @@ from hub.kafka.topics import ensure_topics
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings, get_settings
 from hub.sink import Receipt, Submission
+from tests.conftest import hub_environment
 from tests.poller_fakes import FakeSleep, MemorySink
 
 SECRET = "batch-import-test-secret-0123456789"
@@ -643,20 +643,9 @@ def test_the_command_reports_a_line_no_parser_takes(tmp_path: Path, fake_kafka: 
 
 
 def _env(settings: HubSettings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HUB_TOPIC_CUSTOMER_PATH": settings.topic_customer_path,
-        "HUB_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-        "HUB_TOPIC_INGEST_RECEIPTS": settings.topic_ingest_receipts,
-        "HUB_INGEST_TRANSACTIONAL_ID": settings.ingest_transactional_id,
-        "HUB_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "HUB_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
-        "HUB_STATE_DIR": str(settings.state_dir),
-        "HUB_PSEUDONYM_SECRET": SECRET,
-        "HUB_LOG_LEVEL": "DEBUG",
-        "HUB_LOG_JSON": "true",
-    }
+    return hub_environment(
+        settings, HUB_PSEUDONYM_SECRET=SECRET, HUB_LOG_LEVEL="DEBUG", HUB_LOG_JSON="true"
+    )
 
 
 async def _chunks_logged(stream: asyncio.StreamReader, wanted: int) -> int:

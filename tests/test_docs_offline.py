@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from hub.settings import HubSettings
+from tests.conftest import hub_environment
 
 pytestmark = pytest.mark.kafka
 
@@ -44,20 +45,13 @@ def hub_serve(settings: HubSettings, folder: Path, **env: str) -> Iterator[int]:
     """A real `hub serve` subprocess on a free port; yields the port once /health answers."""
     port = _free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    environment = {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HUB_TOPIC_CUSTOMER_PATH": settings.topic_customer_path,
-        "HUB_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-        "HUB_TOPIC_INGEST_RECEIPTS": settings.topic_ingest_receipts,
-        "HUB_TOPIC_SOURCE_POSITIONS": settings.topic_source_positions,
-        "HUB_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "HUB_INGEST_TRANSACTIONAL_ID": settings.ingest_transactional_id,
-        "HUB_STATE_DIR": str(folder / "state"),
-        "HUB_PSEUDONYM_SECRET": "docs-test-secret-0123456789",
-        "HUB_LOG_LEVEL": "WARNING",
+    environment = hub_environment(
+        settings,
+        HUB_STATE_DIR=str(folder / "state"),
+        HUB_PSEUDONYM_SECRET="docs-test-secret-0123456789",
+        HUB_LOG_LEVEL="WARNING",
         **env,
-    }
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "hub", "serve", "--port", str(port)],
         env=environment,

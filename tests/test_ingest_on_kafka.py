@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
 import socket
 import sys
@@ -28,7 +27,7 @@ from hub.events.customer_path import JobseekerRegistered
 from hub.identity import Pseudonymizer
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
-from tests.conftest import event_ids_in_log, settings_for
+from tests.conftest import event_ids_in_log, hub_environment, settings_for
 
 pytestmark = pytest.mark.kafka
 API_KEY = "tehub_test-" + "k" * 40
@@ -71,19 +70,12 @@ class Api:
     def __init__(self, settings: HubSettings, clients_file: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {
-            **os.environ,
-            "HUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "HUB_TOPIC_CUSTOMER_PATH": settings.topic_customer_path,
-            "HUB_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-            "HUB_TOPIC_INGEST_RECEIPTS": settings.topic_ingest_receipts,
-            "HUB_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "HUB_INGEST_TRANSACTIONAL_ID": settings.ingest_transactional_id,
-            "HUB_INGEST_WRITE_TIMEOUT_S": str(settings.ingest_write_timeout_s),
-            "HUB_INGEST_CLIENTS_FILE": str(clients_file),
-            "HUB_PSEUDONYM_SECRET": SECRET,
-            "HUB_LOG_LEVEL": "WARNING",
-        }
+        self._env = hub_environment(
+            settings,
+            HUB_INGEST_CLIENTS_FILE=str(clients_file),
+            HUB_PSEUDONYM_SECRET=SECRET,
+            HUB_LOG_LEVEL="WARNING",
+        )
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from collections import Counter
@@ -30,7 +29,7 @@ from hub.sink import (
 )
 from hub.sink.kafka import encode_receipt, open_kafka_sink
 from hub.sink.receipt_store import SqliteReceipts, store_path
-from tests.conftest import event_ids_in_log, settings_for
+from tests.conftest import event_ids_in_log, hub_environment, settings_for
 
 pytestmark = pytest.mark.kafka
 
@@ -347,16 +346,9 @@ async def test_writer_killed_mid_load_then_retried_writes_every_event_once(
 ) -> None:
     """The sender's view of a crash: no answer for some submissions, so it retries them all."""
     await ensure_topics(hub_settings)
-    env = {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": hub_settings.kafka_bootstrap,
-        "HUB_TOPIC_CUSTOMER_PATH": hub_settings.topic_customer_path,
-        "HUB_TOPIC_INGEST_RECEIPTS": hub_settings.topic_ingest_receipts,
-        "HUB_TOPIC_SOURCE_POSITIONS": hub_settings.topic_source_positions,
-        "HUB_STATE_DIR": str(tmp_path / "writer-state"),
-        "HUB_INGEST_TRANSACTIONAL_ID": hub_settings.ingest_transactional_id,
-        "HUB_LOG_LEVEL": "WARNING",
-    }
+    env = hub_environment(
+        hub_settings, HUB_STATE_DIR=str(tmp_path / "writer-state"), HUB_LOG_LEVEL="WARNING"
+    )
     writer = await asyncio.create_subprocess_exec(
         sys.executable, "-c", WRITER, env=env, stdout=asyncio.subprocess.PIPE
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,29 +15,27 @@ import pytest
 from connectors.simulator import SimulationConfig, simulate
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
 from hub.settings import HubSettings
+from tests.conftest import hub_environment
 
 pytestmark = pytest.mark.kafka
 SECRET = "end-to-end-test-secret-0123456789"
 HUB = [sys.executable, "-m", "hub"]
 
 
-def _env(settings: HubSettings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HUB_TOPIC_CUSTOMER_PATH": settings.topic_customer_path,
-        "HUB_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "HUB_PSEUDONYM_SECRET": SECRET,
-        "HUB_STATE_DIR": str(settings.state_dir),
-        "HUB_LOG_LEVEL": "DEBUG",
-        "NO_COLOR": "1",
-        "COLUMNS": "120",
-    }
-
-
 def _run(args: list[str], settings: HubSettings, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        HUB + args, env=_env(settings), cwd=cwd, capture_output=True, text=True, timeout=600
+        HUB + args,
+        env=hub_environment(
+            settings,
+            HUB_PSEUDONYM_SECRET=SECRET,
+            HUB_LOG_LEVEL="DEBUG",
+            NO_COLOR="1",
+            COLUMNS="120",
+        ),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

@@ -9,7 +9,6 @@ feed exactly once (read_committed, counted by event id), corrections included.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from hub.identity import Pseudonymizer
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
 from hub.sink.kafka import open_kafka_sink, writer_settings
-from tests.conftest import event_ids_in_log, settings_for
+from tests.conftest import event_ids_in_log, hub_environment, settings_for
 from tests.poller_fakes import CLIENT_ID, SERVICE_ID, feed_fixture
 from tests.xroad_feed_server import FeedServer, FeedState, running_feed
 
@@ -43,21 +42,15 @@ def feed() -> Iterator[FeedServer]:
 
 
 def _env(settings: HubSettings, feed_url: str, state_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HUB_TOPIC_CUSTOMER_PATH": settings.topic_customer_path,
-        "HUB_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-        "HUB_TOPIC_INGEST_RECEIPTS": settings.topic_ingest_receipts,
-        "HUB_TOPIC_SOURCE_POSITIONS": settings.topic_source_positions,
-        "HUB_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "HUB_STATE_DIR": str(state_dir),
-        "HUB_XROAD_SECURITY_SERVER_URL": feed_url,
-        "HUB_XROAD_CLIENT": CLIENT_ID,
-        "HUB_POLLER_PAGE_SIZE": str(PAGE),
-        "HUB_PSEUDONYM_SECRET": SECRET,
-        "HUB_LOG_LEVEL": "WARNING",
-    }
+    return hub_environment(
+        settings,
+        HUB_STATE_DIR=str(state_dir),
+        HUB_XROAD_SECURITY_SERVER_URL=feed_url,
+        HUB_XROAD_CLIENT=CLIENT_ID,
+        HUB_POLLER_PAGE_SIZE=str(PAGE),
+        HUB_PSEUDONYM_SECRET=SECRET,
+        HUB_LOG_LEVEL="WARNING",
+    )
 
 
 async def _poll(env: dict[str, str]) -> asyncio.subprocess.Process:
