@@ -98,6 +98,13 @@ class HubSettings(BaseSettings):
         default="te-hub-ingest-1",
         description="Kafka transactional id of this ingest process; unique per running replica.",
     )
+    writer_id_prefix: str = Field(
+        default="te-hub",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Start of the transactional ids that hub poll and hub import derive "
+        "(<prefix>-poll-<digest>, <prefix>-import-<digest>): transactional ids are global in a "
+        "Kafka cluster, so each hub deployment sharing one needs its own prefix.",
+    )
     ingest_write_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a write may wait for Kafka before a 503."
     )

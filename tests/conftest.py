@@ -86,6 +86,7 @@ def settings_for(bootstrap: str, partitions: int = 3, **overrides: Any) -> HubSe
         topic_ingest_receipts=f"test.ingest-receipts.{suffix}",
         topic_source_positions=f"test.source-positions.{suffix}",
         ingest_transactional_id=f"test-ingest-{suffix}",
+        writer_id_prefix=f"test-{suffix}",
         topic_partitions=partitions,
         topic_replication_factor=1,
         **overrides,

@@ -157,6 +157,20 @@ def test_poller_and_import_may_use_the_ids_they_derive_and_not_the_apis(
     )
 
 
+def test_two_deployments_on_one_cluster_derive_different_writer_ids() -> None:
+    """Transactional ids are global in a cluster: two areas' pollers of one feed must not
+    fence each other."""
+    feed = "FI/GOV/0245437-2/KEHA/customer-changes"
+    area = HubSettings(_env_file=None, writer_id_prefix="te-hub-091")  # type: ignore[call-arg]
+    other = HubSettings(_env_file=None, writer_id_prefix="te-hub-049")  # type: ignore[call-arg]
+    ids = [writer_settings(s, "poll", feed).ingest_transactional_id for s in (area, other)]
+    assert ids[0] != ids[1]
+    assert ids[0].startswith("te-hub-091-poll-")
+    assert ids[1].startswith("te-hub-049-poll-")
+    # Stable: a restarted poller of the same deployment fences its predecessor.
+    assert writer_settings(area, "poll", feed).ingest_transactional_id == ids[0]
+
+
 def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> None:
     names = [spec.name for spec in topic_specs(HubSettings(_env_file=None))]  # type: ignore[call-arg]
     settings = HubSettings(_env_file=None)  # type: ignore[call-arg]

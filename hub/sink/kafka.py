@@ -488,15 +488,17 @@ class KafkaEventSink:
 
 
 def writer_settings(settings: HubSettings, role: str, name: str) -> HubSettings:
-    """Settings whose transactional id is ``te-hub-<role>-<digest of name>``, stable per name.
+    """Settings whose transactional id is ``<prefix>-<role>-<digest of name>``, stable per name.
 
     For writers other than ``hub serve`` (whose id is ``HUB_INGEST_TRANSACTIONAL_ID``, one per
     replica): ``hub poll`` per polled service, ``hub import`` per file. Never the API's id, so
     they never fence an API replica; stable, so a restart fences what its killed predecessor
-    left open.
+    left open. The prefix (``HUB_WRITER_ID_PREFIX``) keeps two deployments on one cluster
+    from fencing each other's writers of the same feed.
     """
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return settings.model_copy(update={"ingest_transactional_id": f"te-hub-{role}-{digest}"})
+    transactional_id = f"{settings.writer_id_prefix}-{role}-{digest}"
+    return settings.model_copy(update={"ingest_transactional_id": transactional_id})
 
 
 @asynccontextmanager
