@@ -160,8 +160,12 @@ async def test_a_restarted_replica_fences_its_dead_predecessor(
         while True:
             await asyncio.sleep(0.05)
             a.signal(signal.SIGSTOP)
+            # Open twice, 0.3 s apart: a commit that A had sent just before it froze is
+            # finished by the broker within milliseconds and would close it under us.
             if await _open_transactions(settings):
-                break
+                await asyncio.sleep(0.3)
+                if await _open_transactions(settings):
+                    break
             a.signal(signal.SIGCONT)
         await a.kill()
         assert await _open_transactions(settings)  # its transaction outlives it
