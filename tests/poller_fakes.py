@@ -22,42 +22,37 @@ from hub.codes import municipalities, unemployment_funds
 from hub.events import CustomerPathEvent
 from hub.events.enums import Channel, LabourMarketStatus, ObligationReduction, PlanType
 from hub.identity import make_test_identity_code
-from hub.sink import Receipt, ReceiptBook, SinkUnavailable, SourcePosition, Submission
+from hub.sink import Receipt, SourcePosition, Submission
+from tests.ingest_fakes import FakeSink
 
 SERVICE_ID = "FI-TEST/GOV/0245437-2/KEHA/jobseeker-changes"
 CLIENT_ID = "FI-TEST/MUN/0201256-6/TEHUB"
 FEED_START = date(2025, 11, 3)
 
 
-class MemorySink:
-    """In-memory EventSink with the contract's dedupe semantics."""
+class MemorySink(FakeSink):
+    """The API tests' in-memory sink (same receipts rule and encoding as the Kafka sink) with
+    the names these tests use; *unavailable_on* lists the submit attempts (1-based) that fail
+    with SinkUnavailable, writing nothing."""
 
     def __init__(self) -> None:
-        self.receipts = ReceiptBook()
-        self.log: list[CustomerPathEvent] = []
-        self.attempts = 0
-        self.positions: dict[str, str] = {}
-        #: Submit attempts (1-based) that fail with SinkUnavailable, writing nothing.
+        super().__init__()
+        self.retry_after_s = 1
         self.unavailable_on: set[int] = set()
+
+    @property
+    def attempts(self) -> int:
+        return self.calls
+
+    @property
+    def log(self) -> list[CustomerPathEvent]:
+        return self.events
 
     async def submit(
         self, submissions: Sequence[Submission], position: SourcePosition | None = None
     ) -> list[Receipt]:
-        self.attempts += 1
-        if self.attempts in self.unavailable_on:
-            raise SinkUnavailable("broker not reachable (fake)", retry_after_s=1)
-        settled = self.receipts.settle(submissions)
-        self.receipts.record(receipt for _, receipt in settled.new)
-        self.log.extend(submission.event for submission, _ in settled.new)
-        if position is not None:
-            self.positions[position.source] = position.position
-        return settled.receipts
-
-    async def position_of(self, source: str) -> str | None:
-        return self.positions.get(source)
-
-    async def ready(self) -> bool:
-        return True
+        self.available = self.calls + 1 not in self.unavailable_on
+        return await super().submit(submissions, position)
 
     def event_id_counts(self) -> Counter[UUID]:
         return Counter(event.envelope.event_id for event in self.log)
