@@ -212,7 +212,7 @@ class ReceiptFollower:
                 f"the receipts in {self._settings.topic_ingest_receipts} could not be caught "
                 f"up within {timeout_s:g} s ({type(exc).__name__}; still reading, or another "
                 "writer's transaction is open); nothing was written, retry later",
-                retry_after_s=max(1, round(timeout_s / 2)),
+                retry_after_s=_retry_after(timeout_s),
             ) from exc
 
     async def _run(self) -> None:
@@ -442,7 +442,7 @@ class KafkaEventSink:
             raise SinkUnavailable(
                 f"Kafka at {self._settings.kafka_bootstrap} did not take the write within "
                 f"{timeout:g} s ({type(exc).__name__}); nothing was written, retry later",
-                retry_after_s=max(1, round(timeout / 2)),
+                retry_after_s=_retry_after(timeout),
             ) from exc
         log.debug("ingest.committed", records=len(records))
 
@@ -457,7 +457,7 @@ class KafkaEventSink:
                 f"Kafka at {self._settings.kafka_bootstrap} did not start a transactional "
                 f"producer within {timeout:g} s ({type(exc).__name__}); nothing was written, "
                 "retry later",
-                retry_after_s=max(1, round(timeout / 2)),
+                retry_after_s=_retry_after(timeout),
             ) from exc
 
     async def _ready_producer(self) -> AIOKafkaProducer:
@@ -485,6 +485,11 @@ class KafkaEventSink:
         if producer is not None:
             with suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+
+def _retry_after(timeout_s: float) -> int:
+    """What a 503 tells the sender to wait after a write timed out: half the timeout."""
+    return max(1, round(timeout_s / 2))
 
 
 def writer_settings(settings: HubSettings, role: str, name: str) -> HubSettings:
