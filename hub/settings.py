@@ -94,6 +94,56 @@ class HubSettings(BaseSettings):
         description="Compacted topic of source connectors' positions (cursors), keyed by source "
         "and written in the same transaction as the events read up to there.",
     )
+    topic_outbox_prefix: str = Field(
+        default="te.hub.outbox.",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Start of the outbox topic names: the router writes what a destination may "
+        "receive to <prefix><destination>.v1, its delivery workers read it from there.",
+    )
+    topic_router_state: str = Field(
+        default="te.hub.router-state.v1",
+        description="Compacted changelog of the router's per-person state (who pays the person), "
+        "partitioned like the log and written in the router's transaction.",
+    )
+    topic_disclosures: str = Field(
+        default="te.hub.disclosures.v1",
+        description="Disclosure log: one hash-chained receipt per delivery (to whom, which "
+        "fields, on what legal basis).",
+    )
+    routes_file: Path | None = Field(
+        default=None,
+        description="TOML routes file (destinations, directories, routes); unset: the default "
+        "routes shipped in the package.",
+    )
+    router_transactional_id: str = Field(
+        default="te-hub-router-1",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Kafka transactional id of one hub route process; unique per running "
+        "router, stable across its restarts (zombies are fenced by the consumer group "
+        "generation, KIP-447).",
+    )
+    router_transaction_timeout_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=900,
+        description="Kafka transaction timeout of the router: how long a killed router's open "
+        "transaction can hold back read_committed readers of its outboxes.",
+    )
+    delivery_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Most deliveries one hub deliver process has outstanding at once.",
+    )
+    delivery_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one delivery request to a receiver."
+    )
+    receivers_host: str = Field(
+        default="127.0.0.1", description="Address the local receivers (hub receivers) listen on."
+    )
+    receivers_port: int = Field(
+        default=8700, ge=1, le=65535, description="Port of the local receivers (hub receivers)."
+    )
     ingest_transactional_id: str = Field(
         default="te-hub-ingest-1",
         description="Kafka transactional id of this ingest process; unique per running replica.",

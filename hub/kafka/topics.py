@@ -10,6 +10,7 @@ KafkaTopic manifests in deploy/k8s describe the same topics.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -26,6 +27,7 @@ log = structlog.get_logger(__name__)
 DEAD_LETTER_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
 DEAD_LETTER_PARTITIONS = 3
 RECEIPT_PARTITIONS = 6
+OUTBOX_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 # The configs `hub topics describe` shows: the ones the specs set, plus the size limit.
 DESCRIBED_CONFIGS = (
     "cleanup.policy",
@@ -127,21 +129,78 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
                 "after what is in the log."
             ),
         ),
+        TopicSpec(
+            name=settings.topic_router_state,
+            partitions=settings.topic_partitions,
+            replication_factor=rf,
+            configs={
+                "cleanup.policy": "compact",
+                "min.insync.replicas": min_isr,
+            },
+            purpose=(
+                "The router's per-person state (who pays the person), one record per person, "
+                "written to the partition of the person's log partition in the router's "
+                "transaction: a router taking over a partition restores it from here."
+            ),
+        ),
+        TopicSpec(
+            name=settings.topic_disclosures,
+            partitions=min(RECEIPT_PARTITIONS, settings.topic_partitions),
+            replication_factor=rf,
+            configs={
+                "cleanup.policy": "delete",
+                "retention.ms": "-1",
+                "retention.bytes": "-1",
+                "min.insync.replicas": min_isr,
+            },
+            purpose=(
+                "Disclosure log: one receipt per delivery (destination, event, person pseudonym, "
+                "fields, legal basis, status), hash-chained per destination and outbox partition "
+                "so that an altered or removed entry is detected; kept forever (GDPR art. 15)."
+            ),
+        ),
     ]
+
+
+def outbox_topic(settings: HubSettings, destination: str) -> str:
+    """The outbox topic of one destination: what the router decided it may receive."""
+    return f"{settings.topic_outbox_prefix}{destination}.v1"
+
+
+def outbox_spec(settings: HubSettings, destination: str) -> TopicSpec:
+    """An outbox is keyed by person pseudonym like the log, so a person's events stay in order.
+
+    Kept 7 days: long enough for a receiver that is down over a long weekend; what was
+    delivered is in the disclosure log, and the log itself can be routed again.
+    """
+    rf = settings.topic_replication_factor
+    return TopicSpec(
+        name=outbox_topic(settings, destination),
+        partitions=settings.topic_partitions,
+        replication_factor=rf,
+        configs={
+            "cleanup.policy": "delete",
+            "retention.ms": str(OUTBOX_RETENTION_MS),
+            "min.insync.replicas": str(min(2, rf)),
+            "message.timestamp.type": "CreateTime",
+        },
+        purpose=f"Outbox of destination {destination}: projected events its workers deliver.",
+    )
 
 
 def _admin(settings: HubSettings) -> AIOKafkaAdminClient:
     return make_admin(settings)
 
 
-async def ensure_topics(settings: HubSettings) -> list[str]:
+async def ensure_topics(settings: HubSettings, extra: Sequence[TopicSpec] = ()) -> list[str]:
     """Create the hub topics that are missing; return the names created (empty if none).
 
     Safe to run on every deploy and from several processes at once: an existing topic, or one a
-    concurrent run created first, is left as it is. A topic with fewer partitions than its spec
+    concurrent run created first, is left as it is. ``extra`` adds specs beyond the fixed ones
+    (the outboxes of the configured destinations). A topic with fewer partitions than its spec
     is an error, because keys would map to other partitions than the consumers were sized for.
     """
-    specs = topic_specs(settings)
+    specs = [*topic_specs(settings), *extra]
     admin = _admin(settings)
     await admin.start()
     try:
