@@ -34,6 +34,36 @@ def security_options(settings: HubSettings) -> dict[str, Any]:
     return options
 
 
+def librdkafka_config(settings: HubSettings) -> dict[str, str]:
+    """The same connection as :func:`security_options`, for librdkafka (confluent-kafka).
+
+    The router's loop runs on librdkafka (see :mod:`hub.routing.router`); it must connect as
+    every other hub client does. Without a CA file TLS uses the system's CAs (``probe``: the
+    wheel's OpenSSL is built in and knows no system path by itself); the broker's host name is
+    verified, as aiokafka's default SSL context does. A key inside the certificate file is found
+    there. The SASL password file is read now, when the client is made.
+    """
+    config: dict[str, str] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_uses_tls:
+        config["ssl.ca.location"] = (
+            str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile is not None else "probe"
+        )
+        config["ssl.endpoint.identification.algorithm"] = "https"
+        if settings.kafka_ssl_certfile is not None:
+            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+            config["ssl.key.location"] = str(
+                settings.kafka_ssl_keyfile or settings.kafka_ssl_certfile
+            )
+    if settings.kafka_uses_sasl:
+        config["sasl.mechanism"] = str(settings.kafka_sasl_mechanism)
+        config["sasl.username"] = str(settings.kafka_sasl_username)
+        config["sasl.password"] = settings.kafka_sasl_password_value() or ""
+    return config
+
+
 def make_producer(settings: HubSettings, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
