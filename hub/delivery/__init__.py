@@ -1,0 +1,1 @@
+"""Delivery: outbox records to receivers, with retries, dead letters and the disclosure log."""

@@ -1,0 +1,388 @@
+"""The disclosure log: one tamper-evident receipt for every event the hub handed to a receiver.
+
+Why it exists: a person may ask (GDPR art. 15) to whom their data went, when, which fields and on
+what legal basis; an auditor may ask whether that record is complete. Every delivery (and every
+event given up as a dead letter after reaching the receiver) writes a :class:`Disclosure` to the
+disclosures topic. Entries hold the person pseudonym only, never an identity code or a name.
+
+Hash chain. Entries form one chain per (destination, outbox partition), record key
+``<destination>/<partition>``: each entry carries ``seq`` (0, 1, 2, ...), ``prev_hash`` (the
+``hash`` of the entry before it, 64 zeros for seq 0) and ``hash`` = SHA-256 over the canonical
+JSON (RFC 8785) of the entry without ``hash``, so ``prev_hash`` is covered. Changing an entry
+breaks its hash, removing one breaks the next entry's ``seq`` and ``prev_hash``, reordering
+breaks both; ``hub audit verify`` (:mod:`hub.delivery.audit`) walks every chain. One chain per
+outbox partition because a partition is delivered by exactly one worker at a time: the chain
+needs one writer, and per-partition chains let workers write in parallel.
+
+Head recovery. The head of a chain (its last ``seq`` and ``hash``) is not kept anywhere else:
+on the first record for a chain after start (or after :meth:`DisclosureLog.release`, which a
+worker calls when its partition is revoked) the log reads the disclosures partition that the key
+maps to *backwards from its end*, in windows that grow fourfold, until it meets the newest entry
+of that key (or the partition's start: a new chain). Reading backwards costs what was written
+since the chain's last entry, not the topic's whole history, and needs no second "heads" topic
+that could disagree with the chain itself.
+
+Writes. Each chain has one writer task: entries that arrive while a batch is in flight wait and
+go as the next batch (group commit), so hashing stays sequential per chain while many deliveries
+await their receipts at once. :meth:`DisclosureLog.record` resolves only after the broker
+acknowledged the entry (acks=all, idempotent producer). If a write fails the chain's head is
+forgotten and recovered from the topic before the next entry, and the caller gets the error (the
+delivery is then not settled and will be redone, writing a new receipt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+from uuid import UUID
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from hub.intake.convert import canonical_json
+from hub.kafka.clients import make_consumer, make_producer
+from hub.kafka.topics import partition_ids
+from hub.logging import get_logger
+from hub.settings import HubSettings
+
+log = get_logger(__name__)
+
+GENESIS_HASH: Final = "0" * 64
+ENTRY_VERSION: Final = 1
+#: Entries written as one batch of a chain at most (more wait for the next batch).
+MAX_BATCH: Final = 500
+#: First window of the backwards search for a chain's head; it grows fourfold per step.
+HEAD_SEARCH_WINDOW: Final = 1000
+
+
+class DisclosureStatus(StrEnum):
+    DELIVERED = "delivered"
+    """The receiver answered 2xx (or said it already had the event)."""
+    DEAD_LETTERED = "dead-lettered"
+    """The receiver saw the event but refused it, or the retries ran out; see the dead letters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """What one delivery disclosed, to whom, on what basis: the content of one receipt."""
+
+    destination: str
+    event_id: str | UUID
+    subject: str
+    """The person pseudonym (never an identity code)."""
+    event_type: str
+    fields: Sequence[str]
+    """Dotted paths of the fields sent (under ``payload.``)."""
+    legal_basis: Mapping[str, str]
+    """Sensitivity class → legal basis text, for the classes present in what was sent."""
+    status: DisclosureStatus | str
+    attempts: int
+    first_attempt_at: datetime
+    last_attempt_at: datetime
+    route: str
+    outbox_partition: int
+    outbox_offset: int
+    endpoint: str | None = None
+    """The directory key of the receiver (fund code, business ID, area code), if any."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry's content as JSON values (times ISO 8601 UTC)."""
+        return {
+            "destination": self.destination,
+            "endpoint": self.endpoint,
+            "event_id": str(self.event_id),
+            "subject": self.subject,
+            "event_type": self.event_type,
+            "route": self.route,
+            "fields": list(self.fields),
+            "legal_basis": dict(self.legal_basis),
+            "status": str(DisclosureStatus(self.status)),
+            "attempts": self.attempts,
+            "first_attempt_at": _iso(self.first_attempt_at),
+            "last_attempt_at": _iso(self.last_attempt_at),
+            "outbox_partition": self.outbox_partition,
+            "outbox_offset": self.outbox_offset,
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Disclosure:
+        """Read the content of an entry back (chain fields are ignored)."""
+        return cls(
+            destination=entry["destination"],
+            endpoint=entry.get("endpoint"),
+            event_id=entry["event_id"],
+            subject=entry["subject"],
+            event_type=entry["event_type"],
+            route=entry["route"],
+            fields=tuple(entry["fields"]),
+            legal_basis=dict(entry["legal_basis"]),
+            status=DisclosureStatus(entry["status"]),
+            attempts=int(entry["attempts"]),
+            first_attempt_at=datetime.fromisoformat(entry["first_attempt_at"]),
+            last_attempt_at=datetime.fromisoformat(entry["last_attempt_at"]),
+            outbox_partition=int(entry["outbox_partition"]),
+            outbox_offset=int(entry["outbox_offset"]),
+        )
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def chain_key(destination: str, partition: int) -> str:
+    """The record key (and name) of the chain of one destination's outbox partition."""
+    return f"{destination}/{partition}"
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of *entry* without its ``hash`` member."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def chained_entry(
+    disclosure: Disclosure, chain: str, seq: int, prev_hash: str, recorded_at: datetime
+) -> dict[str, Any]:
+    """The full entry as written: content, chain position and its hash."""
+    entry: dict[str, Any] = {
+        "v": ENTRY_VERSION,
+        "chain": chain,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "recorded_at": _iso(recorded_at),
+        **disclosure.to_json(),
+    }
+    entry["hash"] = entry_hash(entry)
+    return entry
+
+
+def encode_entry(entry: Mapping[str, Any]) -> bytes:
+    """The record value: the canonical JSON of the entry (so its bytes are its hash input)."""
+    return canonical_json(dict(entry))
+
+
+def decode_entry(value: bytes | None) -> dict[str, Any]:
+    """Parse a record value; ValueError when it is not a JSON object."""
+    if value is None:
+        raise ValueError("record has no value")
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise ValueError("record value is not a JSON object")
+    return parsed
+
+
+def partition_for_key(key: str, partitions: Sequence[int]) -> int:
+    """The partition the producer's default (Java murmur2) partitioner picks for *key*."""
+    chosen: int = DefaultPartitioner()(key.encode(), sorted(partitions), list(partitions))
+    return chosen
+
+
+@dataclass
+class _Chain:
+    key: str
+    partition: int
+    """The disclosures partition the chain lives in."""
+    head: tuple[int, str] | None = None
+    """(seq, hash) of the last entry written; None = not known (recover from the topic)."""
+    pending: list[tuple[Disclosure, asyncio.Future[None]]] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
+
+
+class DisclosureLog:
+    """Writes disclosure receipts to ``settings.topic_disclosures``, chained per outbox partition.
+
+    ``await record(entry, partition)`` resolves once the broker acknowledged the receipt.
+    """
+
+    def __init__(self, settings: HubSettings, producer: AIOKafkaProducer | None = None) -> None:
+        self._settings = settings
+        self._topic = settings.topic_disclosures
+        self._producer = producer
+        self._own_producer = producer is None
+        self._chains: dict[str, _Chain] = {}
+        self._partitions: list[int] = []
+        self._started = False
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    async def start(self) -> None:
+        """Connect; the disclosures topic must exist (``ensure_topics`` creates it)."""
+        self._partitions = await partition_ids(self._settings, self._topic)
+        if self._producer is None:
+            self._producer = make_producer(self._settings, client_id="te-hub-disclosures")
+            await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Wait for the receipts being written, then close the producer."""
+        writers = [c.writer for c in self._chains.values() if c.writer is not None]
+        if writers:
+            await asyncio.gather(*writers, return_exceptions=True)
+        if self._producer is not None and self._own_producer:
+            await self._producer.stop()
+            self._producer = None
+        self._started = False
+
+    async def record(self, entry: Disclosure, partition: int) -> None:
+        """Append *entry* to the chain of (its destination, outbox *partition*); acks=all."""
+        if not self._started:
+            raise RuntimeError("DisclosureLog.record before start()")
+        chain = self._chain(entry.destination, partition)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        chain.pending.append((entry, done))
+        if chain.writer is None or chain.writer.done():
+            chain.writer = asyncio.create_task(self._write(chain), name=f"disclosures {chain.key}")
+        await asyncio.shield(done)
+
+    def release(self, destination: str, partition: int) -> None:
+        """Forget the head of a chain (its outbox partition was revoked from this worker).
+
+        Another worker may extend the chain meanwhile; should this one get the partition back it
+        recovers the head from the topic again instead of forking the chain from a stale head.
+        """
+        chain = self._chains.get(chain_key(destination, partition))
+        if chain is not None and not chain.pending:
+            chain.head = None
+
+    def head(self, destination: str, partition: int) -> tuple[int, str] | None:
+        """(seq, hash) of the chain's last entry as this process knows it (None: not yet read)."""
+        chain = self._chains.get(chain_key(destination, partition))
+        return None if chain is None else chain.head
+
+    def _chain(self, destination: str, partition: int) -> _Chain:
+        key = chain_key(destination, partition)
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = _Chain(key, partition_for_key(key, self._partitions))
+            self._chains[key] = chain
+        return chain
+
+    async def _write(self, chain: _Chain) -> None:
+        """The chain's single writer: batches of pending entries, each after the last's acks."""
+        assert self._producer is not None
+        while chain.pending:
+            batch = chain.pending[:MAX_BATCH]
+            del chain.pending[: len(batch)]
+            try:
+                if chain.head is None:
+                    chain.head = await recover_head(self._settings, chain.key, chain.partition)
+                seq, prev = chain.head
+                sends = []
+                now = datetime.now(UTC)
+                for disclosure, _ in batch:
+                    seq += 1
+                    entry = chained_entry(disclosure, chain.key, seq, prev, now)
+                    prev = entry["hash"]
+                    sends.append(
+                        await self._producer.send(
+                            self._topic,
+                            value=encode_entry(entry),
+                            key=chain.key.encode(),
+                            partition=chain.partition,
+                        )
+                    )
+                results = await asyncio.gather(*sends, return_exceptions=True)
+            except Exception as error:  # recovery or enqueueing failed: the whole batch failed
+                results = [error] * len(batch)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                chain.head = None
+                log.error(
+                    "disclosures.write_failed",
+                    chain=chain.key,
+                    entries=len(batch),
+                    failed=len(failed),
+                    error=str(failed[0]),
+                )
+            else:
+                chain.head = (seq, prev)
+            for (_, done), result in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(None)
+
+
+async def recover_head(settings: HubSettings, key: str, partition: int) -> tuple[int, str]:
+    """(seq, hash) of the newest entry of chain *key*, read backwards from the partition's end.
+
+    A new chain gives ``(-1, GENESIS_HASH)``, so its first entry is seq 0.
+    """
+    tp = TopicPartition(settings.topic_disclosures, partition)
+    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        start = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        window = HEAD_SEARCH_WINDOW
+        upper = end
+        while upper > start:
+            lower = max(start, upper - window)
+            found = await _newest_of_key(consumer, tp, key.encode(), lower, upper)
+            if found is not None:
+                return found
+            upper = lower
+            window *= 4
+        return (-1, GENESIS_HASH)
+    finally:
+        await consumer.stop()
+
+
+async def _newest_of_key(
+    consumer: Any, tp: TopicPartition, key: bytes, lower: int, upper: int
+) -> tuple[int, str] | None:
+    """The newest entry of *key* among offsets [lower, upper) of *tp*."""
+    consumer.seek(tp, lower)
+    newest: tuple[int, str] | None = None
+    while await consumer.position(tp) < upper:
+        batches = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
+        for record in batches.get(tp, ()):
+            if record.offset >= upper:
+                return newest
+            if record.key != key:
+                continue
+            try:
+                entry = decode_entry(record.value)
+                newest = (int(entry["seq"]), str(entry["hash"]))
+            except (ValueError, KeyError, TypeError):
+                log.warning(
+                    "disclosures.unreadable_entry", chain=key.decode(), offset=record.offset
+                )
+    return newest
+
+
+class MemoryDisclosureLog:
+    """The same interface in memory, for unit tests of code that writes receipts."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._heads: dict[str, tuple[int, str]] = {}
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    async def record(self, entry: Disclosure, partition: int) -> None:
+        key = chain_key(entry.destination, partition)
+        seq, prev = self._heads.get(key, (-1, GENESIS_HASH))
+        chained = chained_entry(entry, key, seq + 1, prev, datetime.now(UTC))
+        self._heads[key] = (seq + 1, chained["hash"])
+        self.entries.append(chained)
+
+    def release(self, destination: str, partition: int) -> None:
+        """Nothing to forget: memory is the whole chain."""
