@@ -129,6 +129,14 @@ class HubSettings(BaseSettings):
         description="Kafka transaction timeout of the router: how long a killed router's open "
         "transaction can hold back read_committed readers of its outboxes.",
     )
+    router_session_timeout_s: float = Field(
+        default=20.0,
+        ge=6,
+        le=300,
+        description="Consumer group session timeout of hub route: how long the group waits for a "
+        "router that stopped answering before its partitions go to the others (a router "
+        "restarted within it keeps its partitions, as a static member).",
+    )
     delivery_max_in_flight: int = Field(
         default=64,
         ge=1,
