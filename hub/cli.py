@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from connectors.batch.cli import import_command
 from connectors.poller.cli import poll_command
+from connectors.receivers.cli import receivers_command
 from connectors.rest_api.cli import clients
 from connectors.rest_api.serve import serve_command
 from connectors.simulator.cli import simulate_command
@@ -74,6 +75,7 @@ cli.add_command(poll_command)
 cli.add_command(import_command)
 cli.add_command(serve_command)
 cli.add_command(clients)
+cli.add_command(receivers_command)
 
 
 def main() -> None:
