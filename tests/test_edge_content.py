@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from connectors.batch.importer import ImportOptions, import_file
-from connectors.poller.client import XRoadService
+from connectors.xroad.client import XRoadService
 from connectors.poller.mapping import ChangeMapper
 from connectors.rest_api.app import create_app
 from connectors.rest_api.endpoints import ENDPOINTS

@@ -1,7 +1,7 @@
 """Register poller: pulls a register's change feed over X-Road (Suomi.fi-palveluväylä) and
 publishes it as customer-path events through an :class:`~hub.sink.EventSink`."""
 
-from connectors.poller.client import (
+from connectors.xroad.client import (
     XRoadBadResponse,
     XRoadClient,
     XRoadError,

@@ -7,7 +7,7 @@ import signal
 
 import click
 
-from connectors.poller.client import XRoadClient, XRoadMisconfigured, XRoadService
+from connectors.xroad.client import XRoadClient, XRoadMisconfigured, XRoadService
 from connectors.poller.cursor import CursorFileError
 from connectors.poller.poller import PollStats, RegisterPoller
 from hub.kafka.cli_support import run_kafka_command

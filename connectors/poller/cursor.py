@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.poller.client import XRoadService
+from connectors.xroad.client import XRoadService
 from connectors.poller.mapping import Rejection
 
 

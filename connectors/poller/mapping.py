@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from connectors.poller.client import XRoadService
+from connectors.xroad.client import XRoadService
 from hub.codes import MainlandMunicipalityCodeStr, UnemploymentFundCodeStr, employment_area_of
 from hub.events import CustomerPathEvent, Envelope
 from hub.events.customer_path import (

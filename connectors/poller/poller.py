@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from connectors.poller.client import (
+from connectors.xroad.client import (
     XRoadBadResponse,
     XRoadClient,
     XRoadMisconfigured,

@@ -1,5 +1,8 @@
 """A small X-Road REST client (Suomi.fi-palveluväylä) over ``httpx.AsyncClient``.
 
+Shared by the register poller (GET of a change feed) and the X-Road delivery transport (POST of
+an event): both talk to the hub's own security server with the same client subsystem and mTLS.
+
 The hub talks to its own security server, which forwards the request to the provider's. Every
 request names the hub's client subsystem in ``X-Road-Client`` (mandatory) and carries a fresh
 ``X-Road-Id``, logged, so a request can be found in both security servers' message logs. Mutual
@@ -18,6 +21,7 @@ import email.utils
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Final, Self
@@ -177,7 +181,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 class XRoadClient:
-    """GET requests to X-Road REST services through the hub's security server."""
+    """Requests to X-Road REST services through the hub's security server."""
 
     def __init__(
         self,
@@ -216,32 +220,22 @@ class XRoadClient:
             transport=transport,
         )
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"X-Road-Client": self.client.id, "X-Road-Id": str(uuid.uuid4())}
+        if self.user_id is not None:
+            headers["X-Road-UserId"] = self.user_id
+        return headers
+
     async def get_json(self, service: XRoadService, params: dict[str, str | int]) -> Any:
         """GET the service with query *params* and return the decoded JSON body.
 
         Raises XRoadUnavailable (retry) or an XRoadMisconfigured kind (fix something).
         """
-        request_id = str(uuid.uuid4())
-        headers = {"X-Road-Client": self.client.id, "X-Road-Id": request_id}
-        if self.user_id is not None:
-            headers["X-Road-UserId"] = self.user_id
-        started = time.monotonic()
-        context = {"service": service.id, "x_road_id": request_id}
-        try:
-            response = await self._http.get(service.path, params=params, headers=headers)
-        except HTTP_FAILURES as exc:
-            # Nothing was answered. A certificate problem may surface only on the first read,
-            # as a raw ssl.SSLError: it is a configuration error, not a passing outage.
-            problem = tls_problem(exc)
-            log.warning(
-                "xroad.request_failed", **context, error=type(exc).__name__, tls_problem=problem
-            )
-            if problem is not None:
-                raise XRoadTLSError(f"{service.id}: TLS to the security server: {problem}") from exc
-            raise XRoadUnavailable(f"{service.id}: {type(exc).__name__}: {exc}") from exc
-        elapsed_ms = round((time.monotonic() - started) * 1000)
+        headers = self._headers()
+        response = await self._exchange(
+            service, headers, lambda: self._http.get(service.path, params=params, headers=headers)
+        )
         status = response.status_code
-        log.info("xroad.request", **context, status=status, elapsed_ms=elapsed_ms)
         if status >= 400:
             # Security servers name their own faults in X-Road-Error (e.g. Server.ServerProxy...).
             detail = response.headers.get("X-Road-Error") or response.text[:_ERROR_BODY_CHARS]
@@ -254,6 +248,45 @@ class XRoadClient:
             return response.json()
         except ValueError as exc:
             raise XRoadBadResponse(f"{service.id}: HTTP {status} answer is not JSON") from exc
+
+    async def post(
+        self, service: XRoadService, content: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST *content* to the service with *headers* (plus the X-Road ones) and return the
+        answer whatever its status: the delivery loop decides what a status means.
+
+        Raises XRoadUnavailable when nothing was answered, XRoadTLSError for a TLS
+        configuration problem.
+        """
+        sent = {**headers, **self._headers()}
+        return await self._exchange(
+            service, sent, lambda: self._http.post(service.path, content=content, headers=sent)
+        )
+
+    async def _exchange(
+        self,
+        service: XRoadService,
+        headers: dict[str, str],
+        request: Callable[[], Awaitable[httpx.Response]],
+    ) -> httpx.Response:
+        """One request, logged with its X-Road-Id; no answer becomes an XRoadError."""
+        started = time.monotonic()
+        context = {"service": service.id, "x_road_id": headers["X-Road-Id"]}
+        try:
+            response = await request()
+        except HTTP_FAILURES as exc:
+            # Nothing was answered. A certificate problem may surface only on the first read,
+            # as a raw ssl.SSLError: it is a configuration error, not a passing outage.
+            problem = tls_problem(exc)
+            log.warning(
+                "xroad.request_failed", **context, error=type(exc).__name__, tls_problem=problem
+            )
+            if problem is not None:
+                raise XRoadTLSError(f"{service.id}: TLS to the security server: {problem}") from exc
+            raise XRoadUnavailable(f"{service.id}: {type(exc).__name__}: {exc}") from exc
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        log.info("xroad.request", **context, status=response.status_code, elapsed_ms=elapsed_ms)
+        return response
 
     async def aclose(self) -> None:
         await self._http.aclose()
