@@ -79,7 +79,10 @@ class Population:
         self._area_cum_weights = tuple(accumulate(weights[c] for c in self.municipality_codes))
         self._mainland_cum_weights = tuple(accumulate(weights[c] for c in self.all_mainland_codes))
         self.employers = _business_ids(random.Random(f"{config.seed}:employers"), 400)
-        self.providers = _business_ids(random.Random(f"{config.seed}:providers"), 25)
+        # Providers do not depend on --seed: the packaged provider directory
+        # (hub/routing/data/providers.toml) lists exactly these, so every simulated enrolment
+        # routes to a known provider.
+        self.providers = simulator_providers()
 
     def person(self, rng: random.Random, registered_on: date) -> Person:
         code, age = self._unique_code(rng, registered_on)
@@ -124,6 +127,15 @@ class Population:
                 self._used_codes.add(code)
                 had_birthday = (registered_on.month, registered_on.day) >= (birth.month, birth.day)
                 return code, registered_on.year - birth.year - (0 if had_birthday else 1)
+
+
+PROVIDER_SEED = "te-hub:providers"
+PROVIDER_COUNT = 25
+
+
+def simulator_providers() -> tuple[str, ...]:
+    """The business IDs of the simulated service providers: the same in every run."""
+    return _business_ids(random.Random(PROVIDER_SEED), PROVIDER_COUNT)
 
 
 def _business_ids(rng: random.Random, count: int) -> tuple[str, ...]:

@@ -1,0 +1,169 @@
+"""Outbox values: a projected event in Avro single-object encoding with its derived schema.
+
+The outbox topic of a destination holds only what its routes grant, so its values are written
+with the derived schema of (destination, event type) (:func:`projected_schema`), framed as the
+log is without a registry: ``C3 01`` + the CRC-64-AVRO fingerprint of the derived schema + body.
+The fingerprint names the writer schema exactly; the codec knows the derived schema of every
+released version of every routed type, so a delivery worker reads outbox records written before
+an event schema evolved, resolved to the current derived schema.
+
+Derived schemas are named ``fi.te.hub.outbox.<destination>.<Type>``, so a fingerprint also says
+which destination a value was projected for; a value for another destination, or from a routes
+file whose grants have since changed, is an :class:`UnknownSchemaFingerprint`, never misread.
+
+Kafka record (written by the router): key = the log record's key (the person's pseudonym), value
+= :meth:`OutboxCodec.encode`, headers = the log record's CloudEvents headers plus
+``hub-route``, ``hub-destination``, ``hub-endpoint`` (when the destination has endpoints) and
+``hub-source`` (``<topic>/<partition>/<offset>`` of the log record).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastavro import parse_schema
+
+from hub.routing.projection import projected_schema
+from hub.routing.resolve import Routed
+from hub.routing.routes import RoutesConfig
+from hub.serde.avro_body import BodyReader, decode_body, encode_body
+from hub.serde.base import EncodeError, UnknownSchemaFingerprint
+from hub.serde.catalog import SchemaCatalog, SchemaVersion, default_catalog
+from hub.serde.fingerprint import canonical_form, crc64_avro
+from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+from hub.serde.single_object import SingleObjectSerializer
+
+HEADER_ROUTE = "hub-route"
+HEADER_DESTINATION = "hub-destination"
+HEADER_ENDPOINT = "hub-endpoint"
+HEADER_SOURCE = "hub-source"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A decoded outbox value: always shaped by the current derived schema of its type."""
+
+    type_name: str
+    """Short event type name, e.g. ``ServiceEnrolled``."""
+    destination: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedSchema:
+    """One derived schema version of one (destination, event type)."""
+
+    destination: str
+    type_name: str
+    version: int
+    raw: dict[str, Any]
+    parsed: Any
+    canonical: str
+    fingerprint: bytes
+
+
+def _derive(
+    destination: str, type_name: str, version: SchemaVersion, grants: Any, fields: Any
+) -> DerivedSchema:
+    raw = projected_schema(version.raw, grants, fields, destination)
+    parsed = parse_schema(raw, named_schemas={})
+    canonical = canonical_form(parsed)
+    return DerivedSchema(
+        destination, type_name, version.version, raw, parsed, canonical, crc64_avro(canonical)
+    )
+
+
+class OutboxCodec:
+    """Encode :class:`Routed` events for their outbox; decode any released derived version."""
+
+    def __init__(self, derived: list[DerivedSchema]) -> None:
+        self._writers: dict[tuple[str, str], tuple[bytes, DerivedSchema]] = {}
+        self._readers: dict[bytes, tuple[DerivedSchema, BodyReader]] = {}
+        current: dict[tuple[str, str], DerivedSchema] = {}
+        for schema in derived:
+            key = (schema.destination, schema.type_name)
+            if key not in current or schema.version > current[key].version:
+                current[key] = schema
+        for key, schema in current.items():
+            self._writers[key] = (SINGLE_OBJECT_MAGIC + schema.fingerprint, schema)
+        for schema in derived:
+            reader_schema = current[(schema.destination, schema.type_name)]
+            other = self._readers.get(schema.fingerprint)
+            if other is not None and (other[0].destination, other[0].type_name) != (
+                schema.destination,
+                schema.type_name,
+            ):
+                raise ValueError(
+                    f"derived schemas {schema.destination}/{schema.type_name} and "
+                    f"{other[0].destination}/{other[0].type_name} share a fingerprint"
+                )
+            same = schema.canonical == reader_schema.canonical
+            reader = BodyReader(
+                type_name=schema.type_name,
+                writer=reader_schema.parsed if same else schema.parsed,
+                reader=None if same else reader_schema.parsed,
+                ref=schema.fingerprint.hex(),
+            )
+            if other is None or schema is reader_schema:
+                self._readers[schema.fingerprint] = (schema, reader)
+
+    @classmethod
+    def for_routes(cls, config: RoutesConfig, catalog: SchemaCatalog | None = None) -> OutboxCodec:
+        """The derived schemas of every route × type × destination × released version."""
+        catalog = catalog if catalog is not None else default_catalog()
+        derived: list[DerivedSchema] = []
+        for route in config.routes:
+            grants = frozenset(route.grants)
+            for type_name in route.types:
+                event = catalog.event(type_name)
+                versions = list(event.versions())
+                for destination in config.destinations_of(route):
+                    for version in versions:
+                        derived.append(
+                            _derive(destination, event.short_name, version, grants, route.fields)
+                        )
+        return cls(derived)
+
+    def schema(self, destination: str, type_name: str) -> dict[str, Any]:
+        """The current derived schema (JSON) of a destination and type."""
+        return self._writer(destination, type_name)[1].raw
+
+    def schemas(self) -> list[DerivedSchema]:
+        """Every derived schema version the codec reads."""
+        return [schema for schema, _ in self._readers.values()]
+
+    def _writer(self, destination: str, type_name: str) -> tuple[bytes, DerivedSchema]:
+        short = type_name.rpartition(".")[2]
+        writer = self._writers.get((destination, short))
+        if writer is None:
+            raise EncodeError(f"no route sends {short} to destination {destination}")
+        return writer
+
+    def encode(self, routed: Routed, type_name: str) -> bytes:
+        """Avro single-object value of the projected record with the derived schema."""
+        header, schema = self._writer(routed.destination, type_name)
+        return encode_body(header, schema.parsed, schema.type_name, routed.record)
+
+    def decode(self, data: bytes) -> OutboxRecord:
+        """Decode any derived version this codec knows, shaped as the current derived schema."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        fingerprint = SingleObjectSerializer.fingerprint_of(data)
+        found = self._readers.get(fingerprint)
+        if found is None:
+            raise UnknownSchemaFingerprint(fingerprint)
+        schema, reader = found
+        decoded = decode_body(data, SINGLE_OBJECT_HEADER_SIZE, reader)
+        return OutboxRecord(schema.type_name, schema.destination, decoded.record)
+
+
+__all__ = [
+    "HEADER_DESTINATION",
+    "HEADER_ENDPOINT",
+    "HEADER_ROUTE",
+    "HEADER_SOURCE",
+    "DerivedSchema",
+    "OutboxCodec",
+    "OutboxRecord",
+]

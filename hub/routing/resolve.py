@@ -1,0 +1,308 @@
+"""Route evaluation (pure): which destinations get an event, with which fields.
+
+:func:`route_event` takes the routes, a decoded event and the router's state of its person, and
+returns one :class:`Routed` per (route, destination) that wants it, the record already projected.
+A route whose destination cannot be resolved (a fund not in the code list or not valid on the
+event's date, a provider missing from the provider directory, an area without a municipal
+system) raises :class:`Unroutable`, whose reason names the code but never personal data: the
+router dead-letters the event with it.
+
+Who pays the person (for ``payer_of_person``) is state the router keeps per person pseudonym
+(:class:`PersonState`, a compacted topic). The rule, applied by :func:`next_state` in log order:
+
+- ``JobseekerRegistered`` starts a spell: the payer is the person's unemployment fund
+  (``payload.unemployment_fund_code``) when given, otherwise Kela (who pays basic allowance
+  and labour market subsidy to everyone not insured by a fund);
+- ``StatementRequested``, ``LabourPolicyStatementIssued`` and ``BenefitDaysAccrued`` name the
+  payer (``payload.payer``): the latest one wins, because the payer itself asked, was answered or
+  reported paying;
+- no other event changes it. A person of whom none of these was seen has no known payer: their
+  job start and end of job search go to no payer, which is right, because nobody pays them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hub.codes import UnknownCode, fund
+from hub.events.enums import PayerKind
+from hub.events.sensitivity import Sensitivity, sensitive_fields
+from hub.routing.projection import Projection, leaf_paths, projected_schema
+from hub.routing.routes import Route, RoutesConfig
+from hub.serde.catalog import SchemaCatalog, default_catalog
+
+_FINLAND = ZoneInfo("Europe/Helsinki")
+_PAYER_EVENTS = frozenset(
+    {"StatementRequested", "LabourPolicyStatementIssued", "BenefitDaysAccrued"}
+)
+_MAX_SUCCESSORS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class PersonState:
+    """Who pays the person, as learnt from their events (see the module docstring)."""
+
+    payer_kind: str | None = None
+    """``KELA`` or ``UNEMPLOYMENT_FUND`` (:class:`hub.events.enums.PayerKind`), None: unknown."""
+    fund_code: str | None = None
+    """The fund's hub code when a fund pays. Membership data (GDPR art. 9): only the router's
+    own state topic holds it, keyed by the pseudonym."""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"v": 1, "payer_kind": self.payer_kind, "fund_code": self.fund_code},
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PersonState:
+        value = json.loads(data)
+        if not isinstance(value, dict) or value.get("v") != 1:
+            raise ValueError("not a version 1 person state")
+        return cls(payer_kind=value.get("payer_kind"), fund_code=value.get("fund_code"))
+
+
+def next_state(
+    state: PersonState | None, type_name: str, record: dict[str, Any]
+) -> PersonState | None:
+    """The person's state after this event (the same object when the event changes nothing)."""
+    payload = record.get("payload") or {}
+    if type_name == "JobseekerRegistered":
+        code = payload.get("unemployment_fund_code")
+        if code:
+            new = PersonState(PayerKind.UNEMPLOYMENT_FUND.value, code)
+        else:
+            new = PersonState(PayerKind.KELA.value, None)
+    elif type_name in _PAYER_EVENTS and isinstance(payload.get("payer"), dict):
+        payer = payload["payer"]
+        kind = str(payer.get("kind"))
+        if kind == PayerKind.UNEMPLOYMENT_FUND.value and payer.get("fund_code"):
+            new = PersonState(kind, payer["fund_code"])
+        elif kind == PayerKind.KELA.value:
+            new = PersonState(kind, None)
+        else:
+            return state
+    else:
+        return state
+    return state if state == new else new
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One projected event for one destination."""
+
+    route: str
+    destination: str
+    endpoint: str | None
+    """Directory key (fund code, business ID, area code); None for a single-endpoint one."""
+    record: dict[str, Any] = field(repr=False)
+    fields: tuple[str, ...]
+    """Dotted paths of every field sent (envelope included)."""
+    legal_basis: dict[str, str]
+    """Granted class → legal basis, for the classes present; ``disclosure``: the route's basis."""
+
+
+class Unroutable(Exception):
+    """A route wants the event but its destination cannot be resolved (no personal data)."""
+
+    def __init__(self, route: str, reason: str) -> None:
+        super().__init__(f"route {route}: {reason}")
+        self.route = route
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    projection: Projection
+    fields: tuple[str, ...]
+    legal_basis: dict[str, str]
+
+
+def event_date(record: dict[str, Any]) -> date:
+    """The date that picks a code-list entry: the payload's ``issued_on`` when the event has
+    one (a statement goes to the fund valid on its issue date), else ``occurred_at`` in
+    Finnish time."""
+    payload = record.get("payload") or {}
+    issued = payload.get("issued_on")
+    if isinstance(issued, date):
+        return issued
+    occurred = record["envelope"]["occurred_at"]
+    if isinstance(occurred, datetime):
+        if occurred.tzinfo is None:
+            occurred = occurred.replace(tzinfo=UTC)
+        return occurred.astimezone(_FINLAND).date()
+    return datetime.fromtimestamp(int(occurred) / 1000, _FINLAND).date()
+
+
+def fund_on(route: str, code: str, on: date) -> str:
+    """The fund code that receives a fund's data on ``on``: itself, or its successor after a
+    merger (followed along the chain); :class:`Unroutable` if unknown or not valid."""
+    current = code
+    for _ in range(_MAX_SUCCESSORS):
+        try:
+            found = fund(current)
+        except UnknownCode:
+            raise Unroutable(route, f"fund {current} is not in the fund code list") from None
+        if found.is_valid_on(on):
+            return found.code
+        merged_away = found.valid_to is not None and on > found.valid_to
+        if found.successor_code is None or not merged_away:
+            raise Unroutable(route, f"fund {current} is not valid on {on.isoformat()}")
+        current = found.successor_code
+    raise Unroutable(route, f"fund {code}: successor chain too long")
+
+
+class Router:
+    """:func:`route_event` with the projections of one config compiled once."""
+
+    def __init__(self, config: RoutesConfig, catalog: SchemaCatalog | None = None) -> None:
+        self.config = config
+        self.catalog = catalog if catalog is not None else default_catalog()
+        self._by_type: dict[str, list[Route]] = {}
+        for route in config.routes:
+            for type_name in route.types:
+                self._by_type.setdefault(type_name, []).append(route)
+        self._compiled: dict[tuple[str, str, str], _Compiled] = {}
+
+    def compiled(self, route: Route, destination: str, type_name: str) -> _Compiled:
+        key = (route.name, destination, type_name)
+        found = self._compiled.get(key)
+        if found is None:
+            schema = self.catalog.current(type_name).raw
+            grants = frozenset(route.grants)
+            derived = projected_schema(schema, grants, route.fields, destination)
+            sent = tuple(leaf_paths(derived))
+            classes = sensitive_fields(derived)
+            basis = {
+                str(kind): route.grants[kind]
+                for kind in sorted(set(classes.values()), key=str)
+                if kind in route.grants
+            }
+            if route.basis:
+                basis["disclosure"] = route.basis
+            found = _Compiled(Projection(schema, grants, route.fields), sent, basis)
+            self._compiled[key] = found
+        return found
+
+    def route_event(
+        self, type_name: str, record: dict[str, Any], state: PersonState | None
+    ) -> list[Routed]:
+        type_name = type_name.rpartition(".")[2]  # a full name works too
+        routed: list[Routed] = []
+        envelope = record["envelope"]
+        for route in self._by_type.get(type_name, ()):
+            if not route.accepts(envelope):
+                continue
+            target = self._resolve(route, type_name, record, state)
+            if target is None:
+                continue
+            destination, endpoint = target
+            compiled = self.compiled(route, destination, type_name)
+            routed.append(
+                Routed(
+                    route=route.name,
+                    destination=destination,
+                    endpoint=endpoint,
+                    record=compiled.projection.apply(record),
+                    fields=compiled.fields,
+                    legal_basis=dict(compiled.legal_basis),
+                )
+            )
+        return routed
+
+    def _resolve(
+        self, route: Route, type_name: str, record: dict[str, Any], state: PersonState | None
+    ) -> tuple[str, str | None] | None:
+        directories = self.config.directories
+        if route.to.destination is not None:
+            return route.to.destination, None
+        payload = record.get("payload") or {}
+        match route.to.directory:
+            case "payer_named":
+                payer = payload.get("payer") or {}
+                return self._payer(route, str(payer.get("kind")), payer.get("fund_code"), record)
+            case "payer_of_person":
+                state = next_state(state, type_name, record)
+                if state is None or state.payer_kind is None:
+                    return None  # no known payer: nobody pays the person, nothing to tell
+                return self._payer(route, state.payer_kind, state.fund_code, record)
+            case "provider_of_enrolment":
+                business_id = str(payload.get("provider_business_id"))
+                return self._keyed(
+                    route,
+                    directories.providers,
+                    business_id,
+                    f"provider {business_id} is not in the provider directory",
+                )
+            case "municipal_system_of_area":
+                area = str(record["envelope"]["employment_area_code"])
+                return self._keyed(
+                    route,
+                    directories.municipal,
+                    area,
+                    f"employment area {area} has no municipal system in the routes",
+                )
+        raise Unroutable(route.name, f"unknown directory {route.to.directory}")
+
+    def _payer(
+        self, route: Route, kind: str, fund_code: str | None, record: dict[str, Any]
+    ) -> tuple[str, str | None]:
+        directories = self.config.directories
+        if kind == PayerKind.KELA.value:
+            return directories.kela, None
+        if kind != PayerKind.UNEMPLOYMENT_FUND.value:
+            raise Unroutable(route.name, f"unknown payer kind {kind}")
+        if not fund_code:
+            raise Unroutable(route.name, "an unemployment fund pays but no fund code is given")
+        code = fund_on(route.name, fund_code, event_date(record))
+        return self._keyed(
+            route, directories.funds, code, f"fund {code} has no endpoint in the routes"
+        )
+
+    def _keyed(self, route: Route, destination: str, key: str, missing: str) -> tuple[str, str]:
+        endpoints = self.config.destinations[destination].endpoints or {}
+        if key not in endpoints:
+            raise Unroutable(route.name, missing)
+        return destination, key
+
+
+_ROUTERS: dict[int, tuple[RoutesConfig, Router]] = {}
+
+
+def router_for(config: RoutesConfig) -> Router:
+    """The compiled :class:`Router` of a config (one per config object)."""
+    cached = _ROUTERS.get(id(config))
+    if cached is None or cached[0] is not config:
+        cached = (config, Router(config))
+        _ROUTERS[id(config)] = cached
+    return cached[1]
+
+
+def route_event(
+    config: RoutesConfig, type_name: str, record: dict[str, Any], state: PersonState | None
+) -> list[Routed]:
+    """Every (route, destination) that gets this event, projected; [] when none wants it.
+
+    ``type_name`` is the short name (``JobseekerRegistered``), ``record`` shaped like
+    ``DecodedEvent.record``. Raises :class:`Unroutable` when a route that wants the event cannot
+    resolve where it goes.
+    """
+    return router_for(config).route_event(type_name, record, state)
+
+
+__all__ = [
+    "PersonState",
+    "Routed",
+    "Router",
+    "Sensitivity",
+    "Unroutable",
+    "event_date",
+    "fund_on",
+    "next_state",
+    "route_event",
+    "router_for",
+]

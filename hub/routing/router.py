@@ -1,0 +1,667 @@
+"""The router: consume the log → route → project → produce to the outboxes, exactly once.
+
+Each batch of log records becomes ONE Kafka transaction holding the outbox records, the dead
+letters, the changed person states and the consumed offsets. Readers of the outboxes use
+read_committed, so a router that dies mid-batch leaves nothing visible; its successor routes
+the batch again from the committed offsets and the committed state.
+
+Why confluent-kafka (librdkafka) and not aiokafka for this loop: several routers share the
+log's partitions as one consumer group (``<HUB_WRITER_ID_PREFIX>-router``), and a router that
+was rebalanced away or paused must not commit late (a zombie). librdkafka implements KIP-447:
+``send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())`` sends the group
+generation and member id with the offsets, and the broker refuses a transaction of a member
+the group has moved past. One stable transactional id per router process
+(``HUB_ROUTER_TRANSACTIONAL_ID``) is then enough, whatever partitions it gets. aiokafka's
+``send_offsets_to_transaction`` takes only a group id, so it fences zombies only with one
+transactional id per input partition (a producer per partition and a rebuild on every
+rebalance). The transactional id doubles as the static group member id (KIP-345): a router
+restarted within ``HUB_ROUTER_SESSION_TIMEOUT_S`` gets its partitions back without a
+rebalance of the others, and the restart itself aborts the transaction the dead process left
+open (``init_transactions`` bumps the id's epoch).
+
+librdkafka's default partitioner (consistent_random, CRC32) is not Java's: the producer sets
+``partitioner=murmur2_random``, the murmur2 of Java and aiokafka, so an outbox record of a
+person lands on the partition number of the person's log record (outboxes have the log's
+partition count). Router-state records are written to that partition explicitly.
+
+The loop is synchronous, in the process's main thread: librdkafka's calls block, the
+rebalance callbacks run inside ``consume()`` where no transaction is open (each batch is
+committed or aborted before the next consume), and a Confluent-framed value whose writer id is
+not cached yet is fetched from the registry with a blocking call, which stalls only this
+loop, that has nothing else to do meanwhile (ids are few, and cached for good). A registry
+that cannot be reached is not a poison record: the batch is aborted and tried again.
+
+Failures: a record that cannot be decoded (stage ``decode``) or whose route cannot resolve
+its destination (``Unroutable``, stage ``route``) becomes a dead letter with the original key
+and value, in the same transaction; the rest of the batch flows. An abortable Kafka error
+(the group moved on, a partition leader changed mid-commit) aborts the batch, rewinds the
+consumer to the batch's first offsets and drops its state changes. A fatal one (this
+transactional id was fenced by a newer process, an authorization error) ends ``hub route``
+with a non-zero exit: the supervisor starts a fresh process, which is the same path as a
+crash and the kill tests prove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
+
+from hub.kafka.clients import librdkafka_config
+from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
+from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
+from hub.logging import get_logger, redact_text
+from hub.routing.outbox import OutboxCodec
+from hub.routing.resolve import Routed, Unroutable, next_state, route_event
+from hub.routing.routes import RoutesConfig
+from hub.routing.state import PersonStates, StateBatch, restore_partitions
+from hub.serde import EventSerializer, SerdeError, build_serializer
+from hub.serde.registry import SchemaNotFound, SchemaRegistryError
+from hub.settings import HubSettings
+
+log = get_logger(__name__)
+
+ROUTE_HEADER = "hub-route"
+DESTINATION_HEADER = "hub-destination"
+ENDPOINT_HEADER = "hub-endpoint"
+SOURCE_HEADER = "hub-source"
+DATASCHEMA_HEADER = "ce_dataschema"
+
+#: Exit status of ``hub route`` after a fatal Kafka error (fenced, not authorized).
+EXIT_FATAL = 3
+
+ROUTED = PromCounter(
+    "hub_router_routed", "Outbox records the router committed, per destination", ["destination"]
+)
+DEAD_LETTERS = PromCounter(
+    "hub_router_dead_letters", "Log records the router dead-lettered, per stage", ["stage"]
+)
+CONSUMED = PromCounter("hub_router_records", "Log records the router committed as consumed")
+TRANSACTIONS = PromCounter("hub_router_transactions", "Router transactions by outcome", ["outcome"])
+LAG = Gauge("hub_router_lag", "Log records not yet routed, per owned partition", ["partition"])
+
+
+def router_group_id(settings: HubSettings) -> str:
+    """The one consumer group all routers of a deployment share."""
+    return f"{settings.writer_id_prefix}-router"
+
+
+# -- one record: decode → state → route → project (no Kafka) --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A consumed log record, as the handler needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to produce in the batch's transaction; ``partition`` None: by key (murmur2)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one log record became: outbox records (with their destinations) or a dead letter,
+    plus a state change."""
+
+    records: list[OutRecord]
+    destinations: list[str] = field(default_factory=list)
+    dead_letter: DeadLetterStage | None = None
+
+
+class RegistryUnavailable(RuntimeError):
+    """The schema registry did not answer a writer-schema look-up: retry, not a poison record."""
+
+
+class RecordHandler:
+    """Decode, update the person's state, route and project one log record.
+
+    Pure apart from the registry look-up inside decoding: tests drive it without Kafka.
+    """
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        config: RoutesConfig,
+        *,
+        serializer: EventSerializer | None = None,
+        codec: OutboxCodec | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.serializer = serializer if serializer is not None else build_serializer(settings)
+        self.codec = codec if codec is not None else OutboxCodec.for_routes(config)
+        self._outbox_topics: dict[str, str] = {}
+        self._state_topic = settings.topic_router_state
+        self._dead_letter_topic = settings.topic_dead_letter
+
+    def outbox(self, destination: str) -> str:
+        topic = self._outbox_topics.get(destination)
+        if topic is None:
+            topic = self._outbox_topics[destination] = outbox_topic(self.settings, destination)
+        return topic
+
+    def handle(self, record: LogRecord, states: StateBatch) -> Outcome:
+        if record.value is None:
+            return self._dead_letter(
+                record, DeadLetterStage.DECODE, "EmptyValue", "the log record has no value"
+            )
+        try:
+            decoded = self.serializer.decode(record.value)
+        except SchemaRegistryError as error:
+            if not isinstance(error, SchemaNotFound) and (
+                error.status_code is None or error.status_code >= 500 or error.status_code == 429
+            ):
+                raise RegistryUnavailable(str(error)) from error
+            return self._dead_letter(record, DeadLetterStage.DECODE, type(error).__name__, error)
+        except SerdeError as error:
+            return self._dead_letter(record, DeadLetterStage.DECODE, type(error).__name__, error)
+        type_name = decoded.type_name.rpartition(".")[2]
+        event = decoded.record
+        envelope = event.get("envelope") or {}
+        person = record.key.decode("utf-8", "replace") if record.key else str(envelope["subject"])
+        before = states.get(record.partition, person)
+        after = next_state(before, type_name, event)
+        try:
+            routed = route_event(self.config, type_name, event, after)
+            values = [self.codec.encode(r, type_name) for r in routed]
+        except Unroutable as error:
+            return self._dead_letter(
+                record,
+                DeadLetterStage.ROUTE,
+                "Unroutable",
+                f"route {error.route}: {error.reason}",
+                event_type=type_name,
+                event_id=str(envelope.get("event_id", "")) or None,
+            )
+        except (SerdeError, ValueError, KeyError) as error:  # a projection the schema refuses
+            return self._dead_letter(
+                record,
+                DeadLetterStage.ROUTE,
+                type(error).__name__,
+                error,
+                event_type=type_name,
+                event_id=str(envelope.get("event_id", "")) or None,
+            )
+        out = [
+            OutRecord(
+                self.outbox(r.destination), record.key, value, self._headers(record, r, value)
+            )
+            for r, value in zip(routed, values, strict=True)
+        ]
+        if after != before:
+            states.put(record.partition, person, after)
+            out.append(
+                OutRecord(
+                    self._state_topic,
+                    person.encode(),
+                    None if after is None else after.to_bytes(),
+                    partition=record.partition,
+                )
+            )
+        return Outcome(out, [r.destination for r in routed])
+
+    def _headers(self, record: LogRecord, routed: Routed, value: bytes) -> list[tuple[str, bytes]]:
+        """The log record's CloudEvents headers, ``ce_dataschema`` naming the outbox value's
+        own (projected) schema, and the router's ``hub-*`` headers."""
+        headers = [
+            (k, v)
+            for k, v in record.headers
+            if (k.startswith("ce_") or k == "content-type") and k != DATASCHEMA_HEADER
+        ]
+        if value[:2] == b"\xc3\x01":
+            headers.append((DATASCHEMA_HEADER, b"urn:avro:schema:" + value[2:10].hex().encode()))
+        headers.append((ROUTE_HEADER, routed.route.encode()))
+        headers.append((DESTINATION_HEADER, routed.destination.encode()))
+        if routed.endpoint is not None:
+            headers.append((ENDPOINT_HEADER, routed.endpoint.encode()))
+        headers.append(
+            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode())
+        )
+        return headers
+
+    def _dead_letter(
+        self,
+        record: LogRecord,
+        stage: DeadLetterStage,
+        error_class: str,
+        reason: object,
+        *,
+        event_type: str | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        if event_id is None:
+            event_id = next(
+                (v.decode("utf-8", "replace") for k, v in record.headers if k == "ce_id"), None
+            )
+        letter = DeadLetter(
+            stage=stage,
+            error_class=error_class,
+            reason=str(reason),
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            event_id=event_id,
+            event_type=event_type,
+        )
+        out = OutRecord(
+            self._dead_letter_topic,
+            record.key,
+            record.value,
+            with_dead_letter_headers(list(record.headers), letter),
+        )
+        return Outcome([out], dead_letter=stage)
+
+
+# -- the Kafka loop -------------------------------------------------------------------------------
+
+
+class RouterFatal(RuntimeError):
+    """A Kafka error the router cannot continue after (fenced, not authorized)."""
+
+
+@dataclass
+class RouterStats:
+    """What a router run committed."""
+
+    records: int = 0
+    routed: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    transactions: int = 0
+    aborted: int = 0
+
+
+class Router:
+    """One router process: a consumer in the router group and a transactional producer."""
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        config: RoutesConfig,
+        *,
+        handler: RecordHandler | None = None,
+        batch_size: int = 500,
+        batch_timeout_s: float = 0.1,
+        progress_every_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.handler = handler if handler is not None else RecordHandler(settings, config)
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.progress_every_s = progress_every_s
+        self.states = PersonStates()
+        self.stats = RouterStats()
+        self._log_topic = settings.topic_customer_path
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._in_transaction = False
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def producer_config(self) -> dict[str, Any]:
+        return {
+            **librdkafka_config(self.settings),
+            "transactional.id": self.settings.router_transactional_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "transaction.timeout.ms": int(self.settings.router_transaction_timeout_s * 1000),
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "batch.size": 1024 * 1024,
+            "client.id": f"{self.settings.router_transactional_id}-producer",
+        }
+
+    def consumer_config(self) -> dict[str, Any]:
+        return {
+            **librdkafka_config(self.settings),
+            "group.id": router_group_id(self.settings),
+            "group.instance.id": self.settings.router_transactional_id,
+            "session.timeout.ms": int(self.settings.router_session_timeout_s * 1000),
+            "partition.assignment.strategy": "cooperative-sticky",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "client.id": f"{self.settings.router_transactional_id}-consumer",
+        }
+
+    def start(self) -> None:
+        """Take the transactional id (aborting what a dead predecessor left open), then join."""
+        producer = Producer(self.producer_config())
+        timeout = max(30.0, self.settings.router_transaction_timeout_s)
+        try:
+            producer.init_transactions(timeout)
+        except KafkaException as error:
+            raise RouterFatal(f"cannot take transactional id: {error.args[0]}") from error
+        self._producer = producer
+        consumer = Consumer(self.consumer_config())
+        consumer.subscribe(
+            [self._log_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._consumer = consumer
+        log.info(
+            "router.started",
+            group=router_group_id(self.settings),
+            transactional_id=self.settings.router_transactional_id,
+            topic=self._log_topic,
+            destinations=sorted(self.config.destinations),
+        )
+
+    def close(self) -> None:
+        """Leave cleanly: abort an open transaction, close the consumer, flush the producer."""
+        if self._producer is not None and self._in_transaction:
+            self._abort("closing")
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+
+    # -- rebalance ----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        if not numbers:
+            return
+        restored = restore_partitions(self.settings, numbers)
+        for partition, persons in restored.items():
+            self.states.load(partition, persons)
+        log.info("router.assigned", partitions=numbers, owned=self.states.owned())
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches are committed or aborted before the next consume(), inside which this runs;
+        # an open transaction here would be a bug, and is aborted rather than committed late.
+        if self._in_transaction:
+            self._abort("partitions revoked")
+        numbers = [tp.partition for tp in partitions]
+        self.states.drop(numbers)
+        for number in numbers:
+            with contextlib.suppress(KeyError):
+                LAG.remove(str(number))
+        log.info("router.revoked", partitions=numbers, owned=self.states.owned())
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("router.partitions_lost", partitions=[tp.partition for tp in partitions])
+        self._on_revoke(consumer, partitions)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        until_idle: bool = False,
+        on_batch: Callable[[Router], None] | None = None,
+    ) -> RouterStats:
+        """Route until ``stop`` is set (or, with ``until_idle``, until every owned partition
+        is routed to its end); the open batch is always committed or aborted first."""
+        if self._consumer is None:
+            self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        last_progress = time.monotonic()
+        progress_from = (self.stats.records, sum(self.stats.routed.values()))
+        while not stop.is_set():
+            messages = consumer.consume(self.batch_size, self.batch_timeout_s)
+            if messages:
+                self._route_batch(consumer, messages)
+                if on_batch is not None:
+                    on_batch(self)
+            elif until_idle and self._caught_up(consumer):
+                break
+            now = time.monotonic()
+            if now - last_progress >= self.progress_every_s:
+                self._progress(consumer, now - last_progress, progress_from)
+                last_progress = now
+                progress_from = (self.stats.records, sum(self.stats.routed.values()))
+        return self.stats
+
+    def _route_batch(self, consumer: Consumer, messages: list[Message]) -> None:
+        owned = {tp.partition for tp in consumer.assignment()}
+        records: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise RouterFatal(f"consumer: {error}")
+                log.warning("router.consume_error", error=str(error))
+                continue
+            if message.partition() in owned:
+                records.append(message)
+        if not records:
+            return
+        producer = self._producer
+        assert producer is not None
+        first: dict[int, int] = {}
+        next_offsets: dict[int, int] = {}
+        batch = self.states.batch()
+        routed: Counter[str] = Counter()
+        dead: Counter[str] = Counter()
+        try:
+            producer.begin_transaction()
+            self._in_transaction = True
+            for message in records:
+                partition = message.partition() or 0
+                offset = message.offset() or 0
+                first.setdefault(partition, offset)
+                next_offsets[partition] = offset + 1
+                outcome = self.handler.handle(
+                    LogRecord(
+                        self._log_topic,
+                        partition,
+                        offset,
+                        message.key(),
+                        message.value(),
+                        _headers(message),
+                    ),
+                    batch,
+                )
+                for out in outcome.records:
+                    self._produce(producer, out)
+                routed.update(outcome.destinations)
+                if outcome.dead_letter is not None:
+                    dead[outcome.dead_letter.value] += 1
+            producer.send_offsets_to_transaction(
+                [TopicPartition(self._log_topic, p, o) for p, o in next_offsets.items()],
+                consumer.consumer_group_metadata(),
+                self.settings.router_transaction_timeout_s,
+            )
+            self._commit(producer)
+        except RegistryUnavailable as unavailable:
+            self._abort(f"schema registry unavailable: {unavailable}")
+            self._rewind(consumer, first)
+            time.sleep(1.0)
+            return
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not isinstance(error, KafkaError) or error.fatal():
+                raise RouterFatal(f"producer: {error}") from exception
+            self._abort(str(error))
+            self._rewind(consumer, first)
+            return
+        batch.commit()
+        self.stats.records += len(records)
+        self.stats.transactions += 1
+        self.stats.routed.update(routed)
+        self.stats.dead_letters.update(dead)
+        CONSUMED.inc(len(records))
+        TRANSACTIONS.labels("committed").inc()
+        for destination, count in routed.items():
+            ROUTED.labels(destination).inc(count)
+        for stage, count in dead.items():
+            DEAD_LETTERS.labels(stage).inc(count)
+
+    def _produce(self, producer: Producer, out: OutRecord) -> None:
+        kwargs: dict[str, Any] = {"key": out.key, "value": out.value, "headers": list(out.headers)}
+        if out.partition is not None:
+            kwargs["partition"] = out.partition
+        while True:
+            try:
+                producer.produce(out.topic, **kwargs)
+                return
+            except BufferError:  # the local queue is full: let librdkafka send some
+                producer.poll(0.05)
+
+    def _commit(self, producer: Producer) -> None:
+        """Commit; a retriable failure (e.g. a timeout) is retried, as librdkafka asks."""
+        for attempt in range(5):
+            try:
+                producer.commit_transaction(self.settings.router_transaction_timeout_s)
+                self._in_transaction = False
+                return
+            except KafkaException as exception:
+                error = exception.args[0]
+                if attempt == 4 or not isinstance(error, KafkaError) or not error.retriable():
+                    raise
+                log.warning("router.commit_retry", error=str(error), attempt=attempt + 1)
+
+    def _abort(self, why: str) -> None:
+        producer = self._producer
+        assert producer is not None
+        log.warning("router.batch_aborted", reason=redact_text(why))
+        try:
+            producer.abort_transaction(self.settings.router_transaction_timeout_s)
+        except KafkaException as exception:
+            error = exception.args[0]
+            raise RouterFatal(f"abort failed: {error}") from exception
+        finally:
+            self._in_transaction = False
+        self.stats.aborted += 1
+        TRANSACTIONS.labels("aborted").inc()
+
+    def _rewind(self, consumer: Consumer, first: dict[int, int]) -> None:
+        """Back to the aborted batch's first records: they are routed again."""
+        owned = {tp.partition for tp in consumer.assignment()}
+        for partition, offset in first.items():
+            if partition in owned:
+                consumer.seek(TopicPartition(self._log_topic, partition, offset))
+
+    def _lags(self, consumer: Consumer, cached: bool) -> dict[int, int]:
+        assigned = consumer.assignment()
+        if not assigned:
+            return {}
+        positions = {tp.partition: tp.offset for tp in consumer.position(assigned)}
+        lags: dict[int, int] = {}
+        for tp in assigned:
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=cached)
+            except KafkaException:
+                continue
+            position = positions.get(tp.partition, -1)
+            if high < 0:
+                continue
+            if position < 0:  # nothing fetched yet: the committed offset is not known here
+                position = consumer.committed([tp], timeout=5)[0].offset
+                position = max(position, 0)
+            lags[tp.partition] = max(high - position, 0)
+        return lags
+
+    def _caught_up(self, consumer: Consumer) -> bool:
+        if not consumer.assignment():
+            return False
+        return all(lag == 0 for lag in self._lags(consumer, cached=False).values())
+
+    def _progress(self, consumer: Consumer, elapsed_s: float, since: tuple[int, int]) -> None:
+        lags = self._lags(consumer, cached=True)
+        for partition, lag in lags.items():
+            LAG.labels(str(partition)).set(lag)
+        records, routed = self.stats.records - since[0], sum(self.stats.routed.values()) - since[1]
+        log.info(
+            "router.progress",
+            records_per_s=round(records / elapsed_s, 1),
+            routed_per_s=round(routed / elapsed_s, 1),
+            records=self.stats.records,
+            routed=dict(self.stats.routed),
+            dead_letters=dict(self.stats.dead_letters),
+            aborted=self.stats.aborted,
+            lag=sum(lags.values()),
+            partitions=sorted(lags),
+        )
+
+
+def _headers(message: Message) -> list[tuple[str, bytes]]:
+    headers = message.headers() or []
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
+    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs]
+
+
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set: the loop finishes its batch and leaves."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("router.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def router_destinations(config: RoutesConfig) -> list[str]:
+    """Every destination of the routes file: each has an outbox, created at start."""
+    return sorted(config.destinations)
+
+
+async def ensure_router_topics(settings: HubSettings, config: RoutesConfig) -> list[str]:
+    """Create the hub topics and every destination's outbox that are missing."""
+    return await ensure_topics(
+        settings, extra=[outbox_spec(settings, d) for d in router_destinations(config)]
+    )
+
+
+def run_router(
+    settings: HubSettings,
+    config: RoutesConfig,
+    *,
+    stop: threading.Event | None = None,
+    until_idle: bool = False,
+    batch_size: int = 500,
+    progress_every_s: float = 10.0,
+    create_topics: bool = True,
+) -> RouterStats:
+    """Create the missing topics (unless told not to), then route until stopped (or idle)."""
+    if create_topics:
+        asyncio.run(ensure_router_topics(settings, config))
+    router = Router(settings, config, batch_size=batch_size, progress_every_s=progress_every_s)
+    try:
+        router.start()
+        return router.run(stop or threading.Event(), until_idle=until_idle)
+    finally:
+        router.close()
