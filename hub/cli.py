@@ -18,6 +18,7 @@ from connectors.rest_api.cli import clients
 from connectors.rest_api.serve import serve_command
 from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
+from hub.delivery.audit_cli import audit
 from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
@@ -78,6 +79,7 @@ cli.add_command(serve_command)
 cli.add_command(clients)
 cli.add_command(receivers_command)
 cli.add_command(route_command)
+cli.add_command(audit)
 
 
 def main() -> None:
