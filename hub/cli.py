@@ -23,6 +23,7 @@ from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
 from hub.logging import redact_text
+from hub.routing.cli import routes
 from hub.routing.route_cli import route_command
 from hub.settings import HubSettings
 
@@ -79,6 +80,7 @@ cli.add_command(serve_command)
 cli.add_command(clients)
 cli.add_command(receivers_command)
 cli.add_command(route_command)
+cli.add_command(routes)
 cli.add_command(audit)
 
 
