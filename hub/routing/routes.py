@@ -77,7 +77,14 @@ DirectoryName = Literal[
 
 
 class RoutesError(ValueError):
-    """A routes file that cannot be used; the message names the route or destination and why."""
+    """A routes file that cannot be used; the message names the route or destination and why.
+
+    ``problems`` holds each problem on its own (``hub routes check`` prints one per line).
+    """
+
+    def __init__(self, message: str, problems: Iterable[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) if problems is not None else (message,)
 
 
 class Transport(StrEnum):
@@ -357,7 +364,7 @@ class RoutesConfig(_Model):
                             f"destination {dest} (one route per destination and type)"
                         )
         if problems:
-            raise RoutesError("; ".join(problems))
+            raise RoutesError("; ".join(problems), problems)
 
     def _directory_problems(self) -> list[str]:
         problems = []
@@ -503,11 +510,12 @@ def parse_routes(text: str, source: str, catalog: SchemaCatalog | None = None) -
     try:
         config = RoutesConfig.model_validate(data)
     except ValidationError as exc:
-        raise RoutesError(f"{source}: {_describe(exc, data)}") from None
+        problems = _describe(exc, data)
+        raise RoutesError(f"{source}: {'; '.join(problems)}", problems) from None
     try:
         config.validate_against(catalog if catalog is not None else default_catalog())
     except RoutesError as exc:
-        raise RoutesError(f"{source}: {exc}") from None
+        raise RoutesError(f"{source}: {exc}", exc.problems) from None
     return config
 
 
@@ -534,7 +542,7 @@ def _read_endpoints_file(
     return merged
 
 
-def _describe(exc: ValidationError, data: Mapping[str, Any]) -> str:
+def _describe(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
     """Pydantic errors as ``route NAME: field: reason`` (the route by name, not by index)."""
     parts = []
     raw_routes = data.get("routes")
@@ -553,7 +561,7 @@ def _describe(exc: ValidationError, data: Mapping[str, Any]) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         field = ".".join(str(p) for p in loc if not str(p).startswith("function-"))
         parts.append(f"{where + ': ' if where else ''}{field + ': ' if field else ''}{message}")
-    return "; ".join(parts)
+    return parts
 
 
 def load_routes(settings: HubSettings, catalog: SchemaCatalog | None = None) -> RoutesConfig:
