@@ -22,10 +22,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from connectors.batch.importer import ImportOptions, import_file
-from connectors.xroad.client import XRoadService
 from connectors.poller.mapping import ChangeMapper
 from connectors.rest_api.app import create_app
 from connectors.rest_api.endpoints import ENDPOINTS
+from connectors.xroad.client import XRoadService
 from hub.events.base import Envelope
 from hub.events.customer_path import CaseWorker, JobOfferMade, JobOfferMadePayload
 from hub.identity import Pseudonymizer, make_test_identity_code

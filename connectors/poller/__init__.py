@@ -1,6 +1,16 @@
 """Register poller: pulls a register's change feed over X-Road (Suomi.fi-palveluväylä) and
 publishes it as customer-path events through an :class:`~hub.sink.EventSink`."""
 
+from connectors.poller.cursor import CursorFileError, LegacyCursorFile, RejectLog
+from connectors.poller.mapping import (
+    POLLER_NAMESPACE,
+    ChangeMapper,
+    ChangePage,
+    JobseekerChange,
+    PlanExtract,
+    Rejection,
+)
+from connectors.poller.poller import Backoff, PageOutcome, PollStats, RegisterPoller
 from connectors.xroad.client import (
     XRoadBadResponse,
     XRoadClient,
@@ -13,16 +23,6 @@ from connectors.xroad.client import (
     XRoadUnavailable,
     tls_verify,
 )
-from connectors.poller.cursor import CursorFileError, LegacyCursorFile, RejectLog
-from connectors.poller.mapping import (
-    POLLER_NAMESPACE,
-    ChangeMapper,
-    ChangePage,
-    JobseekerChange,
-    PlanExtract,
-    Rejection,
-)
-from connectors.poller.poller import Backoff, PageOutcome, PollStats, RegisterPoller
 
 __all__ = [
     "POLLER_NAMESPACE",

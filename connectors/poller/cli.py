@@ -7,9 +7,9 @@ import signal
 
 import click
 
-from connectors.xroad.client import XRoadClient, XRoadMisconfigured, XRoadService
 from connectors.poller.cursor import CursorFileError
 from connectors.poller.poller import PollStats, RegisterPoller
+from connectors.xroad.client import XRoadClient, XRoadMisconfigured, XRoadService
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging, get_logger
 from hub.settings import HubSettings, get_settings

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.xroad.client import XRoadService
 from connectors.poller.mapping import Rejection
+from connectors.xroad.client import XRoadService
 
 
 class CursorFileError(ValueError):

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from connectors.poller.cursor import LegacyCursorFile, RejectLog
+from connectors.poller.mapping import ChangeMapper, ChangePage, MappedPage, Origin, Rejection
 from connectors.xroad.client import (
     XRoadBadResponse,
     XRoadClient,
@@ -38,8 +40,6 @@ from connectors.xroad.client import (
     XRoadService,
     XRoadUnavailable,
 )
-from connectors.poller.cursor import LegacyCursorFile, RejectLog
-from connectors.poller.mapping import ChangeMapper, ChangePage, MappedPage, Origin, Rejection
 from hub.identity import Pseudonymizer
 from hub.logging import get_logger
 from hub.settings import HubSettings
