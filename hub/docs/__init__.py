@@ -1,0 +1,1 @@
+"""Documents the hub generates about itself: the AsyncAPI document of its Kafka channels."""
