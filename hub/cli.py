@@ -19,6 +19,7 @@ from connectors.rest_api.serve import serve_command
 from connectors.simulator.cli import simulate_command
 from hub.broker.cli import broker
 from hub.delivery.audit_cli import audit
+from hub.docs.cli import asyncapi_command
 from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
@@ -82,6 +83,7 @@ cli.add_command(receivers_command)
 cli.add_command(route_command)
 cli.add_command(routes)
 cli.add_command(audit)
+cli.add_command(asyncapi_command)
 
 
 def main() -> None:
