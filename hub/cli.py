@@ -17,6 +17,7 @@ from connectors.receivers.cli import receivers_command
 from connectors.rest_api.cli import clients
 from connectors.rest_api.serve import serve_command
 from connectors.simulator.cli import simulate_command
+from connectors.webhook.cli import deliver_command
 from hub.broker.cli import broker
 from hub.delivery.audit_cli import audit
 from hub.docs.cli import asyncapi_command
@@ -81,6 +82,7 @@ cli.add_command(serve_command)
 cli.add_command(clients)
 cli.add_command(receivers_command)
 cli.add_command(route_command)
+cli.add_command(deliver_command)
 cli.add_command(routes)
 cli.add_command(audit)
 cli.add_command(asyncapi_command)

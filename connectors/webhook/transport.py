@@ -1,0 +1,88 @@
+"""Standard Webhooks over httpx: one POST per attempt, signed when it is sent.
+
+``webhook-id`` and ``Idempotency-Key`` are the event id (the receiver drops a second delivery
+of it), ``webhook-timestamp`` is the time of this attempt and ``webhook-signature`` the
+``standardwebhooks`` package's ``v1,<HMAC-SHA256>`` over ``id.timestamp.body`` with the
+endpoint's ``whsec_`` secret. A new timestamp per attempt matters: receivers refuse a timestamp
+more than five minutes old, and a retry can come a day after the first attempt.
+
+Every failure is an answer, never an exception (see :class:`~hub.delivery.transport.Transport`):
+a connection refused or a timeout is ``status=None``, a receiver's problem text is kept
+redacted and short, and Retry-After (seconds or an HTTP date) is passed on. One
+``httpx.AsyncClient`` is shared by every endpoint of a process, so connections to a receiver
+are kept alive and reused across its endpoints' paths.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from connectors.xroad.client import retry_after_seconds
+from hub.delivery.transport import (
+    DeliveryRequest,
+    DeliveryResult,
+    answered_duplicate,
+    problem_from_body,
+)
+from hub.http_errors import HTTP_FAILURES
+from hub.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def http_client(timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    """The shared client: a pool as large as the deliveries a process has in flight."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        follow_redirects=False,
+        headers={"User-Agent": "te-hub-delivery"},
+    )
+
+
+class WebhookTransport:
+    """POSTs to one endpoint URL, signed with that endpoint's secret."""
+
+    def __init__(
+        self, url: str, secret: str, client: httpx.AsyncClient, *, owns_client: bool = False
+    ) -> None:
+        self.url = url
+        self._webhook = Webhook(secret)
+        self._client = client
+        self._owns_client = owns_client
+
+    def signed_headers(
+        self, request: DeliveryRequest, now: datetime | None = None
+    ) -> dict[str, str]:
+        at = (now or datetime.now(UTC)).replace(microsecond=0)
+        signature = self._webhook.sign(request.event_id, at, request.body.decode())
+        return {
+            **request.headers,
+            "webhook-id": request.event_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": signature,
+        }
+
+    async def send(self, request: DeliveryRequest) -> DeliveryResult:
+        headers = self.signed_headers(request)
+        try:
+            response = await self._client.post(self.url, content=request.body, headers=headers)
+        except HTTP_FAILURES as error:
+            return DeliveryResult.no_answer(error)
+        status = response.status_code
+        if 200 <= status < 300:
+            return DeliveryResult(status=status, duplicate=answered_duplicate(response.content))
+        return DeliveryResult(
+            status=status,
+            retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
+            problem=problem_from_body(response.content, response.headers.get("Content-Type")),
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,60 @@
+"""When to try a failed delivery again: a destination's schedule, with full jitter inside it.
+
+A destination declares its retry schedule as the delays after attempt 1, 2, ... (Svix-like by
+default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, a little over a day in all). That schedule
+is the exponential backoff; the jitter spreads each delay over the band between the previous
+step and this one (``uniform(step[n-1], step[n])``, the first band starting at 0). Full jitter
+over ``[0, step]`` as in AWS's note would keep receivers from a thundering herd just as well,
+but it would let the ninth hour of a schedule retry after a minute and halve the day the
+schedule promises; the band keeps both the spreading and the promise.
+
+A receiver's Retry-After is honoured as a lower bound on the delay (it knows best when it is
+back), capped at the schedule's longest step so that a careless "Retry-After: 31536000" cannot
+park an event for a year. When the schedule is used up, :meth:`RetrySchedule.delay_after`
+answers None and the event becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """Delays after attempt 1, 2, ...; ``len(steps_s) + 1`` attempts in all."""
+
+    steps_s: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if any(step < 0 for step in self.steps_s):
+            raise ValueError("retry delays must not be negative")
+        if list(self.steps_s) != sorted(self.steps_s):
+            raise ValueError(f"retry delays must not decrease: {self.steps_s}")
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.steps_s) + 1
+
+    def band(self, attempts: int) -> tuple[float, float]:
+        """The (low, high) bounds of the delay after attempt number ``attempts`` (1-based)."""
+        high = self.steps_s[attempts - 1]
+        low = self.steps_s[attempts - 2] if attempts >= 2 else 0.0
+        return low, high
+
+    def delay_after(
+        self,
+        attempts: int,
+        retry_after_s: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds to wait after the ``attempts``-th failed attempt; None: give up."""
+        if attempts < 1:
+            raise ValueError("attempts counts from 1")
+        if attempts > len(self.steps_s):
+            return None
+        low, high = self.band(attempts)
+        delay = (rng or random).uniform(low, high)
+        if retry_after_s is not None and retry_after_s > delay:
+            delay = min(retry_after_s, self.steps_s[-1])
+        return delay

@@ -1,0 +1,856 @@
+"""The delivery loop: read one destination's outbox, hand each event to its receiver, settle.
+
+One :class:`DeliveryWorker` per destination, in the consumer group
+``<writer_id_prefix>-deliver-<destination>`` on the destination's outbox topic, reading
+``read_committed`` (the router writes the outbox in transactions) with manual commits. Four
+tasks share the state, on one event loop:
+
+* **fetch**: takes records from the consumer, decodes them (:class:`OutboxDecoder`), builds the
+  JSON body once, and registers them with the partition's :class:`PartitionProgress`; a
+  record whose person has nothing unsettled before it is due at once. When more than
+  ``max_buffered`` records are unsettled, every partition is paused (the consumer keeps its
+  group membership) until the backlog halves.
+* **dispatch**: one timer heap of due times. A record waiting for its next retry is an entry in
+  the heap, not a sleeping task, so a schedule of seconds to a day holds no task and no
+  connection; only ``max_in_flight`` requests run at once. An endpoint whose breaker is open
+  parks its due records (no attempt is used); one heap entry per endpoint wakes it for the
+  half-open probe, and the probe's success releases everything parked.
+* **commit**: every ``commit_interval_s``, each partition's lowest unsettled offset (see
+  :mod:`hub.delivery.tracker`). On a rebalance, settled progress of the revoked partitions is
+  committed and their state dropped: a request still in flight for them finishes, but its
+  result is ignored, and the new owner sends it again (the receiver drops it by
+  Idempotency-Key).
+* **progress**: a structured log line every ``progress_interval_s`` seconds.
+
+Settling: a 2xx delivers. No answer, 408, 409, 429 and 5xx are retried on the destination's
+schedule (:class:`~hub.delivery.schedule.RetrySchedule`, Retry-After honoured); any other
+status is a dead letter at once, with the receiver's problem text (redacted), as is an event
+whose schedule ran out. A dead letter is acknowledged by the broker before its record counts
+as settled, and so is the disclosure entry (``disclosures``), so a crash in between sends
+the event again rather than losing either.
+
+Stopping (:meth:`DeliveryWorker.stop`, SIGTERM in ``hub deliver``): no new record is taken or
+sent, requests in flight get ``drain_s`` to finish, settled progress is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from hub.delivery.breaker import BreakerState, CircuitBreaker
+from hub.delivery.disclosure import Disclosure, DisclosureLog, DisclosureStatus
+from hub.delivery.metrics import DeliveryMetrics
+from hub.delivery.schedule import RetrySchedule
+from hub.delivery.tracker import PartitionProgress
+from hub.delivery.transport import (
+    DeliveryRequest,
+    DeliveryResult,
+    Outcome,
+    Transport,
+    classify,
+    counts_against_breaker,
+    json_body,
+    static_headers,
+)
+from hub.kafka.clients import make_consumer, make_producer
+from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
+from hub.kafka.topics import outbox_topic
+from hub.logging import get_logger
+from hub.routing.resolve import router_for
+from hub.routing.routes import RoutesConfig
+from hub.settings import HubSettings
+
+log = get_logger(__name__)
+
+ENDPOINT_HEADER: Final = "hub-endpoint"
+ROUTE_HEADER: Final = "hub-route"
+#: Label of the one endpoint of a destination without a directory.
+SINGLE_ENDPOINT: Final = "-"
+_KAFKA_RETRY_S: Final = 1.0
+
+
+class DecodedOutbox(Protocol):
+    """What the worker reads of a decoded outbox value (``OutboxRecord`` has more)."""
+
+    @property
+    def type_name(self) -> str: ...
+
+    @property
+    def record(self) -> dict[str, Any]: ...
+
+
+class OutboxDecoder(Protocol):
+    """``OutboxCodec`` of :mod:`hub.routing.outbox`; any decoder of the outbox values."""
+
+    def decode(self, data: bytes) -> DecodedOutbox: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """What the loop needs of one destination; the CLI builds it from the routes' Destination.
+
+    ``transport_for(endpoint_key)`` gives the transport of one endpoint (None: the
+    destination's single endpoint); KeyError when the destination has no such endpoint.
+    """
+
+    name: str
+    schedule: RetrySchedule
+    breaker_failures: int
+    breaker_open_s: float
+    transport_for: Callable[[str | None], Transport]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A settled record, for the disclosure log: what went (or did not) to whom, and why."""
+
+    destination: str
+    endpoint: str | None
+    event_id: str
+    event_type: str
+    subject: str | None
+    route: str | None
+    status: str
+    """``delivered`` or ``dead-lettered``."""
+    attempts: int
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    partition: int
+    offset: int
+    record: dict[str, Any] | None
+    """The projected record that was sent (None when it could not be decoded)."""
+    headers: Sequence[tuple[str, bytes]]
+
+
+class DisclosureSink(Protocol):
+    """Where settled records go for the disclosure log (:class:`RoutedDisclosures`)."""
+
+    async def record(self, settlement: Settlement) -> None:
+        """Resolves once the entry is durable; raises when it could not be written."""
+        ...
+
+    def release(self, partition: int) -> None:
+        """The worker lost the partition: forget what is cached about its chain."""
+        ...
+
+
+class RoutedDisclosures:
+    """:class:`DisclosureSink` onto the :class:`~hub.delivery.disclosure.DisclosureLog`.
+
+    The fields and legal bases of an entry are those the route granted for the (route,
+    destination, type), taken from the same compiled projection the router used, so the
+    receipt names exactly what the derived schema lets through. A record that never left the
+    hub (undecodable, unknown endpoint: no attempt) discloses nothing and writes no entry; its
+    dead letter is its record.
+    """
+
+    def __init__(self, log: DisclosureLog, config: RoutesConfig, destination: str) -> None:
+        self.log = log
+        self.config = config
+        self.destination = destination
+        self._router = router_for(config)
+
+    async def record(self, settlement: Settlement) -> None:
+        if settlement.attempts == 0:
+            return
+        fields: tuple[str, ...] = ()
+        basis: dict[str, str] = {}
+        if settlement.route is not None:
+            try:
+                route = self.config.route(settlement.route)
+                compiled = self._router.compiled(
+                    route, settlement.destination, settlement.event_type
+                )
+                fields, basis = tuple(compiled.fields), dict(compiled.legal_basis)
+            except (KeyError, ValueError):
+                log.warning(
+                    "delivery.disclosure_route_unknown",
+                    destination=settlement.destination,
+                    route=settlement.route,
+                )
+        now = datetime.now(UTC)
+        entry = Disclosure(
+            destination=settlement.destination,
+            endpoint=settlement.endpoint,
+            event_id=settlement.event_id,
+            subject=settlement.subject or "",
+            event_type=settlement.event_type,
+            fields=fields,
+            legal_basis=basis,
+            status=DisclosureStatus(settlement.status),
+            attempts=settlement.attempts,
+            first_attempt_at=settlement.first_attempt_at or now,
+            last_attempt_at=settlement.last_attempt_at or now,
+            route=settlement.route or "",
+            outbox_partition=settlement.partition,
+            outbox_offset=settlement.offset,
+        )
+        await self.log.record(entry, settlement.partition)
+
+    def release(self, partition: int) -> None:
+        self.log.release(self.destination, partition)
+
+
+@dataclass
+class DeliveryStats:
+    """Counts of one worker since it started (the progress and summary lines)."""
+
+    taken: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+
+
+@dataclass(slots=True)
+class _Failure:
+    stage: DeadLetterStage
+    error_class: str
+    reason: str
+    metric_reason: str
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """One outbox record from fetch until settled."""
+
+    progress: PartitionProgress[_Pending]
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]]
+    event_id: str
+    type_name: str
+    endpoint: str | None
+    route: str | None
+    subject: str | None
+    record: dict[str, Any] | None
+    request: DeliveryRequest | None
+    recorded_at: float | None
+    failure: _Failure | None = None
+    attempts: int = 0
+    first_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+
+
+@dataclass(eq=False)
+class _Channel:
+    """One endpoint: its transport, its breaker, the records parked while it is open."""
+
+    label: str
+    transport: Transport
+    breaker: CircuitBreaker
+    parked: deque[_Pending] = field(default_factory=deque)
+    wake_scheduled: bool = False
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._worker._on_revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._worker._on_assigned(list(assigned))
+
+
+def delivery_group(settings: HubSettings, destination: str) -> str:
+    return f"{settings.writer_id_prefix}-deliver-{destination}"
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        settings: HubSettings,
+        target: DeliveryTarget,
+        decoder: OutboxDecoder,
+        *,
+        metrics: DeliveryMetrics | None = None,
+        disclosures: DisclosureSink | None = None,
+        max_in_flight: int | None = None,
+        max_buffered: int | None = None,
+        commit_interval_s: float = 1.0,
+        progress_interval_s: float = 10.0,
+        drain_s: float = 10.0,
+        instance_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``disclosures``: every settled record is recorded there (and awaited) before its
+        offset may be committed; None writes no disclosure log (tests of the loop alone).
+        ``instance_id``: static group membership (KIP-345), so a restarted process with the
+        same id gets its partitions back without waiting for the session timeout."""
+        self.settings = settings
+        self.target = target
+        self.decoder = decoder
+        self.metrics = metrics or DeliveryMetrics()
+        self.disclosures = disclosures
+        self.max_in_flight = max_in_flight or settings.delivery_max_in_flight
+        self.max_buffered = max_buffered or max(1000, 16 * self.max_in_flight)
+        self.commit_interval_s = commit_interval_s
+        self.progress_interval_s = progress_interval_s
+        self.drain_s = drain_s
+        self.instance_id = instance_id
+        self.topic = outbox_topic(settings, target.name)
+        self.group = delivery_group(settings, target.name)
+        self.stats = DeliveryStats()
+        self._rng = rng or random.Random()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._progress: dict[int, PartitionProgress[_Pending]] = {}
+        self._channels: dict[str | None, _Channel] = {}
+        self._heap: list[tuple[float, int, _Pending | _Channel]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused = False
+        self._started_at = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from a signal handler via the loop)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> DeliveryStats:
+        """Deliver until :meth:`stop`; returns the counts. Commits settled progress on the way
+        out; raises only when the consumer cannot start at all."""
+        group_instance = f"{self.instance_id}-{self.target.name}" if self.instance_id else None
+        self._consumer = make_consumer(
+            self.settings,
+            group_id=self.group,
+            group_instance_id=group_instance,
+            max_poll_records=500,
+            client_id=f"hub-deliver-{self.target.name}",
+        )
+        self._producer = make_producer(self.settings, client_id=f"hub-deliver-{self.target.name}")
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+            self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+            log.info(
+                "delivery.started",
+                destination=self.target.name,
+                topic=self.topic,
+                group=self.group,
+                max_in_flight=self.max_in_flight,
+            )
+            loops = [
+                asyncio.create_task(self._fetch_loop(), name="fetch"),
+                asyncio.create_task(self._dispatch_loop(), name="dispatch"),
+                asyncio.create_task(self._commit_loop(), name="commit"),
+                asyncio.create_task(self._progress_loop(), name="progress"),
+            ]
+            stopper = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
+            self._stopping.set()
+            self._wake.set()
+            for task in loops:
+                if task in done and task.exception() is not None:
+                    log.error(
+                        "delivery.loop_failed",
+                        destination=self.target.name,
+                        loop=task.get_name(),
+                        error=repr(task.exception()),
+                    )
+            await asyncio.gather(*loops, return_exceptions=True)
+            stopper.cancel()
+            await self._drain()
+            await self._commit()
+            self._log_progress("delivery.stopped")
+        finally:
+            for channel in self._channels.values():
+                await channel.transport.aclose()
+            await self._consumer.stop()
+            await self._producer.stop()
+        return self.stats
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=self.drain_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning(
+                "delivery.drain_timeout", destination=self.target.name, abandoned=len(pending)
+            )
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- rebalance ----------------------------------------------------------------------------
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self._progress[tp.partition] = PartitionProgress()
+        log.info(
+            "delivery.assigned",
+            destination=self.target.name,
+            partitions=sorted(tp.partition for tp in assigned),
+        )
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._commit([tp.partition for tp in revoked])
+        for tp in revoked:
+            self._progress.pop(tp.partition, None)
+            if self.disclosures is not None:
+                self.disclosures.release(tp.partition)
+        self._paused = False  # the new assignment starts unpaused
+        log.info(
+            "delivery.revoked",
+            destination=self.target.name,
+            partitions=sorted(tp.partition for tp in revoked),
+        )
+
+    def _is_current(self, item: _Pending) -> bool:
+        return self._progress.get(item.partition) is item.progress
+
+    # -- fetch --------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping.is_set():
+            self._apply_backpressure()
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            except KafkaError as error:
+                log.warning(
+                    "delivery.fetch_failed", destination=self.target.name, error=repr(error)
+                )
+                await asyncio.sleep(_KAFKA_RETRY_S)
+                continue
+            now = time.monotonic()
+            for tp, records in batches.items():
+                progress = self._progress.get(tp.partition)
+                if progress is None:
+                    continue  # revoked while the batch was on its way
+                for record in records:
+                    item = self._prepare(progress, record)
+                    self.stats.taken += 1
+                    if progress.take(record.offset, record.key, item):
+                        self._push(now, item)
+            if batches:
+                self._wake.set()
+
+    def _buffered(self) -> int:
+        return sum(p.buffered for p in self._progress.values())
+
+    def _apply_backpressure(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        buffered = self._buffered()
+        if not self._paused and buffered >= self.max_buffered:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+        elif self._paused and buffered <= self.max_buffered // 2:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
+
+    def _prepare(
+        self, progress: PartitionProgress[_Pending], record: ConsumerRecord[bytes, bytes]
+    ) -> _Pending:
+        headers = list(record.headers or ())
+        found = {k: v for k, v in headers}
+        endpoint = _text(found.get(ENDPOINT_HEADER))
+        item = _Pending(
+            progress=progress,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=headers,
+            event_id=_text(found.get("ce_id")) or "",
+            type_name=_text(found.get("ce_type")) or "",
+            endpoint=endpoint,
+            route=_text(found.get(ROUTE_HEADER)),
+            subject=None if record.key is None else record.key.decode("utf-8", "replace"),
+            record=None,
+            request=None,
+            recorded_at=None,
+        )
+        try:
+            decoded = self.decoder.decode(item.value)
+        except Exception as error:
+            item.failure = _Failure(
+                DeadLetterStage.DECODE,
+                type(error).__name__,
+                f"outbox record of {self.topic} could not be decoded: {error}",
+                "undecodable",
+            )
+            return item
+        envelope = decoded.record.get("envelope") or {}
+        item.record = decoded.record
+        item.type_name = decoded.type_name.rsplit(".", 1)[-1]
+        item.event_id = str(envelope.get("event_id") or item.event_id)
+        recorded = envelope.get("recorded_at")
+        if isinstance(recorded, datetime):
+            item.recorded_at = recorded.timestamp()
+        try:
+            self._channel(endpoint)
+        except KeyError:
+            item.failure = _Failure(
+                DeadLetterStage.DELIVER,
+                "UnknownEndpoint",
+                f"destination {self.target.name} has no endpoint {endpoint!r}",
+                "unknown-endpoint",
+            )
+            return item
+        item.request = DeliveryRequest(
+            event_id=item.event_id,
+            type_name=item.type_name,
+            body=json_body(item.type_name, decoded.record),
+            headers=static_headers(item.event_id),
+        )
+        return item
+
+    def _channel(self, endpoint: str | None) -> _Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = _Channel(
+                label=endpoint or SINGLE_ENDPOINT,
+                transport=self.target.transport_for(endpoint),
+                breaker=CircuitBreaker(self.target.breaker_failures, self.target.breaker_open_s),
+            )
+            self._channels[endpoint] = channel
+            self._breaker_gauge(channel)
+        return channel
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _push(self, due: float, entry: _Pending | _Channel) -> None:
+        if not self._heap or due < self._heap[0][0]:
+            self._wake.set()
+        heapq.heappush(self._heap, (due, next(self._seq), entry))
+
+    async def _dispatch_loop(self) -> None:
+        heap = self._heap
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            while heap and heap[0][0] <= now and len(self._tasks) < self.max_in_flight:
+                _, _, entry = heapq.heappop(heap)
+                if isinstance(entry, _Channel):
+                    self._wake_channel(entry, now)
+                elif self._is_current(entry):
+                    self._dispatch(entry, now)
+            self.metrics.in_flight.labels(self.target.name).set(len(self._tasks))
+            timeout: float | None = None
+            if heap and len(self._tasks) < self.max_in_flight:
+                timeout = max(0.0, heap[0][0] - time.monotonic())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _dispatch(self, item: _Pending, now: float) -> None:
+        if item.failure is not None:
+            self._start(self._dead_letter(item))
+            return
+        channel = self._channels[item.endpoint]
+        if not channel.breaker.allow():
+            channel.parked.append(item)
+            if not channel.wake_scheduled:
+                channel.wake_scheduled = True
+                self._push(channel.breaker.retry_at(), channel)
+            self._breaker_gauge(channel)
+            return
+        self._breaker_gauge(channel)
+        self._start(self._attempt(item, channel))
+
+    def _wake_channel(self, channel: _Channel, now: float) -> None:
+        """The breaker's open time is over: let the first parked record go as the probe."""
+        channel.wake_scheduled = False
+        while channel.parked and not self._is_current(channel.parked[0]):
+            channel.parked.popleft()
+        if channel.parked:
+            self._push(now, channel.parked.popleft())
+
+    def _release_parked(self, channel: _Channel) -> None:
+        now = time.monotonic()
+        while channel.parked:
+            item = channel.parked.popleft()
+            if self._is_current(item):
+                self._push(now, item)
+
+    def _start(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "delivery.task_failed", destination=self.target.name, error=repr(task.exception())
+            )
+        self._wake.set()
+
+    def _breaker_gauge(self, channel: _Channel) -> None:
+        self.metrics.breaker_state.labels(self.target.name, channel.label).set(
+            int(channel.breaker.state)
+        )
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    async def _attempt(self, item: _Pending, channel: _Channel) -> None:
+        assert item.request is not None
+        item.attempts += 1
+        item.last_attempt_at = datetime.now(UTC)
+        if item.first_attempt_at is None:
+            item.first_attempt_at = item.last_attempt_at
+        try:
+            result = await channel.transport.send(item.request)
+        except Exception as error:  # a transport bug must not stop the loop
+            log.error("delivery.transport_error", destination=self.target.name, error=repr(error))
+            result = DeliveryResult.no_answer(error)
+        outcome = classify(result)
+        breaker = channel.breaker
+        labels = (self.target.name, channel.label)
+        if outcome is Outcome.RETRY and counts_against_breaker(result):
+            was = breaker.state
+            breaker.record_failure()
+            if breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN:
+                log.warning(
+                    "delivery.breaker_open",
+                    destination=self.target.name,
+                    endpoint=channel.label,
+                    status=result.status,
+                    open_s=breaker.open_s,
+                )
+        else:
+            was = breaker.state
+            breaker.record_success()
+            if was is not BreakerState.CLOSED:
+                log.info(
+                    "delivery.breaker_closed", destination=self.target.name, endpoint=channel.label
+                )
+            self._release_parked(channel)
+        self._breaker_gauge(channel)
+        if outcome is Outcome.DELIVERED:
+            self.stats.delivered += 1
+            self.metrics.delivered.labels(*labels).inc()
+            if result.duplicate:
+                self.stats.duplicates += 1
+                self.metrics.duplicates.labels(*labels).inc()
+            if item.recorded_at is not None:
+                self.metrics.latency.labels(*labels).observe(
+                    max(0.0, time.time() - item.recorded_at)
+                )
+            await self._settle(item, "delivered")
+            return
+        reason = "no-answer" if result.status is None else str(result.status)
+        if outcome is Outcome.REFUSED:
+            item.failure = _Failure(
+                DeadLetterStage.DELIVER,
+                f"HTTP{result.status}",
+                f"receiver answered {result.status}: {result.problem or 'no problem text'}",
+                "refused",
+            )
+            await self._dead_letter(item)
+            return
+        delay = self.target.schedule.delay_after(item.attempts, result.retry_after_s, self._rng)
+        if delay is None:
+            item.failure = _Failure(
+                DeadLetterStage.DELIVER,
+                "RetriesExhausted",
+                f"no 2xx after {item.attempts} attempts; last answer "
+                f"{result.status if result.status is not None else 'none'}: "
+                f"{result.problem or 'no problem text'}",
+                "exhausted",
+            )
+            await self._dead_letter(item)
+            return
+        self.stats.retried += 1
+        self.metrics.retried.labels(*labels, reason).inc()
+        if self._is_current(item):
+            self._push(time.monotonic() + delay, item)
+
+    async def _dead_letter(self, item: _Pending) -> None:
+        failure = item.failure
+        assert failure is not None
+        assert self._producer is not None
+        letter = DeadLetter(
+            stage=failure.stage,
+            error_class=failure.error_class,
+            reason=failure.reason,
+            source_topic=self.topic,
+            source_partition=item.partition,
+            source_offset=item.offset,
+            attempts=item.attempts,
+            first_attempt_at=item.first_attempt_at,
+            last_attempt_at=item.last_attempt_at,
+            destination=self.target.name,
+            event_id=item.event_id or None,
+            event_type=item.type_name or None,
+        )
+        headers = with_dead_letter_headers(list(item.headers), letter)
+        while True:
+            try:
+                await self._producer.send_and_wait(
+                    self.settings.topic_dead_letter, value=item.value, key=item.key, headers=headers
+                )
+                break
+            except KafkaError as error:
+                if not self._is_current(item):
+                    return  # the new owner of the partition will do it
+                log.warning(
+                    "delivery.dead_letter_write_failed",
+                    destination=self.target.name,
+                    error=repr(error),
+                )
+                await asyncio.sleep(_KAFKA_RETRY_S)
+        self.stats.dead_letters += 1
+        self.metrics.dead_letters.labels(
+            self.target.name, item.endpoint or SINGLE_ENDPOINT, failure.metric_reason
+        ).inc()
+        log.warning(
+            "delivery.dead_letter",
+            destination=self.target.name,
+            event_id=item.event_id,
+            event_type=item.type_name,
+            reason=failure.metric_reason,
+            error_class=failure.error_class,
+            attempts=item.attempts,
+            partition=item.partition,
+            offset=item.offset,
+        )
+        await self._settle(item, "dead-lettered")
+
+    async def _settle(self, item: _Pending, status: str) -> None:
+        if self.disclosures is not None:
+            settlement = Settlement(
+                destination=self.target.name,
+                endpoint=item.endpoint,
+                event_id=item.event_id,
+                event_type=item.type_name,
+                subject=item.subject,
+                route=item.route,
+                status=status,
+                attempts=item.attempts,
+                first_attempt_at=item.first_attempt_at,
+                last_attempt_at=item.last_attempt_at,
+                partition=item.partition,
+                offset=item.offset,
+                record=item.record,
+                headers=item.headers,
+            )
+            while True:
+                try:
+                    await self.disclosures.record(settlement)
+                    break
+                except Exception as error:  # the log's write failed: settle only once it is in
+                    if not self._is_current(item):
+                        return
+                    log.warning(
+                        "delivery.disclosure_write_failed",
+                        destination=self.target.name,
+                        error=repr(error),
+                    )
+                    await asyncio.sleep(_KAFKA_RETRY_S)
+        if not self._is_current(item):
+            return
+        following = item.progress.settle(item.offset, item.key)
+        if following is not None:
+            self._push(time.monotonic(), following)
+
+    # -- commit and progress ------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.commit_interval_s)
+            except TimeoutError:
+                await self._commit()
+
+    async def _commit(self, partitions: Iterable[int] | None = None) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        chosen = self._progress.keys() if partitions is None else partitions
+        due: dict[TopicPartition, int] = {}
+        for partition in list(chosen):
+            progress = self._progress.get(partition)
+            offset = None if progress is None else progress.commit_due()
+            if offset is not None:
+                due[TopicPartition(self.topic, partition)] = offset
+        if not due:
+            return
+        try:
+            await consumer.commit(due)
+        except KafkaError as error:
+            # Rebalancing, or the broker is away: the next commit carries the same offsets.
+            log.warning("delivery.commit_failed", destination=self.target.name, error=repr(error))
+            return
+        self.stats.commits += 1
+        for tp, offset in due.items():
+            progress = self._progress.get(tp.partition)
+            if progress is not None:
+                progress.mark_committed(offset)
+
+    async def _progress_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.progress_interval_s)
+            except TimeoutError:
+                self._log_progress("delivery.progress")
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: log end (high watermark) minus the committable offset."""
+        consumer = self._consumer
+        result: dict[int, int] = {}
+        if consumer is None:
+            return result
+        for partition, progress in self._progress.items():
+            end = consumer.highwater(TopicPartition(self.topic, partition))
+            if end is None:
+                continue
+            at = progress.committable()
+            result[partition] = max(0, end - (at if at is not None else end))
+        return result
+
+    def _log_progress(self, event: str) -> None:
+        lag = self.lag()
+        for partition, behind in lag.items():
+            self.metrics.consumer_lag.labels(self.target.name, str(partition)).set(behind)
+        buffered = self._buffered()
+        self.metrics.buffered.labels(self.target.name).set(buffered)
+        stats = self.stats
+        log.info(
+            event,
+            destination=self.target.name,
+            taken=stats.taken,
+            delivered=stats.delivered,
+            duplicates=stats.duplicates,
+            retried=stats.retried,
+            dead_letters=stats.dead_letters,
+            in_flight=len(self._tasks),
+            buffered=buffered,
+            scheduled=len(self._heap),
+            parked=sum(len(c.parked) for c in self._channels.values()),
+            open_breakers=sum(
+                1 for c in self._channels.values() if c.breaker.state is not BreakerState.CLOSED
+            ),
+            partitions=sorted(self._progress),
+            lag=sum(lag.values()),
+            paused=self._paused,
+            uptime_s=round(time.monotonic() - self._started_at, 1),
+        )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
