@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -947,7 +948,7 @@ def _post_process(
         channels_out[channel.id] = {
             "address": channel.spec.name,
             "title": channel.title,
-            "description": f"{channel.description}\n\n{channel.spec.purpose}",
+            "description": channel.description,
             "servers": first.get("servers", []),
             "messages": {
                 m.name: {"$ref": f"#/components/messages/{m.name}"} for m in channel.messages
@@ -1018,7 +1019,14 @@ def to_yaml(document: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+_PLAIN: Final = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$/-]*( [A-Za-z0-9_.$/()-]+)*$")
+_YAML_WORDS: Final = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+
+
 def _scalar(value: Any) -> str:
+    """A plain scalar when it cannot be misread, else a JSON (= YAML double-quoted) string."""
+    if isinstance(value, str) and _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
+        return value
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -1039,7 +1047,13 @@ def _yaml_node(value: Any, indent: int, lines: list[str]) -> None:
 
 
 def _yaml_entry(head: str, item: Any, indent: int, lines: list[str]) -> None:
-    if isinstance(item, dict | list) and item:
+    if isinstance(item, dict) and item and head.endswith("-"):
+        # "- key: value" with the mapping's other keys under the first one.
+        nested: list[str] = []
+        _yaml_node(item, indent + 2, nested)
+        nested[0] = f"{head} {nested[0].lstrip()}"
+        lines.extend(nested)
+    elif isinstance(item, dict | list) and item:
         lines.append(head)
         _yaml_node(item, indent + 2, lines)
     elif isinstance(item, dict):
