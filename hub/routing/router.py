@@ -305,6 +305,9 @@ class RouterStats:
 class Router:
     """One router process: a consumer in the router group and a transactional producer."""
 
+    PARTITIONER = "murmur2_random"
+    """Java's and aiokafka's partitioner (murmur2 of the key), not librdkafka's default."""
+
     def __init__(
         self,
         settings: HubSettings,
@@ -337,7 +340,7 @@ class Router:
             "enable.idempotence": True,
             "acks": "all",
             "transaction.timeout.ms": int(self.settings.router_transaction_timeout_s * 1000),
-            "partitioner": "murmur2_random",
+            "partitioner": self.PARTITIONER,
             "linger.ms": 5,
             "batch.size": 1024 * 1024,
             "client.id": f"{self.settings.router_transactional_id}-producer",

@@ -1,0 +1,320 @@
+"""The router's record handler and client configuration, without a Kafka broker.
+
+The handler (decode → person state → route → project → outbox records) is driven with real
+simulated events and the packaged routes; the Kafka loop is proven in test_router_on_kafka.py.
+librdkafka's partitioner is checked against aiokafka's (Java's murmur2) on librdkafka's own
+in-process mock cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import Producer
+from pydantic import SecretStr
+
+from connectors.simulator import SimulationConfig, simulate
+from hub.events import CustomerPathEvent
+from hub.identity import Pseudonymizer, make_business_id
+from hub.kafka.clients import librdkafka_config
+from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
+from hub.kafka.publisher import encode_event
+from hub.routing.outbox import OutboxCodec
+from hub.routing.resolve import PersonState
+from hub.routing.router import (
+    DESTINATION_HEADER,
+    ENDPOINT_HEADER,
+    ROUTE_HEADER,
+    SOURCE_HEADER,
+    LogRecord,
+    RecordHandler,
+    RegistryUnavailable,
+    Router,
+)
+from hub.routing.routes import RoutesConfig, load_routes
+from hub.routing.state import PersonStates
+from hub.serde import DecodedEvent, SingleObjectSerializer
+from hub.serde.registry import SchemaRegistryError
+from hub.settings import HubSettings
+
+SECRET = "test-secret-of-sufficient-length"
+LOG = "test.log"
+
+
+@pytest.fixture(scope="module")
+def settings() -> HubSettings:
+    return HubSettings(
+        topic_customer_path=LOG,
+        topic_outbox_prefix="test.outbox.",
+        topic_router_state="test.state",
+        topic_dead_letter="test.dlq",
+        pseudonym_secret=SecretStr(SECRET),
+    )
+
+
+@pytest.fixture(scope="module")
+def config(settings: HubSettings) -> RoutesConfig:
+    return load_routes(settings)
+
+
+@pytest.fixture(scope="module")
+def handler(settings: HubSettings, config: RoutesConfig) -> RecordHandler:
+    return RecordHandler(settings, config, serializer=SingleObjectSerializer())
+
+
+@pytest.fixture(scope="module")
+def paths() -> list[list[CustomerPathEvent]]:
+    return list(simulate(SimulationConfig(jobseekers=60, seed=7), Pseudonymizer(SECRET)))
+
+
+def _records(events: list[CustomerPathEvent], partition: int = 2) -> Iterator[LogRecord]:
+    serializer = SingleObjectSerializer()
+    for offset, event in enumerate(events):
+        encoded = encode_event(serializer, event)
+        yield LogRecord(LOG, partition, offset, encoded.key, encoded.value, encoded.headers)
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    return next((v for k, v in headers if k == name), None)
+
+
+def test_an_event_becomes_outbox_records_with_the_log_key_and_the_contract_headers(
+    handler: RecordHandler, paths: list[list[CustomerPathEvent]], settings: HubSettings
+) -> None:
+    registration = paths[0][0]
+    record = next(_records([registration]))
+    outcome = handler.handle(record, PersonStates().batch())
+    assert outcome.dead_letter is None
+    outboxes = [r for r in outcome.records if r.topic.startswith("test.outbox.")]
+    assert {r.topic for r in outboxes} == {f"test.outbox.{d}.v1" for d in outcome.destinations}
+    assert "reporting" in outcome.destinations
+    codec = handler.codec
+    for out in outboxes:
+        assert out.key == record.key
+        assert out.partition is None
+        headers = dict(out.headers)
+        for name in ("ce_id", "ce_type", "ce_subject", "ce_time", "ce_source", "content-type"):
+            assert headers[name] == _header(record.headers, name)
+        destination = headers[DESTINATION_HEADER].decode()
+        assert out.topic == f"test.outbox.{destination}.v1"
+        assert headers[ROUTE_HEADER]
+        assert headers[SOURCE_HEADER] == f"{LOG}/2/0".encode()
+        assert out.value is not None
+        # ce_dataschema names the projected schema the outbox value is written with.
+        assert headers["ce_dataschema"] == b"urn:avro:schema:" + out.value[2:10].hex().encode()
+        decoded = codec.decode(out.value)
+        assert (decoded.type_name, decoded.destination) == ("JobseekerRegistered", destination)
+        assert decoded.record["envelope"]["event_id"] == registration.envelope.event_id
+
+
+def test_person_state_goes_to_the_log_partition_and_later_records_of_the_batch_see_it(
+    handler: RecordHandler, paths: list[list[CustomerPathEvent]]
+) -> None:
+    store = PersonStates()
+    batch = store.batch()
+    payer_routed: list[tuple[str, bytes | None, PersonState | None]] = []
+    for path in paths:
+        subject = path[0].envelope.subject
+        for event, record in zip(path, _records(path, partition=4), strict=True):
+            outcome = handler.handle(record, batch)
+            states = [r for r in outcome.records if r.topic == "test.state"]
+            for state_record in states:
+                assert state_record.partition == 4
+                assert state_record.key == subject.encode()
+                assert state_record.value is not None
+                assert PersonState.from_bytes(state_record.value) == batch.get(4, subject)
+            if event.event_type in ("EmploymentStarted", "JobSearchEnded"):
+                for out in outcome.records:
+                    headers = dict(out.headers)
+                    if headers.get(DESTINATION_HEADER) in (b"kela", b"funds"):
+                        payer_routed.append(
+                            (
+                                headers[DESTINATION_HEADER].decode(),
+                                headers.get(ENDPOINT_HEADER),
+                                batch.get(4, subject),
+                            )
+                        )
+        # Nothing reaches the store before the transaction commits.
+        assert store.get(4, subject) is None
+    # A job start goes to the payer the person's earlier events named (the state), which the
+    # event itself does not carry.
+    assert {destination for destination, _, _ in payer_routed} == {"kela", "funds"}
+    for destination, endpoint, state in payer_routed:
+        assert state is not None
+        if destination == "kela":
+            assert state.payer_kind == "KELA"
+            assert endpoint is None
+        else:
+            assert state.payer_kind == "UNEMPLOYMENT_FUND"
+            assert endpoint is not None
+    batch.commit()
+    assert store.get(4, paths[0][0].envelope.subject) is not None
+
+
+def test_an_unchanged_state_is_not_written_again(
+    handler: RecordHandler, paths: list[list[CustomerPathEvent]]
+) -> None:
+    batch = PersonStates().batch()
+    path = paths[1]
+    outcomes = [handler.handle(record, batch) for record in _records(path)]
+    states = [r for o in outcomes for r in o.records if r.topic == "test.state"]
+    assert 1 <= len(states) < len(path)
+
+
+def test_garbage_is_a_decode_dead_letter_with_the_original_bytes(
+    handler: RecordHandler,
+) -> None:
+    record = LogRecord(LOG, 1, 77, b"some-key", b"garbage, not Avro", [("ce_id", b"abc")])
+    outcome = handler.handle(record, PersonStates().batch())
+    assert outcome.dead_letter is DeadLetterStage.DECODE
+    assert outcome.destinations == []
+    [letter_record] = outcome.records
+    assert letter_record.topic == "test.dlq"
+    assert (letter_record.key, letter_record.value) == (b"some-key", b"garbage, not Avro")
+    assert _header(letter_record.headers, "ce_id") == b"abc"
+    letter = DeadLetter.from_headers(letter_record.headers)
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (LOG, 1, 77)
+    assert letter.stage is DeadLetterStage.DECODE
+    assert letter.event_id == "abc"
+    assert letter.error_class == "BadMagic"
+    assert "marker" in letter.reason
+    empty = handler.handle(LogRecord(LOG, 1, 78, b"k", None), PersonStates().batch())
+    assert empty.dead_letter is DeadLetterStage.DECODE
+
+
+def test_an_enrolment_for_an_unknown_provider_is_a_route_dead_letter_and_routes_nothing(
+    handler: RecordHandler, paths: list[list[CustomerPathEvent]]
+) -> None:
+    enrolment = next(e for p in paths for e in p if e.event_type == "ServiceEnrolled")
+    unknown = make_business_id(9_876_543)
+    payload = enrolment.payload.model_copy(update={"provider_business_id": unknown})
+    event = enrolment.model_copy(update={"payload": payload})
+    record = next(_records([event]))
+    outcome = handler.handle(record, PersonStates().batch())
+    assert outcome.dead_letter is DeadLetterStage.ROUTE
+    assert outcome.destinations == []
+    [letter_record] = outcome.records
+    assert (letter_record.key, letter_record.value) == (record.key, record.value)
+    letter = DeadLetter.from_headers(letter_record.headers)
+    assert letter.error_class == "Unroutable"
+    assert letter.event_type == "ServiceEnrolled"
+    assert unknown in letter.reason
+    assert "provider directory" in letter.reason
+    assert letter.event_id == str(event.envelope.event_id)
+
+
+class _RegistryDown:
+    content_type = "application/avro"
+
+    def decode(self, data: bytes) -> DecodedEvent:
+        raise SchemaRegistryError("cannot connect", url="http://registry")
+
+    async def adecode(self, data: bytes) -> DecodedEvent:
+        raise NotImplementedError
+
+    def encode(self, type_name: str, record: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def schema_ref(self, type_name: str) -> str:
+        raise NotImplementedError
+
+
+def test_an_unreachable_registry_is_retried_not_dead_lettered(
+    settings: HubSettings, config: RoutesConfig
+) -> None:
+    handler = RecordHandler(settings, config, serializer=_RegistryDown(), codec=OutboxCodec([]))
+    with pytest.raises(RegistryUnavailable):
+        handler.handle(LogRecord(LOG, 0, 0, b"k", b"\x00\x00\x00\x00\x01x"), PersonStates().batch())
+
+
+def test_state_batches_commit_tombstones_and_drop_partitions() -> None:
+    store = PersonStates()
+    store.load(0, {"a": PersonState("KELA", None)})
+    batch = store.batch()
+    batch.put(0, "a", None)
+    batch.put(1, "b", PersonState("KELA", None))
+    assert batch.get(0, "a") is None
+    assert store.get(0, "a") == PersonState("KELA", None)
+    batch.commit()
+    assert store.get(0, "a") is None
+    assert store.get(1, "b") == PersonState("KELA", None)
+    store.drop([1])
+    assert store.owned() == [0]
+    assert store.get(1, "b") is None
+
+
+def test_librdkafka_config_connects_like_every_other_hub_client(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    settings = HubSettings(
+        kafka_bootstrap="kafka:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="te-hub-router",
+        kafka_sasl_password_file=password,
+        kafka_ssl_cafile=tmp_path / "ca.pem",
+        kafka_ssl_certfile=tmp_path / "client.pem",
+    )
+    assert librdkafka_config(settings) == {
+        "bootstrap.servers": "kafka:9093",
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": str(tmp_path / "ca.pem"),
+        "ssl.endpoint.identification.algorithm": "https",
+        "ssl.certificate.location": str(tmp_path / "client.pem"),
+        "ssl.key.location": str(tmp_path / "client.pem"),  # the key inside the certificate file
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "te-hub-router",
+        "sasl.password": "s3cret",
+    }
+    system_cas = librdkafka_config(HubSettings(kafka_security_protocol="SSL"))
+    assert system_cas["ssl.ca.location"] == "probe"
+    assert librdkafka_config(HubSettings()) == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "PLAINTEXT",
+    }
+
+
+def test_router_clients_are_transactional_read_committed_and_fenced_by_the_group(
+    settings: HubSettings, config: RoutesConfig
+) -> None:
+    router = Router(settings, config)
+    producer = router.producer_config()
+    assert producer["transactional.id"] == settings.router_transactional_id
+    assert producer["acks"] == "all"
+    assert producer["enable.idempotence"] is True
+    assert producer["partitioner"] == "murmur2_random"
+    assert producer["transaction.timeout.ms"] == settings.router_transaction_timeout_s * 1000
+    consumer = router.consumer_config()
+    assert consumer["group.id"] == f"{settings.writer_id_prefix}-router"
+    assert consumer["group.instance.id"] == settings.router_transactional_id
+    assert consumer["isolation.level"] == "read_committed"
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["auto.offset.reset"] == "earliest"
+
+
+def test_the_router_producer_puts_a_key_on_the_partition_aiokafka_and_java_choose() -> None:
+    """On librdkafka's in-process mock cluster, with the router's partitioner setting: a
+    person's outbox records land on the partition number of their log records."""
+    producer = Producer(
+        {"test.mock.num.brokers": 1, "partitioner": Router.PARTITIONER, "acks": "all"}
+    )
+    landed: dict[bytes, int] = {}
+
+    def delivered(error: Any, message: Any) -> None:
+        assert error is None
+        landed[message.key()] = message.partition()
+
+    keys = [f"{i:064x}".encode() for i in range(500)]
+    for key in keys:
+        producer.produce("mock.topic", value=b"v", key=key, on_delivery=delivered)
+    assert producer.flush(10) == 0
+    count = len(producer.list_topics("mock.topic", timeout=5).topics["mock.topic"].partitions)
+    assert count >= 4
+    partitions = list(range(count))
+    java = DefaultPartitioner()
+    assert {key: java(key, partitions, partitions) for key in keys} == landed
+    assert len(set(landed.values())) == count
