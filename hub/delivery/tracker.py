@@ -59,10 +59,10 @@ class PartitionProgress(Generic[T]):
 
         Only the head of a key's queue (the one sent) can settle, so the queue's head is it.
         """
-        if offset in self._settled:
-            raise ValueError(f"offset {offset} settled twice")
-        self._settled.add(offset)
         pending = self._pending
+        if offset in self._settled or not pending or offset < pending[0]:
+            raise ValueError(f"offset {offset} settled twice (or never taken)")
+        self._settled.add(offset)
         while pending and pending[0] in self._settled:
             self._settled.discard(pending.popleft())
         if key is None:
