@@ -50,6 +50,7 @@ from prometheus_client import (
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json, to_json
 
+from connectors.rest_api.asyncapi_routes import add_asyncapi_routes
 from connectors.rest_api.auth import (
     Denial,
     EnrolmentDirectory,
@@ -858,6 +859,8 @@ def create_app(
     app.openapi = openapi_builder(app, settings.ingest_bulk_max_items)  # type: ignore[method-assign]
     known = {e.path for e in ENDPOINTS} | {BULK_PATH, "/health", "/ready", "/metrics"}
     known |= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    # The Kafka channels' AsyncAPI document and its page, offline like /docs.
+    known |= add_asyncapi_routes(app, settings)
     app.add_middleware(
         IngestEdge,
         metrics=metrics,
