@@ -19,11 +19,13 @@ Kafka record (written by the router): key = the log record's key (the person's p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fastavro import parse_schema
 
+from hub.events.sensitivity import Sensitivity
 from hub.routing.projection import projected_schema
 from hub.routing.resolve import Routed
 from hub.routing.routes import RoutesConfig
@@ -64,7 +66,11 @@ class DerivedSchema:
 
 
 def _derive(
-    destination: str, type_name: str, version: SchemaVersion, grants: Any, fields: Any
+    destination: str,
+    type_name: str,
+    version: SchemaVersion,
+    grants: frozenset[Sensitivity],
+    fields: tuple[str, ...] | None,
 ) -> DerivedSchema:
     raw = projected_schema(version.raw, grants, fields, destination)
     parsed = parse_schema(raw, named_schemas={})
@@ -111,18 +117,29 @@ class OutboxCodec:
     @classmethod
     def for_routes(cls, config: RoutesConfig, catalog: SchemaCatalog | None = None) -> OutboxCodec:
         """The derived schemas of every route × type × destination × released version."""
+        return cls.for_targets(
+            (
+                (destination, type_name, frozenset(route.grants), route.fields)
+                for route in config.routes
+                for type_name in route.types
+                for destination in config.destinations_of(route)
+            ),
+            catalog,
+        )
+
+    @classmethod
+    def for_targets(
+        cls,
+        targets: Iterable[tuple[str, str, frozenset[Sensitivity], tuple[str, ...] | None]],
+        catalog: SchemaCatalog | None = None,
+    ) -> OutboxCodec:
+        """The codec of ``(destination, event type, grants, fields)`` targets (tools, tests)."""
         catalog = catalog if catalog is not None else default_catalog()
         derived: list[DerivedSchema] = []
-        for route in config.routes:
-            grants = frozenset(route.grants)
-            for type_name in route.types:
-                event = catalog.event(type_name)
-                versions = list(event.versions())
-                for destination in config.destinations_of(route):
-                    for version in versions:
-                        derived.append(
-                            _derive(destination, event.short_name, version, grants, route.fields)
-                        )
+        for destination, type_name, grants, fields in targets:
+            event = catalog.event(type_name)
+            for version in event.versions():
+                derived.append(_derive(destination, event.short_name, version, grants, fields))
         return cls(derived)
 
     def schema(self, destination: str, type_name: str) -> dict[str, Any]:
