@@ -8,6 +8,9 @@ in-process mock cluster.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ from hub.routing.state import PersonStates
 from hub.serde import DecodedEvent, SingleObjectSerializer
 from hub.serde.registry import SchemaRegistryError
 from hub.settings import HubSettings
+from tests.conftest import REPO_ROOT
 
 SECRET = "test-secret-of-sufficient-length"
 LOG = "test.log"
@@ -318,3 +322,24 @@ def test_the_router_producer_puts_a_key_on_the_partition_aiokafka_and_java_choos
     java = DefaultPartitioner()
     assert {key: java(key, partitions, partitions) for key in keys} == landed
     assert len(set(landed.values())) == count
+
+
+def test_hub_route_refuses_a_broken_routes_file(tmp_path: Path) -> None:
+    broken = tmp_path / "routes.toml"
+    broken.write_text('[destinations.x]\ntransport = "pigeon"\n')
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
+        "PYTHONPATH": str(REPO_ROOT),
+        "HUB_ROUTES_FILE": str(broken),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "route"],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "routes:" in result.stderr
