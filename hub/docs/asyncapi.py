@@ -47,8 +47,10 @@ from hub.events.avro_schema import avro_schema
 from hub.events.enums import PayerKind
 from hub.events.sensitivity import sensitive_fields
 from hub.identity import PseudonymStr
+from hub.kafka.dead_letters import HEADER_PREFIX as DEAD_LETTER_PREFIX
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
 from hub.kafka.topics import TopicSpec, outbox_spec, topic_specs
+from hub.routing.outbox import HEADER_DESTINATION, HEADER_ENDPOINT, HEADER_ROUTE, HEADER_SOURCE
 from hub.routing.projection import projected_schema
 from hub.routing.routes import RoutesConfig, Transport, load_routes
 from hub.serde.cloudevents import CONTENT_TYPE_HEADER, PREFIX
@@ -234,11 +236,11 @@ _CLOUDEVENT_REQUIRED: Final = (
 )
 
 OUTBOX_HEADERS: Final = {
-    "hub-route": "Name of the route that sent the record here.",
-    "hub-destination": "The destination (the outbox's own).",
-    "hub-endpoint": "Directory key of the receiver (fund code, business ID, employment area "
+    HEADER_ROUTE: "Name of the route that sent the record here.",
+    HEADER_DESTINATION: "The destination (the outbox's own).",
+    HEADER_ENDPOINT: "Directory key of the receiver (fund code, business ID, employment area "
     "code), on destinations with an endpoint per key; the worker picks the endpoint by it.",
-    "hub-source": "<topic>/<partition>/<offset> of the log record it was routed from.",
+    HEADER_SOURCE: "<topic>/<partition>/<offset> of the log record it was routed from.",
 }
 
 DEAD_LETTER_HEADERS: Final = {
@@ -269,14 +271,14 @@ def _dead_letter_header_names() -> tuple[list[str], list[str]]:
 
 def dead_letter_header_properties() -> tuple[dict[str, Any], list[str]]:
     names, required = _dead_letter_header_names()
-    prefix_length = len("hub-dlq-")
+    prefix_length = len(DEAD_LETTER_PREFIX)
     properties = {
         name: _string(
             DEAD_LETTER_HEADERS.get(name[prefix_length:], "See hub/kafka/dead_letters.py.")
         )
         for name in names
     }
-    properties["hub-dlq-stage"]["enum"] = [stage.value for stage in DeadLetterStage]
+    properties[f"{DEAD_LETTER_PREFIX}stage"]["enum"] = [stage.value for stage in DeadLetterStage]
     return properties, required
 
 
@@ -392,18 +394,18 @@ def _outbox_messages(
         **cloudevent_header_properties(None),
         **{name: _string(text) for name, text in OUTBOX_HEADERS.items()},
     }
-    required = [*_CLOUDEVENT_REQUIRED, "hub-route", "hub-destination", "hub-source"]
+    required = [*_CLOUDEVENT_REQUIRED, HEADER_ROUTE, HEADER_DESTINATION, HEADER_SOURCE]
     if keyed:
-        required.append("hub-endpoint")
+        required.append(HEADER_ENDPOINT)
     messages = []
     for entry in entries:
         properties = dict(header_properties)
         properties[f"{PREFIX}type"] = _string(
             "The event type.", const=f"fi.te.hub.{entry.type_name}"
         )
-        properties["hub-route"] = _string(OUTBOX_HEADERS["hub-route"], enum=list(entry.routes))
-        properties["hub-destination"] = _string(
-            OUTBOX_HEADERS["hub-destination"], const=destination
+        properties[HEADER_ROUTE] = _string(OUTBOX_HEADERS[HEADER_ROUTE], enum=list(entry.routes))
+        properties[HEADER_DESTINATION] = _string(
+            OUTBOX_HEADERS[HEADER_DESTINATION], const=destination
         )
         granted = (
             "; ".join(f"{kind}: {basis}" for kind, basis in sorted(entry.granted.items())) or "none"
@@ -582,7 +584,8 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 content_type="application/octet-stream",
                 payload=binary,
                 headers=_headers(
-                    {**outbox_original, **dlq_properties}, [*dlq_required, "hub-dlq-destination"]
+                    {**outbox_original, **dlq_properties},
+                    [*dlq_required, f"{DEAD_LETTER_PREFIX}destination"],
                 ),
             ),
         ),
@@ -664,7 +667,7 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 name="RouterPersonState",
                 title="Person state",
                 summary=_summary(RouterPersonState),
-                description="Compact JSON.",
+                description="Compact JSON; a null value (tombstone) forgets the person.",
                 content_type=JSON_CONTENT_TYPE,
                 payload={},
             ),
