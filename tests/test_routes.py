@@ -601,3 +601,11 @@ def test_the_packaged_routes_file_is_plain_toml_with_no_secret_values() -> None:
     data = tomllib.loads(DEFAULT_ROUTES_FILE.read_text(encoding="utf-8"))
     assert not re.search(r"whsec_[A-Za-z0-9+/=]{8}", DEFAULT_ROUTES_FILE.read_text("utf-8"))
     assert set(data) == {"directories", "destinations", "routes"}
+
+
+def test_explain_names_the_destinations_that_do_not_get_a_type() -> None:
+    text = explain_text(default_routes(), default_catalog(), "StatementRequested")
+    assert text.splitlines()[0] == (
+        "StatementRequested: 1 route(s); not sent to: funds, kela, municipal, providers"
+    )
+    assert "envelope.{event_id, event_type, occurred_at" in text

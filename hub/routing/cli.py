@@ -136,7 +136,9 @@ def explain_text(config: RoutesConfig, catalog: SchemaCatalog, type_name: str) -
     event = catalog.event(type_name)
     short = event.short_name
     matching = [route for route in config.routes if short in route.types]
-    lines = [f"{short}: {len(matching)} route(s)"]
+    reached = {d for route in matching for d in config.destinations_of(route)}
+    others = sorted(set(config.destinations) - reached)
+    lines = [f"{short}: {len(matching)} route(s); not sent to: {', '.join(others) or '-'}"]
     if not matching:
         lines.append("  no route sends it: it stays in the log only")
     for route in matching:
@@ -163,7 +165,13 @@ def _explain_route(config: RoutesConfig, route: Route, schema: dict[str, object]
     sent = leaf_paths(derived)
     classes = sensitive_fields(schema)
     lines.append(f"  sends {len(sent)} fields to {', '.join(destinations)}:")
-    for path in sent:
+    envelope = [p.removeprefix("envelope.") for p in sent if p.startswith("envelope.")]
+    if envelope and not any(p.startswith("envelope.") for p in classes):
+        lines.append(f"    envelope.{{{', '.join(envelope)}}}")
+        sent_lines = [p for p in sent if not p.startswith("envelope.")]
+    else:
+        sent_lines = sent
+    for path in sent_lines:
         kind = classes.get(path)
         suffix = f"   [{kind}: {route.grants[kind]}]" if kind is not None else ""
         lines.append(f"    {path}{suffix}")
