@@ -1,5 +1,7 @@
 """`hub serve` as deployed: its docs pages work offline, and it listens where HUB_API_HOST says.
 
+The AsyncAPI page (/asyncapi, the Kafka channels) is held to the same rule as /docs and /redoc.
+
 The docs pages used to load Swagger UI from a public CDN, so on an intranet (or here, with no
 internet) /docs was a blank page. Now every asset comes from the hub itself: the first test
 checks that without a browser (every URL /docs and /redoc reference is on the server and
@@ -29,8 +31,11 @@ from tests.conftest import hub_environment
 
 pytestmark = pytest.mark.kafka
 
-# src="...", href="..." and the spec's url: '...' in FastAPI's docs pages.
-REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|\burl\s*:\s*["']([^"']+)["']""")
+# src="...", href="..." and the spec's url: '...' in FastAPI's docs pages ("url": "..." in the
+# AsyncAPI page's JSON configuration).
+REFERENCE = re.compile(
+    r"""(?:src|href)\s*=\s*["']([^"']+)["']|["']?\burl["']?\s*:\s*["']([^"']+)["']"""
+)
 
 
 def _free_port() -> int:
@@ -85,11 +90,14 @@ def served(hub_settings: HubSettings, tmp_path: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/asyncapi"])
 def test_docs_pages_reference_only_assets_the_hub_serves(served: str, page: str) -> None:
     html = httpx.get(served + page, timeout=10)
     assert html.status_code == 200
-    references = [a or b for a, b in REFERENCE.findall(html.text)]
+    # A data: URL (the AsyncAPI page's empty icon) loads nothing from anywhere.
+    references = [
+        r for a, b in REFERENCE.findall(html.text) if not (r := a or b).startswith("data:")
+    ]
     assert len(references) >= 2, html.text  # the page's script and the OpenAPI document
 
     for reference in references:
@@ -154,6 +162,50 @@ def test_swagger_ui_renders_in_headless_chromium_without_internet(
         assert f"-{operation_id}" in dom.stdout, f"{operation_id} not rendered"
     assert "TE hub ingest API" in dom.stdout
     assert screenshot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="no Chromium installed (apt-get install chromium); the asset test above still runs",
+)
+def test_asyncapi_page_renders_in_headless_chromium_without_internet(
+    served: str, tmp_path: Path
+) -> None:
+    """The AsyncAPI React component (vendored) renders every channel from /asyncapi.json.
+
+    The component parses the document with the AsyncAPI parser (and its Avro schema parser)
+    first and shows an error panel instead when the document is not valid AsyncAPI.
+    """
+    chromium = _chromium()
+    assert chromium is not None
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=30000",
+            "--window-size=1280,1400",
+            "--dump-dom",
+            served + "/asyncapi",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    document = httpx.get(served + "/asyncapi.json", timeout=30).json()
+
+    assert 'id="introduction"' in dom.stdout, dom.stderr[-2000:]
+    assert "TE integration hub: Kafka channels" in dom.stdout
+    assert "there are errors in your asyncapi document" not in dom.stdout.lower()
+    for operation_id, operation in document["operations"].items():
+        assert f'id="operation-{operation["action"]}-{operation_id}"' in dom.stdout, operation_id
+    for channel in document["channels"].values():
+        assert channel["address"] in dom.stdout, channel["address"]
 
 
 @pytest.mark.parametrize(("host", "reachable"), [(None, False), ("0.0.0.0", True)])
