@@ -313,6 +313,7 @@ class Projection:
         return dict(result) if result is record else result
 
 
+_MAX_CACHED = 4096
 _PROJECTIONS: dict[tuple[int, frozenset[Sensitivity], tuple[str, ...] | None], Any] = {}
 
 
@@ -329,6 +330,8 @@ def project(
     key = (id(schema), frozenset(grants), fields)
     cached = _PROJECTIONS.get(key)
     if cached is None or cached[0] is not schema:
+        if len(_PROJECTIONS) >= _MAX_CACHED:  # callers passing a fresh schema dict each time
+            _PROJECTIONS.clear()
         cached = (schema, Projection(schema, grants, fields))
         _PROJECTIONS[key] = cached
     projection: Projection = cached[1]

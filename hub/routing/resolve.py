@@ -116,7 +116,9 @@ class Unroutable(Exception):
 
 
 @dataclass(frozen=True)
-class _Compiled:
+class CompiledRoute:
+    """One (route, destination, type), compiled: its projection, the paths sent, the bases."""
+
     projection: Projection
     fields: tuple[str, ...]
     legal_basis: dict[str, str]
@@ -166,9 +168,9 @@ class Router:
         for route in config.routes:
             for type_name in route.types:
                 self._by_type.setdefault(type_name, []).append(route)
-        self._compiled: dict[tuple[str, str, str], _Compiled] = {}
+        self._compiled: dict[tuple[str, str, str], CompiledRoute] = {}
 
-    def compiled(self, route: Route, destination: str, type_name: str) -> _Compiled:
+    def compiled(self, route: Route, destination: str, type_name: str) -> CompiledRoute:
         key = (route.name, destination, type_name)
         found = self._compiled.get(key)
         if found is None:
@@ -184,7 +186,7 @@ class Router:
             }
             if route.basis:
                 basis["disclosure"] = route.basis
-            found = _Compiled(Projection(schema, grants, route.fields), sent, basis)
+            found = CompiledRoute(Projection(schema, grants, route.fields), sent, basis)
             self._compiled[key] = found
         return found
 
@@ -295,6 +297,7 @@ def route_event(
 
 
 __all__ = [
+    "CompiledRoute",
     "PersonState",
     "Routed",
     "Router",
