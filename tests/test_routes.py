@@ -609,3 +609,21 @@ def test_explain_names_the_destinations_that_do_not_get_a_type() -> None:
         "StatementRequested: 1 route(s); not sent to: funds, kela, municipal, providers"
     )
     assert "envelope.{event_id, event_type, occurred_at" in text
+
+
+def test_a_whole_simulated_stream_routes_with_no_unroutable_event_for_any_seed() -> None:
+    """The packaged directory knows every simulated provider, fund and area, whatever --seed."""
+    config = default_routes()
+    serializer = SingleObjectSerializer()
+    pseudonymizer = Pseudonymizer.from_settings(HubSettings())
+    reached: set[str] = set()
+    for seed in (1, 99):
+        states: dict[str, PersonState | None] = {}
+        for path in simulate(SimulationConfig(jobseekers=60, seed=seed), pseudonymizer):
+            for event in path:
+                record = serializer.decode(serializer.encode(event.event_type, event.to_avro()))
+                person = event.envelope.subject
+                states[person] = next_state(states.get(person), event.event_type, record.record)
+                routed = route_event(config, event.event_type, record.record, states[person])
+                reached |= {r.destination for r in routed}
+    assert reached == {"kela", "funds", "providers", "municipal", "reporting"}

@@ -69,6 +69,7 @@ _LAW_REFERENCE = re.compile(
 
 _SECRET_KEYS = frozenset({"secret", "signing_secret", "password", "token", "api_key", "key"})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WARNED: set[str] = set()
 DEVELOPMENT_SECRET_CONTEXT = b"te-hub webhook signing secret (development only):"
 
 DirectoryName = Literal[
@@ -177,11 +178,11 @@ class Endpoint(_Model):
         if not where:
             where.append("no secret_env or secret_file configured")
         if settings.environment == "development":
-            log.warning(
-                "development signing secret used",
-                endpoint=self._id,
-                why="; ".join(where),
-            )
+            if self._id not in _WARNED:  # once per endpoint, not per delivery
+                _WARNED.add(self._id)
+                log.warning(
+                    "development signing secret used", endpoint=self._id, why="; ".join(where)
+                )
             return development_signing_secret(settings, self._id)
         raise RoutesError(f"endpoint {self._id}: no signing secret: {'; '.join(where)}")
 
