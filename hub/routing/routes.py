@@ -27,7 +27,6 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -42,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from hub.codes import UnknownCode, employment_areas, fund
+from hub.codes import UnknownCode, employment_areas, fund, municipalities
 from hub.events.sensitivity import Sensitivity, sensitive_fields
 from hub.identity.business_id import is_valid_business_id
 from hub.logging import get_logger
@@ -427,8 +426,6 @@ def _route_problems(config: RoutesConfig, route: Route, catalog: SchemaCatalog) 
             )
     types = [t for t in route.types if t in known_types]
     if route.municipalities is not None:
-        from hub.codes import municipalities
-
         unknown = sorted(route.municipalities - set(municipalities()))
         if unknown:
             problems.append(f"unknown municipality codes {', '.join(unknown)}")
@@ -452,7 +449,11 @@ def _route_problems(config: RoutesConfig, route: Route, catalog: SchemaCatalog) 
             for type_name in holders:
                 classes = sensitive_fields(catalog.current(type_name).raw)
                 for sensitive, kind in classes.items():
-                    inside = sensitive == path or sensitive.startswith(path + ".")
+                    inside = (
+                        sensitive == path
+                        or sensitive.startswith(path + ".")
+                        or path.startswith(sensitive + ".")
+                    )
                     if inside and kind not in route.grants:
                         problems.append(
                             f"field {sensitive} of {type_name} is {kind} and the route grants no "
@@ -461,18 +462,9 @@ def _route_problems(config: RoutesConfig, route: Route, catalog: SchemaCatalog) 
     return problems
 
 
-@cache
-def _field_paths_cached(schema_json: str) -> frozenset[str]:
-    import json
-
-    return frozenset(_paths(json.loads(schema_json), ""))
-
-
 def field_paths(schema: dict[str, Any]) -> frozenset[str]:
     """Every dotted field path of an Avro record schema (records inside included)."""
-    import json
-
-    return _field_paths_cached(json.dumps(schema, sort_keys=True))
+    return frozenset(_paths(schema, ""))
 
 
 def _paths(schema: Any, prefix: str) -> Iterable[str]:
