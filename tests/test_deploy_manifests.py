@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hub.kafka.topics import topic_specs
+from hub.kafka.topics import outbox_spec, outbox_topic, topic_specs
+from hub.routing.routes import Transport, load_routes
 from hub.settings import HubSettings
 from hub.sink.kafka import writer_settings
 from tests.conftest import REPO_ROOT
@@ -71,6 +72,11 @@ def _settings(
     return HubSettings(_env_file=None)  # type: ignore[call-arg]
 
 
+def _default_outboxes(settings: HubSettings) -> dict[str, str]:
+    """Destination name -> outbox topic, for every destination of the packaged routes."""
+    return {name: outbox_topic(settings, name) for name in load_routes(settings).destinations}
+
+
 def _allowed(user: dict[str, Any], kind: str, name: str, operation: str) -> bool:
     for acl in user["spec"]["authorization"]["acls"]:
         resource = acl["resource"]
@@ -111,8 +117,9 @@ def test_every_hub_workload_passes_production_validation(
 def test_each_workload_logs_in_as_its_own_user_with_its_own_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """One user per hub command: the delivery workers of every destination share theirs."""
     users = _users()
-    seen = set()
+    user_of_command: dict[str, set[str]] = {}
     for name, workload in _workloads().items():
         username = _settings(workload, f"{name}-0", monkeypatch).kafka_sasl_username
         assert username in users, f"{name} logs in as {username}, which has no KafkaUser"
@@ -120,9 +127,11 @@ def test_each_workload_logs_in_as_its_own_user_with_its_own_secret(
         volumes = workload["spec"]["template"]["spec"]["volumes"]
         user_volume = next(v for v in volumes if v["name"] == "kafka-user")
         assert user_volume["secret"]["secretName"] == username
-        seen.add(username)
+        user_of_command.setdefault(_container(workload)["args"][0], set()).add(username)
 
-    assert len(seen) == len(_workloads())
+    assert all(len(names) == 1 for names in user_of_command.values()), user_of_command
+    every = [name for names in user_of_command.values() for name in names]
+    assert len(every) == len(set(every))
 
 
 def test_api_replicas_have_stable_transactional_ids_of_their_own(
@@ -172,8 +181,9 @@ def test_two_deployments_on_one_cluster_derive_different_writer_ids() -> None:
 
 
 def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> None:
-    names = [spec.name for spec in topic_specs(HubSettings(_env_file=None))]  # type: ignore[call-arg]
     settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    outboxes = set(_default_outboxes(settings).values())
+    names = [spec.name for spec in topic_specs(settings)] + sorted(outboxes)
     writes = {
         "te-hub-ingest": {settings.topic_customer_path, settings.topic_ingest_receipts},
         "te-hub-poller": {
@@ -182,6 +192,12 @@ def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> 
             settings.topic_source_positions,
         },
         "te-hub-import": {settings.topic_customer_path, settings.topic_ingest_receipts},
+        "te-hub-router": {
+            *outboxes,
+            settings.topic_router_state,
+            settings.topic_dead_letter,
+        },
+        "te-hub-deliver": {settings.topic_dead_letter, settings.topic_disclosures},
     }
     users = _users()
 
@@ -195,17 +211,109 @@ def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> 
             )
 
 
+def test_router_and_workers_read_only_their_inputs_in_their_own_groups() -> None:
+    """The router reads the log (and its state back), a worker its outbox: nothing else.
+
+    Consumer groups are the hub's contract names: the router's <prefix>-router, a worker's
+    <prefix>-deliver-<destination>; neither may join the other's group.
+    """
+    settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    outboxes = _default_outboxes(settings)
+    router, deliver = _users()["te-hub-router"], _users()["te-hub-deliver"]
+    router_group = f"{settings.writer_id_prefix}-router"
+    reads = {
+        "te-hub-router": {settings.topic_customer_path, settings.topic_router_state},
+        "te-hub-deliver": {*outboxes.values(), settings.topic_disclosures},
+    }
+    names = [spec.name for spec in topic_specs(settings)] + sorted(outboxes.values())
+    for username, read in reads.items():
+        for topic in names:
+            assert _allowed(_users()[username], "topic", topic, "Read") == (topic in read), (
+                username,
+                topic,
+            )
+
+    assert _allowed(router, "group", router_group, "Read")
+    for destination in outboxes:
+        group = f"{settings.writer_id_prefix}-deliver-{destination}"
+        assert _allowed(deliver, "group", group, "Read"), group
+        assert not _allowed(router, "group", group, "Read"), group
+    assert not _allowed(deliver, "group", router_group, "Read")
+    for user in ("te-hub-ingest", "te-hub-poller", "te-hub-import"):
+        assert not any(
+            acl["resource"]["type"] == "group"
+            for acl in _users()[user]["spec"]["authorization"]["acls"]
+        ), user
+
+
+def test_router_replicas_have_transactional_ids_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    router = _workloads()["te-hub-router"]
+    assert _container(router)["args"][0] == "route"
+    replicas = router["spec"]["replicas"]
+    ids = {
+        _settings(router, f"te-hub-router-{n}", monkeypatch).router_transactional_id
+        for n in range(replicas)
+    }
+
+    assert len(ids) == replicas
+    for transactional_id in ids:
+        assert _allowed(_users()["te-hub-router"], "transactionalId", transactional_id, "Write")
+        for other in ("te-hub-ingest", "te-hub-poller", "te-hub-import", "te-hub-deliver"):
+            assert not _allowed(_users()[other], "transactionalId", transactional_id, "Write")
+
+
 def test_kafka_topics_match_the_hubs_topic_specs() -> None:
     settings = HubSettings(_env_file=None, topic_partitions=12, topic_replication_factor=3)  # type: ignore[call-arg]
     topics = {d["spec"]["topicName"]: d["spec"] for d in _documents("topics.yaml")}
+    outboxes = [outbox_spec(settings, name) for name in _default_outboxes(settings)]
 
-    for spec in topic_specs(settings):
+    assert outboxes, "the packaged routes have no destination"
+    for spec in [*topic_specs(settings), *outboxes]:
         assert spec.name in topics, f"deploy/k8s/topics.yaml has no KafkaTopic for {spec.name}"
         manifest = topics[spec.name]
         assert manifest["partitions"] == spec.partitions, spec.name
         assert manifest["replicas"] == spec.replication_factor, spec.name
         configs = {k: str(v) for k, v in manifest["config"].items()}
         assert configs == spec.configs, spec.name
+    assert set(topics) == {s.name for s in [*topic_specs(settings), *outboxes]}
+
+
+def test_a_delivery_deployment_per_destination_with_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every webhook/X-Road destination of the routes has its Deployment (its own consumer
+    group, so a receiver that is down holds back only its own workers); an outbox destination
+    (reporting) has none. Each worker reads the routes file and serves metrics it announces."""
+    settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    routes = load_routes(settings)
+    delivered = {
+        _container(w)["args"][_container(w)["args"].index("--destination") + 1]: w
+        for w in _workloads().values()
+        if _container(w)["args"][0] == "deliver"
+    }
+
+    assert set(delivered) == {
+        name for name, d in routes.destinations.items() if d.transport is not Transport.OUTBOX
+    }
+    for name, workload in delivered.items():
+        assert workload["kind"] == "Deployment"
+        assert "--all" not in _container(workload)["args"]
+        worker = _settings(workload, f"te-hub-deliver-{name}-abc12", monkeypatch)
+        assert worker.routes_file is not None
+        _assert_scraped(workload)
+    _assert_scraped(_workloads()["te-hub-router"])
+
+
+def _assert_scraped(workload: dict[str, Any]) -> None:
+    args = _container(workload)["args"]
+    port = args[args.index("--metrics-port") + 1]
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == port
+    ports = {p["name"]: p["containerPort"] for p in _container(workload)["ports"]}
+    assert ports["metrics"] == int(port)
 
 
 def test_no_manifest_names_a_path_outside_its_mounts() -> None:
