@@ -283,3 +283,18 @@ def test_projection_does_not_share_nested_dicts_it_changed() -> None:
     before = copy.deepcopy(record)
     project(record, frozenset(), None, schema)
     assert record == before
+
+
+def test_a_named_record_used_at_several_paths_is_projected_at_each() -> None:
+    schema = _synthetic()
+    grants = frozenset({Sensitivity.DIRECT})
+    fields = ("payload.people", "payload.maybe.team")
+    derived = projected_schema(schema, grants, fields, "d")
+    parsed = parse_schema(derived, named_schemas={})
+    projected = project(_synthetic_record(), grants, fields, schema)
+    assert projected["payload"] == {
+        "people": [{"name": "Maija", "team": "T1"}, {"name": "Matti", "team": "T2"}],
+        "maybe": {"team": "T1"},
+    }
+    assert validate(projected, parsed, raise_errors=True)
+    assert "fi.te.hub.outbox.d.Person_2" in _named_types(derived)

@@ -82,6 +82,7 @@ class _SchemaProjector:
         self.index: dict[str, Any] = {}
         self._index(root, None)
         self.defined: set[str] = set()
+        self.uses: dict[str, int] = {}
 
     def _full(self, node: Mapping[str, Any], enclosing: str | None) -> str:
         name = str(node["name"])
@@ -123,21 +124,22 @@ class _SchemaProjector:
             full = node if "." in node or not enclosing else f"{enclosing}.{node}"
             if full not in self.index and node in self.index:
                 full = node
-            if full in self.defined:
-                namespace, name = self.rename(full)
-                return f"{namespace}.{name}"
-            # Defined in a field that was dropped: define it here instead.
             definition, def_enclosing = self.index[full]
+            if full in self.defined and definition.get("type") not in ("record", "error"):
+                return ".".join(self.rename(full))
+            # A record is projected at each path it is used at (a route's fields may select
+            # differently there), and an enum defined in a dropped field is defined here instead.
             return self.type_of(definition, path, whole, def_enclosing)
         if isinstance(node, list):
             return [self.type_of(member, path, whole, enclosing) for member in node]
         kind = node.get("type")
         if kind in ("record", "error"):
             full = self._full(node, enclosing)
-            if full in self.defined:
-                return ".".join(self.rename(full))
+            self.uses[full] = uses = self.uses.get(full, 0) + 1
             self.defined.add(full)
             namespace, name = self.rename(full)
+            if uses > 1:  # a second use of a named record: its own name, its own projection
+                name = f"{name}_{uses}"
             inner = full.rpartition(".")[0] or None
             out = {k: v for k, v in node.items() if k not in ("fields", "name", "namespace")}
             out["name"], out["namespace"] = name, namespace
