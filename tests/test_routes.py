@@ -22,7 +22,7 @@ from connectors.simulator.paths import simulate
 from connectors.simulator.population import simulator_providers
 from hub.cli import cli
 from hub.identity import Pseudonymizer
-from hub.routing.cli import explain_text
+from hub.routing.cli import explain_text, missing_secrets
 from hub.routing.resolve import PersonState, Unroutable, fund_on, next_state, route_event
 from hub.routing.routes import (
     DEFAULT_ROUTES_FILE,
@@ -627,3 +627,16 @@ def test_a_whole_simulated_stream_routes_with_no_unroutable_event_for_any_seed()
                 routed = route_event(config, event.event_type, record.record, states[person])
                 reached |= {r.destination for r in routed}
     assert reached == {"kela", "funds", "providers", "municipal", "reporting"}
+
+
+def test_check_in_production_names_every_endpoint_without_a_readable_secret(
+    unset_kela_secret: None,
+) -> None:
+    production = HubSettings.model_construct(environment="production")
+    problems = missing_secrets(default_routes(), production)
+    assert (
+        "endpoint kela: no signing secret: environment variable HUB_WEBHOOK_SECRET_KELA is not set"
+        in problems
+    )
+    assert len(problems) == 1 + 14 + 25 + 45  # kela, every fund, provider and area
+    assert missing_secrets(default_routes(), HubSettings()) == []

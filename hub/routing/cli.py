@@ -23,6 +23,7 @@ from hub.routing.routes import (
     Route,
     RoutesConfig,
     RoutesError,
+    Transport,
     load_routes_file,
 )
 from hub.serde.catalog import SchemaCatalog, default_catalog
@@ -55,6 +56,25 @@ def _config_path(file: Path | None) -> Path:
     if file is not None:
         return file
     return HubSettings().routes_file or DEFAULT_ROUTES_FILE
+
+
+def missing_secrets(config: RoutesConfig, settings: HubSettings) -> list[str]:
+    """Endpoints whose signing secret cannot be read (in production, where nothing falls back)."""
+    if settings.environment != "production":
+        return []
+    problems = []
+    for destination in config.destinations.values():
+        if destination.transport is not Transport.WEBHOOK:
+            continue
+        endpoints = [destination.endpoint, *(destination.endpoints or {}).values()]
+        for endpoint in endpoints:
+            if endpoint is None:
+                continue
+            try:
+                endpoint.signing_secret(settings)
+            except RoutesError as error:
+                problems.append(str(error))
+    return problems
 
 
 def _load_or_exit(path: Path, catalog: SchemaCatalog) -> RoutesConfig:
@@ -90,16 +110,20 @@ def routes() -> None:
     "file", required=False, type=click.Path(dir_okay=False, path_type=Path), default=None
 )
 def check(file: Path | None) -> None:
-    """Validate FILE (default: HUB_ROUTES_FILE or the packaged routes); exit 1 on any problem."""
+    """Validate FILE (default: HUB_ROUTES_FILE or the packaged routes); exit 1 on any problem.
+
+    With HUB_ENVIRONMENT=production every webhook endpoint's signing secret must be readable.
+    """
     catalog = default_catalog()
     path = _config_path(file)
     config = _load_or_exit(path, catalog)
     targets = derived_targets(config)
-    problems = check_derived_compatibility(catalog, targets)
+    problems = [f"derived schema {p}" for p in check_derived_compatibility(catalog, targets)]
+    problems += missing_secrets(config, HubSettings())
     if problems:
         click.echo(redact_text(f"FAIL {path}"), err=True)
         for problem in problems:
-            click.echo(redact_text(f"  derived schema {problem}"), err=True)
+            click.echo(redact_text(f"  {problem}"), err=True)
         sys.exit(1)
     endpoints = sum(
         len(d.endpoints or {}) + (d.endpoint is not None) for d in config.destinations.values()
