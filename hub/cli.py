@@ -20,6 +20,7 @@ from connectors.simulator.cli import simulate_command
 from connectors.webhook.cli import deliver_command
 from hub.broker.cli import broker
 from hub.delivery.audit_cli import audit
+from hub.delivery.dlq_cli import dlq
 from hub.docs.cli import asyncapi_command
 from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
@@ -86,6 +87,7 @@ cli.add_command(deliver_command)
 cli.add_command(routes)
 cli.add_command(audit)
 cli.add_command(asyncapi_command)
+cli.add_command(dlq)
 
 
 def main() -> None:

@@ -1,0 +1,322 @@
+"""`hub dlq` on a real broker: list and show with filters, replay once, purge hides.
+
+Dead letters are written as the router and the delivery workers write them: the original record
+(a log record for decode/route, an outbox record for deliver) with ``hub-dlq-*`` headers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.structs import RecordMetadata
+
+from connectors.simulator import SimulationConfig, simulate
+from hub.delivery.dlq import is_marker
+from hub.events import CustomerPathEvent
+from hub.events.sensitivity import sensitive_fields
+from hub.identity import Pseudonymizer
+from hub.kafka.clients import make_producer
+from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
+from hub.kafka.publisher import encode_event
+from hub.kafka.reading import read_topic
+from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
+from hub.routing.router import LogRecord, OutRecord, RecordHandler, router_destinations
+from hub.routing.routes import load_routes
+from hub.routing.state import PersonStates
+from hub.serde import SingleObjectSerializer
+from hub.settings import HubSettings
+from tests.conftest import hub_environment
+from tests.hub_process import hub_command
+
+pytestmark = pytest.mark.kafka
+
+
+def _event(paths: list[list[CustomerPathEvent]], type_name: str) -> CustomerPathEvent:
+    return next(e for path in paths for e in path if type(e).__name__ == type_name)
+
+
+def _value_at(record: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(record, dict):
+            return None
+        record = record.get(part)
+    return record
+
+
+class Letters:
+    """The dead letters of one test and what they came from."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self.positions: dict[str, str] = {}
+        self.outbox: dict[str, OutRecord] = {}
+        self.event_ids: dict[str, str] = {}
+
+    async def write(self, handler: RecordHandler, paths: list[list[CustomerPathEvent]]) -> None:
+        settings = self.settings
+        serializer = SingleObjectSerializer()
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+
+            async def send(name: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+                sent: RecordMetadata = await producer.send_and_wait(
+                    settings.topic_dead_letter, value=value, key=key, headers=headers
+                )
+                self.positions[name] = f"{sent.partition}/{sent.offset}"
+
+            # deliver-stage: outbox records a receiver refused
+            for name, type_name, destination in (
+                ("enrolment", "ServiceEnrolled", "providers"),
+                ("statement", "LabourPolicyStatementIssued", None),
+            ):
+                event = _event(paths, type_name)
+                encoded = encode_event(serializer, event)
+                log_record = LogRecord(
+                    settings.topic_customer_path, 1, 10, encoded.key, encoded.value, encoded.headers
+                )
+                outcome = handler.handle(log_record, PersonStates().batch())
+                out = next(
+                    r
+                    for r in outcome.records
+                    if r.topic.startswith(settings.topic_outbox_prefix)
+                    and "reporting" not in r.topic
+                    and (destination is None or r.topic == outbox_topic(settings, destination))
+                )
+                got = dict(out.headers)["hub-destination"].decode()
+                letter = DeadLetter(
+                    stage=DeadLetterStage.DELIVER,
+                    error_class="ReceiverRefused",
+                    reason=f"receiver answered 422: it refuses event {event.envelope.event_id}",
+                    source_topic=out.topic,
+                    source_partition=1,
+                    source_offset=5,
+                    attempts=3,
+                    destination=got,
+                    event_id=str(event.envelope.event_id),
+                    event_type=type_name,
+                )
+                self.outbox[name] = out
+                self.event_ids[name] = str(event.envelope.event_id)
+                await send(name, out.key, out.value, with_dead_letter_headers(out.headers, letter))
+
+            # route-stage: a log record the router could not route then (fixed since)
+            registration = _event(paths, "JobseekerRegistered")
+            encoded = encode_event(serializer, registration)
+            letter = DeadLetter(
+                stage=DeadLetterStage.ROUTE,
+                error_class="Unroutable",
+                reason="route all-to-reporting: the directory was being updated",
+                source_topic=settings.topic_customer_path,
+                source_partition=0,
+                source_offset=3,
+                event_id=str(registration.envelope.event_id),
+                event_type="JobseekerRegistered",
+            )
+            self.event_ids["registration"] = str(registration.envelope.event_id)
+            await send(
+                "registration",
+                encoded.key,
+                encoded.value,
+                with_dead_letter_headers(list(encoded.headers), letter),
+            )
+            # decode-stage: bytes no schema reads
+            poison = DeadLetter(
+                stage=DeadLetterStage.DECODE,
+                error_class="UnknownSchema",
+                reason="no schema with this fingerprint",
+                source_topic=settings.topic_customer_path,
+                source_partition=2,
+                source_offset=7,
+            )
+            await send("poison", b"k" * 32, b"\xc3\x01" + b"\x00" * 12, poison.headers())
+        finally:
+            await producer.stop()
+
+
+async def outbox_records(settings: HubSettings, destination: str) -> list[Any]:
+    return [r async for r in read_topic(settings, outbox_topic(settings, destination))]
+
+
+@pytest.fixture
+async def letters(hub_settings: HubSettings) -> Letters:
+    config = load_routes(hub_settings)
+    await ensure_topics(
+        hub_settings, extra=[outbox_spec(hub_settings, d) for d in router_destinations(config)]
+    )
+    paths = list(
+        simulate(SimulationConfig(jobseekers=30, seed=3), Pseudonymizer.from_settings(hub_settings))
+    )
+    written = Letters(hub_settings)
+    await written.write(RecordHandler(hub_settings, config), paths)
+    return written
+
+
+def _rows(stdout: str) -> list[list[str]]:
+    lines = stdout.strip().splitlines()
+    return [line.split() for line in lines[1:-1]]
+
+
+async def test_list_and_show_with_filters(
+    hub_settings: HubSettings, letters: Letters, tmp_path: Path
+) -> None:
+    env = hub_environment(hub_settings)
+
+    def hub(*args: str) -> Any:
+        result = hub_command("dlq", *args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    everything = hub("list")
+    assert everything.stdout.splitlines()[0].split() == [
+        "offset", "stage", "destination", "type", "event", "id", "attempts", "reason",
+    ]  # fmt: skip
+    assert {row[0] for row in _rows(everything.stdout)} == set(letters.positions.values())
+    assert everything.stdout.strip().endswith(
+        f"4 letter(s) of 4 in {hub_settings.topic_dead_letter}"
+    )
+
+    deliver = _rows(hub("list", "--stage", "deliver").stdout)
+    assert sorted(r[0] for r in deliver) == sorted(
+        [letters.positions["enrolment"], letters.positions["statement"]]
+    )
+    providers = _rows(hub("list", "--destination", "providers").stdout)
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in providers] == [
+        (
+            letters.positions["enrolment"],
+            "deliver",
+            "providers",
+            "ServiceEnrolled",
+            letters.event_ids["enrolment"],
+            "3",
+        )
+    ]
+    typed = _rows(hub("list", "--type", "JobseekerRegistered").stdout)
+    assert [r[0] for r in typed] == [letters.positions["registration"]]
+    assert _rows(hub("list", "--since", "2h", "--limit", "1").stdout).__len__() == 1
+    assert _rows(hub("list", "--since", "2999-01-01").stdout) == []
+    assert _rows(hub("list", "--until", "2000-01-01T00:00:00").stdout) == []
+    as_json = [json.loads(line) for line in hub("list", "--json").stdout.splitlines()]
+    assert Counter(j["stage"] for j in as_json) == {"deliver": 2, "route": 1, "decode": 1}
+    bad_time = hub_command("dlq", "list", "--since", "yesterday", env=env, cwd=tmp_path)
+    assert bad_time.returncode == 2
+    assert "duration ago" in bad_time.stderr
+
+    # show: every header; the value only as its fields without a pii class
+    shown = hub("show", letters.positions["enrolment"])
+    out = letters.outbox["enrolment"]
+    for key, _ in out.headers:
+        assert f"    {key}: " in shown.stdout
+    for header in ("hub-dlq-stage: deliver", "hub-dlq-reason:", "hub-dlq-attempts: 3"):
+        assert header in shown.stdout
+    from hub.routing.outbox import OutboxCodec
+
+    codec = OutboxCodec.for_routes(load_routes(hub_settings))
+    decoded = codec.decode(out.value or b"")
+    secret_paths = sensitive_fields(codec.schema(decoded.destination, decoded.type_name))
+    secret_values = [
+        v for v in (_value_at(decoded.record, p) for p in secret_paths) if isinstance(v, str) and v
+    ]
+    assert secret_values, "the provider's outbox record carries names: the test must see some"
+    for value in secret_values:
+        assert value not in shown.stdout
+    assert letters.event_ids["enrolment"] in shown.stdout  # the envelope is shown
+    assert "fields without a pii class only" in shown.stdout
+
+    by_event_id = json.loads(hub("show", "--json", letters.event_ids["registration"]).stdout)
+    assert by_event_id["position"] == letters.positions["registration"]
+    assert by_event_id["value"]["envelope"]["event_id"] == letters.event_ids["registration"]
+    poison = json.loads(hub("show", "--json", letters.positions["poison"]).stdout)
+    assert poison["value"] is None
+    assert "not shown" in poison["value_note"]
+    missing = hub_command("dlq", "show", "9/999", env=env, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "no dead letter 9/999" in missing.stderr
+
+
+async def test_replay_once_then_skip_and_purge_hides(
+    hub_settings: HubSettings, letters: Letters, tmp_path: Path
+) -> None:
+    env = hub_environment(hub_settings)
+
+    def hub(*args: str) -> Any:
+        return hub_command("dlq", *args, env=env, cwd=tmp_path)
+
+    nothing = hub("replay")
+    assert nothing.returncode == 2
+    assert "--all" in nothing.stderr
+
+    enrolment = letters.positions["enrolment"]
+    dry = hub("replay", "--dry-run", enrolment)
+    assert dry.returncode == 0, dry.stderr
+    assert "would replay" in dry.stdout
+    assert await outbox_records(hub_settings, "providers") == []
+
+    first = hub("replay", enrolment)
+    assert first.returncode == 0, first.stderr
+    assert f"replayed {enrolment}" in first.stdout
+    again = hub("replay", letters.event_ids["enrolment"])
+    assert again.returncode == 0, again.stderr
+    assert "0 replayed" in again.stdout
+    assert "already replayed" in again.stderr
+
+    replayed = await outbox_records(hub_settings, "providers")
+    assert len(replayed) == 1
+    record = replayed[0]
+    out = letters.outbox["enrolment"]
+    assert (record.key, record.value) == (out.key, out.value)
+    assert [(k, bytes(v)) for k, v in record.headers] == list(out.headers)  # hub-dlq-* gone
+    assert not any(k.startswith("hub-dlq-") for k, _ in record.headers)
+
+    # route stage: routed again by the router's code into every outbox that wants it
+    routed = hub("replay", "--stage", "route")
+    assert routed.returncode == 0, routed.stderr
+    assert f"replayed {letters.positions['registration']}" in routed.stdout
+    reporting = await outbox_records(hub_settings, "reporting")
+    assert [dict(r.headers)["ce_id"].decode() for r in reporting] == [
+        letters.event_ids["registration"]
+    ]
+    assert dict(reporting[0].headers)["hub-source"] == (
+        f"{hub_settings.topic_customer_path}/0/3".encode()
+    )
+
+    # a poison record still does not decode: not replayed, still pending, exit 1
+    poison = hub("replay", "--all", "--stage", "decode")
+    assert poison.returncode == 1
+    assert "still fails at decode" in poison.stderr
+    pending = _rows(hub("list").stdout)
+    assert sorted(r[0] for r in pending) == sorted(
+        [letters.positions["statement"], letters.positions["poison"]]
+    )
+    statuses = {r[0]: r[1] for r in _rows(hub("list", "--status", "all").stdout)}
+    assert statuses[enrolment] == "replayed"
+    assert statuses[letters.positions["registration"]] == "replayed"
+
+    # purge: marked resolved, hidden from the list, never replayed
+    statement = letters.positions["statement"]
+    purged = hub("purge", statement, "--note", "ticket HUB-1")
+    assert purged.returncode == 0, purged.stderr
+    assert f"purged {statement}" in purged.stdout
+    assert [r[0] for r in _rows(hub("list").stdout)] == [letters.positions["poison"]]
+    assert [r[0] for r in _rows(hub("list", "--status", "purged").stdout)] == [statement]
+    refused = hub("replay", statement)
+    assert "already purged" in refused.stderr
+    kela_or_fund = [
+        r
+        async for r in read_topic(hub_settings, letters.outbox["statement"].topic)
+        if dict(r.headers).get("ce_id", b"").decode() == letters.event_ids["statement"]
+    ]
+    assert kela_or_fund == []
+    shown = json.loads(hub("show", "--json", statement).stdout)
+    assert shown["status"] == "purged"
+    assert shown["mark_note"] == "ticket HUB-1"
+
+    # markers live on the dead-letter topic beside their letters, and say so
+    records = [r async for r in read_topic(hub_settings, hub_settings.topic_dead_letter)]
+    markers = [r for r in records if is_marker(r.headers)]
+    assert len(markers) == 3
+    assert all(r.value is None for r in markers)
