@@ -640,3 +640,27 @@ def test_check_in_production_names_every_endpoint_without_a_readable_secret(
     )
     assert len(problems) == 1 + 14 + 25 + 45  # kela, every fund, provider and area
     assert missing_secrets(default_routes(), HubSettings()) == []
+
+
+def test_a_relative_secret_file_is_read_beside_the_file_that_names_it(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "p.secret").write_text("whsec_cHJvdmlkZXI=", encoding="utf-8")
+    business_id = simulator_providers()[0]
+    (tmp_path / "providers.toml").write_text(
+        f'[endpoints."{business_id}"]\nurl = "http://127.0.0.1:1/p"\n'
+        'secret_file = "secrets/p.secret"\n',
+        encoding="utf-8",
+    )
+    routes_file = tmp_path / "routes.toml"
+    routes_file.write_text(
+        '[destinations.providers]\ntransport = "webhook"\nendpoints_file = "providers.toml"\n'
+        '[[routes]]\nname = "p"\ntypes = ["ServiceEnrolled"]\n'
+        'to = { directory = "provider_of_enrolment" }\n',
+        encoding="utf-8",
+    )
+    config = load_routes(HubSettings(routes_file=routes_file))
+    endpoint = config.destinations["providers"].endpoint_for(business_id)
+    assert endpoint.signing_secret(HubSettings()) == "whsec_cHJvdmlkZXI="
+    (tmp_path / "providers.toml").unlink()
+    with pytest.raises(RoutesError, match=r"routes\.toml: destination providers: cannot read"):
+        load_routes(HubSettings(routes_file=routes_file))

@@ -484,8 +484,12 @@ def _paths(schema: Any, prefix: str) -> Iterable[str]:
 
 
 def parse_routes(text: str, source: str, catalog: SchemaCatalog | None = None) -> RoutesConfig:
-    """Parse and validate a routes file's text; ``source`` names it in errors and anchors
-    relative ``endpoints_file`` paths (a provider directory kept beside the routes file)."""
+    """Parse and validate a routes file's text.
+
+    ``source`` names the file in errors and anchors relative paths: ``endpoints_file`` (a
+    provider directory kept beside the routes file) and ``secret_file`` (relative to the file
+    that names it).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -494,12 +498,20 @@ def parse_routes(text: str, source: str, catalog: SchemaCatalog | None = None) -
     destinations = data.get("destinations")
     if isinstance(destinations, dict):
         for name, raw in destinations.items():
-            if isinstance(raw, dict):
-                raw.setdefault("name", name)
-                if "endpoints_file" in raw:
+            if not isinstance(raw, dict):
+                continue
+            raw.setdefault("name", name)
+            _anchor_secret_files(raw.get("endpoint"), base)
+            if isinstance(raw.get("endpoints"), dict):
+                for endpoint in raw["endpoints"].values():
+                    _anchor_secret_files(endpoint, base)
+            if "endpoints_file" in raw:
+                try:
                     raw["endpoints"] = _read_endpoints_file(
                         name, base, raw.pop("endpoints_file"), raw.get("endpoints")
                     )
+                except RoutesError as exc:
+                    raise RoutesError(f"{source}: {exc}") from None
     try:
         config = RoutesConfig.model_validate(data)
     except ValidationError as exc:
@@ -510,6 +522,14 @@ def parse_routes(text: str, source: str, catalog: SchemaCatalog | None = None) -
     except RoutesError as exc:
         raise RoutesError(f"{source}: {exc}", exc.problems) from None
     return config
+
+
+def _anchor_secret_files(endpoint: Any, base: Path) -> None:
+    """Make a relative ``secret_file`` relative to the file that names it, not to the cwd."""
+    if isinstance(endpoint, dict) and isinstance(endpoint.get("secret_file"), str):
+        secret_file = Path(endpoint["secret_file"])
+        if not secret_file.is_absolute():
+            endpoint["secret_file"] = str(base / secret_file)
 
 
 def _read_endpoints_file(
@@ -529,6 +549,8 @@ def _read_endpoints_file(
     endpoints = data.get("endpoints")
     if not isinstance(endpoints, dict):
         raise RoutesError(f"destination {destination}: {path} has no [endpoints] table")
+    for endpoint in endpoints.values():
+        _anchor_secret_files(endpoint, path.parent)
     merged: dict[str, Any] = dict(endpoints)
     if isinstance(inline, dict):
         merged.update(inline)
