@@ -61,10 +61,10 @@ def test_new_field_without_default_fails(schemas_copy: Path) -> None:
     def add_required(schema: dict[str, Any]) -> None:
         _payload_fields(schema).append({"name": "review_due", "type": "string", "doc": "x"})
 
-    _edit(schemas_copy / "JobSearchEnded.avsc", add_required)
+    _edit(schemas_copy / "JobOfferOutcomeRecorded.avsc", add_required)
     result = _check(schemas_copy)
     assert result.exit_code == 1
-    assert "JobSearchEnded" in result.output
+    assert "JobOfferOutcomeRecorded" in result.output
     assert "payload.review_due" in result.output
     assert "no default" in result.output
 
@@ -87,14 +87,14 @@ def test_compatible_change_passes_compatibility_and_releases_v2(schemas_copy: Pa
             {"name": "note", "type": ["null", "string"], "default": None, "doc": "Free note."}
         )
 
-    _edit(schemas_copy / "JobSearchEnded.avsc", add_optional)
+    _edit(schemas_copy / "JobOfferOutcomeRecorded.avsc", add_optional)
     result = CliRunner().invoke(cli, ["schemas", "release", "--dir", str(schemas_copy)])
     assert result.exit_code == 0, result.output
-    assert "released JobSearchEnded v2" in result.output
-    assert [v for v, _ in released_versions(schemas_copy, "JobSearchEnded")] == [1, 2]
+    assert "released JobOfferOutcomeRecorded v2" in result.output
+    assert [v for v, _ in released_versions(schemas_copy, "JobOfferOutcomeRecorded")] == [1, 2]
     # the edited file no longer matches the models, which the check reports as drift only
     check = _check(schemas_copy)
-    assert "JobSearchEnded: schemas/JobSearchEnded.avsc differs from the models" in check.output
+    assert "JobOfferOutcomeRecorded: schemas/JobOfferOutcomeRecorded.avsc differs from the models" in check.output
     assert "cannot read" not in check.output
 
 

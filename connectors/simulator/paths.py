@@ -624,18 +624,25 @@ class _PersonPath:
                 job_offer_id=offer.payload.offer_id
                 if offer is not None and isinstance(offer.payload, JobOfferMadePayload)
                 else None,
+                personal_identity_code=self.payer_identity_code(),
             ),
             day,
             caused_by=cause,
         )
         self.end(day, JobSearchEndReason.EMPLOYED, caused_by=started)
 
+    def payer_identity_code(self) -> str | None:
+        """The identity code for a payer paying the person; none when nobody pays them."""
+        return self.person.identity_code if self.payer is not None else None
+
     def end(
         self, day: date, reason: JobSearchEndReason, caused_by: CustomerPathEvent | None
     ) -> None:
         self.emit(
             JobSearchEnded,
-            JobSearchEndedPayload(ended_on=day, reason=reason),
+            JobSearchEndedPayload(
+                ended_on=day, reason=reason, personal_identity_code=self.payer_identity_code()
+            ),
             day,
             caused_by=caused_by,
         )

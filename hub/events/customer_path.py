@@ -355,6 +355,12 @@ class EmploymentStartedPayload(AvroRecord):
     job_offer_id: UUID | None = Field(
         default=None, description="The job offer that led to it, if any."
     )
+    personal_identity_code: PersonalIdentityCodeStr | None = Field(
+        default=None,
+        description="Personal identity code for the payer, who matches the person by it to "
+        "end benefit payment; null in events written before version 2.",
+        json_schema_extra=pii(Sensitivity.DIRECT),
+    )
 
 
 class EmploymentStarted(CustomerPathEvent):
@@ -368,6 +374,12 @@ class JobSearchEndedPayload(AvroRecord):
 
     ended_on: date = Field(description="Last day of job search.")
     reason: JobSearchEndReason = Field(description="Why job search ended.")
+    personal_identity_code: PersonalIdentityCodeStr | None = Field(
+        default=None,
+        description="Personal identity code for the payer, who matches the person by it to "
+        "end benefit payment; null in events written before version 2.",
+        json_schema_extra=pii(Sensitivity.DIRECT),
+    )
 
 
 class JobSearchEnded(CustomerPathEvent):
