@@ -50,9 +50,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     Consumer,
@@ -287,6 +288,27 @@ class RecordHandler:
 # -- the Kafka loop -------------------------------------------------------------------------------
 
 
+@dataclass
+class _Prepared:
+    """A batch handled but not produced: its records, offsets and state changes."""
+
+    batch: StateBatch
+    first: dict[int, int]
+    records: int
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    out: list[OutRecord] = field(default_factory=list)
+    routed: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Committing:
+    """A produced batch whose offsets and commit run in the committer thread."""
+
+    prepared: _Prepared
+    future: Future[float]
+
+
 class RouterFatal(RuntimeError):
     """A Kafka error the router cannot continue after (fenced, not authorized)."""
 
@@ -300,6 +322,9 @@ class RouterStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
     transactions: int = 0
     aborted: int = 0
+    first_record_at: float | None = None
+    """``time.monotonic()`` when the first records arrived (benchmarks time from there)."""
+    last_commit_at: float | None = None
 
 
 class Router:
@@ -330,6 +355,9 @@ class Router:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._in_transaction = False
+        self._committing: _Committing | None = None
+        self._rewound: set[int] = set()
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="router-commit")
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -386,9 +414,13 @@ class Router:
         )
 
     def close(self) -> None:
-        """Leave cleanly: abort an open transaction, close the consumer, flush the producer."""
+        """Leave cleanly: finish the committing transaction (or abort an open one), close the
+        consumer, flush the producer."""
+        if self._consumer is not None and self._committing is not None:
+            self._settle(self._consumer)
         if self._producer is not None and self._in_transaction:
             self._abort("closing")
+        self._committer.shutdown(wait=True)
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -408,8 +440,12 @@ class Router:
         log.info("router.assigned", partitions=numbers, owned=self.states.owned())
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches are committed or aborted before the next consume(), inside which this runs;
-        # an open transaction here would be a bug, and is aborted rather than committed late.
+        # This runs inside consume(), while the previous batch's transaction may still be
+        # committing in the committer thread: it is finished (committed, or aborted when the
+        # group has moved on) before the partitions are given up. No other transaction is open
+        # here: a batch is only produced after consume() returned.
+        if self._committing is not None:
+            self._settle(consumer)
         if self._in_transaction:
             self._abort("partitions revoked")
         numbers = [tp.partition for tp in partitions]
@@ -433,29 +469,48 @@ class Router:
         on_batch: Callable[[Router], None] | None = None,
     ) -> RouterStats:
         """Route until ``stop`` is set (or, with ``until_idle``, until every owned partition
-        is routed to its end); the open batch is always committed or aborted first."""
+        is routed to its end); the open batch is always committed or aborted first.
+
+        Pipelined by one batch: while batch N's transaction commits in the committer thread
+        (librdkafka waits for the broker there, without the GIL), the main thread consumes and
+        prepares batch N+1 (decode, state, route, project: the CPU work) against N's state
+        changes. N+1 is produced only after N committed, in its own transaction; if N aborts,
+        N+1 is dropped unproduced and both are consumed again.
+        """
         if self._consumer is None:
             self.start()
         consumer = self._consumer
         assert consumer is not None
         last_progress = time.monotonic()
         progress_from = (self.stats.records, sum(self.stats.routed.values()))
-        while not stop.is_set():
-            messages = consumer.consume(self.batch_size, self.batch_timeout_s)
-            if messages:
-                self._route_batch(consumer, messages)
-                if on_batch is not None:
-                    on_batch(self)
-            elif until_idle and self._caught_up(consumer):
-                break
-            now = time.monotonic()
-            if now - last_progress >= self.progress_every_s:
-                self._progress(consumer, now - last_progress, progress_from)
-                last_progress = now
-                progress_from = (self.stats.records, sum(self.stats.routed.values()))
+        try:
+            while not stop.is_set():
+                messages = consumer.consume(self.batch_size, self.batch_timeout_s)
+                if messages:
+                    if self.stats.first_record_at is None:
+                        self.stats.first_record_at = time.monotonic()
+                    self._route_batch(consumer, messages)
+                    if on_batch is not None:
+                        on_batch(self)
+                else:
+                    if self._committing is not None:
+                        self._settle(consumer)
+                        if on_batch is not None:
+                            on_batch(self)
+                    if until_idle and self._caught_up(consumer):
+                        break
+                now = time.monotonic()
+                if now - last_progress >= self.progress_every_s:
+                    self._progress(consumer, now - last_progress, progress_from)
+                    last_progress = now
+                    progress_from = (self.stats.records, sum(self.stats.routed.values()))
+        finally:
+            if self._committing is not None:
+                self._settle(consumer)
         return self.stats
 
     def _route_batch(self, consumer: Consumer, messages: list[Message]) -> None:
+        """Prepare the batch, let the previous transaction finish, then produce this one."""
         owned = {tp.partition for tp in consumer.assignment()}
         records: list[Message] = []
         for message in messages:
@@ -469,84 +524,131 @@ class Router:
                 records.append(message)
         if not records:
             return
+        first: dict[int, int] = {}
+        for message in records:
+            first.setdefault(message.partition() or 0, message.offset() or 0)
+        try:
+            prepared = self._prepare(records, first)
+        except RegistryUnavailable as unavailable:
+            ok = self._settle(consumer) if self._committing is not None else True
+            log.warning("router.registry_unavailable", error=redact_text(str(unavailable)))
+            self._rewind(consumer, first, keep_earlier=not ok)
+            time.sleep(1.0)
+            return
+        if self._committing is not None and not self._settle(consumer):
+            # The previous batch aborted and was rewound; this one was prepared on its state.
+            self._rewind(consumer, first, keep_earlier=True)
+            return
+        self._begin(consumer, prepared)
+
+    def _prepare(self, records: list[Message], first: dict[int, int]) -> _Prepared:
+        """The CPU part: every record's outcome, nothing produced yet."""
+        after = self._committing.prepared.batch if self._committing is not None else None
+        batch = self.states.batch(after)
+        prepared = _Prepared(batch=batch, first=first, records=len(records))
+        log_topic = self._log_topic
+        handle = self.handler.handle
+        out = prepared.out
+        for message in records:
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            prepared.next_offsets[partition] = offset + 1
+            outcome = handle(
+                LogRecord(
+                    log_topic, partition, offset, message.key(), message.value(), _headers(message)
+                ),
+                batch,
+            )
+            out.extend(outcome.records)
+            prepared.routed.update(outcome.destinations)
+            if outcome.dead_letter is not None:
+                prepared.dead[outcome.dead_letter.value] += 1
+        return prepared
+
+    def _begin(self, consumer: Consumer, prepared: _Prepared) -> None:
+        """Open the batch's transaction, produce it, and hand the commit to the committer."""
         producer = self._producer
         assert producer is not None
-        first: dict[int, int] = {}
-        next_offsets: dict[int, int] = {}
-        batch = self.states.batch()
-        routed: Counter[str] = Counter()
-        dead: Counter[str] = Counter()
         try:
             producer.begin_transaction()
             self._in_transaction = True
-            for message in records:
-                partition = message.partition() or 0
-                offset = message.offset() or 0
-                first.setdefault(partition, offset)
-                next_offsets[partition] = offset + 1
-                outcome = self.handler.handle(
-                    LogRecord(
-                        self._log_topic,
-                        partition,
-                        offset,
-                        message.key(),
-                        message.value(),
-                        _headers(message),
-                    ),
-                    batch,
-                )
-                for out in outcome.records:
-                    self._produce(producer, out)
-                routed.update(outcome.destinations)
-                if outcome.dead_letter is not None:
-                    dead[outcome.dead_letter.value] += 1
-            producer.send_offsets_to_transaction(
-                [TopicPartition(self._log_topic, p, o) for p, o in next_offsets.items()],
-                consumer.consumer_group_metadata(),
-                self.settings.router_transaction_timeout_s,
-            )
-            self._commit(producer)
-        except RegistryUnavailable as unavailable:
-            self._abort(f"schema registry unavailable: {unavailable}")
-            self._rewind(consumer, first)
-            time.sleep(1.0)
-            return
+            for out in prepared.out:
+                self._produce(producer, out)
+            metadata = consumer.consumer_group_metadata()
         except KafkaException as exception:
-            error = exception.args[0]
-            if not isinstance(error, KafkaError) or error.fatal():
-                raise RouterFatal(f"producer: {error}") from exception
-            self._abort(str(error))
-            self._rewind(consumer, first)
+            self._fail(exception)
+            self._rewind(consumer, prepared.first)
             return
-        batch.commit()
-        self.stats.records += len(records)
-        self.stats.transactions += 1
-        self.stats.routed.update(routed)
-        self.stats.dead_letters.update(dead)
-        CONSUMED.inc(len(records))
+        offsets = [TopicPartition(self._log_topic, p, o) for p, o in prepared.next_offsets.items()]
+        future = self._committer.submit(self._send_and_commit, producer, offsets, metadata)
+        self._committing = _Committing(prepared, future)
+
+    def _send_and_commit(
+        self, producer: Producer, offsets: list[TopicPartition], metadata: Any
+    ) -> float:
+        """In the committer thread: the offsets into the transaction, then commit it; returns
+        when it committed (``time.monotonic()``)."""
+        producer.send_offsets_to_transaction(
+            offsets, metadata, self.settings.router_transaction_timeout_s
+        )
+        self._commit(producer)
+        return time.monotonic()
+
+    def _settle(self, consumer: Consumer) -> bool:
+        """Wait for the committing transaction; True if it committed, else it was aborted and
+        its records rewound (RouterFatal when the producer cannot go on)."""
+        committing = self._committing
+        assert committing is not None
+        self._committing = None
+        try:
+            committed_at = committing.future.result()
+        except KafkaException as exception:
+            self._fail(exception)
+            self._rewind(consumer, committing.prepared.first)
+            return False
+        self._in_transaction = False
+        prepared = committing.prepared
+        prepared.batch.commit()
+        stats = self.stats
+        stats.last_commit_at = committed_at
+        stats.records += prepared.records
+        stats.transactions += 1
+        stats.routed.update(prepared.routed)
+        stats.dead_letters.update(prepared.dead)
+        CONSUMED.inc(prepared.records)
         TRANSACTIONS.labels("committed").inc()
-        for destination, count in routed.items():
+        for destination, count in prepared.routed.items():
             ROUTED.labels(destination).inc(count)
-        for stage, count in dead.items():
+        for stage, count in prepared.dead.items():
             DEAD_LETTERS.labels(stage).inc(count)
+        return True
+
+    def _fail(self, exception: KafkaException) -> None:
+        """A transaction failed: abort it, or RouterFatal when the error is fatal."""
+        error = exception.args[0]
+        if not isinstance(error, KafkaError) or error.fatal():
+            self._in_transaction = False
+            raise RouterFatal(f"producer: {error}") from exception
+        self._abort(str(error))
 
     def _produce(self, producer: Producer, out: OutRecord) -> None:
-        kwargs: dict[str, Any] = {"key": out.key, "value": out.value, "headers": list(out.headers)}
-        if out.partition is not None:
-            kwargs["partition"] = out.partition
-        while True:
-            try:
-                producer.produce(out.topic, **kwargs)
-                return
-            except BufferError:  # the local queue is full: let librdkafka send some
-                producer.poll(0.05)
+        try:
+            headers = cast(Any, out.headers) if out.headers else None
+            if out.partition is None:
+                producer.produce(out.topic, out.value, out.key, headers=headers)
+            else:
+                producer.produce(
+                    out.topic, out.value, out.key, partition=out.partition, headers=headers
+                )
+        except BufferError:  # the local queue is full: let librdkafka send some, then retry
+            producer.poll(0.05)
+            self._produce(producer, out)
 
     def _commit(self, producer: Producer) -> None:
         """Commit; a retriable failure (e.g. a timeout) is retried, as librdkafka asks."""
         for attempt in range(5):
             try:
                 producer.commit_transaction(self.settings.router_transaction_timeout_s)
-                self._in_transaction = False
                 return
             except KafkaException as exception:
                 error = exception.args[0]
@@ -568,12 +670,18 @@ class Router:
         self.stats.aborted += 1
         TRANSACTIONS.labels("aborted").inc()
 
-    def _rewind(self, consumer: Consumer, first: dict[int, int]) -> None:
-        """Back to the aborted batch's first records: they are routed again."""
+    def _rewind(
+        self, consumer: Consumer, first: dict[int, int], keep_earlier: bool = False
+    ) -> None:
+        """Back to an aborted batch's first records: they are routed again. ``keep_earlier``:
+        only partitions not rewound already (to an earlier batch's first offsets)."""
         owned = {tp.partition for tp in consumer.assignment()}
+        rewound = self._rewound if keep_earlier else set()
         for partition, offset in first.items():
-            if partition in owned:
-                consumer.seek(TopicPartition(self._log_topic, partition, offset))
+            if partition in owned and partition not in rewound:
+                with contextlib.suppress(KafkaException):  # a partition being revoked
+                    consumer.seek(TopicPartition(self._log_topic, partition, offset))
+        self._rewound = set(first) | rewound
 
     def _lags(self, consumer: Consumer, cached: bool) -> dict[int, int]:
         assigned = consumer.assignment()

@@ -11,7 +11,8 @@ rebalance) reads state partition ``p`` to its end (read_committed) before it rou
 transaction's state changes are never read, like its outbox records.
 
 Changes of a batch go into a :class:`StateBatch` first and reach the store only once the
-transaction committed: an aborted batch is routed again from the state before it.
+transaction committed: an aborted batch is routed again from the state before it. The batch
+prepared while the previous transaction commits sees that one's changes (``after``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class PersonStates:
         for partition in partitions:
             self._partitions.pop(partition, None)
 
-    def batch(self) -> StateBatch:
-        return StateBatch(self)
+    def batch(self, after: StateBatch | None = None) -> StateBatch:
+        """A batch of changes; ``after``: the batch of a transaction still committing, whose
+        changes this one sees (it is dropped too if that one aborts)."""
+        return StateBatch(self, after)
 
     def _apply(self, changes: dict[tuple[int, str], PersonState | None]) -> None:
         for (partition, key), state in changes.items():
@@ -76,14 +79,17 @@ class PersonStates:
 class StateBatch:
     """The state changes of one transaction, seen by its later records, kept until commit."""
 
-    def __init__(self, store: PersonStates) -> None:
+    def __init__(self, store: PersonStates, after: StateBatch | None = None) -> None:
         self._store = store
+        self._after = after
         self._changes: dict[tuple[int, str], PersonState | None] = {}
 
     def get(self, partition: int, key: str) -> PersonState | None:
         slot = (partition, key)
         if slot in self._changes:
             return self._changes[slot]
+        if self._after is not None:
+            return self._after.get(partition, key)
         return self._store.get(partition, key)
 
     def put(self, partition: int, key: str, state: PersonState | None) -> None:
@@ -96,6 +102,34 @@ class StateBatch:
         """The transaction committed: the changes are the store's now."""
         self._store._apply(self._changes)
         self._changes = {}
+        self._after = None
+
+
+#: Errors of a topic whose leaders are still being elected (just created, broker restarting).
+_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+def _high_watermark(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
+    """The partition's high watermark, asked again while its leader is not ready yet."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=5)[1]
+        except KafkaException as exception:
+            error = exception.args[0]
+            ready_soon = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _NOT_READY
+            )
+            if not ready_soon or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def restore_partitions(
@@ -129,10 +163,7 @@ def restore_partitions(
     read = 0
     started = time.monotonic()
     try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=limit)[1]
-            for p in wanted
-        }
+        ends = {p: _high_watermark(consumer, TopicPartition(topic, p), deadline) for p in wanted}
         behind = [p for p in wanted if ends[p] > 0]
         if behind:
             consumer.assign([TopicPartition(topic, p, 0) for p in behind])
