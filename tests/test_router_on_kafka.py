@@ -441,3 +441,26 @@ async def test_two_routers_one_killed_during_a_rebalance_route_each_event_once(
     assert owned[-1] == list(range(PARTITIONS))  # b took over what a held when killed
     found = await read_outboxes(settings, routes)
     assert_exactly_once_in_order(found, expected, await log_partitions(settings))
+
+
+# -- (e): a zombie: a second process with the same transactional id fences the first ----------
+
+
+async def test_a_router_fenced_by_a_newer_process_with_its_id_exits_and_commits_nothing_late(
+    kafka_bootstrap: str, routes: RoutesConfig, tmp_path: Path, workdir: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, tmp_path, router_transaction_timeout_s=10)
+    events = _events(jobseekers=600, seed=8)
+    await publish(settings, routes, list(events))
+    expected = expected_outbox(routes, events)
+    async with TransactionWatch(settings) as watch:
+        zombie = RouterProcess(settings, workdir, "zombie")
+        assert await watch.wait_open(60), zombie.output()[-2000:]
+        successor = RouterProcess(settings, workdir, "successor")  # the same id: a restart
+        code = zombie.process.wait(60)
+        await wait_routed(settings, 60)
+        assert successor.stop() == 0, successor.output()[-2000:]
+    assert code == 3, zombie.output()[-2000:]  # EXIT_FATAL: the supervisor starts a fresh one
+    assert "router.fatal" in zombie.output()
+    found = await read_outboxes(settings, routes)
+    assert_exactly_once_in_order(found, expected, await log_partitions(settings))

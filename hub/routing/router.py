@@ -357,6 +357,7 @@ class Router:
         self._in_transaction = False
         self._committing: _Committing | None = None
         self._rewound: set[int] = set()
+        self._producer_usable = True
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="router-commit")
 
     # -- clients ------------------------------------------------------------------------------
@@ -415,18 +416,27 @@ class Router:
 
     def close(self) -> None:
         """Leave cleanly: finish the committing transaction (or abort an open one), close the
-        consumer, flush the producer."""
-        if self._consumer is not None and self._committing is not None:
-            self._settle(self._consumer)
-        if self._producer is not None and self._in_transaction:
-            self._abort("closing")
-        self._committer.shutdown(wait=True)
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
+        consumer, flush the producer. After a fatal error only the clients are closed: the
+        producer is fenced, whatever it holds is aborted by the broker."""
+        try:
+            if self._consumer is not None and self._committing is not None:
+                self._settle(self._consumer)
+            if self._producer is not None and self._in_transaction:
+                self._abort("closing")
+        except RouterFatal:
+            self._producer_usable = False
+            raise
+        finally:
+            self._committer.shutdown(wait=True)
+            if self._consumer is not None:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    self._consumer.close()
+                self._consumer = None
+            if self._producer is not None:
+                if self._producer_usable:
+                    with contextlib.suppress(KafkaException):
+                        self._producer.flush(10)
+                self._producer = None
 
     # -- rebalance ----------------------------------------------------------------------------
 
@@ -485,7 +495,13 @@ class Router:
         progress_from = (self.stats.records, sum(self.stats.routed.values()))
         try:
             while not stop.is_set():
-                messages = consumer.consume(self.batch_size, self.batch_timeout_s)
+                try:
+                    messages = consumer.consume(self.batch_size, self.batch_timeout_s)
+                except KafkaException as exception:
+                    error = exception.args[0]
+                    if isinstance(error, KafkaError) and not error.fatal():
+                        raise
+                    raise RouterFatal(f"consumer: {error}") from exception
                 if messages:
                     if self.stats.first_record_at is None:
                         self.stats.first_record_at = time.monotonic()
@@ -628,6 +644,7 @@ class Router:
         error = exception.args[0]
         if not isinstance(error, KafkaError) or error.fatal():
             self._in_transaction = False
+            self._producer_usable = False
             raise RouterFatal(f"producer: {error}") from exception
         self._abort(str(error))
 
@@ -664,6 +681,7 @@ class Router:
             producer.abort_transaction(self.settings.router_transaction_timeout_s)
         except KafkaException as exception:
             error = exception.args[0]
+            self._producer_usable = False
             raise RouterFatal(f"abort failed: {error}") from exception
         finally:
             self._in_transaction = False
