@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 from hub.delivery import disclosure as disclosure_module
@@ -301,3 +302,43 @@ def test_entry_hash_covers_prev_hash() -> None:
     entry = chained_entry(disclosure("kela", "d" * 32, 0), "kela/0", 0, "0" * 64, T0)
     assert entry["hash"] == entry_hash(entry)
     assert entry_hash({**entry, "prev_hash": "1" * 64}) != entry["hash"]
+
+
+class _FailingOnce:
+    """A producer that refuses the n-th send once (a write the broker never acknowledged)."""
+
+    def __init__(self, producer: Any, fail_at: int) -> None:
+        self._producer = producer
+        self._sends = 0
+        self._fail_at = fail_at
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        self._sends += 1
+        if self._sends == self._fail_at:
+            raise KafkaTimeoutError("test: this receipt was never acknowledged")
+        return await self._producer.send(*args, **kwargs)
+
+
+async def test_a_failed_write_fails_its_caller_and_the_chain_continues_from_the_topic(
+    hub_settings: HubSettings,
+) -> None:
+    await ensure_topics(hub_settings)
+    producer = make_producer(hub_settings)
+    await producer.start()
+    try:
+        log = DisclosureLog(hub_settings, producer=_FailingOnce(producer, fail_at=4))
+        await log.start()
+        for n in range(3):
+            await log.record(disclosure("kela", "e" * 32, n), 0)
+        with pytest.raises(KafkaTimeoutError):
+            await log.record(disclosure("kela", "e" * 32, 3), 0)
+        assert log.head("kela", 0) is None  # forgotten: recovered before the next write
+        for n in range(4, 6):
+            await log.record(disclosure("kela", "e" * 32, n), 0)
+        assert log.head("kela", 0)[0] == 4  # type: ignore[index]
+        await log.stop()
+    finally:
+        await producer.stop()
+    report = await verify_chains(hub_settings)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.entries == 5
