@@ -29,6 +29,7 @@ import yaml  # type: ignore[import-untyped]
 
 from connectors.rest_api.app import create_app, utc_now
 from hub.delivery.disclosure import Disclosure, DisclosureStatus, chained_entry, encode_entry
+from hub.delivery.dlq import LetterStatus, StoredLetter, _marker
 from hub.docs.asyncapi import AVRO_SCHEMA_FORMAT, asyncapi_document, to_yaml
 from hub.events import EVENT_TYPES, CustomerPathEvent, Sensitivity
 from hub.events.avro_schema import avro_schema
@@ -159,6 +160,26 @@ def test_the_document_follows_the_settings() -> None:
     assert outbox["bindings"]["kafka"]["partitions"] == 5
 
 
+def test_a_secured_cluster_is_a_kafka_secure_server_with_its_sasl_scheme() -> None:
+    secured = settings_for(
+        "kafka-1.example.fi:9094,kafka-2.example.fi:9094",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="te-hub-router",
+        kafka_sasl_password="not-a-real-password",
+    )
+    document = asyncapi_document(secured)
+    validator = jsonschema_rs.validator_for(json.loads(SPEC_SCHEMA.read_text()))
+
+    assert validator.is_valid(document)
+    assert document["components"]["securitySchemes"]["sasl"]["type"] == "scramSha512"
+    assert "not-a-real-password" not in json.dumps(document)
+    assert len(document["servers"]) == 2
+    for server in document["servers"].values():
+        assert server["protocol"] == "kafka-secure"
+        assert server["security"] == [{"$ref": "#/components/securitySchemes/sasl"}]
+
+
 def test_the_log_has_one_message_per_event_type_with_its_avro_schema(
     document: dict[str, Any],
 ) -> None:
@@ -262,8 +283,11 @@ def test_dead_letter_headers_are_what_dead_letter_writes(document: dict[str, Any
         "JobSearchEnded",
     )
     headers = {k: v.decode() for k, v in letter.headers()}
+    messages = _messages(document, "dead-letters")
+    marker = messages.pop("deadLetter.marker")
 
-    for message in _messages(document, "dead-letters").values():
+    assert set(messages) == {"deadLetter.logRecord", "deadLetter.outboxRecord"}
+    for message in messages.values():
         schema = message["headers"]
         dlq = {k for k in schema["properties"] if k.startswith("hub-dlq-")}
         assert dlq == set(headers)
@@ -271,6 +295,12 @@ def test_dead_letter_headers_are_what_dead_letter_writes(document: dict[str, Any
             document,
             {**schema, "required": [r for r in schema["required"] if r.startswith("hub-dlq-")]},
         ).validate(headers)
+    # What hub dlq replay/purge write next to the letters.
+    stored = StoredLetter(0, 17, moment, b"k", b"v", list(letter.headers()), letter)
+    for status in (LetterStatus.REPLAYED, LetterStatus.PURGED):
+        _json_validator(document, marker["headers"]).validate(
+            {k: v.decode() for k, v in _marker(stored, status, "fixed the receiver")}
+        )
 
 
 def test_log_headers_of_an_encoded_event_match_its_message(

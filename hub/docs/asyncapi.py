@@ -42,6 +42,14 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from hub.delivery.dlq import (
+    MARK_AT_HEADER,
+    MARK_HEADER,
+    MARK_NOTE_HEADER,
+    MARK_OF_HEADER,
+    LetterStatus,
+    replay_transactional_id,
+)
 from hub.events import EVENT_TYPES
 from hub.events.avro_schema import avro_schema
 from hub.events.enums import PayerKind
@@ -511,6 +519,17 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "Projected records, in the router's transaction with the log offsets consumed.",
             )
         ]
+        operations.append(
+            Operation(
+                f"dlqReplaysToOutbox-{name}",
+                "send",
+                "hub dlq replay",
+                "Dead letters put back after a fix: a deliver-stage letter with its original key, "
+                "value and headers (same event id, so the receiver drops a repeat), a decode- or "
+                "route-stage letter routed again; in one transaction with its replay marker "
+                f"(transactional id {replay_transactional_id(settings)}).",
+            )
+        )
         if destination.transport != Transport.OUTBOX:
             operations.append(
                 Operation(
@@ -588,6 +607,29 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                     [*dlq_required, f"{DEAD_LETTER_PREFIX}destination"],
                 ),
             ),
+            Message(
+                name="deadLetter.marker",
+                title="Replay or purge marker",
+                summary="A letter was replayed or purged (Kafka cannot delete one record).",
+                description=(
+                    "No value; key mark/<partition>/<offset>, on the partition of the letter it "
+                    "marks. Readers of the topic skip records with a hub-dlq-mark header."
+                ),
+                content_type="application/octet-stream",
+                payload={"type": "null", "description": "No value."},
+                headers=_headers(
+                    {
+                        MARK_HEADER: _string(
+                            "What was done to the letter.",
+                            enum=[LetterStatus.REPLAYED.value, LetterStatus.PURGED.value],
+                        ),
+                        MARK_OF_HEADER: _string("<partition>/<offset> of the letter."),
+                        MARK_AT_HEADER: _string("When, ISO 8601 UTC."),
+                        MARK_NOTE_HEADER: _string("The operator's note (redacted, <= 500)."),
+                    },
+                    [MARK_HEADER, MARK_OF_HEADER, MARK_AT_HEADER, MARK_NOTE_HEADER],
+                ),
+            ),
         ),
         operations=(
             Operation(
@@ -605,6 +647,13 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "A receiver's 4xx other than 408/409/429 at once, anything else when the retry "
                 "schedule ran out.",
                 messages=("deadLetter.outboxRecord",),
+            ),
+            Operation(
+                "dlqWritesMarkers",
+                "send",
+                "hub dlq replay|purge",
+                "A marker per letter replayed or purged, in the replay's transaction.",
+                messages=("deadLetter.marker",),
             ),
             Operation(
                 "dlqReadsDeadLetters",
