@@ -2,8 +2,8 @@
 
 Each destination named (``--destination``, repeatable; ``--all``: every destination that has a
 delivery worker, i.e. not ``transport = "outbox"``) gets its own :class:`DeliveryWorker` and
-consumer group; they share one HTTP connection pool, one X-Road client, one disclosure log and
-one metrics registry. The transport of a destination comes from the routes file: webhook
+consumer group; they share one X-Road client, one disclosure log and one metrics registry, and
+each has an HTTP connection pool of its own. The transport of a destination comes from the routes file: webhook
 (:class:`~connectors.webhook.transport.WebhookTransport`) or X-Road REST
 (:class:`~connectors.xroad.transport.XRoadTransport`).
 
@@ -84,7 +84,7 @@ async def _deliver(
         start_http_server(metrics_port, addr=settings.api_host, registry=metrics.registry)
         log.info("delivery.metrics", url=f"http://{settings.api_host}:{metrics_port}/metrics")
     codec = OutboxCodec.for_routes(config)
-    http = http_client(settings.delivery_timeout_s, settings.delivery_max_in_flight * len(names))
+    clients: list[httpx.AsyncClient] = []
     xroad_client: list[XRoadClient] = []
 
     def xroad() -> XRoadClient:
@@ -98,6 +98,8 @@ async def _deliver(
     try:
         for name in names:
             destination = config.destination(name)
+            http = http_client(settings.delivery_timeout_s)
+            clients.append(http)
             target = DeliveryTarget(
                 name=name,
                 schedule=RetrySchedule(tuple(destination.retry_schedule_s)),
@@ -117,6 +119,7 @@ async def _deliver(
                     progress_interval_s=progress_s,
                 )
             )
+
         def stop_all() -> None:
             for worker in workers:
                 worker.stop()
@@ -127,7 +130,8 @@ async def _deliver(
         results = await asyncio.gather(*(w.run() for w in workers))
     finally:
         await disclosure_log.stop()
-        await http.aclose()
+        for http in clients:
+            await http.aclose()
         for client in xroad_client:
             await client.aclose()
     return {w.target.name: stats for w, stats in zip(workers, results, strict=True)}
