@@ -273,16 +273,16 @@ class DisclosureLog:
         while chain.pending:
             batch = chain.pending[:MAX_BATCH]
             del chain.pending[: len(batch)]
+            sends: list[asyncio.Future[Any]] = []
+            stopped: BaseException | None = None
+            seq, prev = -1, GENESIS_HASH
             try:
                 if chain.head is None:
                     chain.head = await recover_head(self._settings, chain.key, chain.partition)
                 seq, prev = chain.head
-                sends = []
                 now = datetime.now(UTC)
                 for disclosure, _ in batch:
-                    seq += 1
-                    entry = chained_entry(disclosure, chain.key, seq, prev, now)
-                    prev = entry["hash"]
+                    entry = chained_entry(disclosure, chain.key, seq + 1, prev, now)
                     sends.append(
                         await self._producer.send(
                             self._topic,
@@ -291,9 +291,12 @@ class DisclosureLog:
                             partition=chain.partition,
                         )
                     )
-                results = await asyncio.gather(*sends, return_exceptions=True)
-            except Exception as error:  # recovery or enqueueing failed: the whole batch failed
-                results = [error] * len(batch)
+                    seq, prev = seq + 1, entry["hash"]
+            except Exception as error:  # recovery or enqueueing failed: the rest of the batch did
+                stopped = error
+            # What was enqueued may still land: its callers learn its own outcome.
+            results: list[Any] = list(await asyncio.gather(*sends, return_exceptions=True))
+            results += [stopped] * (len(batch) - len(sends))
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 chain.head = None
