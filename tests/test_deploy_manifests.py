@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hub.delivery.dlq import replay_transactional_id
 from hub.kafka.topics import outbox_spec, outbox_topic, topic_specs
 from hub.routing.routes import Transport, load_routes
 from hub.settings import HubSettings
@@ -198,6 +199,8 @@ def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> 
             settings.topic_dead_letter,
         },
         "te-hub-deliver": {settings.topic_dead_letter, settings.topic_disclosures},
+        "te-hub-dlq": {*outboxes, settings.topic_dead_letter},
+        "te-hub-audit": set(),
     }
     users = _users()
 
@@ -224,6 +227,8 @@ def test_router_and_workers_read_only_their_inputs_in_their_own_groups() -> None
     reads = {
         "te-hub-router": {settings.topic_customer_path, settings.topic_router_state},
         "te-hub-deliver": {*outboxes.values(), settings.topic_disclosures},
+        "te-hub-dlq": {settings.topic_dead_letter, settings.topic_router_state},
+        "te-hub-audit": {settings.topic_disclosures},
     }
     names = [spec.name for spec in topic_specs(settings)] + sorted(outboxes.values())
     for username, read in reads.items():
@@ -239,7 +244,7 @@ def test_router_and_workers_read_only_their_inputs_in_their_own_groups() -> None
         assert _allowed(deliver, "group", group, "Read"), group
         assert not _allowed(router, "group", group, "Read"), group
     assert not _allowed(deliver, "group", router_group, "Read")
-    for user in ("te-hub-ingest", "te-hub-poller", "te-hub-import"):
+    for user in ("te-hub-ingest", "te-hub-poller", "te-hub-import", "te-hub-dlq", "te-hub-audit"):
         assert not any(
             acl["resource"]["type"] == "group"
             for acl in _users()[user]["spec"]["authorization"]["acls"]
@@ -260,7 +265,7 @@ def test_router_replicas_have_transactional_ids_of_their_own(
     assert len(ids) == replicas
     for transactional_id in ids:
         assert _allowed(_users()["te-hub-router"], "transactionalId", transactional_id, "Write")
-        for other in ("te-hub-ingest", "te-hub-poller", "te-hub-import", "te-hub-deliver"):
+        for other in set(_users()) - {"te-hub-router"}:
             assert not _allowed(_users()[other], "transactionalId", transactional_id, "Write")
 
 
@@ -278,6 +283,16 @@ def test_kafka_topics_match_the_hubs_topic_specs() -> None:
         configs = {k: str(v) for k, v in manifest["config"].items()}
         assert configs == spec.configs, spec.name
     assert set(topics) == {s.name for s in [*topic_specs(settings), *outboxes]}
+
+
+def test_only_dlq_replays_and_only_under_its_one_id() -> None:
+    """hub dlq replay and purge share one transactional id, so they fence each other."""
+    settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    replay_id = replay_transactional_id(settings)
+
+    for username, user in _users().items():
+        assert _allowed(user, "transactionalId", replay_id, "Write") == (username == "te-hub-dlq")
+    assert not _allowed(_users()["te-hub-dlq"], "transactionalId", f"{replay_id}-2", "Write")
 
 
 def test_a_delivery_deployment_per_destination_with_a_worker(
