@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from confluent_kafka import (
     Consumer,
@@ -100,6 +100,14 @@ TRANSACTIONS = PromCounter("hub_router_transactions", "Router transactions by ou
 LAG = Gauge("hub_router_lag", "Log records not yet routed, per owned partition", ["partition"])
 
 
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+
+
+def _dataschema(value: bytes) -> bytes:
+    """``urn:avro:schema:<fingerprint hex>`` of a single-object value, as the log writes it."""
+    return b"urn:avro:schema:" + value[2:10].hex().encode()
+
+
 def router_group_id(settings: HubSettings) -> str:
     """The one consumer group all routers of a deployment share."""
     return f"{settings.writer_id_prefix}-router"
@@ -108,9 +116,8 @@ def router_group_id(settings: HubSettings) -> str:
 # -- one record: decode → state → route → project (no Kafka) --------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """A consumed log record, as the handler needs it."""
+class LogRecord(NamedTuple):
+    """A consumed log record, as the handler needs it (a tuple: made per record)."""
 
     topic: str
     partition: int
@@ -120,8 +127,7 @@ class LogRecord:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
+class OutRecord(NamedTuple):
     """A record to produce in the batch's transaction; ``partition`` None: by key (murmur2)."""
 
     topic: str
@@ -164,6 +170,9 @@ class RecordHandler:
         self.serializer = serializer if serializer is not None else build_serializer(settings)
         self.codec = codec if codec is not None else OutboxCodec.for_routes(config)
         self._outbox_topics: dict[str, str] = {}
+        self._routed_header_cache: dict[
+            tuple[str, str, str | None], tuple[tuple[str, bytes], ...]
+        ] = {}
         self._state_topic = settings.topic_router_state
         self._dead_letter_topic = settings.topic_dead_letter
 
@@ -215,12 +224,14 @@ class RecordHandler:
                 event_type=type_name,
                 event_id=str(envelope.get("event_id", "")) or None,
             )
-        out = [
-            OutRecord(
-                self.outbox(r.destination), record.key, value, self._headers(record, r, value)
-            )
-            for r, value in zip(routed, values, strict=True)
-        ]
+        out: list[OutRecord] = []
+        if routed:
+            base = self._base_headers(record)
+            for r, value in zip(routed, values, strict=True):
+                headers = [*base, *self._routed_headers(r)]
+                if value[:2] == SINGLE_OBJECT_MAGIC:
+                    headers.append((DATASCHEMA_HEADER, _dataschema(value)))
+                out.append(OutRecord(self.outbox(r.destination), record.key, value, headers))
         if after != before:
             states.put(record.partition, person, after)
             out.append(
@@ -233,23 +244,32 @@ class RecordHandler:
             )
         return Outcome(out, [r.destination for r in routed])
 
-    def _headers(self, record: LogRecord, routed: Routed, value: bytes) -> list[tuple[str, bytes]]:
-        """The log record's CloudEvents headers, ``ce_dataschema`` naming the outbox value's
-        own (projected) schema, and the router's ``hub-*`` headers."""
+    @staticmethod
+    def _base_headers(record: LogRecord) -> list[tuple[str, bytes]]:
+        """The log record's CloudEvents headers (``ce_dataschema`` is replaced: it names the
+        projected schema of each outbox value) and ``hub-source``."""
         headers = [
             (k, v)
             for k, v in record.headers
             if (k.startswith("ce_") or k == "content-type") and k != DATASCHEMA_HEADER
         ]
-        if value[:2] == b"\xc3\x01":
-            headers.append((DATASCHEMA_HEADER, b"urn:avro:schema:" + value[2:10].hex().encode()))
-        headers.append((ROUTE_HEADER, routed.route.encode()))
-        headers.append((DESTINATION_HEADER, routed.destination.encode()))
-        if routed.endpoint is not None:
-            headers.append((ENDPOINT_HEADER, routed.endpoint.encode()))
         headers.append(
             (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode())
         )
+        return headers
+
+    def _routed_headers(self, routed: Routed) -> tuple[tuple[str, bytes], ...]:
+        """``hub-route``, ``hub-destination`` and ``hub-endpoint`` (built once per triple)."""
+        slot = (routed.route, routed.destination, routed.endpoint)
+        headers = self._routed_header_cache.get(slot)
+        if headers is None:
+            headers = (
+                (ROUTE_HEADER, routed.route.encode()),
+                (DESTINATION_HEADER, routed.destination.encode()),
+            )
+            if routed.endpoint is not None:
+                headers += ((ENDPOINT_HEADER, routed.endpoint.encode()),)
+            self._routed_header_cache[slot] = headers
         return headers
 
     def _dead_letter(
