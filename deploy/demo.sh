@@ -58,8 +58,10 @@ if [[ "${DEMO_FAULT:-1}" != 0 ]]; then
 fi
 hub deliver --all --metrics-port "$metrics_port" --progress-interval 2 \
   >"$demo/deliver.out" 2>"$demo/deliver.log" &
-started+=("$!")
+deliver=$!
+started+=("$deliver")
 python deploy/demo_delivery.py wait --receivers "$receivers" \
+  --deliver-pid "$deliver" --deliver-log "$demo/deliver.log" \
   --deliver-metrics "http://127.0.0.1:$metrics_port/metrics" \
   --router-done "$demo/router.done" --router-output "$demo/router.out" \
   --baseline "$demo/baseline.json" --timeout "${DEMO_TIMEOUT_S:-150}"

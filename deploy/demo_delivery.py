@@ -132,6 +132,17 @@ def worker_destinations() -> list[str]:
     return [n for n, d in config.destinations.items() if d.transport is not Transport.OUTBOX]
 
 
+def running(pid: int | None) -> bool:
+    """Whether *pid* still runs (a zombie, exited but not yet reaped by demo.sh, does not)."""
+    if pid is None:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc (macOS): cannot tell, assume yes
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def wait(args: argparse.Namespace) -> None:
     baseline = by_destination(json.loads(Path(args.baseline).read_text()))
     done_file, output = Path(args.router_done), Path(args.router_output)
@@ -146,6 +157,8 @@ def wait(args: argparse.Namespace) -> None:
             routed = routed_counts(output)
             if routed is None:
                 sys.exit(f"hub route ended without its summary; see {output}")
+        if not running(args.deliver_pid):
+            sys.exit(f"hub deliver stopped early; see {args.deliver_log}")
         metrics = delivery_metrics(args.deliver_metrics)
         settled = {
             d: metrics.get(d, Counter())["delivered"] + metrics.get(d, Counter())["dead letters"]
@@ -241,6 +254,8 @@ def main() -> None:
     three.add_argument("--router-output", required=True)
     three.add_argument("--baseline", required=True)
     three.add_argument("--timeout", type=float, default=150)
+    three.add_argument("--deliver-pid", type=int, default=None)
+    three.add_argument("--deliver-log", default="the hub deliver log")
     args = parser.parse_args()
     {"snapshot": snapshot, "fault": fault, "wait": wait}[args.command](args)
 
