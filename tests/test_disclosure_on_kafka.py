@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,7 +35,7 @@ from hub.kafka.clients import make_producer
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings
-from tests.conftest import hub_environment
+from tests.conftest import REPO_ROOT, hub_environment
 from tests.hub_process import hub_command
 
 pytestmark = pytest.mark.kafka
@@ -166,6 +168,22 @@ async def test_head_is_found_behind_other_chains(
     assert (await verify_chains(hub_settings)).ok
 
 
+def _hub_with_stdin(
+    text: str, env: dict[str, str], cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``hub ARGS`` reading *text* on standard input."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        input=text,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 async def test_audit_verify_and_person_commands(hub_settings: HubSettings, tmp_path: Path) -> None:
     await ensure_topics(hub_settings)
     code = make_test_identity_code(date(1985, 4, 12), 923)
@@ -211,6 +229,11 @@ async def test_audit_verify_and_person_commands(hub_settings: HubSettings, tmp_p
     assert {e["subject"] for e in entries} == {person}
     assert code not in as_json.stdout
     assert code.lower() not in as_json.stdout
+
+    from_stdin = _hub_with_stdin(code + "\n", env, tmp_path, "audit", "person", "-")
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert f"person {person}: 5 disclosure(s)" in from_stdin.stdout
+    assert code not in from_stdin.stdout + from_stdin.stderr
 
     bad = hub_command("audit", "person", code[:-1] + "_", env=env, cwd=tmp_path)
     assert bad.returncode == 2
