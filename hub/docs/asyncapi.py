@@ -343,6 +343,8 @@ class OutboxType:
     withheld: tuple[str, ...]
     """pii fields of the event type that this projection leaves out (dotted paths)."""
     granted: dict[str, str]
+    basis: tuple[str, ...] = ()
+    """The routes' legal basis of the disclosure as a whole (``basis`` of each route)."""
 
 
 def outbox_types(routes: RoutesConfig) -> dict[str, list[OutboxType]]:
@@ -369,6 +371,7 @@ def outbox_types(routes: RoutesConfig) -> dict[str, list[OutboxType]]:
                         schema,
                         known.withheld,
                         {**known.granted, **{str(k): v for k, v in route.grants.items()}},
+                        (*known.basis, *([route.basis] if route.basis else [])),
                     )
                     continue
                 kept = set(sensitive_fields(schema))
@@ -380,6 +383,7 @@ def outbox_types(routes: RoutesConfig) -> dict[str, list[OutboxType]]:
                     schema,
                     withheld,
                     {str(k): v for k, v in route.grants.items()},
+                    (route.basis,) if route.basis else (),
                 )
     by_destination: dict[str, list[OutboxType]] = {name: [] for name in routes.destinations}
     for entry in found.values():
@@ -426,7 +430,8 @@ def _outbox_messages(
                 summary=f"{entry.type_name} projected for {destination} "
                 f"(route {', '.join(entry.routes)}).",
                 description=(
-                    f"Derived Avro schema (namespace of the destination), single-object "
+                    ("".join(f"Legal basis: {b.rstrip('.')}. " for b in entry.basis))
+                    + "Derived Avro schema (namespace of the destination), single-object "
                     f"encoding. Classes granted, with their legal basis: {granted}. pii fields "
                     f"withheld: {withheld}."
                 ),
