@@ -380,7 +380,7 @@ async def test_a_router_killed_mid_transaction_five_times_routes_each_event_once
     kafka_bootstrap: str, routes: RoutesConfig, tmp_path: Path, workdir: Path
 ) -> None:
     settings = _settings(kafka_bootstrap, tmp_path, router_transaction_timeout_s=10)
-    events = _events(jobseekers=1000, seed=3)
+    events = _events(jobseekers=1500, seed=3)
     await publish(settings, routes, list(events))
     expected = expected_outbox(routes, events)
     rng = random.Random(11)
@@ -389,7 +389,7 @@ async def test_a_router_killed_mid_transaction_five_times_routes_each_event_once
         for kill in range(5):
             router = RouterProcess(settings, workdir, f"router-{kill}")
             assert await watch.wait_open(60), router.output()[-2000:]
-            await asyncio.sleep(rng.uniform(0.0, 0.5))
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
             if await watch.wait_open(5):  # kill only while a transaction is open
                 kills_mid_transaction += 1
             router.kill()
