@@ -375,6 +375,28 @@ def test_hub_asyncapi_writes_the_document(
     assert written == json.loads(json.dumps(document))
 
 
+def test_hub_asyncapi_refuses_a_broken_routes_file_in_one_line(
+    tmp_path: Path, settings: HubSettings
+) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text('[destinations.x]\ntransport = "webhook"\n')
+    finished = subprocess.run(
+        [sys.executable, "-m", "hub", "asyncapi", "--output", str(tmp_path / "a.json")],
+        env=hub_environment(settings, HUB_ROUTES_FILE=str(routes)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert finished.returncode == 1
+    assert "the routes are not valid" in finished.stderr
+    assert "destination x" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert not (tmp_path / "a.json").exists()
+
+
 def test_yaml_output_reads_back_as_the_same_document(document: dict[str, Any]) -> None:
     tricky = {"a": ["no", "1.0", "*x", "- y", "k: v", "#c", "", None, True, 3, "ok text"], "b": {}}
     for value in (document, tricky):
