@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import TopicPartition
 from pydantic import SecretStr
@@ -231,7 +234,14 @@ class TransactionWatch:
 class RouterProcess:
     """``hub route`` as an operator runs it, its output in a file."""
 
-    def __init__(self, settings: HubSettings, workdir: Path, name: str, **env: str) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        workdir: Path,
+        name: str,
+        *args: str,
+        **env: str,
+    ) -> None:
         self.log_path = workdir / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         environment = hub_environment(
@@ -239,7 +249,17 @@ class RouterProcess:
         )
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub", "route", "--progress-every", "1", "--batch-size", "200"],
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "route",
+                "--progress-every",
+                "1",
+                "--batch-size",
+                "200",
+                *args,
+            ],
             env=environment,
             cwd=workdir,
             stdout=self._log,
@@ -266,6 +286,13 @@ class RouterProcess:
         code = self.process.wait(60)
         self._log.close()
         return code
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @pytest.fixture
@@ -394,11 +421,20 @@ async def test_a_router_killed_mid_transaction_five_times_routes_each_event_once
                 kills_mid_transaction += 1
             router.kill()
             assert not await routed_to_the_end(settings), "the log was routed before kill 5"
-        final = RouterProcess(settings, workdir, "router-final")
+        port = _free_port()
+        final = RouterProcess(settings, workdir, "router-final", "--metrics-port", str(port))
         await wait_routed(settings, 60)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
         assert final.stop() == 0, final.output()[-2000:]
         on_the_wire = await watch.uncommitted_records()
     assert kills_mid_transaction == 5
+    routed_metric = re.search(
+        r'^hub_router_routed_total\{destination="reporting"\} (\S+)$', metrics, re.M
+    )
+    assert routed_metric is not None
+    assert float(routed_metric.group(1)) > 0
+    assert "# TYPE hub_router_lag gauge" in metrics
     found = await read_outboxes(settings, routes)
     assert_exactly_once_in_order(found, expected, await log_partitions(settings))
     reporting = sum(1 for r in found if r.destination == "reporting")
