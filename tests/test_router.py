@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Producer
@@ -40,7 +41,13 @@ from hub.routing.router import (
 )
 from hub.routing.routes import RoutesConfig, load_routes
 from hub.routing.state import PersonStates
-from hub.serde import DecodedEvent, SingleObjectSerializer
+from hub.serde import (
+    ConfluentSerializer,
+    DecodedEvent,
+    SchemaRegistryClient,
+    SingleObjectSerializer,
+    default_catalog,
+)
 from hub.serde.registry import SchemaRegistryError
 from hub.settings import HubSettings
 from tests.conftest import REPO_ROOT
@@ -343,3 +350,43 @@ def test_hub_route_refuses_a_broken_routes_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "routes:" in result.stderr
+
+
+def test_confluent_framed_values_are_decoded_through_the_registry_and_its_outages_retried(
+    settings: HubSettings, config: RoutesConfig, paths: list[list[CustomerPathEvent]]
+) -> None:
+    """A log written with a registry: the router fetches a writer id it has not seen (a
+    blocking call in its loop); a registry error 5xx is retried, an unknown id dead-lettered."""
+    event = paths[0][0]
+    catalog = default_catalog()
+    writer = ConfluentSerializer(SchemaRegistryClient("http://registry"), catalog)
+    writer.prime({event.full_name(): 42})
+    value = encode_event(writer, event).value
+    answers = {"status": 503}
+    asked: list[str] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if answers["status"] != 200:
+            return httpx.Response(answers["status"], json={"error_code": 50301, "message": "x"})
+        if request.url.path == "/schemas/ids/42":
+            return httpx.Response(200, json={"schema": catalog.current(event.full_name()).json})
+        return httpx.Response(404, json={"error_code": 40403, "message": "Schema not found"})
+
+    reader = ConfluentSerializer(
+        SchemaRegistryClient("http://registry", transport=httpx.MockTransport(registry)), catalog
+    )
+    handler = RecordHandler(settings, config, serializer=reader)
+    record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
+    with pytest.raises(RegistryUnavailable):
+        handler.handle(record, PersonStates().batch())
+    answers["status"] = 200
+    outcome = handler.handle(record, PersonStates().batch())
+    assert outcome.dead_letter is None
+    assert "reporting" in outcome.destinations
+    assert asked == ["/schemas/ids/42", "/schemas/ids/42"]
+    handler.handle(record, PersonStates().batch())
+    assert len(asked) == 2  # cached for good
+    unknown = b"\x00" + (4242).to_bytes(4, "big") + value[5:]
+    letter = handler.handle(record._replace(value=unknown), PersonStates().batch())
+    assert letter.dead_letter is DeadLetterStage.DECODE
