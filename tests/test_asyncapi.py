@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +29,10 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from connectors.rest_api.app import create_app, utc_now
+from connectors.webhook.transport import WebhookTransport
 from hub.delivery.disclosure import Disclosure, DisclosureStatus, chained_entry, encode_entry
 from hub.delivery.dlq import LetterStatus, StoredLetter, _marker
+from hub.delivery.transport import DeliveryRequest, json_body, static_headers
 from hub.docs.asyncapi import AVRO_SCHEMA_FORMAT, asyncapi_document, to_yaml
 from hub.events import EVENT_TYPES, CustomerPathEvent, Sensitivity
 from hub.events.avro_schema import avro_schema
@@ -37,7 +40,7 @@ from hub.events.sensitivity import sensitive_fields
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
 from hub.kafka.publisher import encode_event
 from hub.kafka.topics import outbox_topic, topic_specs
-from hub.routing.projection import projected_schema
+from hub.routing.projection import project, projected_schema
 from hub.routing.resolve import PersonState
 from hub.routing.routes import RoutesConfig, Transport, load_routes
 from hub.serde import build_serializer
@@ -93,7 +96,11 @@ def _messages(document: dict[str, Any], channel: str) -> dict[str, dict[str, Any
 
 
 def _channel_by_address(document: dict[str, Any], address: str) -> str:
-    found = [cid for cid, c in document["channels"].items() if c["address"] == address]
+    found = [
+        cid
+        for cid, c in document["channels"].items()
+        if c["address"] == address and "kafka" in c.get("bindings", {})
+    ]
     assert len(found) == 1, (address, found)
     channel: str = found[0]
     return channel
@@ -128,7 +135,9 @@ def test_document_is_valid_asyncapi_3(document: dict[str, Any]) -> None:
 def test_every_channel_is_present_once_with_its_topic_spec(
     document: dict[str, Any], settings: HubSettings, routes: RoutesConfig
 ) -> None:
-    addresses = [c["address"] for c in document["channels"].values()]
+    addresses = [
+        c["address"] for c in document["channels"].values() if "kafka" in c.get("bindings", {})
+    ]
     expected = [s.name for s in topic_specs(settings)] + [
         outbox_topic(settings, name) for name in routes.destinations
     ]
@@ -174,8 +183,9 @@ def test_a_secured_cluster_is_a_kafka_secure_server_with_its_sasl_scheme() -> No
     assert validator.is_valid(document)
     assert document["components"]["securitySchemes"]["sasl"]["type"] == "scramSha512"
     assert "not-a-real-password" not in json.dumps(document)
-    assert len(document["servers"]) == 2
-    for server in document["servers"].values():
+    kafka = [s for s in document["servers"].values() if s["protocol"] != "http"]
+    assert len(kafka) == 2
+    for server in kafka:
         assert server["protocol"] == "kafka-secure"
         assert server["security"] == [{"$ref": "#/components/securitySchemes/sasl"}]
 
@@ -264,6 +274,52 @@ def test_only_destinations_with_a_worker_have_a_delivery_operation(
             (receiver,) = receivers
             group = receiver["bindings"]["kafka"]["groupId"]["enum"]
             assert group == [f"{settings.writer_id_prefix}-deliver-{name}"]
+
+
+def test_webhook_bodies_and_headers_are_what_delivery_sends(
+    document: dict[str, Any], routes: RoutesConfig, simulated_paths: list[list[Any]]
+) -> None:
+    """Each webhook destination's channel documents the JSON body of every type its routes
+    send; real bodies (the routes' projection of simulated events, through json_body) and the
+    signed headers validate against it."""
+    webhook = [n for n, d in routes.destinations.items() if d.transport == Transport.WEBHOOK]
+    events = [e for path in simulated_paths[:80] for e in path]
+    checked: Counter[str] = Counter()
+
+    for name in webhook:
+        messages = _messages(document, f"webhook-{name}")
+        operation = document["operations"][f"postWebhook-{name}"]
+        assert operation["bindings"]["http"]["method"] == "POST"
+        for route in (r for r in routes.routes if name in routes.destinations_of(r)):
+            for event in (e for e in events if e.event_type in route.types):
+                raw = avro_schema(EVENT_TYPES[event.event_type])
+                record = project(event.to_avro(), set(route.grants), route.fields, raw)
+                body = json.loads(json_body(event.event_type, record))
+                message = messages[f"{name}.{event.event_type}.webhook"]
+                _json_validator(document, message["payload"]).validate(body)
+                checked[name] += 1
+        request = DeliveryRequest(str(uuid4()), "JobSearchEnded", b"{}", static_headers("x"))
+        headers = WebhookTransport(
+            "http://127.0.0.1:1/", "whsec_" + "A" * 43 + "=", httpx.AsyncClient()
+        ).signed_headers(request)
+        for message in messages.values():
+            _json_validator(document, message["headers"]).validate(headers)
+    assert all(checked[name] > 0 for name in webhook), checked
+
+
+def test_a_webhook_body_holds_no_field_the_route_withholds(document: dict[str, Any]) -> None:
+    body = _messages(document, "webhook-providers")["providers.ServiceEnrolled.webhook"]
+    data = body["payload"]["properties"]["data"]
+    payload = data["properties"]["payload"]
+
+    assert data["additionalProperties"] is False
+    assert payload["additionalProperties"] is False
+    kept = set(payload["properties"])
+    outbox = _messages(document, "outbox-providers")["providers.ServiceEnrolled"]
+    avro_payload = next(f for f in outbox["payload"]["schema"]["fields"] if f["name"] == "payload")[
+        "type"
+    ]
+    assert kept == {f["name"] for f in avro_payload["fields"]}
 
 
 def test_dead_letter_headers_are_what_dead_letter_writes(document: dict[str, Any]) -> None:

@@ -205,7 +205,8 @@ def test_asyncapi_page_renders_in_headless_chromium_without_internet(
     for operation_id, operation in document["operations"].items():
         assert f'id="operation-{operation["action"]}-{operation_id}"' in dom.stdout, operation_id
     for channel in document["channels"].values():
-        assert channel["address"] in dom.stdout, channel["address"]
+        # A webhook destination with an endpoint per key has no single address (null).
+        assert channel["address"] is None or channel["address"] in dom.stdout, channel["address"]
 
 
 @pytest.mark.parametrize(("host", "reachable"), [(None, False), ("0.0.0.0", True)])

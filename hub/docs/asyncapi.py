@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Union
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from faststream.kafka import KafkaBroker
@@ -49,6 +50,14 @@ from hub.delivery.dlq import (
     MARK_OF_HEADER,
     LetterStatus,
     replay_transactional_id,
+)
+from hub.docs.webhooks import (
+    HTTP_BINDING_VERSION,
+    body_schema,
+    endpoint_urls,
+    server_of,
+    webhook_headers,
+    webhook_servers,
 )
 from hub.events import EVENT_TYPES
 from hub.events.avro_schema import avro_schema
@@ -970,7 +979,9 @@ def asyncapi_document(settings: HubSettings, routes: RoutesConfig | None = None)
         identifier="urn:fi:te-hub:asyncapi",
     ).to_specification()
     generated: dict[str, Any] = json.loads(specification.to_json())
-    return _post_process(generated, declared, settings)
+    document = _post_process(generated, declared, settings)
+    _add_webhooks(document, config)
+    return document
 
 
 def _post_process(
@@ -1055,6 +1066,72 @@ def _post_process(
                 {"$ref": f"#/components/securitySchemes/{name}"} for name in security
             ]
     return document
+
+
+def _add_webhooks(document: dict[str, Any], routes: RoutesConfig) -> None:
+    """The HTTP side of each webhook destination: what its receivers get POSTed.
+
+    Added after FastStream's part (see :mod:`hub.docs.webhooks`); the Kafka servers stay the
+    only servers of the Kafka channels, which name theirs.
+    """
+    found = outbox_types(routes)
+    destinations = [d for d in routes.destinations.values() if d.transport is Transport.WEBHOOK]
+    document["servers"].update(webhook_servers(destinations))
+    for destination in destinations:
+        name = destination.name
+        urls = endpoint_urls(destination)
+        channel_id = f"webhook-{name}"
+        messages: dict[str, Any] = {}
+        for entry in found.get(name, []):
+            message_name = f"{_outbox_message_name(entry, False)}.webhook"
+            if message_name in document["components"]["messages"]:
+                message_name = f"{_outbox_message_name(entry, True)}.webhook"
+            document["components"]["messages"][message_name] = {
+                "name": message_name,
+                "title": f"{entry.type_name} to {name}",
+                "summary": f"POST of {entry.type_name} to a receiver of {name}.",
+                "description": (
+                    "JSON body in Standard Webhooks' shape; data is the record of the outbox "
+                    f"message {_outbox_message_name(entry, False)} as JSON (UUIDs, dates and "
+                    "times as ISO strings, enums as symbols). Answer 2xx once applied (or "
+                    '{"duplicate": true} for an event id already applied); 408/409/429/5xx are '
+                    "retried on the destination's schedule, any other 4xx is a dead letter at "
+                    "once with the problem text."
+                ),
+                "contentType": JSON_CONTENT_TYPE,
+                "payload": body_schema(entry.type_name, entry.schema),
+                "headers": webhook_headers(),
+            }
+            messages[message_name] = {"$ref": f"#/components/messages/{message_name}"}
+        keyed = destination.endpoint is None
+        document["channels"][channel_id] = {
+            # One URL per directory key (from the routes file): no single address.
+            "address": None if keyed else (urlsplit(urls[0]).path if urls else None),
+            "title": f"Webhooks of {name}",
+            "description": (
+                f"What the receivers of {name} are sent"
+                + (
+                    f": one endpoint per directory key ({len(urls)} in the routes file, "
+                    f"e.g. {urls[0]})."
+                    if keyed and urls
+                    else (f" at {urls[0]}." if urls else ".")
+                )
+            ),
+            "servers": [
+                {"$ref": f"#/servers/{server}"} for server in sorted({server_of(u) for u in urls})
+            ],
+            "messages": messages,
+        }
+        document["operations"][f"postWebhook-{name}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "title": f"hub deliver --destination {name}",
+            "summary": f"hub deliver --destination {name}",
+            "description": "One POST per attempt, signed when it is sent; timeout "
+            "HUB_DELIVERY_TIMEOUT_S.",
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{m}"} for m in messages],
+            "bindings": {"http": {"method": "POST", "bindingVersion": HTTP_BINDING_VERSION}},
+        }
 
 
 # --- output -----------------------------------------------------------------------------------
