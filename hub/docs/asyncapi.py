@@ -25,6 +25,8 @@ then post-processes what FastStream cannot express (each step says so where it i
   (``application/vnd.apache.avro+json;version=1.9.0``) holding the Avro schema itself.
 * FastStream has no message headers, keys, Kafka message/operation bindings (key schema,
   consumer group) or topic configuration (partitions, replicas, retention): added here.
+* FastStream documents no HTTP request the application sends: the webhook channels (what each
+  destination's receivers are POSTed) come from :mod:`hub.docs.webhooks`.
 """
 
 from __future__ import annotations
