@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from connectors.webhook.transport import WebhookTransport
+from connectors.xroad.client import XRoadClient, XRoadMember, XRoadService
+from connectors.xroad.transport import XRoadTransport
 from hub.delivery.breaker import BreakerState, CircuitBreaker
 from hub.delivery.schedule import RetrySchedule
 from hub.delivery.tracker import PartitionProgress
@@ -338,3 +340,45 @@ def test_problem_text_is_redacted_and_short() -> None:
     problem = problem_from_body(b'{"detail": "person 010190-123A unknown"}', "application/json")
     assert problem is not None
     assert "010190-123A" not in problem
+
+
+async def test_xroad_transport_posts_to_the_service_with_the_client_header() -> None:
+    seen: list[httpx.Request] = []
+    answers = iter(
+        [
+            httpx.Response(201, json={"duplicate": False}),
+            httpx.Response(500, headers={"X-Road-Error": "Server.ServerProxy.ServiceFailed"}),
+            httpx.Response(403, text="access denied for 010190-123A"),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(answers)
+
+    client = XRoadClient(
+        "https://ss.example.fi:8443",
+        XRoadMember.parse("FI/GOV/0245437-2/hub"),
+        transport=httpx.MockTransport(handler),
+    )
+    service = XRoadService.parse("FI/GOV/0245437-2/kela-etuudet/statements")
+    transport = XRoadTransport(client, service)
+    request = DeliveryRequest("e-1", "T", b'{"type":"T"}', static_headers("e-1"))
+    delivered = await transport.send(request)
+    failed = await transport.send(request)
+    refused = await transport.send(request)
+    await client.aclose()
+    assert delivered.status == 201
+    assert not delivered.duplicate
+    assert classify(failed) is Outcome.RETRY
+    assert failed.problem == "Server.ServerProxy.ServiceFailed"
+    assert classify(refused) is Outcome.REFUSED
+    assert refused.problem is not None
+    assert "010190-123A" not in refused.problem
+    for sent in seen:
+        assert sent.method == "POST"
+        assert sent.url.path == "/r1/FI/GOV/0245437-2/kela-etuudet/statements"
+        assert sent.headers["x-road-client"] == "FI/GOV/0245437-2/hub"
+        assert sent.headers["idempotency-key"] == "e-1"
+        assert sent.content == b'{"type":"T"}'
+    assert len({sent.headers["x-road-id"] for sent in seen}) == 3  # a new message id per attempt
