@@ -36,13 +36,17 @@ DESTINATION_OF = {
     "provider": "providers",
     "municipal": "municipal",
 }
+#: One client for every request (each httpx.get would build a new TLS context).
+HTTP = httpx.Client(timeout=5)
 ROUTED_LINE = re.compile(
     r"routed (\d+) log record\(s\) in \d+ transaction\(s\): (.*?); dead letters: (.*?);"
 )
 
 
 def receiver_stats(url: str) -> dict[str, Any]:
-    answer = httpx.get(f"{url}/_stats", timeout=5)
+    answer = HTTP.get(
+        f"{url}/_stats",
+    )
     answer.raise_for_status()
     stats: dict[str, Any] = answer.json()
     return stats
@@ -60,7 +64,9 @@ def by_destination(stats: dict[str, Any]) -> dict[str, Counter[str]]:
 def delivery_metrics(url: str) -> dict[str, Counter[str]]:
     """Per destination: delivered, retried, dead letters, duplicates, buffered, from /metrics."""
     try:
-        text = httpx.get(url, timeout=5).text
+        text = HTTP.get(
+            url,
+        ).text
     except httpx.HTTPError:
         return {}
     wanted = {
@@ -114,13 +120,19 @@ def fault(args: argparse.Namespace) -> None:
     comes after the fault is over, so the demo shows retries without waiting for the next step.
     """
     control = f"{args.receivers}/_control"
-    httpx.post(control, json={"receiver": args.receiver, "fail_share": args.fail_share}, timeout=5)
+    HTTP.post(
+        control,
+        json={"receiver": args.receiver, "fail_share": args.fail_share},
+    )
     start = receiver_stats(args.receivers)["total"]
     deadline = time.monotonic() + 120
     while receiver_stats(args.receivers)["total"] == start and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(args.duration)
-    httpx.post(control, json={"receiver": args.receiver, "fail_share": 0}, timeout=5)
+    HTTP.post(
+        control,
+        json={"receiver": args.receiver, "fail_share": 0},
+    )
 
 
 def worker_destinations() -> list[str]:
@@ -257,7 +269,12 @@ def main() -> None:
     three.add_argument("--deliver-pid", type=int, default=None)
     three.add_argument("--deliver-log", default="the hub deliver log")
     args = parser.parse_args()
-    {"snapshot": snapshot, "fault": fault, "wait": wait}[args.command](args)
+    try:
+        {"snapshot": snapshot, "fault": fault, "wait": wait}[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: demo.sh's trap stops the processes
+        sys.exit(130)
+    except httpx.HTTPError as error:
+        sys.exit(f"demo: the receivers or hub deliver stopped answering ({error})")
 
 
 if __name__ == "__main__":
