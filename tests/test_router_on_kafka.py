@@ -460,12 +460,18 @@ async def test_two_routers_one_killed_during_a_rebalance_route_each_event_once(
     first_id = f"{settings.router_transactional_id}-a"
     second_id = f"{settings.router_transactional_id}-b"
     async with TransactionWatch(settings) as watch:
-        first = RouterProcess(settings, workdir, "a", HUB_ROUTER_TRANSACTIONAL_ID=first_id)
+        # Small batches keep a at work for the seconds b takes to start.
+        first = RouterProcess(
+            settings, workdir, "a", "--batch-size", "20", HUB_ROUTER_TRANSACTIONAL_ID=first_id
+        )
         assert await watch.wait_open(60), first.output()[-2000:]  # a is mid-batch
-        second = RouterProcess(settings, workdir, "b", HUB_ROUTER_TRANSACTIONAL_ID=second_id)
+        second = RouterProcess(
+            settings, workdir, "b", "--batch-size", "20", HUB_ROUTER_TRANSACTIONAL_ID=second_id
+        )
         await second.wait_for("router.started", 30)  # b joins: the group rebalances
         await first.wait_for("router.revoked", 30)  # a gives partitions up for b
         first.kill()
+        assert not await routed_to_the_end(settings), "a routed the log before the kill"
         await wait_routed(settings, 90)
         assert second.stop() == 0, second.output()[-2000:]
     assert "router.assigned" in second.output()
@@ -490,7 +496,7 @@ async def test_a_router_fenced_by_a_newer_process_with_its_id_exits_and_commits_
     await publish(settings, routes, list(events))
     expected = expected_outbox(routes, events)
     async with TransactionWatch(settings) as watch:
-        zombie = RouterProcess(settings, workdir, "zombie")
+        zombie = RouterProcess(settings, workdir, "zombie", "--batch-size", "20")
         assert await watch.wait_open(60), zombie.output()[-2000:]
         successor = RouterProcess(settings, workdir, "successor")  # the same id: a restart
         code = zombie.process.wait(60)

@@ -418,6 +418,7 @@ class Router:
         except KafkaException as error:
             raise RouterFatal(f"cannot take transactional id: {error.args[0]}") from error
         self._producer = producer
+        self._check_state_partitions(producer)
         consumer = Consumer(self.consumer_config())
         consumer.subscribe(
             [self._log_topic],
@@ -433,6 +434,27 @@ class Router:
             topic=self._log_topic,
             destinations=sorted(self.config.destinations),
         )
+
+    def _check_state_partitions(self, producer: Producer) -> None:
+        """State goes to the partition number of the log record: the state topic needs at
+        least the log's partitions (a log grown later needs a new state topic version)."""
+        metadata = producer.list_topics(timeout=30)
+        counts = {
+            name: len(metadata.topics[name].partitions)
+            for name in (self._log_topic, self.settings.topic_router_state)
+            if name in metadata.topics and metadata.topics[name].error is None
+        }
+        missing = {self._log_topic, self.settings.topic_router_state} - set(counts)
+        if missing:
+            raise RouterFatal(f"topic(s) {', '.join(sorted(missing))} do not exist")
+        log_partitions = counts[self._log_topic]
+        state_partitions = counts[self.settings.topic_router_state]
+        if state_partitions < log_partitions:
+            raise RouterFatal(
+                f"router state {self.settings.topic_router_state} has {state_partitions} "
+                f"partitions, the log {self._log_topic} {log_partitions}: the state of log "
+                "partition p is kept on state partition p, so it needs at least as many"
+            )
 
     def close(self) -> None:
         """Leave cleanly: finish the committing transaction (or abort an open one), close the
