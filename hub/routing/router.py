@@ -24,12 +24,16 @@ librdkafka's default partitioner (consistent_random, CRC32) is not Java's: the p
 person lands on the partition number of the person's log record (outboxes have the log's
 partition count). Router-state records are written to that partition explicitly.
 
-The loop is synchronous, in the process's main thread: librdkafka's calls block, the
-rebalance callbacks run inside ``consume()`` where no transaction is open (each batch is
-committed or aborted before the next consume), and a Confluent-framed value whose writer id is
-not cached yet is fetched from the registry with a blocking call, which stalls only this
-loop, that has nothing else to do meanwhile (ids are few, and cached for good). A registry
-that cannot be reached is not a poison record: the batch is aborted and tried again.
+The loop is synchronous, in the process's main thread (no asyncio): librdkafka's calls block,
+and a Confluent-framed value whose writer id is not cached yet is fetched from the registry
+with a blocking call, which stalls only this loop, that has nothing else to do meanwhile (ids
+are few, and cached for good). A registry that cannot be reached is not a poison record: the
+batch is dropped unproduced, rewound and tried again. One helper thread, the committer, runs
+``send_offsets_to_transaction`` and ``commit_transaction`` of batch N (librdkafka waits for
+the broker there without the GIL) while the main thread consumes and prepares batch N+1; N+1
+is produced only after N committed (see :meth:`Router.run`). The rebalance callbacks run
+inside ``consume()``: ``on_revoke`` first settles a transaction still committing (committed,
+or aborted when the group has moved on), so partitions are never given up with one open.
 
 Failures: a record that cannot be decoded (stage ``decode``) or whose route cannot resolve
 its destination (``Unroutable``, stage ``route``) becomes a dead letter with the original key
