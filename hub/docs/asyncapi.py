@@ -989,9 +989,11 @@ def asyncapi_document(settings: HubSettings, routes: RoutesConfig | None = None)
 def _post_process(
     generated: dict[str, Any], declared: Sequence[Channel], settings: HubSettings
 ) -> dict[str, Any]:
+    """FastStream's document, reshaped: one channel per topic, its messages, bindings, security."""
     fs_channels: dict[str, Any] = generated["channels"]
     fs_operations: dict[str, Any] = generated["operations"]
-    fs_messages: dict[str, Any] = generated["components"].get("messages", {})
+    # FastStream's components/messages (one per handler, its types as oneOf) are not kept: each
+    # type is a message of its own here (see the module docstring).
     schemas: dict[str, Any] = {
         name: schema
         for name, schema in generated["components"].get("schemas", {}).items()
@@ -1047,7 +1049,6 @@ def _post_process(
                     }
                 }
             operations_out[operation.id] = result
-    del fs_messages  # replaced by one message per type (see the module docstring)
     document: dict[str, Any] = {
         "asyncapi": generated["asyncapi"],
         "id": generated.get("id"),
