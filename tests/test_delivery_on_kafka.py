@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -29,8 +30,10 @@ import pytest
 
 from connectors.receivers.runner import ReceiversClient, receivers_subprocess
 from connectors.simulator import SimulationConfig, simulate
+from connectors.simulator.paths import in_time_order
 from connectors.webhook.transport import WebhookTransport, http_client
 from hub.broker.local import LocalKafka
+from hub.delivery.audit import verify_chains
 from hub.delivery.disclosure import DisclosureLog
 from hub.delivery.metrics import DeliveryMetrics
 from hub.delivery.schedule import RetrySchedule
@@ -119,9 +122,14 @@ class Outbox:
 
 
 async def fill_outboxes(
-    settings: HubSettings, config: RoutesConfig, jobseekers: int, seed: int
+    settings: HubSettings,
+    config: RoutesConfig,
+    jobseekers: int,
+    seed: int,
+    only: tuple[str, ...] = ("alpha", "beta"),
 ) -> Outbox:
-    """Route simulated paths and produce them to the outboxes, each person's events in order."""
+    """Route simulated paths and produce them to the outboxes (``only`` those), each person's
+    events in order."""
     await ensure_topics(settings, extra=[outbox_spec(settings, d) for d in ("alpha", "beta")])
     serializer = SingleObjectSerializer()
     codec = OutboxCodec.for_routes(config)
@@ -134,34 +142,35 @@ async def fill_outboxes(
     try:
         pending: list[asyncio.Future[Any]] = []
         offset = 0
-        for path in paths:
-            for event in path:
-                encoded = encode_event(serializer, event)
-                decoded = serializer.decode(encoded.value)
-                type_name = decoded.type_name.rsplit(".", 1)[-1]
-                for routed in route_event(config, type_name, decoded.record, None):
-                    headers = [
-                        *encoded.headers,
-                        (HEADER_ROUTE, routed.route.encode()),
-                        (HEADER_DESTINATION, routed.destination.encode()),
-                        (HEADER_SOURCE, f"{settings.topic_customer_path}/0/{offset}".encode()),
-                    ]
-                    if routed.endpoint is not None:
-                        headers.append((HEADER_ENDPOINT, routed.endpoint.encode()))
-                    event_id = str(event.envelope.event_id)
-                    pending.append(
-                        await producer.send(
-                            outbox_topic(settings, routed.destination),
-                            value=codec.encode(routed, type_name),
-                            key=encoded.key,
-                            headers=headers,
-                        )
+        for event in in_time_order(paths):
+            encoded = encode_event(serializer, event)
+            decoded = serializer.decode(encoded.value)
+            type_name = decoded.type_name.rsplit(".", 1)[-1]
+            for routed in route_event(config, type_name, decoded.record, None):
+                if routed.destination not in only:
+                    continue
+                headers = [
+                    *encoded.headers,
+                    (HEADER_ROUTE, routed.route.encode()),
+                    (HEADER_DESTINATION, routed.destination.encode()),
+                    (HEADER_SOURCE, f"{settings.topic_customer_path}/0/{offset}".encode()),
+                ]
+                if routed.endpoint is not None:
+                    headers.append((HEADER_ENDPOINT, routed.endpoint.encode()))
+                event_id = str(event.envelope.event_id)
+                pending.append(
+                    await producer.send(
+                        outbox_topic(settings, routed.destination),
+                        value=codec.encode(routed, type_name),
+                        key=encoded.key,
+                        headers=headers,
                     )
-                    outbox.ids[routed.destination].append(event_id)
-                    outbox.by_subject[routed.destination][event.envelope.subject].append(event_id)
-                    if routed.destination == "beta":
-                        outbox.endpoint_of[event_id] = routed.endpoint
-                offset += 1
+                )
+                outbox.ids[routed.destination].append(event_id)
+                outbox.by_subject[routed.destination][event.envelope.subject].append(event_id)
+                if routed.destination == "beta":
+                    outbox.endpoint_of[event_id] = routed.endpoint
+            offset += 1
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -424,10 +433,63 @@ async def test_a_refused_event_is_a_dead_letter_with_the_reason_and_the_rest_flo
     )
 
 
+# -- a rebalance: a second worker joins the group, then the first leaves -----------------------
+
+
+async def test_two_workers_rebalancing_deliver_each_once_in_order_with_one_chain_each(
+    setup: tuple[HubSettings, RoutesConfig, ReceiversClient],
+) -> None:
+    settings, config, receivers = setup
+    outbox = await fill_outboxes(settings, config, jobseekers=200, seed=15, only=("alpha",))
+    total = outbox.count("alpha")
+    receivers.control(ALPHA_RECEIVER, delay_s=0.01)  # keep deliveries in flight at the rebalance
+    logs = [DisclosureLog(settings), DisclosureLog(settings)]
+    for log in logs:
+        await log.start()
+    http = http_client(settings.delivery_timeout_s)
+    first = webhook_worker(settings, config, "alpha", http, logs[0], DeliveryMetrics())
+    second = webhook_worker(settings, config, "alpha", http, logs[1], DeliveryMetrics())
+    first_run = asyncio.create_task(first.run())
+    second_run: asyncio.Task[Any] | None = None
+    try:
+        await wait_until(lambda: applied_count(receivers) > total // 5, 60, "first deliveries")
+        second_run = asyncio.create_task(second.run())
+        await wait_until(
+            lambda: bool(second.lag()) and bool(first.lag()), 60, "both workers to share the group"
+        )
+        at_join = applied_count(receivers)
+        await wait_until(lambda: applied_count(receivers) > at_join + total // 10, 60, "more")
+        first.stop()  # leaves the group: the second takes every partition
+        await first_run
+        await wait_until(lambda: len(second.lag()) == 6, 60, "the second worker to take all")
+        receivers.control(ALPHA_RECEIVER, delay_s=None)
+        await wait_until(lambda: applied_count(receivers) >= total, 60, "everything delivered")
+    finally:
+        first.stop()
+        second.stop()
+        await asyncio.gather(first_run, *([second_run] if second_run else []))
+        for log in logs:
+            await log.stop()
+        await http.aclose()
+    assert at_join < total
+    assert_each_once_in_order(outbox, "alpha", applied_of(receivers, [ALPHA_RECEIVER]))
+    report = await verify_chains(settings)
+    assert report.ok, report.problems[:3]
+    assert {e["event_id"] for e in await disclosure_entries(settings)} == set(outbox.ids["alpha"])
+    print(
+        f"\n[delivery] {total} events over a join and a leave: first delivered "
+        f"{first.stats.delivered}, second {second.stats.delivered} "
+        f"({duplicates_at(receivers)} duplicates dropped by the receiver); "
+        f"{report.entries} receipts in {len(report.chains)} unbroken chains"
+    )
+
+
 # -- (b) a hub deliver process SIGKILLed 10 times under load ------------------------------------
 
 
-def _deliver_process(settings: HubSettings, cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
+def _deliver_process(
+    settings: HubSettings, cwd: Path, log_file: Path, *which: str
+) -> subprocess.Popen[bytes]:
     env = hub_environment(settings, HUB_LOG_LEVEL="INFO", HUB_DELIVERY_MAX_IN_FLIGHT="16")
     env["PYTHONPATH"] = str(REPO_ROOT)
     with log_file.open("ab") as out:
@@ -437,8 +499,7 @@ def _deliver_process(settings: HubSettings, cwd: Path, log_file: Path) -> subpro
                 "-m",
                 "hub",
                 "deliver",
-                "--destination",
-                "alpha",
+                *(which or ("--destination", "alpha")),
                 "--instance-id",
                 "kill-test",
                 "--progress-interval",
@@ -457,7 +518,7 @@ async def test_hub_deliver_killed_ten_times_loses_nothing_and_applies_each_once(
     setup: tuple[HubSettings, RoutesConfig, ReceiversClient], tmp_path: Path
 ) -> None:
     settings, config, receivers = setup
-    outbox = await fill_outboxes(settings, config, jobseekers=1100, seed=13)
+    outbox = await fill_outboxes(settings, config, jobseekers=1100, seed=13, only=("alpha",))
     total = outbox.count("alpha")
     assert total >= 10_000
     rng = random.Random(13)
@@ -484,7 +545,11 @@ async def test_hub_deliver_killed_ten_times_loses_nothing_and_applies_each_once(
             process.wait()
         kills += 1
         applied_at_kill.append(applied_count(receivers))
-    process = _deliver_process(settings, tmp_path, log_file)
+    # The last run: every destination of the routes (beta's outbox is empty), with metrics.
+    metrics_port = _free_port()
+    process = _deliver_process(
+        settings, tmp_path, log_file, "--all", "--metrics-port", str(metrics_port)
+    )
     try:
         await wait_until(
             lambda: applied_count(receivers) >= total or process.poll() is not None,
@@ -492,14 +557,15 @@ async def test_hub_deliver_killed_ten_times_loses_nothing_and_applies_each_once(
             "the last hub deliver to deliver everything",
             poll_s=0.3,
         )
-        await asyncio.sleep(1.5)  # a commit and a progress line after the last delivery
+        await asyncio.sleep(2.5)  # a commit and a progress line after the last delivery
+        metrics = _scrape(metrics_port)
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 0, log_file.read_text()[-3000:]
     assert_each_once_in_order(outbox, "alpha", applied_of(receivers, [ALPHA_RECEIVER]))
     duplicates = duplicates_at(receivers)
-    summary = out.decode().strip()
+    summary = out.decode().strip().splitlines()[0]
     assert summary.startswith("alpha: "), summary
     assert applied_at_kill[-1] < total, "the kills did not all come under load"
     print(
@@ -508,6 +574,27 @@ async def test_hub_deliver_killed_ten_times_loses_nothing_and_applies_each_once(
         f"dropped {duplicates} duplicates on the wire; last run: {summary}"
     )
     assert duplicates > 0  # kills between a 2xx and its commit send events again
+    report = await verify_chains(settings)  # ten crashes, and every receipt chain is whole
+    assert report.ok, report.problems[:3]
+    last_delivered, last_duplicates = (int(n) for n in re.findall(r"(\d+) d", summary)[:2])
+    assert metrics[("hub_delivery_duplicates_total", "alpha")] == last_duplicates
+    assert metrics[("hub_delivery_delivered_total", "alpha")] == last_delivered
+    assert sum(v for (name, d), v in metrics.items() if name == "hub_delivery_consumer_lag") == 0
+
+
+def _scrape(port: int) -> dict[tuple[str, str], float]:
+    """``(metric, destination) -> value`` (summed over other labels) from ``/metrics``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    values: dict[tuple[str, str], float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            destination = sample.labels.get("destination")
+            if destination is not None:
+                values[(sample.name, destination)] += sample.value
+    return values
 
 
 # -- (c) a broker restart under load -----------------------------------------------------------
@@ -521,7 +608,7 @@ async def test_broker_restart_under_load_loses_nothing(
     settings = settings_for(private_kafka.bootstrap, partitions=6, routes_file=routes)
     config = load_routes(settings)
     with running_receivers(settings, receivers_port) as receivers:
-        outbox = await fill_outboxes(settings, config, jobseekers=300, seed=14)
+        outbox = await fill_outboxes(settings, config, jobseekers=300, seed=14, only=("alpha",))
         total = outbox.count("alpha")
         # Slow enough that the restart lands mid-stream.
         receivers.control(ALPHA_RECEIVER, delay_s=0.01)

@@ -3,8 +3,8 @@
 Each destination named (``--destination``, repeatable; ``--all``: every destination that has a
 delivery worker, i.e. not ``transport = "outbox"``) gets its own :class:`DeliveryWorker` and
 consumer group; they share one X-Road client, one disclosure log and one metrics registry, and
-each has an HTTP connection pool of its own. The transport of a destination comes from the routes file: webhook
-(:class:`~connectors.webhook.transport.WebhookTransport`) or X-Road REST
+each has an HTTP connection pool of its own. The transport of a destination comes from the
+routes file: webhook (:class:`~connectors.webhook.transport.WebhookTransport`) or X-Road REST
 (:class:`~connectors.xroad.transport.XRoadTransport`).
 
 SIGTERM or SIGINT: every worker stops taking records, waits up to ``--drain`` seconds for the

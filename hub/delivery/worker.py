@@ -10,16 +10,19 @@ tasks share the state, on one event loop:
   record whose person has nothing unsettled before it is due at once. When more than
   ``max_buffered`` records are unsettled, every partition is paused (the consumer keeps its
   group membership) until the backlog halves.
-* **dispatch**: one timer heap of due times. A record waiting for its next retry is an entry in
+* **dispatch**: one timer heap of due times; among records due now the one fetched first goes
+  first (a person's next record, released when their previous one settles, takes its fetch-time
+  place), which keeps each partition's lowest unsettled offset, and so what a crash sends
+  again, close behind the records delivered. A record waiting for its next retry is an entry in
   the heap, not a sleeping task, so a schedule of seconds to a day holds no task and no
   connection; only ``max_in_flight`` requests run at once. An endpoint whose breaker is open
   parks its due records (no attempt is used); one heap entry per endpoint wakes it for the
   half-open probe, and the probe's success releases everything parked.
 * **commit**: every ``commit_interval_s``, each partition's lowest unsettled offset (see
-  :mod:`hub.delivery.tracker`). On a rebalance, settled progress of the revoked partitions is
-  committed and their state dropped: a request still in flight for them finishes, but its
-  result is ignored, and the new owner sends it again (the receiver drops it by
-  Idempotency-Key).
+  :mod:`hub.delivery.tracker`). On a rebalance, the revoked partitions' requests in flight
+  get a few seconds to finish, their settled progress is committed and their state dropped; a
+  request that outlives that wait finishes, but its result is ignored, and the new owner sends
+  it again (the receiver drops it by Idempotency-Key).
 * **progress**: a structured log line every ``progress_interval_s`` seconds.
 
 Settling: a 2xx delivers. No answer, 408, 409, 429 and 5xx are retried on the destination's
@@ -81,6 +84,8 @@ ROUTE_HEADER: Final = "hub-route"
 #: Label of the one endpoint of a destination without a directory.
 SINGLE_ENDPOINT: Final = "-"
 _KAFKA_RETRY_S: Final = 1.0
+#: Longest a rebalance waits for the revoked partitions' requests in flight.
+REVOKE_WAIT_S: Final = 3.0
 
 
 class DecodedOutbox(Protocol):
@@ -244,6 +249,8 @@ class _Pending:
     request: DeliveryRequest | None
     recorded_at: float | None
     failure: _Failure | None = None
+    fetched_at: float = 0.0
+    """Clock time it was fetched: its place in the queue whenever it is due (oldest first)."""
     attempts: int = 0
     first_attempt_at: datetime | None = None
     last_attempt_at: datetime | None = None
@@ -320,6 +327,8 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_partition: dict[asyncio.Task[None], int] = {}
+        self._revoking: set[int] = set()
         self._paused = False
         self._started_at = time.monotonic()
 
@@ -407,7 +416,16 @@ class DeliveryWorker:
         )
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._commit([tp.partition for tp in revoked])
+        """Let the revoked partitions' requests in flight finish (a few seconds at most, the
+        group waits meanwhile), commit what is settled, drop the rest: every record past the
+        commit is sent again by the new owner, so finishing first saves duplicates."""
+        partitions = {tp.partition for tp in revoked}
+        self._revoking |= partitions
+        busy = [task for task, partition in self._task_partition.items() if partition in partitions]
+        if busy:
+            await asyncio.wait(busy, timeout=min(self.drain_s, REVOKE_WAIT_S))
+        self._revoking -= partitions
+        await self._commit(sorted(partitions))
         for tp in revoked:
             self._progress.pop(tp.partition, None)
             if self.disclosures is not None:
@@ -444,6 +462,7 @@ class DeliveryWorker:
                     continue  # revoked while the batch was on its way
                 for record in records:
                     item = self._prepare(progress, record)
+                    item.fetched_at = now
                     self.stats.taken += 1
                     if progress.take(record.offset, record.key, item):
                         self._push(now, item)
@@ -548,7 +567,7 @@ class DeliveryWorker:
                 _, _, entry = heapq.heappop(heap)
                 if isinstance(entry, _Channel):
                     self._wake_channel(entry, now)
-                elif self._is_current(entry):
+                elif self._is_current(entry) and entry.partition not in self._revoking:
                     self._dispatch(entry, now)
             self.metrics.in_flight.labels(self.target.name).set(len(self._tasks))
             timeout: float | None = None
@@ -560,7 +579,7 @@ class DeliveryWorker:
 
     def _dispatch(self, item: _Pending, now: float) -> None:
         if item.failure is not None:
-            self._start(self._dead_letter(item))
+            self._start(self._dead_letter(item), item.partition)
             return
         channel = self._channels[item.endpoint]
         if not channel.breaker.allow():
@@ -571,7 +590,7 @@ class DeliveryWorker:
             self._breaker_gauge(channel)
             return
         self._breaker_gauge(channel)
-        self._start(self._attempt(item, channel))
+        self._start(self._attempt(item, channel), item.partition)
 
     def _wake_channel(self, channel: _Channel, now: float) -> None:
         """The breaker's open time is over: let the first parked record go as the probe."""
@@ -579,22 +598,24 @@ class DeliveryWorker:
         while channel.parked and not self._is_current(channel.parked[0]):
             channel.parked.popleft()
         if channel.parked:
-            self._push(now, channel.parked.popleft())
+            probe = channel.parked.popleft()
+            self._push(min(now, probe.fetched_at), probe)
 
     def _release_parked(self, channel: _Channel) -> None:
-        now = time.monotonic()
         while channel.parked:
             item = channel.parked.popleft()
             if self._is_current(item):
-                self._push(now, item)
+                self._push(item.fetched_at, item)
 
-    def _start(self, work: Awaitable[None]) -> None:
+    def _start(self, work: Awaitable[None], partition: int) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
+        self._task_partition[task] = partition
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._task_partition.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "delivery.task_failed", destination=self.target.name, error=repr(task.exception())
@@ -682,6 +703,8 @@ class DeliveryWorker:
             self._push(time.monotonic() + delay, item)
 
     async def _dead_letter(self, item: _Pending) -> None:
+        if not self._is_current(item):
+            return  # the partition moved on: its new owner decides again, from the same record
         failure = item.failure
         assert failure is not None
         assert self._producer is not None
@@ -733,6 +756,8 @@ class DeliveryWorker:
         await self._settle(item, "dead-lettered")
 
     async def _settle(self, item: _Pending, status: str) -> None:
+        if not self._is_current(item):
+            return  # revoked meanwhile: the new owner sends it again and writes the receipt
         if self.disclosures is not None:
             settlement = Settlement(
                 destination=self.target.name,
@@ -767,7 +792,9 @@ class DeliveryWorker:
             return
         following = item.progress.settle(item.offset, item.key)
         if following is not None:
-            self._push(time.monotonic(), following)
+            # Due since it was fetched: it goes before records fetched after it, so the
+            # partition's lowest unsettled offset (what a crash sends again) stays close behind.
+            self._push(following.fetched_at, following)
 
     # -- commit and progress ------------------------------------------------------------------
 
