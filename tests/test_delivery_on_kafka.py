@@ -23,6 +23,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,17 @@ breaker_open_s = 0.5
 [destinations.beta.endpoints]
 {areas}
 
+[destinations.gamma]
+transport = "webhook"
+endpoint = {{ url = "http://127.0.0.1:{port}/provider/gamma" }}
+retry_schedule_s = [0.1, 0.2]
+breaker_failures = 1000
+
+[[routes]]
+name = "all-to-gamma"
+types = {json.dumps(TYPES)}
+to = {{ destination = "gamma" }}
+
 [[routes]]
 name = "all-to-alpha"
 types = {json.dumps(TYPES)}
@@ -130,7 +142,7 @@ async def fill_outboxes(
 ) -> Outbox:
     """Route simulated paths and produce them to the outboxes (``only`` those), each person's
     events in order."""
-    await ensure_topics(settings, extra=[outbox_spec(settings, d) for d in ("alpha", "beta")])
+    await ensure_topics(settings, extra=[outbox_spec(settings, d) for d in only])
     serializer = SingleObjectSerializer()
     codec = OutboxCodec.for_routes(config)
     paths = simulate(
@@ -431,6 +443,43 @@ async def test_a_refused_event_is_a_dead_letter_with_the_reason_and_the_rest_flo
     print(
         f"\n[delivery] beta: {outbox.count('beta') - 1} delivered, 1 dead letter: {letter.reason!r}"
     )
+
+
+# -- a receiver that never answers 2xx: the schedule runs out ----------------------------------
+
+
+async def test_a_used_up_schedule_is_a_dead_letter_with_attempts_and_times(
+    setup: tuple[HubSettings, RoutesConfig, ReceiversClient],
+) -> None:
+    settings, config, receivers = setup
+    outbox = await fill_outboxes(settings, config, jobseekers=5, seed=16, only=("gamma",))
+    receivers.control("provider/gamma", down=True)  # 503, connection closed, every time
+    http = http_client(settings.delivery_timeout_s)
+    gamma = webhook_worker(settings, config, "gamma", http, None, DeliveryMetrics())
+    run = asyncio.create_task(gamma.run())
+    try:
+        await wait_until(
+            lambda: gamma.stats.dead_letters >= outbox.count("gamma"), 60, "every dead letter"
+        )
+    finally:
+        gamma.stop()
+        await run
+        await http.aclose()
+    letters = await dead_letters(settings)
+    assert sorted(letter.event_id or "" for letter, _ in letters) == sorted(outbox.ids["gamma"])
+    for letter, _ in letters:
+        assert letter.error_class == "RetriesExhausted"
+        assert letter.attempts == 3  # the first and the two of the schedule
+        assert letter.first_attempt_at is not None
+        assert letter.last_attempt_at is not None
+        assert letter.last_attempt_at - letter.first_attempt_at >= timedelta(seconds=0.15)
+        assert "last answer 503" in letter.reason
+        assert "Receiver is down" in letter.reason
+    assert receivers.stats()["receivers"]["provider/gamma"]["failed"] == 3 * len(letters)
+    # Each person's dead letters in their order: a person's next event waited for the last.
+    order = [letter.event_id for letter, _ in letters]
+    for ids in outbox.by_subject["gamma"].values():
+        assert [i for i in order if i in ids] == ids
 
 
 # -- a rebalance: a second worker joins the group, then the first leaves -----------------------
