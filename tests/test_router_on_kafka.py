@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from connectors.simulator import SimulationConfig, simulate
 from connectors.simulator.paths import in_time_order
+from hub.broker.local import LocalKafka
 from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer, make_business_id
 from hub.kafka.clients import make_admin, make_consumer, make_producer
@@ -245,7 +246,11 @@ class RouterProcess:
         self.log_path = workdir / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         environment = hub_environment(
-            settings, HUB_LOG_LEVEL="INFO", PYTHONPATH=str(REPO_ROOT), **env
+            settings,
+            HUB_LOG_LEVEL="INFO",
+            PYTHONPATH=str(REPO_ROOT),
+            PYTHONFAULTHANDLER="1",
+            **env,
         )
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -452,7 +457,7 @@ async def test_two_routers_one_killed_during_a_rebalance_route_each_event_once(
     kafka_bootstrap: str, routes: RoutesConfig, tmp_path: Path, workdir: Path
 ) -> None:
     settings = _settings(
-        kafka_bootstrap, tmp_path, router_transaction_timeout_s=8, router_session_timeout_s=6
+        kafka_bootstrap, tmp_path, router_transaction_timeout_s=5, router_session_timeout_s=6
     )
     events = _events(jobseekers=700, seed=4)
     await publish(settings, routes, list(events))
@@ -465,9 +470,7 @@ async def test_two_routers_one_killed_during_a_rebalance_route_each_event_once(
             settings, workdir, "a", "--batch-size", "20", HUB_ROUTER_TRANSACTIONAL_ID=first_id
         )
         assert await watch.wait_open(60), first.output()[-2000:]  # a is mid-batch
-        second = RouterProcess(
-            settings, workdir, "b", "--batch-size", "20", HUB_ROUTER_TRANSACTIONAL_ID=second_id
-        )
+        second = RouterProcess(settings, workdir, "b", HUB_ROUTER_TRANSACTIONAL_ID=second_id)
         await second.wait_for("router.started", 30)  # b joins: the group rebalances
         await first.wait_for("router.revoked", 30)  # a gives partitions up for b
         first.kill()
@@ -506,3 +509,40 @@ async def test_a_router_fenced_by_a_newer_process_with_its_id_exits_and_commits_
     assert "router.fatal" in zombie.output()
     found = await read_outboxes(settings, routes)
     assert_exactly_once_in_order(found, expected, await log_partitions(settings))
+
+
+# -- (f): the broker restarts under the router -----------------------------------------------
+
+
+async def test_the_router_rides_out_a_broker_restart_and_routes_each_event_once(
+    private_kafka: LocalKafka, routes: RoutesConfig, tmp_path: Path, workdir: Path
+) -> None:
+    """A supervisor's view: whenever ``hub route`` exits (3 when its producer was fenced or
+    failed for good), it is started again; in the end each event is in its outbox once."""
+    settings = _settings(private_kafka.bootstrap, tmp_path, router_transaction_timeout_s=5)
+    events = _events(jobseekers=500, seed=9)
+    await publish(settings, routes, list(events))
+    expected = expected_outbox(routes, events)
+    exits: list[int] = []
+    async with TransactionWatch(settings) as watch:
+        router = RouterProcess(settings, workdir, "router-0", "--batch-size", "50")
+        assert await watch.wait_open(60), router.output()[-2000:]
+    private_kafka.stop()
+    await asyncio.sleep(1)
+    private_kafka.start(timeout_s=120)
+    deadline = time.monotonic() + 90
+    while not await routed_to_the_end(settings):
+        if time.monotonic() > deadline:
+            router.process.send_signal(signal.SIGABRT)
+            router.process.wait(10)
+            raise AssertionError(router.output()[-6000:])
+        code = router.process.poll()
+        if code is not None:  # the supervisor restarts it
+            exits.append(code)
+            router = RouterProcess(settings, workdir, f"router-{len(exits)}")
+        await asyncio.sleep(0.3)
+    assert router.stop() == 0, router.output()[-2000:]
+    assert all(code == 3 for code in exits), exits
+    found = await read_outboxes(settings, routes)
+    assert_exactly_once_in_order(found, expected, await log_partitions(settings))
+    print(f"broker restart: router exits {exits}")

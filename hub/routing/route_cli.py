@@ -9,13 +9,14 @@ leaves; a fatal Kafka error (this transactional id fenced by a newer process) ex
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 from prometheus_client import start_http_server
 
 from hub.kafka.cli_support import run_kafka_command
-from hub.logging import configure_logging, get_logger
+from hub.logging import configure_logging, get_logger, redact_text
 from hub.routing.router import (
     EXIT_FATAL,
     RouterFatal,
@@ -89,8 +90,12 @@ def route_command(
         )
     except RouterFatal as error:
         log.error("router.fatal", error=str(error))
-        click.echo(f"Error: router stopped: {error}", err=True)
-        sys.exit(EXIT_FATAL)
+        click.echo(redact_text(f"Error: router stopped: {error}"), err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: a librdkafka call that never returned (a commit cut off by a broker
+        # going away) would hold the interpreter's shutdown; the broker aborts what is open.
+        os._exit(EXIT_FATAL)
     routed = ", ".join(f"{d} {n}" for d, n in sorted(stats.routed.items())) or "none"
     dead = ", ".join(f"{s} {n}" for s, n in sorted(stats.dead_letters.items())) or "none"
     click.echo(

@@ -54,7 +54,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, NamedTuple, cast
@@ -325,12 +324,42 @@ class _Prepared:
     dead: Counter[str] = field(default_factory=Counter)
 
 
+class _CommitThread:
+    """Runs one transaction's offsets and commit; a daemon thread, so that a librdkafka call
+    that never returns (seen when the broker goes away mid-commit) cannot keep the process
+    from exiting."""
+
+    def __init__(self, work: Callable[[], float]) -> None:
+        self._work = work
+        self._done = threading.Event()
+        self._result: float | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="router-commit", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work()
+        except BaseException as error:  # handed to the main thread by wait()
+            self._error = error
+        finally:
+            self._done.set()
+
+    def wait(self, timeout_s: float) -> float:
+        """When it committed; its exception; TimeoutError if it did not end in time."""
+        if not self._done.wait(timeout_s):
+            raise TimeoutError
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
 @dataclass
 class _Committing:
-    """A produced batch whose offsets and commit run in the committer thread."""
+    """A produced batch whose offsets and commit run in a committer thread."""
 
     prepared: _Prepared
-    future: Future[float]
+    thread: _CommitThread
 
 
 class RouterFatal(RuntimeError):
@@ -382,7 +411,8 @@ class Router:
         self._committing: _Committing | None = None
         self._rewound: set[int] = set()
         self._producer_usable = True
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="router-commit")
+        # Longer than librdkafka's own timeouts of the two calls (and a commit retry).
+        self._settle_timeout_s = 3 * settings.router_transaction_timeout_s + 10
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -473,7 +503,6 @@ class Router:
             self._producer_usable = False
             raise
         finally:
-            self._committer.shutdown(wait=True)
             if self._consumer is not None:
                 with contextlib.suppress(KafkaException, RuntimeError):
                     self._consumer.close()
@@ -642,8 +671,8 @@ class Router:
             self._rewind(consumer, prepared.first)
             return
         offsets = [TopicPartition(self._log_topic, p, o) for p, o in prepared.next_offsets.items()]
-        future = self._committer.submit(self._send_and_commit, producer, offsets, metadata)
-        self._committing = _Committing(prepared, future)
+        thread = _CommitThread(lambda: self._send_and_commit(producer, offsets, metadata))
+        self._committing = _Committing(prepared, thread)
 
     def _send_and_commit(
         self, producer: Producer, offsets: list[TopicPartition], metadata: Any
@@ -663,7 +692,15 @@ class Router:
         assert committing is not None
         self._committing = None
         try:
-            committed_at = committing.future.result()
+            committed_at = committing.thread.wait(self._settle_timeout_s)
+        except TimeoutError:
+            # librdkafka did not return (its own timeouts passed): the producer's state is
+            # unknown, so this process ends; a fresh one aborts what is open and goes on.
+            self._in_transaction = False
+            self._producer_usable = False
+            raise RouterFatal(
+                f"the transaction did not commit or fail in {self._settle_timeout_s:.0f} s"
+            ) from None
         except KafkaException as exception:
             self._fail(exception)
             self._rewind(consumer, committing.prepared.first)
