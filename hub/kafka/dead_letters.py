@@ -91,7 +91,8 @@ class DeadLetter:
                 event_type=found.get("event-type"),
             )
         except KeyError as missing:
-            raise ValueError(f"dead letter without header {HEADER_PREFIX}{missing.args[0]}") from None
+            header = f"{HEADER_PREFIX}{missing.args[0]}"
+            raise ValueError(f"dead letter without header {header}") from None
 
 
 def with_dead_letter_headers(
