@@ -179,13 +179,14 @@ def test_an_unchanged_state_is_not_written_again(
 def test_garbage_is_a_decode_dead_letter_with_the_original_bytes(
     handler: RecordHandler,
 ) -> None:
-    record = LogRecord(LOG, 1, 77, b"some-key", b"garbage, not Avro", [("ce_id", b"abc")])
+    key = b"0123456789abcdef0123456789abcdef"
+    record = LogRecord(LOG, 1, 77, key, b"garbage, not Avro", [("ce_id", b"abc")])
     outcome = handler.handle(record, PersonStates().batch())
     assert outcome.dead_letter is DeadLetterStage.DECODE
     assert outcome.destinations == []
     [letter_record] = outcome.records
     assert letter_record.topic == "test.dlq"
-    assert (letter_record.key, letter_record.value) == (b"some-key", b"garbage, not Avro")
+    assert (letter_record.key, letter_record.value) == (key, b"garbage, not Avro")
     assert _header(letter_record.headers, "ce_id") == b"abc"
     letter = DeadLetter.from_headers(letter_record.headers)
     assert (letter.source_topic, letter.source_partition, letter.source_offset) == (LOG, 1, 77)
@@ -390,3 +391,126 @@ def test_confluent_framed_values_are_decoded_through_the_registry_and_its_outage
     unknown = b"\x00" + (4242).to_bytes(4, "big") + value[5:]
     letter = handler.handle(record._replace(value=unknown), PersonStates().batch())
     assert letter.dead_letter is DeadLetterStage.DECODE
+
+
+def _only_dead_letter(outcome: Any, stage: DeadLetterStage) -> tuple[bytes | None, DeadLetter]:
+    """The outcome is one dead letter of ``stage`` and nothing else (no outbox, no state)."""
+    assert outcome.dead_letter is stage
+    assert outcome.destinations == []
+    [letter_record] = outcome.records
+    assert letter_record.topic == "test.dlq"
+    return letter_record.key, DeadLetter.from_headers(letter_record.headers)
+
+
+def test_a_record_not_keyed_by_its_subject_is_a_route_dead_letter_never_an_outbox_key(
+    handler: RecordHandler, paths: list[list[CustomerPathEvent]]
+) -> None:
+    """An identity code as the log key would be copied into every outbox and the state
+    topic; no key loses the person's order; another person's key puts them on the wrong
+    partition. Each is a route dead letter, keyed by the event's subject unless the log key
+    is a pseudonym, and no identity code is in any key or reason."""
+    event = paths[0][0]
+    subject = event.envelope.subject.encode()
+    identity_code = event.payload.personal_identity_code
+    encoded = encode_event(SingleObjectSerializer(), event)
+    other = paths[1][0].envelope.subject.encode()
+    cases = {
+        identity_code.encode(): (subject, "not a pseudonym", "keyed by envelope.subject"),
+        None: (subject, "has no key", "keyed by envelope.subject"),
+        b"x" * 43: (subject, "not a pseudonym", "keyed by envelope.subject"),
+        other: (other, "not the event's envelope.subject", None),
+    }
+    for key, (letter_key, why, keyed) in cases.items():
+        record = LogRecord(LOG, 3, 9, key, encoded.value, encoded.headers)
+        batch = PersonStates().batch()
+        got_key, letter = _only_dead_letter(handler.handle(record, batch), DeadLetterStage.ROUTE)
+        assert got_key == letter_key
+        assert letter.error_class == "BadKey"
+        assert why in letter.reason
+        if keyed is None:
+            assert "keyed by" not in letter.reason
+        else:
+            assert keyed in letter.reason
+        assert identity_code not in letter.reason
+        assert letter.event_id == str(event.envelope.event_id)
+        assert len(batch) == 0  # no state change either
+    # Undecodable and keyed by an identity code: no key at all (no subject is known).
+    garbage = LogRecord(LOG, 3, 10, identity_code.encode(), b"garbage", [])
+    got_key, letter = _only_dead_letter(
+        handler.handle(garbage, PersonStates().batch()), DeadLetterStage.DECODE
+    )
+    assert got_key is None
+    assert "without a key" in letter.reason
+
+
+def test_outbox_and_state_records_are_keyed_by_the_validated_subject(
+    handler: RecordHandler, paths: list[list[CustomerPathEvent]]
+) -> None:
+    event = paths[0][0]
+    encoded = encode_event(SingleObjectSerializer(), event)
+    record = LogRecord(LOG, 3, 11, encoded.key, encoded.value, encoded.headers)
+    outcome = handler.handle(record, PersonStates().batch())
+    assert outcome.dead_letter is None
+    assert outcome.records
+    assert {r.key for r in outcome.records} == {event.envelope.subject.encode()}
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (401, {"error_code": 401, "message": "Unauthorized"}),
+        (403, {"error_code": 40301, "message": "Forbidden"}),
+        (408, {"message": "timeout"}),
+        (429, {"message": "slow down"}),
+        (500, {"error_code": 50001, "message": "x"}),
+        (502, None),
+        (None, None),
+    ],
+)
+def test_a_registry_that_refuses_or_does_not_answer_is_unavailable_not_poison(
+    settings: HubSettings,
+    config: RoutesConfig,
+    paths: list[list[CustomerPathEvent]],
+    status: int | None,
+    body: Any,
+) -> None:
+    """Expired credentials (401/403), a timeout, throttling or no answer say nothing about
+    the record: the batch is retried. Only "no such schema" (404) is a dead letter."""
+    event = paths[0][0]
+    writer = ConfluentSerializer(SchemaRegistryClient("http://registry"), default_catalog())
+    writer.prime({event.full_name(): 42})
+    value = encode_event(writer, event).value
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if status is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        if body is None:
+            return httpx.Response(status, text="<html>bad gateway</html>")
+        return httpx.Response(status, json=body)
+
+    reader = ConfluentSerializer(
+        SchemaRegistryClient("http://registry", transport=httpx.MockTransport(registry))
+    )
+    handler = RecordHandler(settings, config, serializer=reader)
+    record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
+    with pytest.raises(RegistryUnavailable):
+        handler.handle(record, PersonStates().batch())
+
+
+def test_a_registry_404_without_the_schema_error_code_is_a_dead_letter(
+    settings: HubSettings, config: RoutesConfig, paths: list[list[CustomerPathEvent]]
+) -> None:
+    event = paths[0][0]
+    writer = ConfluentSerializer(SchemaRegistryClient("http://registry"), default_catalog())
+    writer.prime({event.full_name(): 42})
+    value = encode_event(writer, event).value
+    reader = ConfluentSerializer(
+        SchemaRegistryClient(
+            "http://registry",
+            transport=httpx.MockTransport(lambda request: httpx.Response(404, text="no")),
+        )
+    )
+    handler = RecordHandler(settings, config, serializer=reader)
+    record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
+    outcome = handler.handle(record, PersonStates().batch())
+    assert outcome.dead_letter is DeadLetterStage.DECODE

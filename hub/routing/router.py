@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import threading
 import time
@@ -69,6 +70,7 @@ from confluent_kafka import (
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
+from hub.identity.pseudonym import PSEUDONYM_LENGTH
 from hub.kafka.clients import librdkafka_config
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
 from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
@@ -91,6 +93,8 @@ DATASCHEMA_HEADER = "ce_dataschema"
 
 #: Exit status of ``hub route`` after a fatal Kafka error (fenced, not authorized).
 EXIT_FATAL = 3
+#: Longest wait before a batch is tried again after the registry did not answer.
+REGISTRY_BACKOFF_MAX_S = 60.0
 
 ROUTED = PromCounter(
     "hub_router_routed", "Outbox records the router committed, per destination", ["destination"]
@@ -100,6 +104,10 @@ DEAD_LETTERS = PromCounter(
 )
 CONSUMED = PromCounter("hub_router_records", "Log records the router committed as consumed")
 TRANSACTIONS = PromCounter("hub_router_transactions", "Router transactions by outcome", ["outcome"])
+REGISTRY_UNAVAILABLE = PromCounter(
+    "hub_router_registry_unavailable",
+    "Batches put back because the schema registry did not answer a writer-schema look-up",
+)
 LAG = Gauge("hub_router_lag", "Log records not yet routed, per owned partition", ["partition"])
 
 
@@ -193,9 +201,7 @@ class RecordHandler:
         try:
             decoded = self.serializer.decode(record.value)
         except SchemaRegistryError as error:
-            if not isinstance(error, SchemaNotFound) and (
-                error.status_code is None or error.status_code >= 500 or error.status_code == 429
-            ):
+            if not schema_is_missing(error):
                 raise RegistryUnavailable(str(error)) from error
             return self._dead_letter(record, DeadLetterStage.DECODE, type(error).__name__, error)
         except SerdeError as error:
@@ -203,7 +209,22 @@ class RecordHandler:
         type_name = decoded.type_name.rpartition(".")[2]
         event = decoded.record
         envelope = event.get("envelope") or {}
-        person = record.key.decode("utf-8", "replace") if record.key else str(envelope["subject"])
+        event_id = str(envelope.get("event_id", "")) or None
+        subject = envelope.get("subject")
+        person = subject if isinstance(subject, str) and _PSEUDONYM.fullmatch(subject) else None
+        problem = _key_problem(record.key, person)
+        if problem is not None:
+            return self._dead_letter(
+                record,
+                DeadLetterStage.ROUTE,
+                "BadKey",
+                problem,
+                event_type=type_name,
+                event_id=event_id,
+                subject=person,
+            )
+        assert person is not None
+        key = record.key
         before = states.get(record.partition, person)
         after = next_state(before, type_name, event)
         try:
@@ -216,7 +237,8 @@ class RecordHandler:
                 "Unroutable",
                 f"route {error.route}: {error.reason}",
                 event_type=type_name,
-                event_id=str(envelope.get("event_id", "")) or None,
+                event_id=event_id,
+                subject=person,
             )
         except (SerdeError, ValueError, KeyError) as error:  # a projection the schema refuses
             return self._dead_letter(
@@ -225,7 +247,8 @@ class RecordHandler:
                 type(error).__name__,
                 error,
                 event_type=type_name,
-                event_id=str(envelope.get("event_id", "")) or None,
+                event_id=event_id,
+                subject=person,
             )
         out: list[OutRecord] = []
         if routed:
@@ -234,13 +257,13 @@ class RecordHandler:
                 headers = [*base, *self._routed_headers(r)]
                 if value[:2] == SINGLE_OBJECT_MAGIC:
                     headers.append((DATASCHEMA_HEADER, _dataschema(value)))
-                out.append(OutRecord(self.outbox(r.destination), record.key, value, headers))
+                out.append(OutRecord(self.outbox(r.destination), key, value, headers))
         if after != before:
             states.put(record.partition, person, after)
             out.append(
                 OutRecord(
                     self._state_topic,
-                    person.encode(),
+                    key,
                     None if after is None else after.to_bytes(),
                     partition=record.partition,
                 )
@@ -284,15 +307,30 @@ class RecordHandler:
         *,
         event_type: str | None = None,
         event_id: str | None = None,
+        subject: str | None = None,
     ) -> Outcome:
+        """The original key and value with the reason in headers; a key that is not a
+        pseudonym (an identity code, say) never reaches the dead-letter topic: the letter is
+        keyed by the event's ``subject`` (``subject``: a validated pseudonym) or has no key,
+        and its reason says so. A record without a key gets the subject's too, when known."""
         if event_id is None:
             event_id = next(
                 (v.decode("utf-8", "replace") for k, v in record.headers if k == "ce_id"), None
             )
+        key = record.key
+        text = str(reason)
+        if key is None or not _PSEUDONYM_KEY.fullmatch(key):
+            key = subject.encode() if subject is not None else None
+            if record.key is not None or key is not None:
+                text += (
+                    "; dead letter keyed by envelope.subject, not the log key"
+                    if key is not None
+                    else "; dead letter without a key: the log key is not a pseudonym"
+                )
         letter = DeadLetter(
             stage=stage,
             error_class=error_class,
-            reason=str(reason),
+            reason=text,
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,
@@ -301,11 +339,41 @@ class RecordHandler:
         )
         out = OutRecord(
             self._dead_letter_topic,
-            record.key,
+            key,
             record.value,
             with_dead_letter_headers(list(record.headers), letter),
         )
         return Outcome([out], dead_letter=stage)
+
+
+def schema_is_missing(error: SchemaRegistryError) -> bool:
+    """Whether the registry said it has no such schema (404, unknown id): the record is
+    poison. Anything else (401/403 credentials, 408/429, 5xx, no answer) says nothing about
+    the record: the registry is unavailable and the batch is retried."""
+    return isinstance(error, SchemaNotFound) or error.status_code == 404
+
+
+_PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_LENGTH}}}")
+_PSEUDONYM_KEY = re.compile(rf"[0-9a-f]{{{PSEUDONYM_LENGTH}}}".encode())
+
+
+def _key_problem(key: bytes | None, subject: str | None) -> str | None:
+    """Why a decoded record's log key cannot key its outbox and state records, or None.
+
+    The log is keyed by the person's pseudonym (``envelope.subject``): that keeps a person on
+    one partition, in order, and is the only person key allowed in a topic. A record without
+    a key was spread at random (its person's order is lost), one keyed by anything else (an
+    identity code) would copy that key into every outbox; neither is routed. The reason
+    names no key or subject value."""
+    if subject is None:
+        return "envelope.subject is not a pseudonym (32 lowercase hex characters)"
+    if key is None:
+        return "the log record has no key: a person's records must be keyed by their pseudonym"
+    if not _PSEUDONYM_KEY.fullmatch(key):
+        return "the log key is not a pseudonym"
+    if key != subject.encode():
+        return "the log key is not the event's envelope.subject"
+    return None
 
 
 # -- the Kafka loop -------------------------------------------------------------------------------
@@ -410,6 +478,10 @@ class Router:
         self._in_transaction = False
         self._committing: _Committing | None = None
         self._rewound: set[int] = set()
+        self._sought: dict[int, int] = {}
+        """Partitions rewound since the current ``consume()`` began, and where to."""
+        self._registry_backoff_s = 0.0
+        self._stop = threading.Event()
         self._producer_usable = True
         # Longer than librdkafka's own timeouts of the two calls (and a commit retry).
         self._settle_timeout_s = 3 * settings.router_transaction_timeout_s + 10
@@ -566,10 +638,12 @@ class Router:
             self.start()
         consumer = self._consumer
         assert consumer is not None
+        self._stop = stop
         last_progress = time.monotonic()
         progress_from = (self.stats.records, sum(self.stats.routed.values()))
         try:
             while not stop.is_set():
+                self._sought = {}
                 try:
                     messages = consumer.consume(self.batch_size, self.batch_timeout_s)
                 except KafkaException as exception:
@@ -577,6 +651,8 @@ class Router:
                     if isinstance(error, KafkaError) and not error.fatal():
                         raise
                     raise RouterFatal(f"consumer: {error}") from exception
+                if self._sought:
+                    messages = self._drop_stale(consumer, messages)
                 if messages:
                     if self.stats.first_record_at is None:
                         self.stats.first_record_at = time.monotonic()
@@ -600,6 +676,31 @@ class Router:
                 self._settle(consumer)
         return self.stats
 
+    def _drop_stale(self, consumer: Consumer, messages: list[Message]) -> list[Message]:
+        """The messages of a ``consume()`` inside which a batch aborted, without those of
+        the partitions it rewound.
+
+        A rebalance callback (``on_revoke``) runs inside ``consume()`` and settles the
+        committing batch N; when N aborts, its partitions are rewound to N's first offsets,
+        but this consume() may already hold their records after N's. Routed, they would be
+        committed as batch N+1 and N's records skipped for good. They are dropped, and the
+        partitions sought to the rewound positions again: records fetched after the seek came
+        back in this call too, and the position has moved past them."""
+        sought = self._sought
+        kept = [m for m in messages if m.partition() not in sought]
+        if len(kept) < len(messages):
+            log.info(
+                "router.dropped_after_rewind",
+                records=len(messages) - len(kept),
+                partitions=sorted(sought),
+            )
+            owned = {tp.partition for tp in consumer.assignment()}
+            for partition, offset in sought.items():
+                if partition in owned:
+                    with contextlib.suppress(KafkaException):
+                        consumer.seek(TopicPartition(self._log_topic, partition, offset))
+        return kept
+
     def _route_batch(self, consumer: Consumer, messages: list[Message]) -> None:
         """Prepare the batch, let the previous transaction finish, then produce this one."""
         owned = {tp.partition for tp in consumer.assignment()}
@@ -622,10 +723,20 @@ class Router:
             prepared = self._prepare(records, first)
         except RegistryUnavailable as unavailable:
             ok = self._settle(consumer) if self._committing is not None else True
-            log.warning("router.registry_unavailable", error=redact_text(str(unavailable)))
             self._rewind(consumer, first, keep_earlier=not ok)
-            time.sleep(1.0)
+            # Doubling up to a minute: a registry that refuses our credentials needs an
+            # operator, so the error repeats (with the retry delay) until one acts.
+            delay = min(max(1.0, 2 * self._registry_backoff_s), REGISTRY_BACKOFF_MAX_S)
+            self._registry_backoff_s = delay
+            log.error(
+                "router.registry_unavailable",
+                error=redact_text(str(unavailable)),
+                retry_in_s=delay,
+            )
+            REGISTRY_UNAVAILABLE.inc()
+            self._stop.wait(delay)
             return
+        self._registry_backoff_s = 0.0
         if self._committing is not None and not self._settle(consumer):
             # The previous batch aborted and was rewound; this one was prepared on its state.
             self._rewind(consumer, first, keep_earlier=True)
@@ -782,6 +893,7 @@ class Router:
             if partition in owned and partition not in rewound:
                 with contextlib.suppress(KafkaException):  # a partition being revoked
                     consumer.seek(TopicPartition(self._log_topic, partition, offset))
+                self._sought[partition] = offset
         self._rewound = set(first) | rewound
 
     def _lags(self, consumer: Consumer, cached: bool) -> dict[int, int]:
