@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
 from connectors.simulator import SimulationConfig, simulate
@@ -411,7 +412,7 @@ def test_a_record_not_keyed_by_its_subject_is_a_route_dead_letter_never_an_outbo
     is a pseudonym, and no identity code is in any key or reason."""
     event = paths[0][0]
     subject = event.envelope.subject.encode()
-    identity_code = event.payload.personal_identity_code
+    identity_code = str(cast(Any, event.payload).personal_identity_code)
     encoded = encode_event(SingleObjectSerializer(), event)
     other = paths[1][0].envelope.subject.encode()
     cases = {
@@ -514,3 +515,135 @@ def test_a_registry_404_without_the_schema_error_code_is_a_dead_letter(
     record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
     outcome = handler.handle(record, PersonStates().batch())
     assert outcome.dead_letter is DeadLetterStage.DECODE
+
+
+class _FakeMessage:
+    """What the router reads of a confluent_kafka Message."""
+
+    def __init__(self, record: LogRecord) -> None:
+        self.record = record
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self.record.partition
+
+    def offset(self) -> int:
+        return self.record.offset
+
+    def key(self) -> bytes | None:
+        return self.record.key
+
+    def value(self) -> bytes | None:
+        return self.record.value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return list(self.record.headers)
+
+
+class _FakeConsumer:
+    """A consumer over fixed partitions: ``consume()`` takes its records from the position,
+    advances it, and only then runs ``during_consume`` (a rebalance callback run inside
+    consume(), after the records it returns were fetched), as librdkafka may."""
+
+    def __init__(self, log: dict[int, list[_FakeMessage]]) -> None:
+        self.log = log
+        self.position = dict.fromkeys(log, 0)
+        self.during_consume: Callable[[], None] | None = None
+        self.seeks: list[tuple[int, int]] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[_FakeMessage]:
+        out: list[_FakeMessage] = []
+        for partition, records in self.log.items():
+            start = self.position[partition]
+            taken = records[start : start + 10]
+            self.position[partition] = start + len(taken)
+            out += taken
+        hook, self.during_consume = self.during_consume, None
+        if hook is not None:
+            hook()
+        return out
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+        self.position[tp.partition] = tp.offset
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(LOG, p) for p in self.log]
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+class _FakeProducer:
+    """A transactional producer whose first ``send_offsets_to_transaction`` fails abortably
+    (the group moved on); keeps what committed transactions held."""
+
+    def __init__(self) -> None:
+        self.open: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+        self.committed: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+        self.offsets: dict[int, int] = {}
+        self._pending: dict[int, int] = {}
+        self.fail_next_offsets = True
+        self.aborted = 0
+
+    def begin_transaction(self) -> None:
+        self.open, self._pending = [], {}
+
+    def produce(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
+        self.open.append((topic, key, list(kwargs.get("headers") or [])))
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: Any) -> None:
+        if self.fail_next_offsets:
+            self.fail_next_offsets = False
+            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION, txn_requires_abort=True))
+        self._pending = {tp.partition: tp.offset for tp in offsets}
+
+    def commit_transaction(self, timeout: Any) -> None:
+        self.committed += self.open
+        self.offsets.update(self._pending)
+
+    def abort_transaction(self, timeout: Any) -> None:
+        self.open, self._pending = [], {}
+        self.aborted += 1
+
+
+def test_a_batch_aborted_inside_consume_is_routed_again_not_skipped(
+    settings: HubSettings, config: RoutesConfig, paths: list[list[CustomerPathEvent]]
+) -> None:
+    """Batch N aborts in on_revoke, inside the consume() that returns the records after N's
+    of a partition the router keeps: routed, they would commit N's offsets past N's records.
+    They are dropped and the partition sought back: every record is committed once."""
+    records = list(_records(max(paths, key=len)[:20], partition=0))
+    assert len(records) == 20
+    consumer = _FakeConsumer({0: [_FakeMessage(r) for r in records]})
+    producer = _FakeProducer()
+    router = Router(
+        settings,
+        config,
+        handler=RecordHandler(settings, config, serializer=SingleObjectSerializer()),
+        progress_every_s=3600,
+    )
+    router._consumer = cast(Any, consumer)
+    router._producer = cast(Any, producer)
+    stop = threading.Event()
+    batches = 0
+
+    def on_batch(r: Router) -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 1:  # batch N (offsets 0-9) is committing: a rebalance comes
+            consumer.during_consume = lambda: r._on_revoke(cast(Any, consumer), [])
+        if producer.offsets.get(0) == len(records) or batches > 20:
+            stop.set()
+
+    router.run(stop, on_batch=on_batch)
+    assert producer.aborted == 1
+    assert producer.offsets == {0: len(records)}
+    sources = [
+        int(dict(headers)[SOURCE_HEADER].decode().rsplit("/", 1)[1])
+        for topic, _key, headers in producer.committed
+        if topic == "test.outbox.reporting.v1"
+    ]
+    assert sources == list(range(len(records)))

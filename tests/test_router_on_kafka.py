@@ -22,11 +22,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from connectors.simulator import SimulationConfig, simulate
@@ -36,7 +37,7 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer, make_business_id
 from hub.kafka.clients import make_admin, make_consumer, make_producer
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
-from hub.kafka.publisher import open_publisher
+from hub.kafka.publisher import encode_event, open_publisher
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import outbox_topic
 from hub.routing.resolve import PersonState, Unroutable, next_state, route_event
@@ -48,6 +49,8 @@ from hub.routing.router import (
     run_router,
 )
 from hub.routing.routes import RoutesConfig, load_routes
+from hub.routing.state import restore_partitions
+from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
 from tests.conftest import REPO_ROOT, SIMULATION_SECRET, hub_environment, settings_for
 
@@ -320,6 +323,7 @@ class RoutedLog:
     poison: tuple[bytes, bytes]
     unroutable: CustomerPathEvent
     unroutable_reason: str
+    mis_keyed: CustomerPathEvent
 
 
 @pytest.fixture(scope="module")
@@ -342,8 +346,14 @@ async def routed_log(
     except Unroutable as error:
         reason = error.reason
     poison = (b"poison-key", b"\xc3\x01 not an event at all")
+    # A copy of an event keyed by the person's identity code: never an outbox key.
+    copy = events[5].model_copy(
+        update={"envelope": events[5].envelope.model_copy(update={"event_id": uuid.uuid4()})}
+    )
+    identity_code = str(cast(Any, copy.payload).personal_identity_code)
+    mis_keyed = (identity_code.encode(), encode_event(SingleObjectSerializer(), copy).value)
     expected = expected_outbox(routes, events)
-    log = [*events[:1000], poison, *events[1000:2000], unroutable, *events[2000:]]
+    log = [*events[:1000], poison, *events[1000:2000], unroutable, mis_keyed, *events[2000:]]
     await publish(settings, routes, log)
     stats = await asyncio.to_thread(run_router, settings, routes, until_idle=True)
     assert stats.records == len(log)
@@ -360,6 +370,7 @@ async def routed_log(
         poison,
         unroutable,
         reason,
+        copy,
     )
 
 
@@ -383,13 +394,18 @@ async def test_a_poison_record_and_an_unroutable_event_are_dead_letters_and_the_
     by_stage = {
         letter.stage: (key, value, letter) for key, value, letter in routed_log.dead_letters
     }
-    assert len(routed_log.dead_letters) == 2
+    assert len(routed_log.dead_letters) == 3
     key, value, decode = by_stage[DeadLetterStage.DECODE]
-    assert (key, value) == routed_log.poison
+    assert key is None  # the log key is not a pseudonym and no subject could be decoded
+    assert value == routed_log.poison[1]
     assert decode.source_topic == routed_log.settings.topic_customer_path
     assert decode.error_class
     assert decode.reason
-    key, value, route = by_stage[DeadLetterStage.ROUTE]
+    [(key, value, route)] = [
+        letter
+        for letter in routed_log.dead_letters
+        if letter[2].stage is DeadLetterStage.ROUTE and letter[2].error_class == "Unroutable"
+    ]
     event = routed_log.unroutable
     assert key == event.envelope.subject.encode()
     assert value is not None
@@ -403,6 +419,17 @@ async def test_a_poison_record_and_an_unroutable_event_are_dead_letters_and_the_
     sources = {r.source for r in routed_log.found}
     assert (route.source_partition, route.source_offset) not in sources
     assert (decode.source_partition, decode.source_offset) not in sources
+    # Keyed by an identity code: a route dead letter keyed by the subject, routed nowhere.
+    copy = routed_log.mis_keyed
+    [(key, _value, bad_key)] = [
+        letter for letter in routed_log.dead_letters if letter[2].error_class == "BadKey"
+    ]
+    assert key == copy.envelope.subject.encode()
+    assert bad_key.stage is DeadLetterStage.ROUTE
+    assert bad_key.event_id == str(copy.envelope.event_id)
+    assert "not a pseudonym" in bad_key.reason
+    assert all(r.event_id != str(copy.envelope.event_id) for r in routed_log.found)
+    assert {len(r.key) for r in routed_log.found} == {32}
 
 
 # -- (b): a router SIGKILLed mid-transaction 5 times -----------------------------------------
@@ -546,3 +573,46 @@ async def test_the_router_rides_out_a_broker_restart_and_routes_each_event_once(
     found = await read_outboxes(settings, routes)
     assert_exactly_once_in_order(found, expected, await log_partitions(settings))
     print(f"broker restart: router exits {exits}")
+
+
+# -- a corrupt router-state record ----------------------------------------------------------------
+
+
+async def test_a_corrupt_router_state_record_is_skipped_not_a_crash_loop(
+    kafka_bootstrap: str, routes: RoutesConfig, tmp_path: Path
+) -> None:
+    """restore_partitions runs in on_assign: raising there would fail every restart. A record
+    the router cannot read is skipped (logged with its partition and offset, counted), and
+    the person it belongs to has no state until their next payer event."""
+    settings = _settings(kafka_bootstrap, tmp_path)
+    await ensure_router_topics(settings, routes)
+    kela = PersonState("KELA", None).to_bytes()
+    fund = PersonState("UNEMPLOYMENT_FUND", "X1").to_bytes()
+    a, b, c = (f"{i:032x}".encode() for i in (0xA, 0xB, 0xC))
+    written = [
+        (a, kela),
+        (b, kela),
+        (b, b"{not json"),  # b's latest state is unreadable: b is unknown
+        (b"\xff\xfe", kela),  # a key that is not UTF-8
+        (c, b'{"v":1,"payer_kind":7}'),
+        (c, fund),
+        (a, b'{"v":2}'),
+        (a, fund),
+    ]
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for key, value in written:
+            await producer.send_and_wait(settings.topic_router_state, value, key=key, partition=2)
+    finally:
+        await producer.stop()
+    before = REGISTRY.get_sample_value("hub_router_state_corrupt_total") or 0.0
+    restored = await asyncio.to_thread(restore_partitions, settings, [2], timeout_s=30)
+    assert restored == {
+        2: {
+            a.decode(): PersonState("UNEMPLOYMENT_FUND", "X1"),
+            c.decode(): PersonState("UNEMPLOYMENT_FUND", "X1"),
+        }
+    }
+    after = REGISTRY.get_sample_value("hub_router_state_corrupt_total")
+    assert after == before + 4

@@ -60,10 +60,14 @@ class PersonState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PersonState:
+        """ValueError for anything but a version 1 state (bad JSON, UTF-8 or field types)."""
         value = json.loads(data)
         if not isinstance(value, dict) or value.get("v") != 1:
             raise ValueError("not a version 1 person state")
-        return cls(payer_kind=value.get("payer_kind"), fund_code=value.get("fund_code"))
+        payer_kind, fund_code = value.get("payer_kind"), value.get("fund_code")
+        if not all(v is None or isinstance(v, str) for v in (payer_kind, fund_code)):
+            raise ValueError("a person state field is not a string")
+        return cls(payer_kind=payer_kind, fund_code=fund_code)
 
 
 def next_state(

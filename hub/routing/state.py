@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from prometheus_client import Counter as PromCounter
 
 from hub.kafka.clients import librdkafka_config
 from hub.logging import get_logger
@@ -29,6 +30,11 @@ from hub.routing.resolve import PersonState
 from hub.settings import HubSettings
 
 log = get_logger(__name__)
+
+CORRUPT_STATES = PromCounter(
+    "hub_router_state_corrupt",
+    "Router-state records skipped on restore because they could not be read",
+)
 
 #: Records asked for per consume call while restoring.
 _RESTORE_BATCH = 5000
@@ -132,6 +138,22 @@ def _high_watermark(consumer: Consumer, partition: TopicPartition, deadline: flo
             time.sleep(0.1)
 
 
+def _restore_one(persons: dict[str, PersonState], key: bytes | None, value: bytes | None) -> None:
+    """Apply one router-state record; ValueError if it is not one the router wrote. A corrupt
+    record of a known person forgets their earlier state: it is superseded by something."""
+    if key is None:
+        raise ValueError("a router-state record without a key")
+    person = key.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if value is None:
+        persons.pop(person, None)
+        return
+    try:
+        persons[person] = PersonState.from_bytes(value)
+    except ValueError:
+        persons.pop(person, None)
+        raise
+
+
 def restore_partitions(
     settings: HubSettings, partitions: Iterable[int], *, timeout_s: float | None = None
 ) -> dict[int, dict[str, PersonState]]:
@@ -161,6 +183,7 @@ def restore_partitions(
     consumer = Consumer(config)
     states: dict[int, dict[str, PersonState]] = {p: {} for p in wanted}
     read = 0
+    skipped = 0
     started = time.monotonic()
     try:
         ends = {p: _high_watermark(consumer, TopicPartition(topic, p), deadline) for p in wanted}
@@ -179,16 +202,23 @@ def restore_partitions(
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                key = message.key()
-                if key is None:
-                    continue
-                persons = states[message.partition() or 0]
-                value = message.value()
-                if value is None:
-                    persons.pop(key.decode(), None)
-                else:
-                    persons[key.decode()] = PersonState.from_bytes(value)
                 read += 1
+                partition = message.partition() or 0
+                try:
+                    _restore_one(states[partition], message.key(), message.value())
+                except ValueError as error:
+                    # Raising here would fail on_assign, and again at every restart: a crash
+                    # loop over one record. The person's state is unknown instead; their next
+                    # payer event sets it again.
+                    skipped += 1
+                    CORRUPT_STATES.inc()
+                    log.error(
+                        "router.state_record_corrupt",
+                        topic=topic,
+                        partition=partition,
+                        offset=message.offset(),
+                        error=type(error).__name__,
+                    )
             positions = consumer.position([TopicPartition(topic, p) for p in behind])
             behind = [tp.partition for tp in positions if tp.offset < ends[tp.partition]]
     finally:
@@ -197,6 +227,7 @@ def restore_partitions(
         "router.state_restored",
         partitions=wanted,
         records=read,
+        corrupt=skipped,
         persons=sum(len(s) for s in states.values()),
         elapsed_s=round(time.monotonic() - started, 3),
     )
