@@ -21,6 +21,7 @@ from collections.abc import Callable
 import click
 import httpx
 from prometheus_client import start_http_server
+from standardwebhooks.webhooks import Webhook
 
 from connectors.webhook.transport import WebhookTransport, http_client
 from connectors.xroad.client import XRoadClient, XRoadService
@@ -29,7 +30,13 @@ from hub.delivery.disclosure import DisclosureLog
 from hub.delivery.metrics import DeliveryMetrics
 from hub.delivery.schedule import RetrySchedule
 from hub.delivery.transport import Transport
-from hub.delivery.worker import DeliveryStats, DeliveryTarget, DeliveryWorker, RoutedDisclosures
+from hub.delivery.worker import (
+    DeliveryFatal,
+    DeliveryStats,
+    DeliveryTarget,
+    DeliveryWorker,
+    RoutedDisclosures,
+)
 from hub.kafka.cli_support import run_kafka_command
 from hub.kafka.topics import ensure_topics, outbox_spec
 from hub.logging import configure_logging, get_logger
@@ -53,20 +60,37 @@ def _transport_factory(
             assert endpoint.xroad_service is not None
             return XRoadTransport(xroad(), XRoadService.parse(endpoint.xroad_service))
         assert endpoint.url is not None
-        return WebhookTransport(str(endpoint.url), endpoint.signing_secret(settings), http)
+        return WebhookTransport(
+            str(endpoint.url),
+            endpoint.signing_secret(settings),
+            http,
+            deadline_s=settings.delivery_timeout_s,
+        )
 
     return transport_for
 
 
 def _check_secrets(settings: HubSettings, destination: Destination) -> None:
-    """In production every endpoint's secret must be readable before the first record: a
-    missing one is a start-up error naming the variable or file, not a stream of failures."""
+    """In production every endpoint's secret must be readable and usable before the first
+    record: a missing one, or one the Standard Webhooks signer refuses (``whsec_`` alone, not
+    base64), is a start-up error naming the endpoint and where its secret comes from, never
+    the secret, not a stream of failures (or a crash) at the first record."""
     if settings.environment != "production" or destination.transport is not RouteTransport.WEBHOOK:
         return
-    endpoints = [destination.endpoint, *(destination.endpoints or {}).values()]
-    for endpoint in endpoints:
-        if endpoint is not None:
-            endpoint.signing_secret(settings)
+    named = [(None, destination.endpoint), *(destination.endpoints or {}).items()]
+    for key, endpoint in named:
+        if endpoint is None:
+            continue
+        secret = endpoint.signing_secret(settings)
+        try:
+            Webhook(secret)
+        except Exception as exc:  # the signer's errors quote nothing we may print
+            where = endpoint.secret_env or endpoint.secret_file or "its secret"
+            label = destination.name if key is None else f"{destination.name}/{key}"
+            raise RoutesError(
+                f"endpoint {label}: the signing secret from {where} is not a usable "
+                f"whsec_ secret ({type(exc).__name__})"
+            ) from None
 
 
 async def _deliver(
@@ -124,10 +148,24 @@ async def _deliver(
             for worker in workers:
                 worker.stop()
 
+        async def run_one(worker: DeliveryWorker) -> DeliveryStats:
+            try:
+                return await worker.run()
+            except DeliveryFatal:
+                stop_all()  # one worker cannot go on: the process exits, every worker drains
+                raise
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_all)
-        results = await asyncio.gather(*(w.run() for w in workers))
+        outcomes = await asyncio.gather(*(run_one(w) for w in workers), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, DeliveryFatal):
+                raise click.ClickException(str(outcome))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        results = [o for o in outcomes if isinstance(o, DeliveryStats)]
     finally:
         await disclosure_log.stop()
         for http in clients:

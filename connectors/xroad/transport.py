@@ -49,9 +49,11 @@ class XRoadTransport:
         return DeliveryResult(
             status=status,
             retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
-            problem=problem_text(problem)
+            problem=problem_text(problem, request.body)
             if problem
-            else problem_from_body(response.content, response.headers.get("Content-Type")),
+            else problem_from_body(
+                response.content, response.headers.get("Content-Type"), request.body
+            ),
         )
 
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ not everyone's. The clock is injectable so the tests run without sleeping.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -35,6 +36,9 @@ class CircuitBreaker:
     ) -> None:
         if failures < 1:
             raise ValueError("a breaker opens after at least one failure")
+        if not math.isfinite(open_s) or open_s < 0:
+            # retry_at() is a due time of the worker's timer heap: it must be a finite number.
+            raise ValueError(f"a breaker's open time must be finite and >= 0: {open_s}")
         self.failures = failures
         self.open_s = open_s
         self._clock = clock

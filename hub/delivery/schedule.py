@@ -17,6 +17,7 @@ answers None and the event becomes a dead letter.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -28,6 +29,11 @@ class RetrySchedule:
     steps_s: tuple[float, ...]
 
     def __post_init__(self) -> None:
+        # Every due time of the timer heap is now + a delay from here: one NaN or infinity
+        # would sit at the heap's top for good (NaN compares false with everything) and stop
+        # every record of the destination, so a non-finite step is refused outright.
+        if not all(math.isfinite(step) for step in self.steps_s):
+            raise ValueError(f"retry delays must be finite numbers of seconds: {self.steps_s}")
         if any(step < 0 for step in self.steps_s):
             raise ValueError("retry delays must not be negative")
         if list(self.steps_s) != sorted(self.steps_s):
@@ -55,6 +61,10 @@ class RetrySchedule:
             return None
         low, high = self.band(attempts)
         delay = (rng or random).uniform(low, high)
-        if retry_after_s is not None and retry_after_s > delay:
+        # A receiver's Retry-After is foreign input: NaN or infinity is no floor at all.
+        if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s > delay:
             delay = min(retry_after_s, self.steps_s[-1])
-        return delay
+        # Defensive clamp: whatever the arithmetic did, the answer is finite and in range.
+        if not math.isfinite(delay):
+            return high
+        return min(max(delay, 0.0), self.steps_s[-1])

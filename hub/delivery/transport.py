@@ -15,6 +15,8 @@ day later).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -24,7 +26,15 @@ from uuid import UUID
 
 from hub.logging import redact_text
 
-PROBLEM_MAX_CHARS: Final = 500
+PROBLEM_MAX_CHARS: Final = 300
+#: What stands where a receiver's text quoted something personal.
+REDACTED_PROBLEM: Final = "[REDACTED]"
+#: Shortest value of the sent body that is cut out of a problem text (shorter ones, a code
+#: like "A" or "no", say nothing about a person and would shred the text).
+_MIN_SCRUB_CHARS: Final = 3
+_EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+#: Digit runs with phone separators; redacted when they hold 7 digits or more.
+_PHONE: Final = re.compile(r"\+?\d[\d \t().\-/]{4,}\d")
 #: Statuses that say "not now" rather than "never": timeout, conflict, throttled.
 RETRYABLE_4XX: Final = frozenset({408, 409, 429})
 
@@ -44,8 +54,9 @@ class DeliveryRequest:
 class DeliveryResult:
     """A receiver's answer. ``status`` None: no answer (connection refused, timeout, reset).
 
-    ``problem`` is the receiver's own text about a failure, already redacted and cut to
-    :data:`PROBLEM_MAX_CHARS`: it goes into dead-letter headers and logs. ``duplicate``: the
+    ``problem`` is the receiver's own text about a failure, already scrubbed (see
+    :func:`problem_from_body`) and cut to :data:`PROBLEM_MAX_CHARS`: it goes into dead-letter
+    headers, ``hub dlq show`` and logs. ``duplicate``: the
     receiver said it had applied this event id before (``{"duplicate": true}``).
     """
 
@@ -97,26 +108,103 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def problem_text(text: str | None) -> str | None:
-    """A receiver's text as it may be kept: redacted, whitespace folded, cut."""
+def _sent_values(body: bytes | None) -> tuple[list[str], list[str]]:
+    """(values to cut out, values to keep) of a sent JSON body.
+
+    Every string of the body (and every longer word of one, and every number of five digits
+    or more) is cut: a receiver that echoes the body echoes names, e-mail addresses, phone
+    numbers, whatever pii field the route granted. The event id and type are kept: they are
+    not personal, the dead letter names them anyway, and they say which event was refused.
+    """
+    if not body:
+        return [], []
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return [], []
+    keep: list[str] = []
+    if isinstance(data, dict):
+        keep.extend(v for v in (data.get("type"),) if isinstance(v, str) and v)
+        inner = data.get("data")
+        envelope = inner.get("envelope") if isinstance(inner, dict) else None
+        if isinstance(envelope, dict):
+            keep.extend(
+                v for k in ("event_id", "event_type") if isinstance(v := envelope.get(k), str) and v
+            )
+    cut: set[str] = set()
+
+    def walk(value: object) -> Iterator[str]:
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+        elif isinstance(value, str):
+            yield value
+            yield from value.split()
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            text = str(value)
+            if sum(c.isdigit() for c in text) >= 5:
+                yield text
+
+    for value in walk(data):
+        value = value.strip()
+        if len(value) >= _MIN_SCRUB_CHARS and value not in keep:
+            cut.add(value)
+    return sorted(cut, key=len, reverse=True), keep
+
+
+def _phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return REDACTED_PROBLEM if sum(c.isdigit() for c in text) >= 7 else text
+
+
+def problem_text(text: str | None, sent: bytes | None = None) -> str | None:
+    """A receiver's text as it may be kept: whitespace folded; every value of the ``sent``
+    body, e-mail addresses, phone numbers and identity codes cut out; at most
+    :data:`PROBLEM_MAX_CHARS` characters."""
     if not text:
         return None
     folded = " ".join(text.split())
-    return redact_text(folded)[:PROBLEM_MAX_CHARS] or None
+    cut, keep = _sent_values(sent)
+    # The kept values are set aside first, so no pattern below can eat into them.
+    marks = {f"\x00{i}\x00": value for i, value in enumerate(keep)}
+    for mark, value in marks.items():
+        folded = folded.replace(value, mark)
+    if cut:
+        pattern = re.compile("|".join(re.escape(v) for v in cut), re.IGNORECASE)
+        folded = pattern.sub(REDACTED_PROBLEM, folded)
+    folded = redact_text(folded)  # identity codes first: the phone pattern would split them
+    folded = _EMAIL.sub(REDACTED_PROBLEM, folded)
+    folded = _PHONE.sub(_phone, folded)
+    for mark, value in marks.items():
+        folded = folded.replace(mark, value)
+    return folded[:PROBLEM_MAX_CHARS] or None
 
 
-def problem_from_body(content: bytes, content_type: str | None) -> str | None:
-    """The human part of an RFC 9457 problem (``title: detail``), else the body's text."""
-    if content_type and "json" in content_type:
-        try:
-            data = json.loads(content)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            parts = [str(data[k]) for k in ("title", "detail") if data.get(k)]
-            if parts:
-                return problem_text(": ".join(parts))
-    return problem_text(content.decode("utf-8", "replace"))
+def problem_from_body(
+    content: bytes, content_type: str | None, sent: bytes | None = None
+) -> str | None:
+    """An RFC 9457 problem's ``title: detail [type]``, scrubbed by :func:`problem_text`
+    against the body that was ``sent``; None for any other body.
+
+    Only a problem document's fields are kept: an HTML error page or a plain-text echo of
+    the request is the receiver's noise and the likeliest place for a person's data."""
+    if not content or not content_type or "json" not in content_type:
+        return None
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    parts = [str(data[k]) for k in ("title", "detail") if isinstance(data.get(k), str | int)]
+    text = ": ".join(p for p in parts if p)
+    kind = data.get("type")
+    if isinstance(kind, str) and kind and kind != "about:blank":
+        text = f"{text} [{kind}]" if text else f"[{kind}]"
+    return problem_text(text, sent)
 
 
 def answered_duplicate(content: bytes) -> bool:

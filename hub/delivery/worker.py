@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import math
 import random
 import time
 from collections import deque
@@ -51,7 +52,12 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerClosed,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.structs import ConsumerRecord
 
 from hub.delivery.breaker import BreakerState, CircuitBreaker
@@ -86,6 +92,15 @@ SINGLE_ENDPOINT: Final = "-"
 _KAFKA_RETRY_S: Final = 1.0
 #: Longest a rebalance waits for the revoked partitions' requests in flight.
 REVOKE_WAIT_S: Final = 3.0
+#: Longest back-off between two tries of a dead letter's write that failed retriably.
+_KAFKA_RETRY_MAX_S: Final = 30.0
+#: Longest the dispatch loop sleeps without looking at the heap again (a guard, not a tick).
+_MAX_WAIT_S: Final = 60.0
+
+
+class DeliveryFatal(RuntimeError):
+    """The worker cannot go on without an operator (e.g. the dead-letter topic refuses
+    writes); the message is one line naming the cause, without personal data."""
 
 
 class DecodedOutbox(Protocol):
@@ -117,6 +132,14 @@ class DeliveryTarget:
     breaker_failures: int
     breaker_open_s: float
     transport_for: Callable[[str | None], Transport]
+
+    def __post_init__(self) -> None:
+        # The breaker's retry time is a due time of the timer heap: refuse what would make it
+        # NaN or infinite here, at start-up, rather than per endpoint at the first record.
+        if not math.isfinite(self.breaker_open_s) or self.breaker_open_s < 0:
+            raise ValueError(f"{self.name}: breaker_open_s must be finite and >= 0")
+        if self.breaker_failures < 1:
+            raise ValueError(f"{self.name}: breaker_failures must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +354,7 @@ class DeliveryWorker:
         self._revoking: set[int] = set()
         self._paused = False
         self._started_at = time.monotonic()
+        self._fatal: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -390,7 +414,17 @@ class DeliveryWorker:
                 await channel.transport.aclose()
             await self._consumer.stop()
             await self._producer.stop()
+        if self._fatal is not None:
+            raise DeliveryFatal(self._fatal)
         return self.stats
+
+    def _fail(self, reason: str) -> None:
+        """Stop the worker for good (settled progress is still committed on the way out):
+        for a fault that waiting cannot heal, where going on would spin or hold the commit."""
+        if self._fatal is None:
+            self._fatal = reason
+            log.error("delivery.fatal", destination=self.target.name, reason=reason)
+        self.stop()
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -430,6 +464,7 @@ class DeliveryWorker:
             self._progress.pop(tp.partition, None)
             if self.disclosures is not None:
                 self.disclosures.release(tp.partition)
+        self._purge_stale()
         self._paused = False  # the new assignment starts unpaused
         log.info(
             "delivery.revoked",
@@ -439,6 +474,19 @@ class DeliveryWorker:
 
     def _is_current(self, item: _Pending) -> bool:
         return self._progress.get(item.partition) is item.progress
+
+    def _purge_stale(self) -> None:
+        """Drop the records of partitions no longer owned from the heap and the parked
+        queues: a retry entry can be due hours away and holds its body, and backpressure
+        (which counts owned partitions only) would not see them pile up over rebalances."""
+        kept = [e for e in self._heap if isinstance(e[2], _Channel) or self._is_current(e[2])]
+        if len(kept) != len(self._heap):
+            self._heap[:] = kept  # the dispatch loop holds this very list
+            heapq.heapify(self._heap)
+        for channel in self._channels.values():
+            if channel.parked:
+                channel.parked = deque(i for i in channel.parked if self._is_current(i))
+            self._schedule_wake(channel)  # a dropped wake candidate must not strand the rest
 
     # -- fetch --------------------------------------------------------------------------------
 
@@ -532,6 +580,25 @@ class DeliveryWorker:
                 "unknown-endpoint",
             )
             return item
+        except Exception as error:
+            # One endpoint's broken configuration (a secret the signer refuses, say) must not
+            # stop the fetch loop, and with it every endpoint of the destination. Its records
+            # become dead letters, replayable once it is fixed; the error's class only, since
+            # its text may quote the secret.
+            log.error(
+                "delivery.endpoint_unusable",
+                destination=self.target.name,
+                endpoint=endpoint or SINGLE_ENDPOINT,
+                error_class=type(error).__name__,
+            )
+            item.failure = _Failure(
+                DeadLetterStage.DELIVER,
+                "EndpointUnusable",
+                f"destination {self.target.name} endpoint {endpoint or SINGLE_ENDPOINT}: "
+                f"transport could not be built ({type(error).__name__})",
+                "endpoint-unusable",
+            )
+            return item
         item.request = DeliveryRequest(
             event_id=item.event_id,
             type_name=item.type_name,
@@ -555,6 +622,11 @@ class DeliveryWorker:
     # -- dispatch -----------------------------------------------------------------------------
 
     def _push(self, due: float, entry: _Pending | _Channel) -> None:
+        if not math.isfinite(due):
+            # Cannot come from a validated schedule or breaker; if it ever does, a NaN at
+            # the heap's top would stop the whole destination, so try again in a minute.
+            log.error("delivery.non_finite_due", destination=self.target.name)
+            due = time.monotonic() + _MAX_WAIT_S
         if not self._heap or due < self._heap[0][0]:
             self._wake.set()
         heapq.heappush(self._heap, (due, next(self._seq), entry))
@@ -572,7 +644,10 @@ class DeliveryWorker:
             self.metrics.in_flight.labels(self.target.name).set(len(self._tasks))
             timeout: float | None = None
             if heap and len(self._tasks) < self.max_in_flight:
-                timeout = max(0.0, heap[0][0] - time.monotonic())
+                # Finite and positive: the top was just popped if due, so it lies ahead; the
+                # floor and the ceiling guard against a busy spin whatever is in the heap.
+                timeout = heap[0][0] - time.monotonic()
+                timeout = min(max(timeout, 0.001), _MAX_WAIT_S) if math.isfinite(timeout) else 1.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -584,13 +659,21 @@ class DeliveryWorker:
         channel = self._channels[item.endpoint]
         if not channel.breaker.allow():
             channel.parked.append(item)
-            if not channel.wake_scheduled:
-                channel.wake_scheduled = True
-                self._push(channel.breaker.retry_at(), channel)
+            self._schedule_wake(channel)
             self._breaker_gauge(channel)
             return
         self._breaker_gauge(channel)
         self._start(self._attempt(item, channel), item.partition)
+
+    def _schedule_wake(self, channel: _Channel) -> None:
+        """One heap entry per channel with parked records, at the breaker's retry time.
+
+        Called whenever a record parks and whenever the breaker (re)opens: a failed probe
+        re-opens it with records parked, and they must wait ``breaker_open_s``, not the
+        probe's own next retry step (hours, or never when the probe is dead-lettered)."""
+        if channel.parked and not channel.wake_scheduled:
+            channel.wake_scheduled = True
+            self._push(channel.breaker.retry_at(), channel)
 
     def _wake_channel(self, channel: _Channel, now: float) -> None:
         """The breaker's open time is over: let the first parked record go as the probe."""
@@ -600,6 +683,10 @@ class DeliveryWorker:
         if channel.parked:
             probe = channel.parked.popleft()
             self._push(min(now, probe.fetched_at), probe)
+        # The candidate either goes as the probe (its answer closes the breaker or re-opens
+        # it, which schedules the next wake) or finds it taken and parks again (which does).
+        if channel.breaker.state is BreakerState.OPEN:
+            self._schedule_wake(channel)
 
     def _release_parked(self, channel: _Channel) -> None:
         while channel.parked:
@@ -654,6 +741,8 @@ class DeliveryWorker:
                     status=result.status,
                     open_s=breaker.open_s,
                 )
+            if breaker.state is BreakerState.OPEN:
+                self._schedule_wake(channel)
         else:
             was = breaker.state
             breaker.record_success()
@@ -723,6 +812,7 @@ class DeliveryWorker:
             event_type=item.type_name or None,
         )
         headers = with_dead_letter_headers(list(item.headers), letter)
+        backoff = _KAFKA_RETRY_S
         while True:
             try:
                 await self._producer.send_and_wait(
@@ -730,14 +820,26 @@ class DeliveryWorker:
                 )
                 break
             except KafkaError as error:
-                if not self._is_current(item):
-                    return  # the new owner of the partition will do it
+                if self._stopping.is_set() and isinstance(error, ProducerClosed):
+                    return  # shutting down: the record is sent again after the restart
+                if not await self._dead_letter_retriable(error):
+                    # Waiting cannot heal it (no such topic, not authorized, too large): a
+                    # retry loop would hold the slot and the partition's commit for good.
+                    self._fail(
+                        f"dead letter of {self.topic}/{item.partition}/{item.offset} cannot be "
+                        f"written to {self.settings.topic_dead_letter}: {type(error).__name__}"
+                    )
+                    return
+                if not self._is_current(item) or self._stopping.is_set():
+                    return  # the new owner of the partition (or the restart) will do it
                 log.warning(
                     "delivery.dead_letter_write_failed",
                     destination=self.target.name,
                     error=repr(error),
+                    retry_in_s=backoff,
                 )
-                await asyncio.sleep(_KAFKA_RETRY_S)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _KAFKA_RETRY_MAX_S)
         self.stats.dead_letters += 1
         self.metrics.dead_letters.labels(
             self.target.name, item.endpoint or SINGLE_ENDPOINT, failure.metric_reason
@@ -754,6 +856,25 @@ class DeliveryWorker:
             offset=item.offset,
         )
         await self._settle(item, "dead-lettered")
+
+    async def _dead_letter_retriable(self, error: KafkaError) -> bool:
+        """Whether a failed dead-letter write may succeed later.
+
+        Kafka's own flag, except: a delivery timeout (``KafkaTimeoutError``) is the broker
+        being away, so it is worth waiting for; an unknown topic is flagged retriable (its
+        metadata may be on the way), so ask the broker whether the topic exists at all."""
+        if isinstance(error, KafkaTimeoutError):
+            return True
+        if isinstance(error, UnknownTopicOrPartitionError):
+            consumer = self._consumer
+            if consumer is None:
+                return True
+            try:
+                topics = await consumer.topics()
+            except KafkaError:
+                return True  # the broker is away: wait for it
+            return self.settings.topic_dead_letter in topics
+        return bool(getattr(error, "retriable", False))
 
     async def _settle(self, item: _Pending, status: str) -> None:
         if not self._is_current(item):
