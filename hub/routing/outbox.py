@@ -26,7 +26,7 @@ from typing import Any
 from fastavro import parse_schema
 
 from hub.events.sensitivity import Sensitivity
-from hub.routing.projection import projected_schema
+from hub.routing.projection import projected_schema, without_logical_types
 from hub.routing.resolve import Routed
 from hub.routing.routes import RoutesConfig
 from hub.serde.avro_body import BodyReader, decode_body, encode_body
@@ -50,6 +50,19 @@ class OutboxRecord:
     """Short event type name, e.g. ``ServiceEnrolled``."""
     destination: str
     record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RawWriter:
+    """Writes one (destination, event type) outbox value from a whole log record decoded
+    without logical types (see :meth:`OutboxCodec.encode_raw`)."""
+
+    header: bytes
+    """``C3 01`` + the derived schema's fingerprint."""
+    schema: Any
+    """The current derived schema without logical types, parsed."""
+    dataschema: tuple[str, bytes]
+    """The ``ce_dataschema`` header of the values (``urn:avro:schema:<fingerprint hex>``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,7 @@ class OutboxCodec:
 
     def __init__(self, derived: list[DerivedSchema]) -> None:
         self._writers: dict[tuple[str, str], tuple[bytes, DerivedSchema]] = {}
+        self._raw_writers: dict[tuple[str, str], RawWriter] = {}
         self._readers: dict[bytes, tuple[DerivedSchema, BodyReader]] = {}
         current: dict[tuple[str, str], DerivedSchema] = {}
         for schema in derived:
@@ -162,6 +176,24 @@ class OutboxCodec:
         header, schema = self._writer(routed.destination, type_name)
         return encode_body(header, schema.parsed, schema.type_name, routed.record)
 
+    def raw_writer(self, destination: str, type_name: str) -> RawWriter:
+        """The :class:`RawWriter` of a destination and (short) type, compiled once."""
+        found = self._raw_writers.get((destination, type_name))
+        if found is None:
+            header, schema = self._writer(destination, type_name)
+            parsed = parse_schema(without_logical_types(schema.raw), named_schemas={})
+            dataschema = ("ce_dataschema", b"urn:avro:schema:" + header[2:].hex().encode())
+            found = RawWriter(header, parsed, dataschema)
+            self._raw_writers[(destination, type_name)] = found
+        return found
+
+    def encode_raw(self, writer: RawWriter, type_name: str, record: dict[str, Any]) -> bytes:
+        """The outbox value of a WHOLE log record decoded without logical types (uuid as str,
+        timestamp-millis and date as int): the bytes :meth:`encode` writes for the projected
+        record. No projected copy is needed: the writer takes only the fields its derived
+        schema has, at every level, so the fields a route does not grant are never written."""
+        return encode_body(writer.header, writer.schema, type_name, record)
+
     def decode(self, data: bytes) -> OutboxRecord:
         """Decode any derived version this codec knows, shaped as the current derived schema."""
         if type(data) is not bytes:
@@ -183,4 +215,5 @@ __all__ = [
     "DerivedSchema",
     "OutboxCodec",
     "OutboxRecord",
+    "RawWriter",
 ]

@@ -186,6 +186,20 @@ def projected_schema(
     return result
 
 
+def without_logical_types(schema: Any) -> Any:
+    """The schema with every ``logicalType`` removed: uuid reads as its string, timestamp-millis
+    as int milliseconds, date as int days since 1970-01-01.
+
+    The router reads and writes with such schemas: the bytes are the same (a logical type only
+    annotates its primitive, and the Parsing Canonical Form, so the fingerprint, leaves it out),
+    and no UUID, datetime or date object is made on decode just to be turned back on encode."""
+    if isinstance(schema, dict):
+        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [without_logical_types(member) for member in schema]
+    return schema
+
+
 def leaf_paths(schema: Any, prefix: str = "") -> list[str]:
     """Dotted paths of the non-record fields of a (derived) schema: what a receiver is sent."""
     found: list[str] = []

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from hub.codes import UnknownCode, fund
@@ -40,6 +40,7 @@ _PAYER_EVENTS = frozenset(
     {"StatementRequested", "LabourPolicyStatementIssued", "BenefitDaysAccrued"}
 )
 _MAX_SUCCESSORS = 10
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,14 @@ class Unroutable(Exception):
         self.reason = reason
 
 
+class Target(NamedTuple):
+    """Where one route sends an event: :class:`Routed` without the projection."""
+
+    route: str
+    destination: str
+    endpoint: str | None
+
+
 @dataclass(frozen=True)
 class CompiledRoute:
     """One (route, destination, type), compiled: its projection, the paths sent, the bases."""
@@ -136,6 +145,8 @@ def event_date(record: dict[str, Any]) -> date:
     issued = payload.get("issued_on")
     if isinstance(issued, date):
         return issued
+    if isinstance(issued, int):  # decoded without logical types: days since 1970-01-01
+        return date.fromordinal(_EPOCH_ORDINAL + issued)
     occurred = record["envelope"]["occurred_at"]
     if isinstance(occurred, datetime):
         if occurred.tzinfo is None:
@@ -169,6 +180,7 @@ class Router:
         self.config = config
         self.catalog = catalog if catalog is not None else default_catalog()
         self._by_type: dict[str, list[Route]] = {}
+        self._routes = {route.name: route for route in config.routes}
         for route in config.routes:
             for type_name in route.types:
                 self._by_type.setdefault(type_name, []).append(route)
@@ -199,26 +211,35 @@ class Router:
     ) -> list[Routed]:
         type_name = type_name.rpartition(".")[2]  # a full name works too
         routed: list[Routed] = []
-        envelope = record["envelope"]
-        for route in self._by_type.get(type_name, ()):
-            if not route.accepts(envelope):
-                continue
-            target = self._resolve(route, type_name, record, state)
-            if target is None:
-                continue
-            destination, endpoint = target
-            compiled = self.compiled(route, destination, type_name)
+        for target in self.targets(type_name, record, state):
+            compiled = self.compiled(self._routes[target.route], target.destination, type_name)
             routed.append(
                 Routed(
-                    route=route.name,
-                    destination=destination,
-                    endpoint=endpoint,
+                    route=target.route,
+                    destination=target.destination,
+                    endpoint=target.endpoint,
                     record=compiled.projection.apply(record),
                     fields=compiled.fields,
                     legal_basis=dict(compiled.legal_basis),
                 )
             )
         return routed
+
+    def targets(
+        self, type_name: str, record: dict[str, Any], state: PersonState | None
+    ) -> list[Target]:
+        """Where the event goes, without projecting it (the router encodes the outbox values
+        straight from the whole record); ``type_name`` short. :class:`Unroutable` as in
+        :meth:`route_event`. The record may be decoded with or without logical types."""
+        found: list[Target] = []
+        envelope = record["envelope"]
+        for route in self._by_type.get(type_name, ()):
+            if not route.accepts(envelope):
+                continue
+            target = self._resolve(route, type_name, record, state)
+            if target is not None:
+                found.append(Target(route.name, target[0], target[1]))
+        return found
 
     def _resolve(
         self, route: Route, type_name: str, record: dict[str, Any], state: PersonState | None
@@ -306,6 +327,7 @@ __all__ = [
     "Routed",
     "Router",
     "Sensitivity",
+    "Target",
     "Unroutable",
     "event_date",
     "fund_on",

@@ -67,6 +67,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from fastavro import parse_schema
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
@@ -75,11 +76,15 @@ from hub.kafka.clients import librdkafka_config
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
 from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
 from hub.logging import get_logger, redact_text
-from hub.routing.outbox import OutboxCodec
-from hub.routing.resolve import Routed, Unroutable, next_state, route_event
+from hub.routing.outbox import OutboxCodec, RawWriter
+from hub.routing.projection import without_logical_types
+from hub.routing.resolve import Unroutable, next_state, route_event, router_for
 from hub.routing.routes import RoutesConfig
 from hub.routing.state import PersonStates, StateBatch, restore_partitions
-from hub.serde import EventSerializer, SerdeError, build_serializer
+from hub.serde import DecodedEvent, EventSerializer, SerdeError, build_serializer
+from hub.serde.avro_body import BodyReader, decode_body
+from hub.serde.catalog import SchemaCatalog, SchemaVersion
+from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE
 from hub.serde.registry import SchemaNotFound, SchemaRegistryError
 from hub.settings import HubSettings
 
@@ -117,6 +122,33 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 def _dataschema(value: bytes) -> bytes:
     """``urn:avro:schema:<fingerprint hex>`` of a single-object value, as the log writes it."""
     return b"urn:avro:schema:" + value[2:10].hex().encode()
+
+
+def _raw_readers(catalog: SchemaCatalog | None) -> dict[bytes, BodyReader]:
+    """Fingerprint → reader of every shipped schema version, writer and reader schemas both
+    without logical types (see :class:`RecordHandler`)."""
+    if catalog is None:
+        return {}
+    stripped: dict[str, Any] = {}
+
+    def parsed(version: SchemaVersion) -> Any:
+        if version.canonical not in stripped:
+            stripped[version.canonical] = parse_schema(
+                without_logical_types(version.raw), named_schemas={}
+            )
+        return stripped[version.canonical]
+
+    readers: dict[bytes, BodyReader] = {}
+    for fingerprint, version in catalog.fingerprints().items():
+        current = catalog.current(version.type_name)
+        same = version.canonical == current.canonical
+        readers[fingerprint] = BodyReader(
+            type_name=current.type_name,
+            writer=parsed(current if same else version),
+            reader=None if same else parsed(current),
+            ref=fingerprint.hex(),
+        )
+    return readers
 
 
 def router_group_id(settings: HubSettings) -> str:
@@ -166,6 +198,14 @@ class RecordHandler:
     """Decode, update the person's state, route and project one log record.
 
     Pure apart from the registry look-up inside decoding: tests drive it without Kafka.
+
+    The hot path (a single-object value of a shipped schema: every value of a log written
+    without a registry) reads with the schemas stripped of their logical types, so uuids stay
+    strings and times and dates ints, and writes each outbox value with the stripped derived
+    schema straight from the whole record (:meth:`OutboxCodec.encode_raw`): no UUID or
+    datetime objects made and turned back, no projected copy per destination. The bytes are
+    those of :meth:`OutboxCodec.encode` of the projected record (tested). Other values (a
+    Confluent-framed log) go through the serializer and the projection as before.
     """
 
     def __init__(
@@ -180,10 +220,14 @@ class RecordHandler:
         self.config = config
         self.serializer = serializer if serializer is not None else build_serializer(settings)
         self.codec = codec if codec is not None else OutboxCodec.for_routes(config)
+        self._router = router_for(config)
         self._outbox_topics: dict[str, str] = {}
         self._routed_header_cache: dict[
-            tuple[str, str, str | None], tuple[tuple[str, bytes], ...]
+            tuple[str, str, str | None, tuple[str, bytes] | None], tuple[tuple[str, bytes], ...]
         ] = {}
+        self._kept_headers: dict[str, bool] = {}
+        self._raw_writers: dict[tuple[str, str], RawWriter] = {}
+        self._raw_readers = _raw_readers(getattr(self.serializer, "catalog", None))
         self._state_topic = settings.topic_router_state
         self._dead_letter_topic = settings.topic_dead_letter
 
@@ -193,13 +237,20 @@ class RecordHandler:
             topic = self._outbox_topics[destination] = outbox_topic(self.settings, destination)
         return topic
 
+    def _decode(self, value: bytes) -> tuple[DecodedEvent, bool]:
+        """The event, and whether it was read without logical types (the hot path)."""
+        reader = self._raw_readers.get(value[2:10]) if value[:2] == SINGLE_OBJECT_MAGIC else None
+        if reader is not None:
+            return decode_body(value, SINGLE_OBJECT_HEADER_SIZE, reader), True
+        return self.serializer.decode(value), False
+
     def handle(self, record: LogRecord, states: StateBatch) -> Outcome:
         if record.value is None:
             return self._dead_letter(
                 record, DeadLetterStage.DECODE, "EmptyValue", "the log record has no value"
             )
         try:
-            decoded = self.serializer.decode(record.value)
+            decoded, raw = self._decode(record.value)
         except SchemaRegistryError as error:
             if not schema_is_missing(error):
                 raise RegistryUnavailable(str(error)) from error
@@ -227,9 +278,27 @@ class RecordHandler:
         key = record.key
         before = states.get(record.partition, person)
         after = next_state(before, type_name, event)
+        # (route, destination, endpoint, value, ce_dataschema header) per outbox record
+        sends: list[tuple[str, str, str | None, bytes, tuple[str, bytes] | None]] = []
         try:
-            routed = route_event(self.config, type_name, event, after)
-            values = [self.codec.encode(r, type_name) for r in routed]
+            if raw:
+                codec = self.codec
+                for target in self._router.targets(type_name, event, after):
+                    slot = (target.destination, type_name)
+                    writer = self._raw_writers.get(slot)
+                    if writer is None:
+                        writer = self._raw_writers[slot] = codec.raw_writer(*slot)
+                    value = codec.encode_raw(writer, type_name, event)
+                    sends.append((*target, value, writer.dataschema))
+            else:
+                for r in route_event(self.config, type_name, event, after):
+                    value = self.codec.encode(r, type_name)
+                    dataschema = (
+                        (DATASCHEMA_HEADER, _dataschema(value))
+                        if value[:2] == SINGLE_OBJECT_MAGIC
+                        else None
+                    )
+                    sends.append((r.route, r.destination, r.endpoint, value, dataschema))
         except Unroutable as error:
             return self._dead_letter(
                 record,
@@ -251,13 +320,11 @@ class RecordHandler:
                 subject=person,
             )
         out: list[OutRecord] = []
-        if routed:
+        if sends:
             base = self._base_headers(record)
-            for r, value in zip(routed, values, strict=True):
-                headers = [*base, *self._routed_headers(r)]
-                if value[:2] == SINGLE_OBJECT_MAGIC:
-                    headers.append((DATASCHEMA_HEADER, _dataschema(value)))
-                out.append(OutRecord(self.outbox(r.destination), key, value, headers))
+            for route, destination, endpoint, value, dataschema in sends:
+                headers = [*base, *self._routed_headers(route, destination, endpoint, dataschema)]
+                out.append(OutRecord(self.outbox(destination), key, value, headers))
         if after != before:
             states.put(record.partition, person, after)
             out.append(
@@ -268,34 +335,51 @@ class RecordHandler:
                     partition=record.partition,
                 )
             )
-        return Outcome(out, [r.destination for r in routed])
+        return Outcome(out, [send[1] for send in sends])
 
-    @staticmethod
-    def _base_headers(record: LogRecord) -> list[tuple[str, bytes]]:
+    def _base_headers(self, record: LogRecord) -> tuple[tuple[str, bytes], ...]:
         """The log record's CloudEvents headers (``ce_dataschema`` is replaced: it names the
         projected schema of each outbox value) and ``hub-source``."""
-        headers = [
-            (k, v)
-            for k, v in record.headers
-            if (k.startswith("ce_") or k == "content-type") and k != DATASCHEMA_HEADER
-        ]
+        kept = self._kept_headers
+        headers: list[tuple[str, bytes]] = []
+        for header in record.headers:
+            keep = kept.get(header[0])
+            if keep is None:
+                name = header[0]
+                keep = (name.startswith("ce_") or name == "content-type") and (
+                    name != DATASCHEMA_HEADER
+                )
+                if len(kept) < 256:  # header names are few; a producer inventing more: no cache
+                    kept[name] = keep
+            if keep:
+                headers.append(header)
         headers.append(
             (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode())
         )
-        return headers
+        return tuple(headers)
 
-    def _routed_headers(self, routed: Routed) -> tuple[tuple[str, bytes], ...]:
-        """``hub-route``, ``hub-destination`` and ``hub-endpoint`` (built once per triple)."""
-        slot = (routed.route, routed.destination, routed.endpoint)
+    def _routed_headers(
+        self,
+        route: str,
+        destination: str,
+        endpoint: str | None,
+        dataschema: tuple[str, bytes] | None,
+    ) -> tuple[tuple[str, bytes], ...]:
+        """``hub-route``, ``hub-destination``, ``hub-endpoint`` and ``ce_dataschema`` (built
+        once per combination)."""
+        slot = (route, destination, endpoint, dataschema)
         headers = self._routed_header_cache.get(slot)
         if headers is None:
             headers = (
-                (ROUTE_HEADER, routed.route.encode()),
-                (DESTINATION_HEADER, routed.destination.encode()),
+                (ROUTE_HEADER, route.encode()),
+                (DESTINATION_HEADER, destination.encode()),
             )
-            if routed.endpoint is not None:
-                headers += ((ENDPOINT_HEADER, routed.endpoint.encode()),)
-            self._routed_header_cache[slot] = headers
+            if endpoint is not None:
+                headers += ((ENDPOINT_HEADER, endpoint.encode()),)
+            if dataschema is not None:
+                headers += (dataschema,)
+            if len(self._routed_header_cache) < 65536:  # endpoints × types: bounded, but guard
+                self._routed_header_cache[slot] = headers
         return headers
 
     def _dead_letter(
