@@ -101,6 +101,7 @@ async def _deliver(
     instance_id: str | None,
     drain_s: float,
     progress_s: float,
+    commit_s: float = 1.0,
 ) -> dict[str, DeliveryStats]:
     await ensure_topics(settings, extra=[outbox_spec(settings, name) for name in names])
     metrics = DeliveryMetrics()
@@ -141,6 +142,7 @@ async def _deliver(
                     instance_id=instance_id,
                     drain_s=drain_s,
                     progress_interval_s=progress_s,
+                    commit_interval_s=commit_s,
                 )
             )
 
@@ -214,6 +216,15 @@ async def _deliver(
     show_default=True,
     help="Seconds between progress log lines.",
 )
+@click.option(
+    "--commit-interval",
+    "commit_s",
+    type=click.FloatRange(0.05, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between offset commits: what a crash sends again is at most about this "
+    "much delivery (the receivers drop it by Idempotency-Key).",
+)
 def deliver_command(
     destinations: tuple[str, ...],
     deliver_all: bool,
@@ -221,6 +232,7 @@ def deliver_command(
     instance_id: str | None,
     drain_s: float,
     progress_s: float,
+    commit_s: float,
 ) -> None:
     """Deliver the outbox of destinations to their receivers until SIGTERM/SIGINT.
 
@@ -261,7 +273,7 @@ def deliver_command(
             raise click.ClickException(str(exc)) from exc
     results = run_kafka_command(
         settings,
-        _deliver(settings, config, names, metrics_port, instance_id, drain_s, progress_s),
+        _deliver(settings, config, names, metrics_port, instance_id, drain_s, progress_s, commit_s),
     )
     for name, stats in results.items():
         click.echo(
