@@ -63,6 +63,8 @@ class RawWriter:
     """The current derived schema without logical types, parsed."""
     dataschema: tuple[str, bytes]
     """The ``ce_dataschema`` header of the values (``urn:avro:schema:<fingerprint hex>``)."""
+    raw: dict[str, Any]
+    """The current derived schema (JSON, with logical types)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ class OutboxCodec:
             header, schema = self._writer(destination, type_name)
             parsed = parse_schema(without_logical_types(schema.raw), named_schemas={})
             dataschema = ("ce_dataschema", b"urn:avro:schema:" + header[2:].hex().encode())
-            found = RawWriter(header, parsed, dataschema)
+            found = RawWriter(header, parsed, dataschema, schema.raw)
             self._raw_writers[(destination, type_name)] = found
         return found
 

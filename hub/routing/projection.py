@@ -200,6 +200,49 @@ def without_logical_types(schema: Any) -> Any:
     return schema
 
 
+def encoding_shape(schema: Any) -> Any:
+    """What of a schema decides its binary encoding, with named types written out in full:
+    field order and types, union member order, enum symbols, fixed sizes; no names, docs,
+    defaults or logical types. Two schemas of equal shape encode a datum to the same bytes
+    (the router then copies a log body into an outbox value instead of encoding it again)."""
+    named: dict[str, Any] = {}
+
+    def walk(node: Any, enclosing: str | None, depth: int) -> Any:
+        if depth > 64:
+            raise ValueError("schema nested too deep (recursive?)")
+        if isinstance(node, list):
+            return ["union", *(walk(member, enclosing, depth + 1) for member in node)]
+        if isinstance(node, str):
+            if node in _PRIMITIVES:
+                return node
+            full = node if "." in node or not enclosing else f"{enclosing}.{node}"
+            return named.get(full, named.get(node, ["unknown", node]))
+        kind = node.get("type")
+        if isinstance(kind, (list, dict)) or kind in _PRIMITIVES:
+            return walk(kind, enclosing, depth + 1)
+        if kind in ("record", "error", "enum", "fixed"):
+            name = str(node["name"])
+            namespace = node.get("namespace", enclosing)
+            full = name if "." in name or not namespace else f"{namespace}.{name}"
+            inner = full.rpartition(".")[0] or None
+            if kind == "enum":
+                shape: Any = ["enum", *node["symbols"]]
+            elif kind == "fixed":
+                shape = ["fixed", node["size"]]
+            else:
+                fields = [[f["name"], walk(f["type"], inner, depth + 1)] for f in node["fields"]]
+                shape = ["record", *fields]
+            named[full] = named[name] = shape
+            return shape
+        if kind == "array":
+            return ["array", walk(node["items"], enclosing, depth + 1)]
+        if kind == "map":
+            return ["map", walk(node["values"], enclosing, depth + 1)]
+        return ["unknown", kind]
+
+    return walk(schema, None, 0)
+
+
 def leaf_paths(schema: Any, prefix: str = "") -> list[str]:
     """Dotted paths of the non-record fields of a (derived) schema: what a receiver is sent."""
     found: list[str] = []
