@@ -365,3 +365,71 @@ async def test_a_failed_write_fails_its_caller_and_the_chain_continues_from_the_
     report = await verify_chains(hub_settings)
     assert report.ok, [str(p) for p in report.problems]
     assert report.entries == 5
+
+
+class _Gated:
+    """A producer whose sends wait for ``gate`` while it is closed (a receipt still in flight)."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.sending = asyncio.Event()
+        """Set once a send waits at the closed gate."""
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.gate.is_set():
+            self.sending.set()
+        await self.gate.wait()
+        return await self._producer.send(*args, **kwargs)
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["in-flight", "in-flight-and-queued"])
+async def test_a_released_chain_is_never_extended_from_its_stale_head(
+    hub_settings: HubSettings, queued: bool
+) -> None:
+    """The old owner of an outbox partition has a receipt in flight (and maybe one queued) when
+    the partition is revoked; the new owner extends the chain; then the old owner writes again
+    (the partition came back, or a late receipt). Its head from before the release must not be
+    trusted: it re-reads the head from the topic, so the chain stays one sequence and ``hub
+    audit verify`` finds nothing (before the fix: seq 2 written twice, "written again")."""
+    await ensure_topics(hub_settings)
+    producer = make_producer(hub_settings)
+    await producer.start()
+    gated = _Gated(producer)
+    old, new = DisclosureLog(hub_settings, producer=gated), DisclosureLog(hub_settings)
+    await old.start()
+    await new.start()
+    try:
+        await old.record(disclosure("kela", "f" * 32, 0), 0)
+        assert old.head("kela", 0) is not None
+        gated.gate.clear()
+        late = [asyncio.ensure_future(old.record(disclosure("kela", "f" * 32, 1), 0))]
+        await asyncio.wait_for(gated.sending.wait(), 10)  # the writer took it and is sending
+        if queued:  # a second receipt waits for the next batch
+            late.append(asyncio.ensure_future(old.record(disclosure("kela", "f" * 32, 2), 0)))
+            await asyncio.sleep(0.01)
+        old.release("kela", 0)  # revoked with a receipt pending
+        after_release = old.head("kela", 0)
+        gated.gate.set()
+        await asyncio.gather(*late)
+        after_late_write = old.head("kela", 0)
+        for n in range(10, 12):  # the new owner continues the chain
+            await new.record(disclosure("kela", "f" * 32, n), 0)
+        await old.record(disclosure("kela", "f" * 32, 20), 0)  # back at the old owner
+        written = len(late) + 4
+        last = old.head("kela", 0)
+    finally:
+        gated.gate.set()  # a failed assertion must not leave the writer waiting
+        await old.stop()
+        await new.stop()
+        await producer.stop()
+    report = await verify_chains(hub_settings)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.entries == written
+    seqs = sorted(decode_entry(r.value)["seq"] for r in await records(hub_settings))
+    assert seqs == list(range(written))
+    assert after_release is None
+    assert after_late_write is None  # the late write's completion did not restore a head
+    assert last is not None
+    assert last[0] == written - 1

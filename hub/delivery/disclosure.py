@@ -22,6 +22,18 @@ of that key (or the partition's start: a new chain). Reading backwards costs wha
 since the chain's last entry, not the topic's whole history, and needs no second "heads" topic
 that could disagree with the chain itself.
 
+Ownership. A head this process knows is trusted only while it owns the chain's outbox partition
+without a break: :meth:`DisclosureLog.release` (revoked) and :meth:`DisclosureLog.assign`
+(assigned) start a new *ownership epoch* and forget the head, always, also while a receipt is
+still being written. Every receipt is tagged with the epoch it was recorded in; a receipt of an
+earlier epoch (in flight or queued at the release) is still written, after re-reading the head
+from the topic, but its completion never makes a head current again. So the first write after an
+assignment always re-reads the head, and a revoked worker's late receipt cannot leave behind a
+head that a later write would extend after another worker extended the chain (which forked the
+chain: the same ``seq`` twice, reported by ``hub audit verify`` as tampering). A ``record`` after
+``release`` belongs to the next ownership (the worker writes no receipt of a revoked partition
+once its drain is over), so its head, read after the release, may be cached.
+
 Writes. Each chain has one writer task: entries that arrive while a batch is in flight wait and
 go as the next batch (group commit), so hashing stays sequential per chain while many deliveries
 await their receipts at once. :meth:`DisclosureLog.record` resolves only after the broker
@@ -191,9 +203,20 @@ class _Chain:
     partition: int
     """The disclosures partition the chain lives in."""
     head: tuple[int, str] | None = None
-    """(seq, hash) of the last entry written; None = not known (recover from the topic)."""
-    pending: list[tuple[Disclosure, asyncio.Future[None]]] = field(default_factory=list)
+    """(seq, hash) of the last entry written in the current epoch; None = not known (recover
+    from the topic)."""
+    epoch: int = 0
+    """The ownership epoch: advanced by every release and assignment of the outbox partition."""
+    pending: list[_Pending] = field(default_factory=list)
     writer: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    disclosure: Disclosure
+    done: asyncio.Future[None]
+    epoch: int
+    """The chain's epoch when the receipt was recorded."""
 
 
 class DisclosureLog:
@@ -239,7 +262,7 @@ class DisclosureLog:
             raise RuntimeError("DisclosureLog.record before start()")
         chain = self._chain(entry.destination, partition)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        chain.pending.append((entry, done))
+        chain.pending.append(_Pending(entry, done, chain.epoch))
         if chain.writer is None or chain.writer.done():
             chain.writer = asyncio.create_task(self._write(chain), name=f"disclosures {chain.key}")
         await asyncio.shield(done)
@@ -247,11 +270,21 @@ class DisclosureLog:
     def release(self, destination: str, partition: int) -> None:
         """Forget the head of a chain (its outbox partition was revoked from this worker).
 
-        Another worker may extend the chain meanwhile; should this one get the partition back it
-        recovers the head from the topic again instead of forking the chain from a stale head.
+        Always, also with a receipt still being written: another worker may extend the chain
+        meanwhile, so no head known before now is trusted again; receipts still pending are
+        written after re-reading the head and leave no head behind (see "Ownership" above).
         """
+        self._new_epoch(destination, partition)
+
+    def assign(self, destination: str, partition: int) -> None:
+        """The chain's outbox partition was assigned to this worker: the first receipt after
+        this re-reads the head from the topic (whatever this process knew before is stale)."""
+        self._new_epoch(destination, partition)
+
+    def _new_epoch(self, destination: str, partition: int) -> None:
         chain = self._chains.get(chain_key(destination, partition))
-        if chain is not None and not chain.pending:
+        if chain is not None:
+            chain.epoch += 1
             chain.head = None
 
     def head(self, destination: str, partition: int) -> tuple[int, str] | None:
@@ -271,17 +304,25 @@ class DisclosureLog:
         """The chain's single writer: batches of pending entries, each after the last's acks."""
         assert self._producer is not None
         while chain.pending:
-            batch = chain.pending[:MAX_BATCH]
-            del chain.pending[: len(batch)]
+            # One batch is of one epoch: receipts of an earlier ownership never share a head
+            # with those of the current one.
+            epoch = chain.pending[0].epoch
+            size = 0
+            while size < min(MAX_BATCH, len(chain.pending)) and chain.pending[size].epoch == epoch:
+                size += 1
+            batch = chain.pending[:size]
+            del chain.pending[:size]
             sends: list[asyncio.Future[Any]] = []
             stopped: BaseException | None = None
             seq, prev = -1, GENESIS_HASH
             try:
-                if chain.head is None:
-                    chain.head = await recover_head(self._settings, chain.key, chain.partition)
-                seq, prev = chain.head
+                head = chain.head if epoch == chain.epoch else None
+                if head is None:
+                    head = await recover_head(self._settings, chain.key, chain.partition)
+                seq, prev = head
                 now = datetime.now(UTC)
-                for disclosure, _ in batch:
+                for item in batch:
+                    disclosure = item.disclosure
                     entry = chained_entry(disclosure, chain.key, seq + 1, prev, now)
                     sends.append(
                         await self._producer.send(
@@ -307,9 +348,11 @@ class DisclosureLog:
                     failed=len(failed),
                     error=str(failed[0]),
                 )
-            else:
+            elif epoch == chain.epoch:  # no release or assignment since the head was read
                 chain.head = (seq, prev)
-            for (_, done), result in zip(batch, results, strict=True):
+            # else: written for an earlier ownership; the head stays unknown (re-read next time)
+            for item, result in zip(batch, results, strict=True):
+                done = item.done
                 if done.done():
                     continue
                 if isinstance(result, BaseException):
@@ -389,3 +432,6 @@ class MemoryDisclosureLog:
 
     def release(self, destination: str, partition: int) -> None:
         """Nothing to forget: memory is the whole chain."""
+
+    def assign(self, destination: str, partition: int) -> None:
+        """Nothing to re-read: memory is the whole chain."""
