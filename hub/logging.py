@@ -208,6 +208,25 @@ def configure_logging(settings: HubSettings | None = None, *, stream: TextIO | N
     # find. Those loggers never go below INFO, whatever the hub's own level is.
     for name in PAYLOAD_LOGGING_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.INFO))
+    _adopt_faststream_loggers()
+
+
+def _adopt_faststream_loggers() -> None:
+    """Send FastStream's loggers through the redacting handler instead of their own.
+
+    Importing FastStream gives its ``faststream`` logger a plain stderr handler with
+    ``propagate = False`` (and each broker a ``faststream.access.*`` one), so its records, and any
+    child logger's, would bypass redaction. The import is forced here so that a later import
+    cannot install that handler after this ran.
+    """
+    import faststream._internal.logger  # noqa: F401  (creates the "faststream" logger)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "faststream" or name.startswith("faststream."):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
