@@ -11,7 +11,6 @@ from fastapi import FastAPI, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from connectors.rest_api.problems import ProblemError
-from hub.docs.asyncapi import asyncapi_document
 from hub.docs.page import ASSET_MEDIA_TYPES, REACT_COMPONENT_VERSION, asset, asyncapi_html
 from hub.logging import get_logger
 from hub.routing.routes import RoutesError
@@ -33,6 +32,10 @@ def add_asyncapi_routes(app: FastAPI, settings: HubSettings) -> set[str]:
         """The AsyncAPI 3.0 document, generated once (about half a second) on first request."""
         async with lock:
             if "document" not in cached:
+                # Imported here: FastStream and the routing code load only when someone asks
+                # for the document, not at every start of the API.
+                from hub.docs.asyncapi import asyncapi_document
+
                 try:
                     cached["document"] = await asyncio.to_thread(asyncapi_document, settings)
                 except RoutesError as error:
