@@ -506,8 +506,8 @@ def test_signing_secret_from_the_environment_then_the_development_fallback(
     assert derived == development_signing_secret(settings, "kela")
     assert derived.startswith("whsec_")
     assert derived != development_signing_secret(settings, "funds/ote")
-    monkeypatch.setenv("HUB_WEBHOOK_SECRET_KELA", "whsec_c2VjcmV0LWZyb20tdGhlLWVudg==")
-    assert endpoint.signing_secret(settings) == "whsec_c2VjcmV0LWZyb20tdGhlLWVudg=="
+    monkeypatch.setenv("HUB_WEBHOOK_SECRET_KELA", "whsec_c2VjcmV0LWZyb20tdGhlLWVudmlyb25tZW50IQ==")
+    assert endpoint.signing_secret(settings) == "whsec_c2VjcmV0LWZyb20tdGhlLWVudmlyb25tZW50IQ=="
 
 
 def test_production_refuses_an_absent_secret_naming_the_variable(unset_kela_secret: None) -> None:
@@ -520,14 +520,17 @@ def test_production_refuses_an_absent_secret_naming_the_variable(unset_kela_secr
 
 def test_signing_secret_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
-    secret.write_text("whsec_ZmlsZS1zZWNyZXQ=\n", encoding="utf-8")
+    secret.write_text("whsec_ZmlsZS1zZWNyZXQtb2YtYXQtbGVhc3QtMjQtYnl0ZXM=\n", encoding="utf-8")
     text = (
         '[destinations.hook]\ntransport = "webhook"\n'
         f'endpoint = {{ url = "http://127.0.0.1:1/x", secret_file = "{secret}" }}\n'
         '[[routes]]\nname = "r"\ntypes = ["JobSearchEnded"]\nto = { destination = "hook" }\n'
     )
     endpoint = parse_routes(text, "f.toml").destinations["hook"].endpoint_for(None)
-    assert endpoint.signing_secret(HubSettings()) == "whsec_ZmlsZS1zZWNyZXQ="
+    assert (
+        endpoint.signing_secret(HubSettings())
+        == "whsec_ZmlsZS1zZWNyZXQtb2YtYXQtbGVhc3QtMjQtYnl0ZXM="
+    )
 
 
 # --- explain and check ---------------------------------------------------------------------------
@@ -644,7 +647,9 @@ def test_check_in_production_names_every_endpoint_without_a_readable_secret(
 
 def test_a_relative_secret_file_is_read_beside_the_file_that_names_it(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "p.secret").write_text("whsec_cHJvdmlkZXI=", encoding="utf-8")
+    (tmp_path / "secrets" / "p.secret").write_text(
+        "whsec_cHJvdmlkZXItc2VjcmV0LTI0LWJ5dGVzLWxvbmc=", encoding="utf-8"
+    )
     business_id = simulator_providers()[0]
     (tmp_path / "providers.toml").write_text(
         f'[endpoints."{business_id}"]\nurl = "http://127.0.0.1:1/p"\n'
@@ -660,7 +665,205 @@ def test_a_relative_secret_file_is_read_beside_the_file_that_names_it(tmp_path: 
     )
     config = load_routes(HubSettings(routes_file=routes_file))
     endpoint = config.destinations["providers"].endpoint_for(business_id)
-    assert endpoint.signing_secret(HubSettings()) == "whsec_cHJvdmlkZXI="
+    assert (
+        endpoint.signing_secret(HubSettings()) == "whsec_cHJvdmlkZXItc2VjcmV0LTI0LWJ5dGVzLWxvbmc="
+    )
     (tmp_path / "providers.toml").unlink()
     with pytest.raises(RoutesError, match=r"routes\.toml: destination providers: cannot read"):
         load_routes(HubSettings(routes_file=routes_file))
+
+
+# --- limits the delivery worker relies on, credentials, secrets, legal bases ---------------------
+
+
+def _destination_text(settings: str) -> str:
+    return (
+        '[destinations.hook]\ntransport = "webhook"\n'
+        'endpoint = { url = "http://127.0.0.1:1/x", secret_env = "HOOK_SECRET" }\n'
+        f"{settings}\n"
+        '[[routes]]\nname = "r"\ntypes = ["JobSearchEnded"]\nto = { destination = "hook" }\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        pytest.param("retry_schedule_s = [5, inf]", "must be finite", id="inf-delay"),
+        pytest.param("retry_schedule_s = [5, nan]", "must be finite", id="nan-delay"),
+        pytest.param("retry_schedule_s = [300, 5]", "must not decrease: [300.0, 5.0]", id="down"),
+        pytest.param("retry_schedule_s = [0, 5]", "must be positive", id="zero-delay"),
+        pytest.param("retry_schedule_s = [-1]", "must be positive", id="negative-delay"),
+        pytest.param("retry_schedule_s = [604801]", "at most 604800 s", id="over-7-days"),
+        pytest.param("retry_schedule_s = [true]", "retry_schedule_s.0: Input should be", id="bool"),
+        pytest.param("breaker_open_s = inf", "breaker_open_s: Input should be a finite", id="inf"),
+        pytest.param("breaker_open_s = nan", "breaker_open_s: Input should be a finite", id="nan"),
+        pytest.param("breaker_open_s = 86401", "breaker_open_s: Input should be less", id="day"),
+        pytest.param("breaker_open_s = 0", "breaker_open_s: Input should be greater", id="zero"),
+        pytest.param("breaker_failures = 0", "breaker_failures: Input should be greater", id="0"),
+        pytest.param(
+            "breaker_failures = true", "breaker_failures: Input should be a valid", id="b"
+        ),
+    ],
+)
+def test_a_schedule_or_breaker_the_worker_cannot_keep_is_refused(
+    settings: str, reason: str
+) -> None:
+    """inf/nan in the worker's timer heap stall a destination and spin a CPU; a decreasing
+    schedule passed `hub routes check` but `hub deliver` refused it at start."""
+    with pytest.raises(RoutesError) as caught:
+        parse_routes(_destination_text(settings), "test.toml")
+    assert str(caught.value).startswith("test.toml: destination hook: ")
+    assert reason in str(caught.value)
+
+
+def test_every_schedule_the_routes_accept_the_delivery_worker_accepts() -> None:
+    """One rule: what the routes accept, RetrySchedule (hub deliver) accepts too."""
+    from hub.delivery.schedule import RetrySchedule
+
+    candidates = [[], [5], [1, 1, 1], [0.2, 0.4, 1.0], [300, 5], [5, 1e-9], [7 * 86400, 7 * 86400]]
+    accepted = 0
+    for steps in candidates:
+        text = _destination_text(f"retry_schedule_s = {steps!r}")
+        try:
+            schedule = parse_routes(text, "t.toml").destinations["hook"].retry_schedule_s
+        except RoutesError:
+            continue
+        RetrySchedule(tuple(schedule))  # raises if the worker would refuse it
+        accepted += 1
+    assert accepted == 5
+
+
+def test_a_routes_file_that_is_not_utf8_is_one_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "routes.toml"
+    bad.write_bytes(b'[destinations.kela]\ntransport = "\xff\xfe webhook"\n')
+    with pytest.raises(RoutesError, match=r"^routes file .*routes\.toml is not UTF-8 text$"):
+        load_routes(HubSettings(routes_file=bad))
+    result = CliRunner().invoke(cli, ["routes", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "is not UTF-8 text" in result.output
+    assert "Traceback" not in result.output
+    (tmp_path / "providers.toml").write_bytes(b"\x80\x81")
+    bad.write_text(
+        '[destinations.providers]\ntransport = "webhook"\nendpoints_file = "providers.toml"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(RoutesError, match=r"destination providers: .*providers\.toml is not UTF-8"):
+        load_routes(HubSettings(routes_file=bad))
+
+
+def test_a_url_with_credentials_is_refused_without_repeating_them() -> None:
+    text = _destination_text("").replace("http://127.0.0.1", "http://admin:hunter2@127.0.0.1")
+    with pytest.raises(RoutesError) as caught:
+        parse_routes(text, "test.toml")
+    assert "destination hook: endpoint.url: credentials are never written" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "admin" not in str(caught.value)
+    user_only = _destination_text("").replace("http://127.0.0.1", "http://admin@127.0.0.1")
+    with pytest.raises(RoutesError, match="credentials are never written"):
+        parse_routes(user_only, "test.toml")
+
+
+def _file_endpoint(secret_file: Path) -> Any:
+    text = _destination_text("").replace(
+        'secret_env = "HOOK_SECRET"', f'secret_file = "{secret_file}"'
+    )
+    return parse_routes(text, "f.toml").destinations["hook"].endpoint_for(None)
+
+
+def test_an_unusable_secret_file_is_an_error_naming_it_never_the_development_secret(
+    tmp_path: Path,
+) -> None:
+    development = HubSettings()
+    assert development.environment == "development"
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    cases = {
+        folder: "is not a regular file",
+        tmp_path / "absent": "cannot be read (No such file or directory)",
+        tmp_path / "latin1": "is not UTF-8 text",
+        tmp_path / "empty": "is empty",
+    }
+    (tmp_path / "latin1").write_bytes(b"whsec_\xe4\xe4")
+    (tmp_path / "empty").write_text("\n", encoding="utf-8")
+    for path, reason in cases.items():
+        endpoint = _file_endpoint(path)
+        with pytest.raises(RoutesError) as caught:
+            endpoint.signing_secret(development)
+        assert str(caught.value) == f"endpoint hook: secret file {path} {reason}"
+        config = parse_routes(
+            _destination_text("").replace('secret_env = "HOOK_SECRET"', f'secret_file = "{path}"'),
+            "f.toml",
+        )
+        assert missing_secrets(config, development) == [str(caught.value)]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
+def test_a_secret_file_the_process_cannot_read_is_an_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.write_text("whsec_" + "A" * 43 + "=", encoding="utf-8")
+    locked.chmod(0)
+    with pytest.raises(RoutesError, match=r"secret file .*locked cannot be read"):
+        _file_endpoint(locked).signing_secret(HubSettings())
+
+
+def test_a_signing_key_shorter_than_24_bytes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """standardwebhooks' Webhook("abc") signs with a 2-byte key: such a secret is refused."""
+    import base64
+
+    endpoint = parse_routes(_destination_text(""), "t.toml").destinations["hook"].endpoint_for(None)
+    short = {
+        "abc": 2,
+        "whsec_" + base64.b64encode(b"x" * 23).decode(): 23,
+        "whsec_c2VjcmV0": 6,
+    }
+    for secret, size in short.items():
+        monkeypatch.setenv("HOOK_SECRET", secret)
+        with pytest.raises(RoutesError) as caught:
+            endpoint.signing_secret(HubSettings())
+        assert f"environment variable HOOK_SECRET: the signing key is {size} bytes" in str(
+            caught.value
+        )
+        assert secret not in str(caught.value)
+    good = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    monkeypatch.setenv("HOOK_SECRET", good)
+    assert endpoint.signing_secret(HubSettings()) == good
+    short_file = tmp_path / "short"
+    short_file.write_text("whsec_c2VjcmV0", encoding="utf-8")
+    with pytest.raises(RoutesError, match=r"secret file .*short: the signing key is 6 bytes"):
+        _file_endpoint(short_file).signing_secret(HubSettings())
+
+
+@pytest.mark.parametrize(
+    "basis",
+    ["Act", "Data Protection Act", "laki", "Työttömyysturvalaki", "GDPR", "§ 4", "Regulation"],
+)
+def test_a_legal_basis_must_cite_a_statute_not_just_a_word(basis: str) -> None:
+    route = (
+        '[[routes]]\nname = "r-word"\ntypes = ["ServiceParticipationReported"]\n'
+        f'to = {{ destination = "kela" }}\ngrants = {{ health = "{basis}" }}'
+    )
+    with pytest.raises(RoutesError, match="route r-word: grants: grants health without a legal"):
+        parse_routes(_routes_text(route), "test.toml")
+
+
+@pytest.mark.parametrize(
+    "basis",
+    [
+        "Työttömyysturvalaki (1290/2002) 2 a luku",
+        "Laki työvoimapalveluiden järjestämisestä 380/2023",
+        "GDPR art. 9(2)(b)",
+        "GDPR article 6(1)(e)",
+        "Regulation (EU) 2016/679, art. 9",
+        "tietosuoja-asetuksen 9 artikla",
+    ],
+)
+def test_a_legal_basis_citing_a_statute_number_or_a_regulation_article_is_accepted(
+    basis: str,
+) -> None:
+    route = (
+        '[[routes]]\nname = "r-law"\ntypes = ["ServiceParticipationReported"]\n'
+        f'to = {{ destination = "kela" }}\ngrants = {{ health = "{basis}" }}'
+    )
+    assert parse_routes(_routes_text(route), "test.toml").route("r-law").grants

@@ -59,9 +59,9 @@ def _config_path(file: Path | None) -> Path:
 
 
 def missing_secrets(config: RoutesConfig, settings: HubSettings) -> list[str]:
-    """Endpoints whose signing secret cannot be read (in production, where nothing falls back)."""
-    if settings.environment != "production":
-        return []
+    """Endpoints whose signing secret delivery could not use: in production any absent secret;
+    in every environment a configured one that is unusable (a secret_file that is a directory
+    or unreadable, a key too short), where development does not fall back either."""
     problems = []
     for destination in config.destinations.values():
         if destination.transport is not Transport.WEBHOOK:
@@ -71,7 +71,7 @@ def missing_secrets(config: RoutesConfig, settings: HubSettings) -> list[str]:
             if endpoint is None:
                 continue
             try:
-                endpoint.signing_secret(settings)
+                endpoint.check_secret(settings)
             except RoutesError as error:
                 problems.append(str(error))
     return problems
@@ -112,7 +112,8 @@ def routes() -> None:
 def check(file: Path | None) -> None:
     """Validate FILE (default: HUB_ROUTES_FILE or the packaged routes); exit 1 on any problem.
 
-    With HUB_ENVIRONMENT=production every webhook endpoint's signing secret must be readable.
+    Every configured signing secret must be usable; with HUB_ENVIRONMENT=production every webhook
+    endpoint must have one.
     """
     catalog = default_catalog()
     path = _config_path(file)

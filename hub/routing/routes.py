@@ -11,24 +11,32 @@ withheld everywhere its class has no legal basis.
 
 Everything is checked when the file is loaded, and a refusal names the route (or destination)
 and the reason: a route that grants ``direct``, ``health`` or ``membership`` without a legal basis
-naming a law, an unknown destination, event type or field path, a field in ``fields`` of a class
+citing a statute (a number like ``1290/2002``) or a regulation article (``GDPR art. 6``), an
+unknown destination, event type or field path, a field in ``fields`` of a class
 the route does not grant, a webhook endpoint without ``url`` or an X-Road one without
-``xroad_service``, and a secret written into the file (only ``secret_env`` / ``secret_file``
-name where it is). A router that starts therefore never meets a route it cannot evaluate.
+``xroad_service``, a secret written into the file (only ``secret_env`` / ``secret_file`` name
+where it is; no ``user:password@`` in a URL either), and a retry schedule or breaker the delivery
+worker would refuse or could not keep (:func:`check_retry_schedule`: finite, positive, capped, not
+decreasing). A router or delivery worker that starts therefore never meets a route or destination
+it cannot evaluate.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import math
 import os
 import re
+import stat
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -36,6 +44,7 @@ from pydantic import (
     Field,
     HttpUrl,
     PrivateAttr,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -55,16 +64,26 @@ DEFAULT_ROUTES_FILE = Path(__file__).parent / "data" / "routes.toml"
 DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 """Svix's schedule: retries after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about a day)."""
 
+MAX_RETRY_DELAY_S: float = 7 * 24 * 3600.0
+"""The longest delay a retry schedule may declare (7 days): a longer one is a typo, not a plan."""
+MAX_BREAKER_OPEN_S: float = 24 * 3600.0
+"""The longest time a breaker may stay open before its probe (1 day)."""
+MIN_SIGNING_KEY_BYTES = 24
+"""The shortest signing key accepted (bytes the HMAC is keyed with, after base64 decoding)."""
+
 SPECIAL_CLASSES = frozenset({Sensitivity.DIRECT, Sensitivity.HEALTH, Sensitivity.MEMBERSHIP})
 """Classes whose grant must cite a law: identifying data and GDPR art. 9 special categories."""
 
 _LAW_REFERENCE = re.compile(
-    r"(\b\d{1,4}/(19|20)\d{2}\b)|(\blaki\b|lain\b|laki\b|asetus|GDPR|\(EU\)\s*2016/679|"
-    r"tietosuoja-asetus|\bAct\b|\bRegulation\b|§)",
+    r"\b\d{1,4}/(?:19|20)\d{2}\b"  # a statute number: (380/2023), 1290/2002, (EU) 2016/679
+    r"|\(EU\)\s*(?:No\s*)?\d{4}/\d{1,4}\b"  # an EU regulation: (EU) 2024/1689
+    r"|\b(?:GDPR|tietosuoja-asetu\w*|dataskyddsförordning\w*)\s+"  # GDPR art. 6, ... 9 artikla
+    r"(?:art(?:\.|icle|ikla|iklan)?\s*\d+|\d+\s*art)",
     re.IGNORECASE,
 )
-"""A legal basis must name a law: a statute number like 380/2023, a law's name (``... laki``,
-``Act``), or the GDPR. A text such as ``needed`` or ``ok`` is refused."""
+"""A legal basis must cite a statute: its number (``(380/2023)``, ``1290/2002``) or an EU
+regulation's article (``GDPR art. 6(1)(c)``, ``(EU) 2016/679``). A law's bare name or a word
+(``Act``, ``laki``, ``GDPR``, ``needed``) is refused: it does not say which law."""
 
 _SECRET_KEYS = frozenset({"secret", "signing_secret", "password", "token", "api_key", "key"})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -74,6 +93,38 @@ DEVELOPMENT_SECRET_CONTEXT = b"te-hub webhook signing secret (development only):
 DirectoryName = Literal[
     "payer_named", "payer_of_person", "provider_of_enrolment", "municipal_system_of_area"
 ]
+
+
+def check_retry_schedule(steps: Sequence[float]) -> tuple[float, ...]:
+    """The one rule for a retry schedule (delays after attempt 1, 2, ...); ValueError if broken.
+
+    Every delay finite (a NaN or inf in the delivery worker's timer heap stalls the destination
+    and spins a CPU), positive, at most :data:`MAX_RETRY_DELAY_S`, and no delay shorter than the
+    one before it: a superset of what :class:`hub.delivery.schedule.RetrySchedule` requires, so
+    a schedule that ``hub routes check`` accepts is never refused when ``hub deliver`` starts.
+    An empty schedule (no retry: the first failure gives up) is allowed.
+    """
+    schedule = tuple(float(step) for step in steps)
+    if not all(math.isfinite(step) for step in schedule):
+        raise ValueError("retry delays must be finite numbers of seconds (not inf or nan)")
+    if any(step <= 0 for step in schedule):
+        raise ValueError("retry delays must be positive (seconds)")
+    if any(step > MAX_RETRY_DELAY_S for step in schedule):
+        raise ValueError(f"a retry delay is at most {MAX_RETRY_DELAY_S:g} s (7 days)")
+    if any(later < earlier for earlier, later in pairwise(schedule)):
+        raise ValueError(f"retry delays must not decrease: {list(schedule)}")
+    return schedule
+
+
+def signing_key_bytes(secret: str) -> bytes:
+    """The HMAC key a Standard Webhooks secret stands for, decoded exactly as standardwebhooks'
+    ``Webhook`` does (``whsec_`` removed, then base64, also without the prefix); ValueError if
+    it is not base64."""
+    text = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(text + "==")
+    except (binascii.Error, ValueError):
+        raise ValueError("the secret is not base64 (after whsec_)") from None
 
 
 class RoutesError(ValueError):
@@ -139,6 +190,16 @@ class Endpoint(_Model):
                 )
         return data
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and (value.username or value.password):
+            raise ValueError(
+                "credentials are never written in the routes file (user:password@ in url): "
+                "the receiver authenticates the signature (secret_env / secret_file)"
+            )
+        return value
+
     @field_validator("secret_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
@@ -156,26 +217,16 @@ class Endpoint(_Model):
     def signing_secret(self, settings: HubSettings) -> str:
         """The signing secret, read from the environment or the file when called.
 
-        In development an absent secret falls back to :func:`development_signing_secret` (with a
-        warning), so the embedded demo runs with no secret set; production refuses.
+        In development an *absent* secret (no variable set, no file configured) falls back to
+        :func:`development_signing_secret` (with a warning), so the embedded demo runs with no
+        secret set; production refuses. A configured secret that cannot be used (a
+        ``secret_file`` that is not a readable regular file, is empty or not UTF-8; a key
+        shorter than :data:`MIN_SIGNING_KEY_BYTES`) is an error in every environment, naming the
+        variable or file: falling back there would sign with a key the receiver does not know.
         """
-        where: list[str] = []
-        if self.secret_env:
-            value = os.environ.get(self.secret_env)
-            if value:
-                return value.strip()
-            where.append(f"environment variable {self.secret_env} is not set")
-        if self.secret_file:
-            try:
-                value = self.secret_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                where.append(f"secret file {self.secret_file} cannot be read ({exc.strerror})")
-            else:
-                if value:
-                    return value
-                where.append(f"secret file {self.secret_file} is empty")
-        if not where:
-            where.append("no secret_env or secret_file configured")
+        value, where = self._configured_secret()
+        if value is not None:
+            return value
         if settings.environment == "development":
             if self._id not in _WARNED:  # once per endpoint, not per delivery
                 _WARNED.add(self._id)
@@ -185,6 +236,57 @@ class Endpoint(_Model):
             return development_signing_secret(settings, self._id)
         raise RoutesError(f"endpoint {self._id}: no signing secret: {'; '.join(where)}")
 
+    def check_secret(self, settings: HubSettings) -> None:
+        """Raise :class:`RoutesError` when :meth:`signing_secret` would (no fallback warning)."""
+        value, where = self._configured_secret()
+        if value is None and settings.environment != "development":
+            raise RoutesError(f"endpoint {self._id}: no signing secret: {'; '.join(where)}")
+
+    def _configured_secret(self) -> tuple[str | None, list[str]]:
+        """The configured secret, or None and why none is configured; raises for a configured
+        secret that is unusable."""
+        where: list[str] = []
+        if self.secret_env:
+            value = os.environ.get(self.secret_env, "").strip()
+            if value:
+                return self._usable(value, f"environment variable {self.secret_env}"), where
+            where.append(f"environment variable {self.secret_env} is not set")
+        if self.secret_file:
+            value = self._read_secret_file(self.secret_file)
+            return self._usable(value, f"secret file {self.secret_file}"), where
+        if not where:
+            where.append("no secret_env or secret_file configured")
+        return None, where
+
+    def _read_secret_file(self, path: Path) -> str:
+        def refuse(why: str) -> RoutesError:
+            return RoutesError(f"endpoint {self._id}: secret file {path} {why}")
+
+        try:
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise refuse("is not a regular file")
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise refuse(f"cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise refuse("is not UTF-8 text") from None
+        if not value:
+            raise refuse("is empty")
+        return value
+
+    def _usable(self, secret: str, source: str) -> str:
+        """*secret* if it keys the HMAC with at least :data:`MIN_SIGNING_KEY_BYTES` bytes."""
+        try:
+            size = len(signing_key_bytes(secret))
+        except ValueError as exc:
+            raise RoutesError(f"endpoint {self._id}: {source}: {exc}") from None
+        if size < MIN_SIGNING_KEY_BYTES:
+            raise RoutesError(
+                f"endpoint {self._id}: {source}: the signing key is {size} bytes, at least "
+                f"{MIN_SIGNING_KEY_BYTES} are needed (whsec_ + base64 of 24 or more random bytes)"
+            )
+        return secret
+
 
 class Destination(_Model):
     """A receiver (or a set of receivers of one kind, keyed by a directory key)."""
@@ -193,17 +295,18 @@ class Destination(_Model):
     transport: Transport
     endpoint: Endpoint | None = None
     endpoints: dict[str, Endpoint] | None = None
-    retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S
-    breaker_failures: int = Field(default=5, ge=1)
-    breaker_open_s: float = Field(default=30.0, gt=0)
+    retry_schedule_s: tuple[Annotated[float, Strict()], ...] = DEFAULT_RETRY_SCHEDULE_S
+    """Checked by :func:`check_retry_schedule` (finite, positive, capped, not decreasing)."""
+    breaker_failures: int = Field(default=5, ge=1, strict=True)
+    breaker_open_s: Annotated[float, Strict()] = Field(
+        default=30.0, gt=0, le=MAX_BREAKER_OPEN_S, allow_inf_nan=False
+    )
     description: str = ""
 
     @field_validator("retry_schedule_s")
     @classmethod
     def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(delay < 0 for delay in value):
-            raise ValueError("retry delays must not be negative")
-        return value
+        return check_retry_schedule(value)
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -275,8 +378,9 @@ class Route(_Model):
         for kind, text in grants.items():
             if kind in SPECIAL_CLASSES and not (text.strip() and _LAW_REFERENCE.search(text)):
                 raise ValueError(
-                    f"grants {kind} without a legal basis: give a text naming the law "
-                    "(e.g. 'Työttömyysturvalaki 1290/2002 11 luku')"
+                    f"grants {kind} without a legal basis: give a text citing the statute by "
+                    "number or the regulation's article (e.g. 'Työttömyysturvalaki 1290/2002 "
+                    "11 luku', 'GDPR art. 6(1)(c)')"
                 )
             if not text.strip():
                 raise ValueError(f"grants {kind} with an empty legal basis")
@@ -544,6 +648,8 @@ def _read_endpoints_file(
         raise RoutesError(
             f"destination {destination}: cannot read endpoints_file {path}: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        raise RoutesError(f"destination {destination}: {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise RoutesError(f"destination {destination}: {path} is not valid TOML: {exc}") from None
     endpoints = data.get("endpoints")
@@ -590,4 +696,6 @@ def load_routes_file(path: Path, catalog: SchemaCatalog | None = None) -> Routes
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RoutesError(f"cannot read routes file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RoutesError(f"routes file {path} is not UTF-8 text") from None
     return parse_routes(text, str(path), catalog)
