@@ -295,16 +295,30 @@ def running_receivers(settings: HubSettings, port: int) -> Iterator[ReceiversCli
         yield receivers
 
 
+@pytest.fixture(scope="module")
+def shared_receivers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, ReceiversClient]]:
+    """One ``hub receivers`` process for the module (a start costs seconds on this machine);
+    each test resets what it applied and its knobs. The receivers read no Kafka and no routes
+    (they derive the development secrets as the endpoints do), so one serves every test."""
+    port = _free_port()
+    routes = write_routes(tmp_path_factory.mktemp("delivery") / "routes.toml", port)
+    with running_receivers(settings_for("127.0.0.1:9", routes_file=routes), port) as receivers:
+        yield routes, receivers
+
+
 @pytest.fixture
 def setup(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, shared_receivers: tuple[Path, ReceiversClient]
 ) -> Iterator[tuple[HubSettings, RoutesConfig, ReceiversClient]]:
-    receivers_port = _free_port()
-    routes = write_routes(tmp_path / "routes.toml", receivers_port)
+    routes, receivers = shared_receivers
+    receivers.reset_control()
+    receivers.reset()
     settings = settings_for(kafka_bootstrap, partitions=6, routes_file=routes)
     config = load_routes(settings)
-    with running_receivers(settings, receivers_port) as receivers:
-        yield settings, config, receivers
+    yield settings, config, receivers
+    receivers.reset_control()
 
 
 def _free_port() -> int:
@@ -662,49 +676,49 @@ def _scrape(port: int) -> dict[tuple[str, str], float]:
 
 
 async def test_broker_restart_under_load_loses_nothing(
-    private_kafka: LocalKafka, tmp_path: Path
+    private_kafka: LocalKafka, shared_receivers: tuple[Path, ReceiversClient]
 ) -> None:
-    receivers_port = _free_port()
-    routes = write_routes(tmp_path / "routes.toml", receivers_port)
+    routes, receivers = shared_receivers
+    receivers.reset_control()
+    receivers.reset()
     settings = settings_for(private_kafka.bootstrap, partitions=6, routes_file=routes)
     config = load_routes(settings)
-    with running_receivers(settings, receivers_port) as receivers:
-        outbox = await fill_outboxes(settings, config, jobseekers=150, seed=14, only=("alpha",))
-        total = outbox.count("alpha")
-        # Slow enough that the restart lands mid-stream.
-        receivers.control(ALPHA_RECEIVER, delay_s=0.01)
-        metrics = DeliveryMetrics()
-        disclosures = DisclosureLog(settings)
-        await disclosures.start()
-        http = http_client(settings.delivery_timeout_s)
-        alpha = webhook_worker(settings, config, "alpha", http, disclosures, metrics)
-        run = asyncio.create_task(alpha.run())
-        try:
-            await wait_until(
-                lambda: applied_count(receivers) > total // 5,
-                60,
-                "deliveries before the restart",
-            )
-            await asyncio.to_thread(private_kafka.stop)
-            at_stop = applied_count(receivers)
-            await asyncio.sleep(0.5)
-            await asyncio.to_thread(private_kafka.start, 120)
-            receivers.control(ALPHA_RECEIVER, delay_s=None)
-            await wait_until(
-                lambda: applied_count(receivers) >= total,
-                90,
-                "everything delivered after the broker restart",
-            )
-        finally:
-            alpha.stop()
-            await run
-            await disclosures.stop()
-            await http.aclose()
-        assert at_stop < total, "the broker restart did not come under load"
-        assert_each_once_in_order(outbox, "alpha", applied_of(receivers, [ALPHA_RECEIVER]))
-        entries = await disclosure_entries(settings)
-        assert {e["event_id"] for e in entries} == set(outbox.ids["alpha"])
-        print(
-            f"\n[delivery] {total} events, broker stopped after {at_stop} and restarted: all "
-            f"applied once, {duplicates_at(receivers)} duplicates dropped by the receiver"
+    outbox = await fill_outboxes(settings, config, jobseekers=150, seed=14, only=("alpha",))
+    total = outbox.count("alpha")
+    # Slow enough that the restart lands mid-stream.
+    receivers.control(ALPHA_RECEIVER, delay_s=0.01)
+    metrics = DeliveryMetrics()
+    disclosures = DisclosureLog(settings)
+    await disclosures.start()
+    http = http_client(settings.delivery_timeout_s)
+    alpha = webhook_worker(settings, config, "alpha", http, disclosures, metrics)
+    run = asyncio.create_task(alpha.run())
+    try:
+        await wait_until(
+            lambda: applied_count(receivers) > total // 5,
+            60,
+            "deliveries before the restart",
         )
+        await asyncio.to_thread(private_kafka.stop)
+        at_stop = applied_count(receivers)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(private_kafka.start, 120)
+        receivers.control(ALPHA_RECEIVER, delay_s=None)
+        await wait_until(
+            lambda: applied_count(receivers) >= total,
+            90,
+            "everything delivered after the broker restart",
+        )
+    finally:
+        alpha.stop()
+        await run
+        await disclosures.stop()
+        await http.aclose()
+    assert at_stop < total, "the broker restart did not come under load"
+    assert_each_once_in_order(outbox, "alpha", applied_of(receivers, [ALPHA_RECEIVER]))
+    entries = await disclosure_entries(settings)
+    assert {e["event_id"] for e in entries} == set(outbox.ids["alpha"])
+    print(
+        f"\n[delivery] {total} events, broker stopped after {at_stop} and restarted: all "
+        f"applied once, {duplicates_at(receivers)} duplicates dropped by the receiver"
+    )
