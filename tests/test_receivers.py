@@ -1,4 +1,5 @@
-"""The local receivers over real HTTP: signatures, dedupe by Idempotency-Key, control knobs."""
+"""The local receivers over real HTTP: signatures, dedupe by the signed webhook-id (and a
+conflicting body refused), control knobs."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def webhook_request(
     *,
     secret: str | None = None,
     type_name: str = "JobseekerRegistered",
+    idempotency_key: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """A body and headers as the delivery worker sends them (Standard Webhooks)."""
     event_id = event_id or str(uuid.uuid4())
@@ -58,7 +60,7 @@ def webhook_request(
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signature,
-        "Idempotency-Key": event_id,
+        "Idempotency-Key": idempotency_key or event_id,
         "Content-Type": "application/json",
     }
     return body.encode(), headers
@@ -108,6 +110,7 @@ def test_signed_event_is_applied_in_order_and_duplicate_dropped(
         "refused": 0,
         "failed": 0,
         "unauthorized": 0,
+        "conflicts": 0,
     }
     assert stats["total"]["applied"] == 4
     assert set(receivers.applied_all()) == {"kela", "fund/1234"}
@@ -219,8 +222,9 @@ def test_hub_receivers_command_serves_and_prints_a_summary(
         "refused",
         "failed",
         "unauthorized",
+        "conflicts",
     ]
-    assert lines[1].split() == ["fund/1234", "1", "1", "0", "0", "0"]
+    assert lines[1].split() == ["fund/1234", "1", "1", "0", "0", "0", "0"]
     assert lines[-1].split()[0] == "total"
     assert len(record.read_text().splitlines()) == 1
 
@@ -232,4 +236,47 @@ def test_summary_table_of_no_traffic() -> None:
             "total": {k: 0 for k in ("applied", "duplicates", "refused", "failed", "unauthorized")},
         }
     )
-    assert table.splitlines()[-1].split() == ["total", "0", "0", "0", "0", "0"]
+    assert table.splitlines()[-1].split() == ["total", "0", "0", "0", "0", "0", "0"]
+
+
+def test_dedupe_is_by_the_signed_webhook_id_not_the_unsigned_idempotency_key(
+    receivers: LocalReceivers,
+) -> None:
+    """A captured signed request replayed with another Idempotency-Key (the signature does not
+    cover it) was applied a second time; now it is refused, and the id alone dedupes."""
+    event_id = str(uuid.uuid4())
+    body, headers = webhook_request(receivers.settings, "kela", event_id)
+    assert httpx.post(receivers.url("kela"), content=body, headers=headers).json() == {
+        "applied": True
+    }
+    replay = httpx.post(
+        receivers.url("kela"), content=body, headers={**headers, "Idempotency-Key": "chosen"}
+    )
+    assert replay.status_code == 400
+    assert replay.headers["content-type"] == "application/problem+json"
+    assert replay.json()["type"].endswith("/idempotency-key-mismatch")
+    no_key = {k: v for k, v in headers.items() if k != "Idempotency-Key"}
+    again = httpx.post(receivers.url("kela"), content=body, headers=no_key)
+    assert again.json() == {"duplicate": True}
+    assert [a["event_id"] for a in receivers.applied("kela")] == [event_id]
+    assert receivers.stats()["receivers"]["kela"]["refused"] == 1
+
+
+def test_a_known_id_with_another_body_is_a_409_conflict_also_after_a_restart(
+    settings: HubSettings, tmp_path: Path
+) -> None:
+    record = tmp_path / "applied.ndjson"
+    event_id = str(uuid.uuid4())
+    with LocalReceivers(settings, record=record) as receivers:
+        assert post(receivers, "kela", event_id).json() == {"applied": True}
+        other = post(receivers, "kela", event_id, type_name="EmploymentStarted")  # signed
+        assert other.status_code == 409
+        assert other.headers["content-type"] == "application/problem+json"
+        assert other.json()["type"].endswith("/conflicting-redelivery")
+        assert post(receivers, "kela", event_id).json() == {"duplicate": True}  # same body
+        counts = receivers.stats()["receivers"]["kela"]
+        assert (counts["applied"], counts["duplicates"], counts["conflicts"]) == (1, 1, 1)
+        assert receivers.stats()["total"]["conflicts"] == 1
+    with LocalReceivers(settings, record=record) as again:  # the body's hash is in the record
+        assert post(again, "kela", event_id, type_name="EmploymentStarted").status_code == 409
+        assert [a["type"] for a in again.applied("kela")] == ["JobseekerRegistered"]

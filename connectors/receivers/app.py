@@ -1,15 +1,26 @@
 """The local receivers: one HTTP server playing Kela, every fund, provider and municipal system.
 
 Why one server: the demo and the delivery tests need receivers that behave like real ones
-(verify the Standard Webhooks signature, drop a redelivered event by its Idempotency-Key, fail
-or slow down when told) and that can say afterwards exactly what they applied, in order. Paths:
+(verify the Standard Webhooks signature, drop a redelivered event by its signed id, fail or
+slow down when told) and that can say afterwards exactly what they applied, in order. Paths:
 ``/kela``, ``/fund/{code}``, ``/provider/{business_id}``, ``/municipal/{area}``; any code is
 accepted, so the server plays every fund, provider and area the routes can name. The receiver
 name is the path without its leading slash (``fund/1234``), the dedupe memory is per receiver.
 
-Order of checks for a delivery: ``down`` (503, connection closed), signature (401), delay,
-``fail_share`` (503), refused event ids (422 with a problem text), duplicate (200
-``{"duplicate": true}``), then applied (200). Control and inspection, JSON:
+Dedupe is by ``webhook-id``, which the signature covers, never by the ``Idempotency-Key`` header,
+which it does not: a captured request replayed (within the signature's 5-minute tolerance) with
+another Idempotency-Key would otherwise be applied twice. The hub sends both with the event id,
+so a request whose Idempotency-Key differs from its webhook-id is refused (400). The receiver
+keeps the SHA-256 of each applied body per id: the same id again with the same body is a
+redelivery (200 ``{"duplicate": true}``), with another body a conflict (409, counted in
+``conflicts``): an event id the hub reused, or a body changed between attempts, which a real
+receiver must not silently drop.
+
+Order of checks for a delivery: ``down`` (503, connection closed), signature (401),
+Idempotency-Key differing from webhook-id (400), delay, ``fail_share`` (503), refused event ids
+(422 with a problem text), same id with another body (409), duplicate (200
+``{"duplicate": true}``), then applied (200). Every refusal is ``application/problem+json``.
+Control and inspection, JSON:
 
 - ``POST /_control`` ``{"receiver": "fund/1234" | "fund" | "*", "fail_share": 0.3,
   "refuse_event_ids": [...], "delay_s": 0.5, "down": true, "retry_after_s": 2}``: the knobs given
@@ -17,7 +28,8 @@ Order of checks for a delivery: ``down`` (503, connection closed), signature (40
   ``null`` unsets a knob; the most specific setting wins. ``{"reset": true}`` clears them all.
   ``GET /_control`` shows them.
 - ``GET /_applied?receiver=kela``: what it applied, in order; without ``receiver``: all.
-- ``GET /_stats``: applied, duplicates, refused, failed, unauthorized per receiver and in total.
+- ``GET /_stats``: applied, duplicates, refused, failed, unauthorized, conflicts per receiver
+  and in total.
 - ``POST /_reset``: forget everything applied and counted (not the record file).
 
 With a record file every applied event is also appended to it as one JSON line, and a restarted
@@ -28,6 +40,7 @@ the restart is still a duplicate (as at a real receiver with a database).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import threading
@@ -65,6 +78,8 @@ class Applied:
     subject: str | None
     time: str | None
     received_at: str
+    body_sha256: str | None = None
+    """SHA-256 (hex) of the body applied (None in a record file written before it was kept)."""
 
 
 @dataclass
@@ -74,6 +89,8 @@ class Counts:
     refused: int = 0
     failed: int = 0
     unauthorized: int = 0
+    conflicts: int = 0
+    """A known event id arrived with another body (answered 409)."""
 
 
 class Knobs(BaseModel):
@@ -99,7 +116,8 @@ class ReceiversState:
 
     record_file: Path | None = None
     applied: dict[str, list[Applied]] = field(default_factory=lambda: defaultdict(list))
-    seen: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    seen: dict[str, dict[str, str | None]] = field(default_factory=lambda: defaultdict(dict))
+    """Receiver → event id → SHA-256 of the body applied under it."""
     counts: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
     knobs: dict[str, Knobs] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -115,20 +133,26 @@ class ReceiversState:
 
     def _remember(self, entry: Applied) -> None:
         self.applied[entry.receiver].append(entry)
-        self.seen[entry.receiver].add(entry.event_id)
+        self.seen[entry.receiver][entry.event_id] = entry.body_sha256
         self.counts[entry.receiver].applied += 1
 
-    def apply(self, entry: Applied) -> bool:
-        """Record *entry* unless its receiver has it already; False = duplicate."""
+    def apply(self, entry: Applied) -> str:
+        """Record *entry* unless its receiver has its id already: ``"applied"``, ``"duplicate"``
+        (same id, same body or a body not known) or ``"conflict"`` (same id, another body)."""
         with self.lock:
-            if entry.event_id in self.seen[entry.receiver]:
+            seen = self.seen[entry.receiver]
+            if entry.event_id in seen:
+                known = seen[entry.event_id]
+                if known is not None and known != entry.body_sha256:
+                    self.counts[entry.receiver].conflicts += 1
+                    return "conflict"
                 self.counts[entry.receiver].duplicates += 1
-                return False
+                return "duplicate"
             self._remember(entry)
             if self.record_file is not None:
                 with self.record_file.open("a", encoding="utf-8") as out:
                     out.write(json.dumps(asdict(entry), separators=(",", ":")) + "\n")
-            return True
+            return "applied"
 
     def count(self, receiver: str, what: str) -> None:
         with self.lock:
@@ -218,7 +242,16 @@ def create_app(
             state.count(receiver, "unauthorized")
             log.warning("receivers.bad_signature", receiver=receiver, reason=str(error))
             return problem(401, "bad-signature", "Signature not valid", str(error))
-        event_id = request.headers.get("idempotency-key") or request.headers["webhook-id"]
+        event_id = request.headers["webhook-id"]  # signed: verify() needs it
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and idempotency_key != event_id:
+            state.count(receiver, "refused")
+            return problem(
+                400,
+                "idempotency-key-mismatch",
+                "Idempotency-Key differs from webhook-id",
+                "the Idempotency-Key header must equal the signed webhook-id",
+            )
         if knobs.delay_s:
             await asyncio.sleep(knobs.delay_s)
         if knobs.fail_share and random.random() < knobs.fail_share:
@@ -242,11 +275,20 @@ def create_app(
                 subject=subject,
                 time=message.get("timestamp"),
                 received_at=datetime.now(UTC).isoformat(),
+                body_sha256=hashlib.sha256(body).hexdigest(),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             state.count(receiver, "refused")
             return problem(400, "malformed-body", "Body not readable", "not a webhook message")
-        if not state.apply(entry):
+        outcome = state.apply(entry)
+        if outcome == "conflict":
+            return problem(
+                409,
+                "conflicting-redelivery",
+                "Event id already applied with another body",
+                f"{receiver} applied event {event_id} with another body",
+            )
+        if outcome == "duplicate":
             return JSONResponse({"duplicate": True})
         return JSONResponse({"applied": True})
 

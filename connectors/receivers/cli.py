@@ -35,7 +35,8 @@ def receivers_command(host: str | None, port: int | None, record: Path | None) -
     """Run local receivers: /kela, /fund/CODE, /provider/BUSINESS_ID, /municipal/AREA.
 
     They verify Standard Webhooks signatures (the development secrets the hub signs with, or the
-    routes' configured ones), drop duplicates by Idempotency-Key and record what they applied.
+    routes' configured ones), drop duplicates by their signed webhook-id and record what they
+    applied.
     POST /_control (fail_share, refuse_event_ids, delay_s, down), GET /_applied, GET /_stats.
     A summary per receiver is printed on stop (Ctrl-C or SIGTERM).
     """
@@ -74,12 +75,12 @@ class _Server(uvicorn.Server):
 
 
 def summary_table(stats: dict[str, Any]) -> str:
-    """Applied, duplicates, refused, failed, unauthorized per receiver, and the total."""
+    """Applied, duplicates, refused, failed, unauthorized, conflicts per receiver, and the total."""
     receivers = stats["receivers"]
     total = stats["total"]
-    columns = ("applied", "duplicates", "refused", "failed", "unauthorized")
-    rows = [(name, *(str(counts[c]) for c in columns)) for name, counts in receivers.items()]
-    rows.append(("total", *(str(total[c]) for c in columns)))
+    columns = ("applied", "duplicates", "refused", "failed", "unauthorized", "conflicts")
+    rows = [(name, *(str(counts.get(c, 0)) for c in columns)) for name, counts in receivers.items()]
+    rows.append(("total", *(str(total.get(c, 0)) for c in columns)))
     header = ("receiver", *columns)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
