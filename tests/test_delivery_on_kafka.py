@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -256,7 +257,10 @@ async def wait_until(
 
 
 def assert_each_once_in_order(
-    outbox: Outbox, destination: str, applied: list[dict[str, Any]], missing: set[str] = frozenset()
+    outbox: Outbox,
+    destination: str,
+    applied: list[dict[str, Any]],
+    missing: AbstractSet[str] = frozenset(),
 ) -> None:
     """Every outbox id applied exactly once (bar ``missing``), each person's in outbox order."""
     counts = Counter(a["event_id"] for a in applied)
@@ -367,7 +371,7 @@ async def test_receiver_down_then_up_delivers_all_in_order_once_while_others_flo
             "alpha to deliver after its receiver came back",
         )
         await wait_until(
-            lambda: alpha.lag() and sum(alpha.lag().values()) == 0,
+            lambda: bool(alpha.lag()) and sum(alpha.lag().values()) == 0,
             10,
             "alpha's lag to reach 0",
         )
@@ -450,7 +454,11 @@ async def test_a_refused_event_is_a_dead_letter_with_the_reason_and_the_rest_flo
     assert (
         metrics.registry.get_sample_value(
             "hub_delivery_dead_letters_total",
-            {"destination": "beta", "endpoint": outbox.endpoint_of[refused], "reason": "refused"},
+            {
+                "destination": "beta",
+                "endpoint": str(outbox.endpoint_of[refused]),
+                "reason": "refused",
+            },
         )
         == 1.0
     )
@@ -595,12 +603,14 @@ async def test_hub_deliver_killed_ten_times_loses_nothing_and_applies_each_once(
     while kills < 10:
         process = _deliver_process(settings, tmp_path, log_file)
         before = applied_count(receivers)
+
+        def delivering(before: int = before, process: subprocess.Popen[bytes] = process) -> bool:
+            return applied_count(receivers) > before or process.poll() is not None
+
         try:
             # Kill under load: once this process has delivered something, at a random moment.
             await wait_until(
-                lambda before=before, process=process: (
-                    applied_count(receivers) > before or process.poll() is not None
-                ),
+                delivering,
                 60,
                 "the restarted hub deliver to deliver",
                 poll_s=0.05,
