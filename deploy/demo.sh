@@ -81,5 +81,5 @@ The broker keeps running. Look at the log, the dead letters and the disclosure l
   .venv/bin/hub broker stop
 Running it again with the same SEED publishes the same events again: the router routes them
 again (its consumer group continues where it stopped) and the receivers drop every one as a
-duplicate by its Idempotency-Key. Another SEED adds a new cohort.
+duplicate by its event id (the signed webhook-id). Another SEED adds a new cohort.
 NEXT

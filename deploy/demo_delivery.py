@@ -245,7 +245,7 @@ def report(
     print(
         "delivered: the receiver answered 2xx (applied + dropped as duplicate); retried: failed "
         "attempts sent again later;\ndead letters: refused or out of retries (hub dlq list); "
-        "dropped as duplicate: the receiver had the event id (Idempotency-Key) already"
+        "dropped as duplicate: the receiver had the event id (webhook-id) already"
     )
 
 
