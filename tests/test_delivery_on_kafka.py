@@ -511,7 +511,7 @@ async def test_two_workers_rebalancing_deliver_each_once_in_order_with_one_chain
     setup: tuple[HubSettings, RoutesConfig, ReceiversClient],
 ) -> None:
     settings, config, receivers = setup
-    outbox = await fill_outboxes(settings, config, jobseekers=120, seed=15, only=("alpha",))
+    outbox = await fill_outboxes(settings, config, jobseekers=200, seed=15, only=("alpha",))
     total = outbox.count("alpha")
     receivers.control(ALPHA_RECEIVER, delay_s=0.01)  # keep deliveries in flight at the rebalance
     logs = [DisclosureLog(settings), DisclosureLog(settings)]
