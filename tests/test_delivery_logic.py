@@ -476,6 +476,9 @@ class _Receipts:
     def release(self, partition: int) -> None:
         return None
 
+    def assign(self, partition: int) -> None:
+        return None
+
 
 def _worker(
     steps: tuple[float, ...],

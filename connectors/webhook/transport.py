@@ -21,8 +21,6 @@ are kept alive and reused across its endpoints' paths.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from typing import Final
 
@@ -40,14 +38,6 @@ from hub.http_errors import HTTP_FAILURES
 from hub.logging import get_logger
 
 log = get_logger(__name__)
-
-# httpcore asks ``import sniffio`` on every lock it makes (several per request) and falls back
-# to asyncio when it is missing. sniffio is not installed here, and a failed import is not
-# cached: each one searched the whole sys.path, about a fifth of hub deliver's CPU. A None in
-# sys.modules makes that import fail at once, with the same asyncio fallback.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
-
 
 #: Connections of one client's pool. httpcore assigns a request to a connection by scanning
 #: every connection for every waiting request, so past a dozen or so connections the pool's

@@ -175,6 +175,10 @@ class DisclosureSink(Protocol):
         """The worker lost the partition: forget what is cached about its chain."""
         ...
 
+    def assign(self, partition: int) -> None:
+        """The worker got the partition: its chain's head is re-read before the next entry."""
+        ...
+
 
 class RoutedDisclosures:
     """:class:`DisclosureSink` onto the :class:`~hub.delivery.disclosure.DisclosureLog`.
@@ -231,6 +235,9 @@ class RoutedDisclosures:
 
     def release(self, partition: int) -> None:
         self.log.release(self.destination, partition)
+
+    def assign(self, partition: int) -> None:
+        self.log.assign(self.destination, partition)
 
 
 @dataclass
@@ -443,6 +450,8 @@ class DeliveryWorker:
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             self._progress[tp.partition] = PartitionProgress()
+            if self.disclosures is not None:
+                self.disclosures.assign(tp.partition)
         log.info(
             "delivery.assigned",
             destination=self.target.name,
