@@ -20,28 +20,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.receivers.runner import ReceiversClient, receivers_subprocess  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.paths import in_time_order  # noqa: E402
 from connectors.webhook.transport import WebhookTransport, http_client  # noqa: E402
-from hub.broker.local import LocalKafka  # noqa: E402
 from hub.delivery.transport import DeliveryRequest, json_body, static_headers  # noqa: E402
 from hub.events.customer_path import EVENT_TYPES  # noqa: E402
 from hub.identity import Pseudonymizer  # noqa: E402
@@ -60,32 +57,6 @@ TYPES = sorted({name.rsplit(".", 1)[-1] for name in EVENT_TYPES})
 
 Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 """(event id, key, value, headers) of one outbox record."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextlib.contextmanager
-def kafka_broker() -> Iterator[str]:
-    external = os.environ.get("HUB_KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as state:
-        settings = HubSettings(
-            state_dir=Path(state), kafka_port=free_port(), kafka_controller_port=free_port()
-        )
-        kafka = LocalKafka(settings, jar_cache=REPO / ".hub" / "kafka", tie_to_parent=True)
-        print(f"starting a local Kafka broker on {kafka.bootstrap} …", file=sys.stderr)
-        kafka.start()
-        try:
-            yield kafka.bootstrap
-        finally:
-            kafka.stop()
 
 
 def write_routes(path: Path, port: int) -> None:

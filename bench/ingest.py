@@ -18,13 +18,12 @@ import contextlib
 import hashlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.api_requests import registration_request  # noqa: E402
-from hub.broker.local import LocalKafka  # noqa: E402
 from hub.codes import employment_areas  # noqa: E402
 from hub.events.customer_path import JobseekerRegistered  # noqa: E402
 from hub.identity import Pseudonymizer  # noqa: E402
@@ -63,32 +62,6 @@ class Result:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextlib.contextmanager
-def kafka_broker() -> Iterator[str]:
-    external = os.environ.get("HUB_KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as state:
-        settings = HubSettings(
-            state_dir=Path(state), kafka_port=free_port(), kafka_controller_port=free_port()
-        )
-        kafka = LocalKafka(settings, jar_cache=REPO / ".hub" / "kafka", tie_to_parent=True)
-        print(f"starting a local Kafka broker on {kafka.bootstrap} …", file=sys.stderr)
-        kafka.start()
-        try:
-            yield kafka.bootstrap
-        finally:
-            kafka.stop()
 
 
 def registrations(count: int) -> list[JobseekerRegistered]:

@@ -24,19 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import io
-import os
 import pstats
-import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,9 +40,9 @@ sys.path.insert(0, str(REPO))
 from aiokafka import TopicPartition  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
+from bench.local_broker import kafka_broker  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.paths import in_time_order  # noqa: E402
-from hub.broker.local import LocalKafka  # noqa: E402
 from hub.identity import Pseudonymizer  # noqa: E402
 from hub.kafka.clients import make_consumer, make_producer  # noqa: E402
 from hub.kafka.publisher import open_publisher  # noqa: E402
@@ -59,32 +54,6 @@ from hub.settings import HubSettings  # noqa: E402
 
 SECRET = "bench-secret-of-sufficient-length"
 PARTITIONS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextlib.contextmanager
-def kafka_broker() -> Iterator[str]:
-    external = os.environ.get("HUB_KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as state:
-        settings = HubSettings(
-            state_dir=Path(state), kafka_port=free_port(), kafka_controller_port=free_port()
-        )
-        kafka = LocalKafka(settings, jar_cache=REPO / ".hub" / "kafka", tie_to_parent=True)
-        print(f"starting a local Kafka broker on {kafka.bootstrap} …", file=sys.stderr)
-        kafka.start()
-        try:
-            yield kafka.bootstrap
-        finally:
-            kafka.stop()
 
 
 def run_settings(bootstrap: str, log_topic: str, run: str) -> HubSettings:
