@@ -1,6 +1,7 @@
 """Delivery: events/s and end-to-end latency of ``hub deliver``, against a raw httpx POST loop.
 
     python bench/delivery.py [--events 3000] [--rate 50] [--seconds 20] [--in-flight 16]
+                             [--no-end-to-end]
 
 Starts (or uses HUB_KAFKA_BOOTSTRAP) a real Kafka broker and ``hub receivers`` in a
 subprocess, writes a routes file with one webhook destination on the receiver ``/kela``, and
@@ -13,15 +14,27 @@ measures, in the same run:
    from the receiver's first to its last apply, and the ratio to the baseline;
 3. **latency**: with ``hub deliver`` running, outbox records produced at a steady ``--rate``
    per second for ``--seconds``; for each, the time from the outbox produce ack (acks=all) to
-   the receiver applying it (its 2xx follows at once): p50, p99, max.
+   the receiver applying it (its 2xx follows at once): p50, p99, max;
+4. **end to end**: ``hub serve``, ``hub route`` and ``hub deliver --destination kela`` (each a
+   subprocess, as deployed) on a second routes file: destination ``kela`` (the receiver's
+   ``/kela``) with the statement route, plus ``reporting`` (an outbox, no worker). Labour-policy
+   statements naming Kela, one person each, are POSTed to the ingest API at a steady ``--rate``
+   for ``--seconds``; for each, the time from the API's 202 (which it answers once the log
+   acknowledged the write, acks=all, transaction committed) to the receiver applying it, per
+   event id. The receiver stamps ``received_at`` (wall clock) just before it answers the 2xx,
+   in another process on the same machine, so the two clocks are one: p50, p99, max.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import copy
+import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,18 +43,24 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.receivers.runner import ReceiversClient, receivers_subprocess  # noqa: E402
+from connectors.rest_api.endpoints import PATH_OF  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.paths import in_time_order  # noqa: E402
 from connectors.webhook.transport import WebhookTransport, http_client  # noqa: E402
+from hub.codes import employment_areas  # noqa: E402
 from hub.delivery.transport import DeliveryRequest, json_body, static_headers  # noqa: E402
-from hub.events.customer_path import EVENT_TYPES  # noqa: E402
+from hub.events.customer_path import EVENT_TYPES, JobseekerRegistered  # noqa: E402
 from hub.identity import Pseudonymizer  # noqa: E402
+from hub.intake.examples import EXAMPLES  # noqa: E402
 from hub.kafka.clients import make_producer  # noqa: E402
 from hub.kafka.publisher import encode_event  # noqa: E402
 from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic  # noqa: E402
@@ -55,6 +74,11 @@ DESTINATION = "bench"
 RECEIVER = "kela"
 TYPES = sorted({name.rsplit(".", 1)[-1] for name in EVENT_TYPES})
 
+SECRET_ENV = "BENCH_DELIVERY_WEBHOOK_SECRET"
+"""Both routes files sign for the receiver's ``/kela`` with this one secret: the receivers
+verify with the secret of the first routes file's endpoint on that path, so the end-to-end
+destination (another name, whose development secret would differ) must share it."""
+
 Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 """(event id, key, value, headers) of one outbox record."""
 
@@ -64,7 +88,7 @@ def write_routes(path: Path, port: int) -> None:
         f"""
 [destinations.{DESTINATION}]
 transport = "webhook"
-endpoint = {{ url = "http://127.0.0.1:{port}/{RECEIVER}" }}
+endpoint = {{ url = "http://127.0.0.1:{port}/{RECEIVER}", secret_env = "{SECRET_ENV}" }}
 retry_schedule_s = [0.5, 1, 2, 5, 10]
 
 [[routes]]
@@ -80,7 +104,7 @@ def outbox_records(config: RoutesConfig, count: int, seed: int) -> list[Record]:
     """``count`` simulated events routed and encoded as the router writes them."""
     serializer = SingleObjectSerializer()
     codec = OutboxCodec.for_routes(config)
-    people = max(1, count // 9 + 1)
+    people = max(1, count // 4 + 10)  # about 9 events a person, some paths short
     paths = simulate(
         SimulationConfig(jobseekers=people, seed=seed), Pseudonymizer("bench-delivery-secret-0123")
     )
@@ -212,15 +236,258 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+E2E_DESTINATION = "kela"
+E2E_TYPE = "LabourPolicyStatementIssued"
+STATEMENT_BASIS = (
+    "Työttömyysturvalaki (1290/2002) 11 luku 4 §: työvoimaviranomainen antaa "
+    "työvoimapoliittisen lausunnon työttömyysetuuden maksajalle (Kela tai työttömyyskassa)"
+)
+STATEMENT_DIRECT = (
+    "Työttömyysturvalaki (1290/2002) 11 luku 4 § ja 13 luku (tietojen luovuttaminen): maksaja "
+    "yksilöi etuudenhakijan henkilötunnuksella; GDPR art. 6(1)(c)"
+)
+REPORTING_MEMBERSHIP = (
+    "Tilastolaki (280/2004) ja GDPR art. 9(2)(j) ja art. 89: tilastointi pseudonymisoituna, "
+    "työttömyyskassan jäsenyys etuuden maksajan tilastoihin"
+)
+
+
+def write_e2e_routes(path: Path, port: int) -> None:
+    """The packaged statement and reporting routes, limited to Kela: one webhook destination.
+
+    The packaged ``statement-to-payer`` route resolves the payer through a directory that also
+    needs every fund; every statement here names Kela, so a route straight to ``kela`` sends
+    the same events with the same grants, and ``reporting`` (an outbox) keeps the router's
+    second output per event as in the packaged routes.
+    """
+    path.write_text(
+        f"""
+[destinations.{E2E_DESTINATION}]
+transport = "webhook"
+endpoint = {{ url = "http://127.0.0.1:{port}/{RECEIVER}", secret_env = "{SECRET_ENV}" }}
+retry_schedule_s = [0.5, 1, 2, 5, 10]
+
+[destinations.reporting]
+transport = "outbox"
+retry_schedule_s = []
+
+[[routes]]
+name = "statement-to-kela"
+types = ["{E2E_TYPE}"]
+to = {{ destination = "{E2E_DESTINATION}" }}
+basis = {json.dumps(STATEMENT_BASIS, ensure_ascii=False)}
+[routes.grants]
+direct = {json.dumps(STATEMENT_DIRECT, ensure_ascii=False)}
+
+[[routes]]
+name = "all-to-reporting"
+types = {json.dumps(TYPES)}
+to = {{ destination = "reporting" }}
+[routes.grants]
+membership = {json.dumps(REPORTING_MEMBERSHIP, ensure_ascii=False)}
+""",
+        encoding="utf-8",
+    )
+
+
+def clients_toml(key: str) -> str:
+    """One municipal system that may send statements for every employment area."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    areas = ", ".join(f'"{code}"' for code in sorted(employment_areas()))
+    return f"""
+[[clients]]
+client_id = "bench-municipal-system"
+kind = "municipal_system"
+source_system = "urn:fi:te-hub:bench"
+api_key_sha256 = "{digest}"
+event_types = ["{E2E_TYPE}"]
+employment_areas = [{areas}]
+"""
+
+
+def statement_requests(count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` statements naming Kela, each for another simulated person.
+
+    One person each: the worker keeps a person's events in order, so statements of one person
+    would queue behind each other and measure that order, not the pipeline.
+    """
+    people = simulate(
+        SimulationConfig(jobseekers=count, seed=seed), Pseudonymizer("bench-delivery-secret-0123")
+    )
+    registrations = [p[0] for p in people if p and isinstance(p[0], JobseekerRegistered)]
+    if len(registrations) < count:
+        raise SystemExit(f"the simulation gave {len(registrations)} people, {count} needed")
+    bodies = []
+    for registration in registrations[:count]:
+        body = copy.deepcopy(EXAMPLES[E2E_TYPE])
+        body.pop("event_id", None)
+        code = registration.payload.personal_identity_code
+        body["personal_identity_code"] = code
+        body["municipality_code"] = registration.envelope.municipality_code
+        body["payload"]["personal_identity_code"] = code
+        body["payload"]["statement_id"] = str(uuid.uuid4())
+        bodies.append(body)
+    return bodies
+
+
+def start_hub(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m hub ARGS`` with *env*; its stderr (structured logs) to *log*."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hub", *args],
+            env={**env, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_api(http: httpx.AsyncClient, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise SystemExit("a hub process of the end-to-end run exited early (see its log)")
+        try:
+            if (await http.get("/ready")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.3)
+    raise SystemExit("the ingest API did not get ready in 90 s")
+
+
+async def ingest_steady(
+    http: httpx.AsyncClient, bodies: list[dict[str, Any]], rate: float
+) -> dict[str, float]:
+    """POST one statement every 1/rate s (not waiting for the previous answer); event id →
+    when its 202 arrived (epoch seconds): the ingest ack a client sees."""
+    acked: dict[str, float] = {}
+    path = PATH_OF[E2E_TYPE]
+
+    async def post(body: dict[str, Any]) -> None:
+        response = await http.post(
+            path, json=body, headers={"Idempotency-Key": str(uuid.uuid4())}, timeout=120
+        )
+        at = time.time()
+        if response.status_code != 202:
+            raise SystemExit(f"ingest API answered {response.status_code}: {response.text[:500]}")
+        acked[response.json()["event_id"]] = at
+
+    start = time.monotonic()
+    tasks = []
+    for i, body in enumerate(bodies):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(post(body)))
+    await asyncio.gather(*tasks)
+    return acked
+
+
+async def wait_ids(
+    receivers: ReceiversClient,
+    ids: set[str],
+    processes: list[subprocess.Popen[bytes]],
+    timeout_s: float,
+) -> dict[str, float]:
+    """Event id → when the receiver applied it, once every id of *ids* is applied."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        applied = applied_times(receivers)
+        if ids <= applied.keys():
+            return applied
+        if any(p.poll() is not None for p in processes):
+            raise SystemExit("a hub process of the end-to-end run exited early (see its log)")
+        if time.monotonic() > deadline:
+            missing = len(ids - applied.keys())
+            raise SystemExit(f"timed out: {missing} of {len(ids)} events never reached /kela")
+        await asyncio.sleep(0.25)
+
+
+async def end_to_end(
+    env: dict[str, str],
+    receivers: ReceiversClient,
+    tmp: Path,
+    port: int,
+    run_id: str,
+    rate: float,
+    seconds: float,
+) -> list[float]:
+    """Ingest 202 → receiver 2xx latencies (ms) through ``hub serve``, ``hub route`` and
+    ``hub deliver``, after a warm-up that waits until the three have joined and delivered."""
+    routes = tmp / "routes-e2e.toml"
+    write_e2e_routes(routes, port)
+    key = secrets.token_urlsafe(32)
+    clients = tmp / "clients.toml"
+    clients.write_text(clients_toml(key), encoding="utf-8")
+    e2e_env = {
+        **env,
+        "HUB_ROUTES_FILE": str(routes),
+        "HUB_INGEST_CLIENTS_FILE": str(clients),
+        "HUB_TOPIC_CUSTOMER_PATH": f"bench.customer-path.{run_id}",
+        "HUB_TOPIC_INGEST_RECEIPTS": f"bench.ingest-receipts.{run_id}",
+        "HUB_TOPIC_SOURCE_POSITIONS": f"bench.source-positions.{run_id}",
+        "HUB_TOPIC_ROUTER_STATE": f"bench.router-state.{run_id}",
+        "HUB_INGEST_TRANSACTIONAL_ID": f"bench-ingest-{run_id}",
+        "HUB_ROUTER_TRANSACTIONAL_ID": f"bench-router-{run_id}",
+    }
+    api_port = free_port()
+    processes = [
+        start_hub(["serve", "--port", str(api_port)], e2e_env, tmp / "serve.log"),
+        start_hub(["route"], e2e_env, tmp / "route.log"),
+        start_hub(["deliver", "--destination", E2E_DESTINATION], e2e_env, tmp / "deliver-e2e.log"),
+    ]
+    warmup = 5
+    steady_count = max(1, int(rate * seconds))
+    bodies = statement_requests(warmup + steady_count, seed=22)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{api_port}",
+            headers={"Authorization": f"Bearer {key}"},
+            limits=httpx.Limits(max_connections=64),
+        ) as http:
+            await wait_api(http, processes)
+            print("end to end: warm-up (router and worker join) …", file=sys.stderr)
+            warm = await ingest_steady(http, bodies[:warmup], 5)
+            await wait_ids(receivers, set(warm), processes, timeout_s=180)
+            print(
+                f"end to end: {steady_count} statements at {rate:g}/s to the ingest API …",
+                file=sys.stderr,
+            )
+            acked = await ingest_steady(http, bodies[warmup:], rate)
+        applied = await wait_ids(receivers, set(acked), processes, timeout_s=300)
+    finally:
+        stop_all(processes)
+    return [(applied[e] - at) * 1000 for e, at in acked.items()]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=50.0, help="events/s of the latency run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument(
+        "--end-to-end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure ingest API 202 → receiver 2xx through hub serve, route and deliver",
+    )
     args = parser.parse_args()
 
     run_id = uuid.uuid4().hex[:8]
+    os.environ.setdefault(SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         port = free_port()
         routes = Path(tmp) / "routes.toml"
@@ -274,6 +541,12 @@ async def main() -> None:
             finally:
                 deliver.send_signal(signal.SIGTERM)
                 deliver.wait(timeout=60)
+            e2e_ms: list[float] = []
+            if args.end_to_end:
+                receivers.reset()
+                e2e_ms = await end_to_end(
+                    env, receivers, Path(tmp), port, run_id, args.rate, args.seconds
+                )
     p50, p99 = percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99)
     print(
         f"\n{'':52} {'events/s':>9}\n"
@@ -285,6 +558,13 @@ async def main() -> None:
         f"({len(latencies_ms)} events): p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
         f"max {max(latencies_ms):.0f} ms"
     )
+    if e2e_ms:
+        print(
+            f"latency end to end, ingest API 202 → receiver 2xx at {args.rate:g}/s "
+            f"(hub serve → hub route → hub deliver, {len(e2e_ms)} events): "
+            f"p50 {percentile(e2e_ms, 0.5):.0f} ms, p99 {percentile(e2e_ms, 0.99):.0f} ms, "
+            f"max {max(e2e_ms):.0f} ms"
+        )
 
 
 if __name__ == "__main__":
