@@ -357,7 +357,7 @@ async def wait_api(http: httpx.AsyncClient, processes: list[subprocess.Popen[byt
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in processes):
-            raise SystemExit("a hub process of the end-to-end run exited early (see its log)")
+            raise SystemExit("a hub process of the end-to-end run exited early")
         try:
             if (await http.get("/ready")).status_code == 200:
                 return
@@ -408,7 +408,7 @@ async def wait_ids(
         if ids <= applied.keys():
             return applied
         if any(p.poll() is not None for p in processes):
-            raise SystemExit("a hub process of the end-to-end run exited early (see its log)")
+            raise SystemExit("a hub process of the end-to-end run exited early")
         if time.monotonic() > deadline:
             missing = len(ids - applied.keys())
             raise SystemExit(f"timed out: {missing} of {len(ids)} events never reached /kela")
@@ -467,6 +467,11 @@ async def end_to_end(
             )
             acked = await ingest_steady(http, bodies[warmup:], rate)
         applied = await wait_ids(receivers, set(acked), processes, timeout_s=300)
+    except BaseException:
+        for name in ("serve", "route", "deliver-e2e"):  # the folder goes with the run
+            lines = (tmp / f"{name}.log").read_text("utf-8", "replace").splitlines()
+            print(f"--- last lines of hub {name} ---", *lines[-15:], sep="\n", file=sys.stderr)
+        raise
     finally:
         stop_all(processes)
     return [(applied[e] - at) * 1000 for e, at in acked.items()]
