@@ -34,13 +34,9 @@ from connectors.poller import (
     JobseekerChange,
     LegacyCursorFile,
     RegisterPoller,
-    XRoadClient,
-    XRoadRefused,
-    XRoadService,
-    XRoadTLSError,
-    tls_verify,
 )
 from connectors.poller.mapping import HELSINKI
+from connectors.xroad import XRoadClient, XRoadRefused, XRoadService, XRoadTLSError, tls_verify
 from hub.codes import employment_area_of
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
 from hub.serde.registry import SchemaRegistryClient, SchemaRegistryError

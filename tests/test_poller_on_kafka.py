@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.poller import ChangeMapper, XRoadService
+from connectors.poller import ChangeMapper
+from connectors.xroad import XRoadService
 from hub.identity import Pseudonymizer
 from hub.kafka.topics import ensure_topics
 from hub.settings import HubSettings

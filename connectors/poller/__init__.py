@@ -11,18 +11,6 @@ from connectors.poller.mapping import (
     Rejection,
 )
 from connectors.poller.poller import Backoff, PageOutcome, PollStats, RegisterPoller
-from connectors.xroad.client import (
-    XRoadBadResponse,
-    XRoadClient,
-    XRoadError,
-    XRoadMember,
-    XRoadMisconfigured,
-    XRoadRefused,
-    XRoadService,
-    XRoadTLSError,
-    XRoadUnavailable,
-    tls_verify,
-)
 
 __all__ = [
     "POLLER_NAMESPACE",
@@ -38,14 +26,4 @@ __all__ = [
     "RegisterPoller",
     "RejectLog",
     "Rejection",
-    "XRoadBadResponse",
-    "XRoadClient",
-    "XRoadError",
-    "XRoadMember",
-    "XRoadMisconfigured",
-    "XRoadRefused",
-    "XRoadService",
-    "XRoadTLSError",
-    "XRoadUnavailable",
-    "tls_verify",
 ]
