@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import base64
 import copy
-import hashlib
 import json
 import os
 import secrets
@@ -50,13 +49,13 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.hub_api import clients_toml  # noqa: E402
 from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.receivers.runner import ReceiversClient, receivers_subprocess  # noqa: E402
 from connectors.rest_api.endpoints import PATH_OF  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.paths import in_time_order  # noqa: E402
 from connectors.webhook.transport import WebhookTransport, http_client  # noqa: E402
-from hub.codes import employment_areas  # noqa: E402
 from hub.delivery.transport import DeliveryRequest, json_body, static_headers  # noqa: E402
 from hub.events.customer_path import EVENT_TYPES, JobseekerRegistered  # noqa: E402
 from hub.identity import Pseudonymizer  # noqa: E402
@@ -290,21 +289,6 @@ membership = {json.dumps(REPORTING_MEMBERSHIP, ensure_ascii=False)}
     )
 
 
-def clients_toml(key: str) -> str:
-    """One municipal system that may send statements for every employment area."""
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    areas = ", ".join(f'"{code}"' for code in sorted(employment_areas()))
-    return f"""
-[[clients]]
-client_id = "bench-municipal-system"
-kind = "municipal_system"
-source_system = "urn:fi:te-hub:bench"
-api_key_sha256 = "{digest}"
-event_types = ["{E2E_TYPE}"]
-employment_areas = [{areas}]
-"""
-
-
 def statement_requests(count: int, seed: int) -> list[dict[str, Any]]:
     """``count`` statements naming Kela, each for another simulated person.
 
@@ -430,7 +414,7 @@ async def end_to_end(
     write_e2e_routes(routes, port)
     key = secrets.token_urlsafe(32)
     clients = tmp / "clients.toml"
-    clients.write_text(clients_toml(key), encoding="utf-8")
+    clients.write_text(clients_toml(key, E2E_TYPE), encoding="utf-8")
     e2e_env = {
         **env,
         "HUB_ROUTES_FILE": str(routes),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import os
 import secrets
 import subprocess
@@ -34,10 +33,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.hub_api import clients_toml  # noqa: E402
 from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.api_requests import registration_request  # noqa: E402
-from hub.codes import employment_areas  # noqa: E402
 from hub.events.customer_path import JobseekerRegistered  # noqa: E402
 from hub.identity import Pseudonymizer  # noqa: E402
 from hub.kafka.clients import make_producer  # noqa: E402
@@ -229,20 +228,6 @@ async def wait_ready(base_url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"the ingest API at {base_url} did not get ready in {timeout_s:.0f} s")
 
 
-def clients_toml(key: str) -> str:
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    areas = ", ".join(f'"{code}"' for code in sorted(employment_areas()))
-    return f"""
-[[clients]]
-client_id = "bench-municipal-system"
-kind = "municipal_system"
-source_system = "urn:fi:te-hub:bench"
-api_key_sha256 = "{digest}"
-event_types = ["JobseekerRegistered"]
-employment_areas = [{areas}]
-"""
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=4000)
@@ -265,7 +250,7 @@ async def main() -> None:
         await ensure_topics(settings)
         key = secrets.token_urlsafe(32)
         clients_file = Path(tmp) / "clients.toml"
-        clients_file.write_text(clients_toml(key))
+        clients_file.write_text(clients_toml(key, "JobseekerRegistered"))
         events = registrations(args.events)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
