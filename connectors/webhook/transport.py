@@ -101,9 +101,7 @@ class WebhookTransport:
                     "POST", self.url, content=request.body, headers=headers
                 ) as response:
                     content = await _read_at_most(response, MAX_ANSWER_BYTES)
-        except TimeoutError as error:
-            return DeliveryResult.no_answer(error)
-        except HTTP_FAILURES as error:
+        except (TimeoutError, *HTTP_FAILURES) as error:
             return DeliveryResult.no_answer(error)
         status = response.status_code
         if 200 <= status < 300:
