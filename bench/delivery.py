@@ -49,7 +49,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.hub_api import clients_toml  # noqa: E402
+from bench.hub_api import api_ready, clients_toml  # noqa: E402
 from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.receivers.runner import ReceiversClient, receivers_subprocess  # noqa: E402
 from connectors.rest_api.endpoints import PATH_OF  # noqa: E402
@@ -338,17 +338,8 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def wait_api(http: httpx.AsyncClient, processes: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            raise SystemExit("a hub process of the end-to-end run exited early")
-        try:
-            if (await http.get("/ready")).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.3)
-    raise SystemExit("the ingest API did not get ready in 90 s")
+    if not await api_ready(http, 90, processes):
+        raise SystemExit("the ingest API did not get ready in 90 s")
 
 
 async def ingest_steady(

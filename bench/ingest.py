@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
 import subprocess
@@ -33,7 +32,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.hub_api import clients_toml  # noqa: E402
+from bench.hub_api import api_ready, clients_toml  # noqa: E402
 from bench.local_broker import free_port, kafka_broker  # noqa: E402
 from connectors.simulator import SimulationConfig, simulate  # noqa: E402
 from connectors.simulator.api_requests import registration_request  # noqa: E402
@@ -218,13 +217,9 @@ def start_api(settings: HubSettings, clients_file: Path, port: int) -> subproces
 
 
 async def wait_ready(base_url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=base_url) as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get("/ready")).status_code == 200:
-                    return
-            await asyncio.sleep(0.3)
+        if await api_ready(http, timeout_s):
+            return
     raise TimeoutError(f"the ingest API at {base_url} did not get ready in {timeout_s:.0f} s")
 
 
