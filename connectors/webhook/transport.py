@@ -35,9 +35,6 @@ from hub.delivery.transport import (
     problem_from_body,
 )
 from hub.http_errors import HTTP_FAILURES
-from hub.logging import get_logger
-
-log = get_logger(__name__)
 
 #: Connections of one client's pool. httpcore assigns a request to a connection by scanning
 #: every connection for every waiting request, so past a dozen or so connections the pool's
