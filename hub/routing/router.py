@@ -85,7 +85,7 @@ from hub.routing.state import PersonStates, StateBatch, restore_partitions
 from hub.serde import DecodedEvent, EventSerializer, SerdeError, build_serializer
 from hub.serde.avro_body import BodyReader, decode_body
 from hub.serde.catalog import SchemaCatalog, SchemaVersion
-from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE
+from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 from hub.serde.registry import SchemaNotFound, SchemaRegistryError
 from hub.settings import HubSettings
 
@@ -115,9 +115,6 @@ REGISTRY_UNAVAILABLE = PromCounter(
     "Batches put back because the schema registry did not answer a writer-schema look-up",
 )
 LAG = Gauge("hub_router_lag", "Log records not yet routed, per owned partition", ["partition"])
-
-
-SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 
 
 def _dataschema(value: bytes) -> bytes:
