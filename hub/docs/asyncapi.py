@@ -321,6 +321,18 @@ def _summary(model: type) -> str:
 # --- the channels -----------------------------------------------------------------------------
 
 
+def _json_message(model: type, title: str, description: str) -> Message:
+    """The one JSON message of a hub-internal topic, named after *model* (its schema)."""
+    return Message(
+        name=model.__name__,
+        title=title,
+        summary=_summary(model),
+        description=description,
+        content_type=JSON_CONTENT_TYPE,
+        payload={},
+    )
+
+
 def _log_messages() -> tuple[Message, ...]:
     return tuple(
         Message(
@@ -691,13 +703,10 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
         ),
         key=_key_schema("<destination>/<outbox partition>: the chain of the entry."),
         messages=(
-            Message(
-                name="DisclosureEntry",
-                title="Disclosure receipt",
-                summary=_summary(DisclosureEntry),
-                description="Canonical JSON (RFC 8785): the value's bytes are its hash input.",
-                content_type=JSON_CONTENT_TYPE,
-                payload={},
+            _json_message(
+                DisclosureEntry,
+                "Disclosure receipt",
+                "Canonical JSON (RFC 8785): the value's bytes are its hash input.",
             ),
         ),
         operations=(
@@ -728,13 +737,10 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
         ),
         key=_pseudonym_key(),
         messages=(
-            Message(
-                name="RouterPersonState",
-                title="Person state",
-                summary=_summary(RouterPersonState),
-                description="Compact JSON; a null value (tombstone) forgets the person.",
-                content_type=JSON_CONTENT_TYPE,
-                payload={},
+            _json_message(
+                RouterPersonState,
+                "Person state",
+                "Compact JSON; a null value (tombstone) forgets the person.",
             ),
         ),
         operations=(
@@ -763,16 +769,7 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
             "Idempotency-Keys that a restarted API replica reads back."
         ),
         key=_key_schema("The dedupe key, namespaced by client."),
-        messages=(
-            Message(
-                name="IngestReceipt",
-                title="Ingest receipt",
-                summary=_summary(IngestReceipt),
-                description="JSON.",
-                content_type=JSON_CONTENT_TYPE,
-                payload={},
-            ),
-        ),
+        messages=(_json_message(IngestReceipt, "Ingest receipt", "JSON."),),
         operations=(
             Operation(
                 "connectorsWriteReceipts",
@@ -798,16 +795,7 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
             "events read up to them: a restart resumes exactly after what is in the log."
         ),
         key=_key_schema("The source, e.g. poller:<service id>."),
-        messages=(
-            Message(
-                name="SourcePosition",
-                title="Source position",
-                summary=_summary(SourcePosition),
-                description="JSON.",
-                content_type=JSON_CONTENT_TYPE,
-                payload={},
-            ),
-        ),
+        messages=(_json_message(SourcePosition, "Source position", "JSON."),),
         operations=(
             Operation(
                 "pollerWritesPosition",
