@@ -545,9 +545,7 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "send",
                 "hub route: the router",
                 "Projected records, in the router's transaction with the log offsets consumed.",
-            )
-        ]
-        operations.append(
+            ),
             Operation(
                 f"dlqReplaysToOutbox-{name}",
                 "send",
@@ -556,8 +554,8 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "value and headers (same event id, so the receiver drops a repeat), a decode- or "
                 "route-stage letter routed again; in one transaction with its replay marker "
                 f"(transactional id {replay_transactional_id(settings)}).",
-            )
-        )
+            ),
+        ]
         if destination.transport != Transport.OUTBOX:
             operations.append(
                 Operation(
