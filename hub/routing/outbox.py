@@ -42,6 +42,11 @@ HEADER_ENDPOINT = "hub-endpoint"
 HEADER_SOURCE = "hub-source"
 
 
+def single_object_dataschema(value: bytes) -> bytes:
+    """``urn:avro:schema:<fingerprint hex>`` of a single-object value (or its header)."""
+    return b"urn:avro:schema:" + value[2:SINGLE_OBJECT_HEADER_SIZE].hex().encode()
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
     """A decoded outbox value: always shaped by the current derived schema of its type."""
@@ -184,7 +189,7 @@ class OutboxCodec:
         if found is None:
             header, schema = self._writer(destination, type_name)
             parsed = parse_schema(without_logical_types(schema.raw), named_schemas={})
-            dataschema = ("ce_dataschema", b"urn:avro:schema:" + header[2:].hex().encode())
+            dataschema = ("ce_dataschema", single_object_dataschema(header))
             found = RawWriter(header, parsed, dataschema, schema.raw)
             self._raw_writers[(destination, type_name)] = found
         return found
@@ -218,4 +223,5 @@ __all__ = [
     "OutboxCodec",
     "OutboxRecord",
     "RawWriter",
+    "single_object_dataschema",
 ]

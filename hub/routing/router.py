@@ -77,7 +77,7 @@ from hub.kafka.clients import librdkafka_config
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
 from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
 from hub.logging import get_logger, redact_text
-from hub.routing.outbox import OutboxCodec, RawWriter
+from hub.routing.outbox import OutboxCodec, RawWriter, single_object_dataschema
 from hub.routing.projection import encoding_shape, without_logical_types
 from hub.routing.resolve import Unroutable, next_state, route_event, router_for
 from hub.routing.routes import RoutesConfig
@@ -115,11 +115,6 @@ REGISTRY_UNAVAILABLE = PromCounter(
     "Batches put back because the schema registry did not answer a writer-schema look-up",
 )
 LAG = Gauge("hub_router_lag", "Log records not yet routed, per owned partition", ["partition"])
-
-
-def _dataschema(value: bytes) -> bytes:
-    """``urn:avro:schema:<fingerprint hex>`` of a single-object value, as the log writes it."""
-    return b"urn:avro:schema:" + value[2:10].hex().encode()
 
 
 def _raw_readers(catalog: SchemaCatalog | None) -> dict[bytes, BodyReader]:
@@ -308,7 +303,7 @@ class RecordHandler:
                 for r in route_event(self.config, type_name, event, after):
                     value = self.codec.encode(r, type_name)
                     dataschema = (
-                        (DATASCHEMA_HEADER, _dataschema(value))
+                        (DATASCHEMA_HEADER, single_object_dataschema(value))
                         if value[:2] == SINGLE_OBJECT_MAGIC
                         else None
                     )
