@@ -649,7 +649,7 @@ class DeliveryWorker:
                 if isinstance(entry, _Channel):
                     self._wake_channel(entry, now)
                 elif self._is_current(entry) and entry.partition not in self._revoking:
-                    self._dispatch(entry, now)
+                    self._dispatch(entry)
             self.metrics.in_flight.labels(self.target.name).set(len(self._tasks))
             timeout: float | None = None
             if heap and len(self._tasks) < self.max_in_flight:
@@ -661,7 +661,7 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _dispatch(self, item: _Pending, now: float) -> None:
+    def _dispatch(self, item: _Pending) -> None:
         if item.failure is not None:
             self._start(self._dead_letter(item), item.partition)
             return
