@@ -146,6 +146,30 @@ class HubSettings(BaseSettings):
     delivery_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout of one delivery request to a receiver."
     )
+    archive_dir: Path = Field(
+        default=Path(".hub/archive"),
+        description="Root of the Avro archive (hub archive): <dir>/<topic>/date=YYYY-MM-DD/"
+        "part-<partition>-<first offset>.avro, read by hub replay --from-archive, DuckDB, Spark "
+        "or Trino.",
+    )
+    archive_codec: Literal["deflate", "zstandard"] = Field(
+        default="zstandard", description="Compression codec of the archive files."
+    )
+    archive_group: str = Field(
+        default="te-hub-archive",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Consumer group of hub archive (its committed offsets are the archive's "
+        "progress).",
+    )
+    reporting_store: Path = Field(
+        default=Path(".hub/reporting.duckdb"),
+        description="DuckDB file of the reporting store (hub replay --into store, hub report, "
+        "GET /v1/indicators).",
+    )
+    report_dir: Path = Field(
+        default=Path(".hub/reports"),
+        description="Folder where hub report writes its CSV, Parquet and HTML files.",
+    )
     receivers_host: str = Field(
         default="127.0.0.1", description="Address the local receivers (hub receivers) listen on."
     )
