@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup-venv.sh
 
+# The HTML report test opens the report in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "==> installing chromium (Debian package) for the HTML report test"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 echo "==> ruff (lint and format)"
 ruff check .
 ruff format --check .
