@@ -127,3 +127,88 @@ def test_models_round_trip_through_fastavro(simulated_paths: list[list[Any]]) ->
             assert back == event
             seen.add(event.event_type)
     assert seen == EXPECTED_TYPES
+
+
+def _without_correction_fields(record: dict[str, Any]) -> dict[str, Any]:
+    envelope = {
+        k: v for k, v in record["envelope"].items() if k not in {"corrects_event_id", "retracted"}
+    }
+    return {**record, "envelope": envelope}
+
+
+def test_a_record_of_the_release_before_corrections_reads_as_an_original_version(
+    simulated_paths: list[list[Any]],
+) -> None:
+    """Every type's release before the correction fields (the second-to-last one): its records
+    decode through the shipped catalog with corrects_event_id None and retracted False, and
+    validate as the model."""
+    from hub.serde import SingleObjectSerializer, default_catalog
+
+    catalog = default_catalog()
+    serde = SingleObjectSerializer(catalog)
+    one_per_type = {type(e).__name__: e for path in simulated_paths for e in path}
+    assert set(one_per_type) == EXPECTED_TYPES
+    for name, event in sorted(one_per_type.items()):
+        history = catalog.history(name)
+        assert len(history) >= 2, name
+        previous = history[-2]
+        paths = {path for path, _ in _fields(json.loads(previous.json))}
+        assert not paths & {"envelope.corrects_event_id", "envelope.retracted"}, name
+        buffer = BytesIO()
+        buffer.write(b"\xc3\x01" + previous.fingerprint)
+        old_record = _without_correction_fields(event.to_avro())
+        fastavro.schemaless_writer(buffer, previous.parsed, old_record)
+        decoded = serde.decode(buffer.getvalue())
+        assert decoded.writer_schema_ref == previous.fingerprint.hex()
+        assert decoded.record["envelope"]["corrects_event_id"] is None, name
+        assert decoded.record["envelope"]["retracted"] is False, name
+        assert type(event).from_avro(decoded.record) == event
+
+
+def test_a_correction_and_a_retraction_round_trip_with_their_fields(
+    simulated_paths: list[list[Any]],
+) -> None:
+    from uuid import uuid4
+
+    from hub.serde import SingleObjectSerializer, default_catalog
+
+    serde = SingleObjectSerializer(default_catalog())
+    original = simulated_paths[0][0]
+    correction = original.model_copy(
+        update={
+            "envelope": original.envelope.model_copy(
+                update={"event_id": uuid4(), "corrects_event_id": original.envelope.event_id}
+            )
+        }
+    )
+    retraction = correction.model_copy(
+        update={"envelope": correction.envelope.model_copy(update={"retracted": True})}
+    )
+    for event in (correction, retraction):
+        name = type(event).__name__
+        record = serde.decode(serde.encode(name, event.to_avro())).record
+        assert record["envelope"]["corrects_event_id"] == original.envelope.event_id
+        assert record["envelope"]["retracted"] is (event is retraction)
+        assert type(event).from_avro(record) == event
+
+
+def test_the_envelope_refuses_an_inconsistent_correction(
+    simulated_paths: list[list[Any]],
+) -> None:
+    from pydantic import ValidationError
+
+    from hub.events.base import Envelope
+
+    record = simulated_paths[0][0].envelope.model_dump()
+
+    with pytest.raises(ValidationError) as retracted:
+        Envelope.model_validate(record | {"retracted": True})
+    assert [e["loc"] for e in retracted.value.errors()] == [("retracted",)]
+    assert "requires corrects_event_id" in str(retracted.value)
+    with pytest.raises(ValidationError) as itself:
+        Envelope.model_validate(record | {"corrects_event_id": record["event_id"]})
+    assert [e["loc"] for e in itself.value.errors()] == [("corrects_event_id",)]
+    assert "must differ from event_id" in str(itself.value)
+    with pytest.raises(ValidationError) as not_uuid:
+        Envelope.model_validate(record | {"corrects_event_id": "not-a-uuid", "retracted": True})
+    assert [e["loc"] for e in not_uuid.value.errors()] == [("corrects_event_id",)]

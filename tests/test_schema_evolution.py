@@ -81,17 +81,21 @@ def test_removing_an_enum_symbol_fails(schemas_copy: Path) -> None:
     assert "payload.channel" in result.output
 
 
-def test_compatible_change_passes_compatibility_and_releases_v2(schemas_copy: Path) -> None:
+def test_compatible_change_passes_compatibility_and_releases_the_next_version(
+    schemas_copy: Path,
+) -> None:
     def add_optional(schema: dict[str, Any]) -> None:
         _payload_fields(schema).append(
             {"name": "note", "type": ["null", "string"], "default": None, "doc": "Free note."}
         )
 
+    shipped = [v for v, _ in released_versions(schemas_copy, "JobOfferOutcomeRecorded")]
+    assert shipped == [1, 2]  # v2: the envelope's corrects_event_id and retracted
     _edit(schemas_copy / "JobOfferOutcomeRecorded.avsc", add_optional)
     result = CliRunner().invoke(cli, ["schemas", "release", "--dir", str(schemas_copy)])
     assert result.exit_code == 0, result.output
-    assert "released JobOfferOutcomeRecorded v2" in result.output
-    assert [v for v, _ in released_versions(schemas_copy, "JobOfferOutcomeRecorded")] == [1, 2]
+    assert result.output == "released JobOfferOutcomeRecorded v3\n"
+    assert [v for v, _ in released_versions(schemas_copy, "JobOfferOutcomeRecorded")] == [1, 2, 3]
     # the edited file no longer matches the models, which the check reports as drift only
     check = _check(schemas_copy)
     drift = "JobOfferOutcomeRecorded: schemas/JobOfferOutcomeRecorded.avsc differs from the models"
@@ -102,18 +106,19 @@ def test_compatible_change_passes_compatibility_and_releases_v2(schemas_copy: Pa
 def test_breaking_change_against_an_older_release_is_caught_transitively(
     schemas_copy: Path,
 ) -> None:
-    """v2 added a field with a default; dropping the default reads v2 data but not v1 data."""
+    """v3 added a field with a default; dropping the default reads v3 data but not v1 or v2."""
     history = schemas_copy / "history" / "JobOfferMade"
-    v2 = json.loads((history / "v1.avsc").read_text())
-    _payload_fields(v2).append(
+    v3 = json.loads((history / "v2.avsc").read_text())
+    _payload_fields(v3).append(
         {"name": "remote", "type": "boolean", "default": False, "doc": "Remote work."}
     )
-    (history / "v2.avsc").write_text(json.dumps(v2))
-    current = json.loads(json.dumps(v2))
+    (history / "v3.avsc").write_text(json.dumps(v3))
+    current = json.loads(json.dumps(v3))
     del _payload_fields(current)[-1]["default"]
     (schemas_copy / "JobOfferMade.avsc").write_text(json.dumps(current))
     result = _check(schemas_copy)
     assert result.exit_code == 1
     assert "JobOfferMade: the current schema cannot read v1 data" in result.output
+    assert "JobOfferMade: the current schema cannot read v2 data" in result.output
     assert "payload.remote" in result.output
-    assert "cannot read v2 data" not in result.output
+    assert "cannot read v3 data" not in result.output

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hub.codes import EmploymentAreaCodeStr, MainlandMunicipalityCodeStr
 from hub.identity import PseudonymStr
@@ -50,6 +50,22 @@ class Envelope(AvroRecord):
     causation_id: UUID | None = Field(
         default=None, description="Id of the event that caused this one; null for a first event."
     )
+    corrects_event_id: UUID | None = Field(
+        default=None,
+        description=(
+            "Set on a corrected re-send of an earlier fact: the event id of the fact's first "
+            "version (a later version's id also works, the chain is followed); null on a first "
+            "version. Which version wins: among the versions recorded by a given time, the one "
+            "with the latest recorded_at, a tie broken by the greater event_id."
+        ),
+    )
+    retracted: bool = Field(
+        default=False,
+        description=(
+            "True on a version that withdraws the fact named by corrects_event_id (required "
+            "then): if it wins, the fact counts nowhere from its recorded_at on."
+        ),
+    )
 
     @field_validator("occurred_at", "recorded_at")
     @classmethod
@@ -57,6 +73,24 @@ class Envelope(AvroRecord):
         """Avro timestamp-millis keeps milliseconds only: normalise so round trips are equal."""
         value = value.astimezone(UTC)
         return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+    @field_validator("corrects_event_id")
+    @classmethod
+    def _not_itself(cls, value: UUID | None, info: ValidationInfo) -> UUID | None:
+        """A version cannot correct itself (the error sits on the field, for a field path)."""
+        if value is not None and value == info.data.get("event_id"):
+            raise ValueError(
+                "corrects_event_id must differ from event_id: no event corrects itself"
+            )
+        return value
+
+    @field_validator("retracted")
+    @classmethod
+    def _names_what_it_withdraws(cls, value: bool, info: ValidationInfo) -> bool:
+        """A retraction must name the fact it withdraws (unless that id was itself invalid)."""
+        if value and "corrects_event_id" in info.data and info.data["corrects_event_id"] is None:
+            raise ValueError("retracted requires corrects_event_id (the fact it withdraws)")
+        return value
 
 
 class CustomerPathEvent(AvroRecord):
