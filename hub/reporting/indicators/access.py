@@ -1,0 +1,63 @@
+"""Access time to the initial interview (alkuhaastattelu), and the share within the deadline."""
+
+from __future__ import annotations
+
+from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.levels import LEVELS
+
+FACTS = """
+WITH interview AS (
+    SELECT * FROM live_interviews
+    QUALIFY row_number() OVER (PARTITION BY correlation_id ORDER BY held_on, event_id) = 1
+)
+SELECT i.held_on AS day, i.municipality_code, i.employment_area_code, i.team_code, i.expert_id,
+       greatest(held.working_day_number - started.working_day_number, 0) AS working_days,
+       CASE WHEN started.interview_deadline IS NOT NULL
+            THEN i.held_on <= started.interview_deadline END AS within_deadline,
+       ['', 'channel=' || i.channel] AS breakdowns
+FROM interview i
+LEFT JOIN ind_calendar started ON started.day = i.job_search_started_on
+LEFT JOIN ind_calendar held ON held.day = i.held_on
+"""
+
+
+def compute(ctx: Context) -> None:
+    """Initial interviews held in the period (by ``held_on``), the first one of each spell.
+
+    * ``interviews``: how many;
+    * ``median_working_days``: median of the working days from the start of job search to the
+      interview: the working days *after* the start up to and including the interview day
+      (Finnish public holidays, Christmas and Midsummer Eve off, as :mod:`hub.rules`), so an
+      interview on the start day is 0 and one on the next working day is 1; an interview dated
+      before the start counts 0; an even count takes the mean of the middle two;
+    * ``share_within_deadline``: per cent of them held on or before the deadline of the rule in
+      force on the start of job search (5 working days in 2025, 10 from 1.1.2026,
+      ``hub/rules/data/initial_interview_deadline.csv``), recomputed from the start day (the
+      event's own ``deadline`` and ``within_deadline`` are not read); a start with no rule in
+      force (before 2025) is left out of the share (its ``n``).
+
+    The start of job search is the interview's own ``job_search_started_on``.
+    """
+    ctx.aggregate(
+        INDICATOR,
+        FACTS,
+        [
+            Measure("interviews", "count(*)", "count(*)"),
+            Measure("median_working_days", "median(working_days)", "count(working_days)"),
+            Measure(
+                "share_within_deadline",
+                "100.0 * count_if(within_deadline) / nullif(count(within_deadline), 0)",
+                "count(within_deadline)",
+            ),
+        ],
+    )
+
+
+INDICATOR = Indicator(
+    "initial_interview_access",
+    "Initial interviews held in the period: median working days from the start of job search "
+    "(Finnish holidays) and per cent within the deadline in force on the start day (5 working "
+    "days in 2025, 10 from 2026; hub/rules/data/initial_interview_deadline.csv, Act 380/2023)",
+    LEVELS,
+    compute,
+)

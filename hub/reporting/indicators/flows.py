@@ -1,0 +1,123 @@
+"""Flows: started and ended job-search spells, spell lengths, job starts, long-term unemployed."""
+
+from __future__ import annotations
+
+from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.levels import PERSON_LEVELS
+
+_OWN = "breakdown = '' OR breakdown LIKE '{}=%'"
+"""A flow's measures only on the total and its own breakdown (not another flow's)."""
+
+STARTED = """
+SELECT started_on AS day, municipality_code, employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       'started' AS flow, NULL::BIGINT AS length_days,
+       ['', 'group=' || status] AS breakdowns
+FROM ind_spell
+"""
+
+ENDED = """
+WITH ending AS (
+    SELECT * FROM live_spell_ends
+    QUALIFY row_number() OVER (PARTITION BY correlation_id ORDER BY ended_on, event_id) = 1
+)
+SELECT e.ended_on AS day, e.municipality_code, e.employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       'ended' AS flow,
+       CASE WHEN s.started_on <= e.ended_on THEN e.ended_on - s.started_on + 1 END AS length_days,
+       ['', 'reason=' || e.reason] AS breakdowns
+FROM ending e LEFT JOIN ind_spell s USING (correlation_id)
+"""
+
+JOB_STARTS = """
+SELECT started_on AS day, municipality_code, employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       'job_start' AS flow, NULL::BIGINT AS length_days,
+       ['', 'form=' || employment_form] AS breakdowns
+FROM live_job_starts
+"""
+
+LONG_TERM = """
+SELECT day, municipality_code, employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       CAST(started_on + INTERVAL 12 MONTH AS DATE) <= day AS long_term,
+       [''] AS breakdowns
+FROM ind_population WHERE state = 'unemployed'
+"""
+
+
+def compute(ctx: Context) -> None:
+    """In the period:
+
+    * ``spells_started``: spells whose ``job_search_started_on`` is in it (``group=`` the
+      labour-market status at registration);
+    * ``spells_ended``: spells whose ``ended_on`` is in it (``reason=``);
+    * ``median_spell_length_days``: of the ended ones whose registration is known, calendar
+      days from the start to the end, both included (a one-day spell is 1);
+    * ``employment_starts``: job starts whose ``started_on`` is in it (``form=``);
+
+    and on the evaluation day D (a month: its last day), over the unemployed as in the
+    activation rate (an active spell registered unemployed or laid off, no job start by D, not
+    in a service on D):
+
+    * ``long_term_unemployed``: those whose spell has lasted 12 months or more: start + 12
+      calendar months ≤ D (a spell started 15.1.2025 is long-term from 15.1.2026, not on
+      14.1.2026; a start on 31 Jan or 29 Feb reaches 12 months on the last day of the month
+      a year on); ``n`` = the unemployed; ``share_long_term_unemployed`` its per cent. The
+      12 months run from the spell's start: a service in between does not restart them.
+
+    Levels: the envelope's municipality and area (the registration's for a started spell, the
+    end's for an ended one); no team or expert level: none of these facts has a case worker.
+    """
+    ctx.aggregate(
+        INDICATOR,
+        f"({STARTED}) UNION ALL ({ENDED}) UNION ALL ({JOB_STARTS})",
+        [
+            Measure(
+                "spells_started",
+                "count_if(flow = 'started')",
+                "count_if(flow = 'started')",
+                _OWN.format("group"),
+            ),
+            Measure(
+                "spells_ended",
+                "count_if(flow = 'ended')",
+                "count_if(flow = 'ended')",
+                _OWN.format("reason"),
+            ),
+            Measure(
+                "median_spell_length_days",
+                "median(length_days) FILTER (WHERE flow = 'ended')",
+                "count(length_days) FILTER (WHERE flow = 'ended')",
+                _OWN.format("reason"),
+            ),
+            Measure(
+                "employment_starts",
+                "count_if(flow = 'job_start')",
+                "count_if(flow = 'job_start')",
+                _OWN.format("form"),
+            ),
+        ],
+    )
+    ctx.aggregate(
+        INDICATOR,
+        LONG_TERM,
+        [
+            Measure("long_term_unemployed", "count_if(long_term)", "count(*)"),
+            Measure(
+                "share_long_term_unemployed",
+                "100.0 * count_if(long_term) / nullif(count(*), 0)",
+                "count(*)",
+            ),
+        ],
+        point_in_time=True,
+    )
+
+
+INDICATOR = Indicator(
+    "flows",
+    "Started and ended job-search spells, lengths of the ended ones, employment starts; "
+    "long-term unemployed on the period's last day (12 months or more continuous)",
+    PERSON_LEVELS,
+    compute,
+)

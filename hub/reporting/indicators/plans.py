@@ -1,0 +1,140 @@
+"""Plans made, plan debt, and the job-search obligation levels in force."""
+
+from __future__ import annotations
+
+from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.levels import LEVELS, PERSON_LEVELS
+
+PLANS = """
+SELECT agreed_on AS day, municipality_code, employment_area_code, team_code, expert_id,
+       agreed_in_initial_interview,
+       ['', 'type=' || plan_type] AS breakdowns
+FROM live_plans
+"""
+
+ACTIVE = """
+SELECT d.day, s.*
+FROM ind_eval_days d JOIN ind_spell s
+  ON s.started_on <= d.day AND (s.ended_on IS NULL OR s.ended_on >= d.day)
+"""
+
+PLAN_DEBT = f"""
+WITH active AS ({ACTIVE})
+SELECT a.day, a.municipality_code, a.employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       (c.interview_deadline IS NULL OR c.interview_deadline < a.day) AS due,
+       EXISTS (
+           SELECT 1 FROM live_plans p
+           WHERE p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
+             AND (p.valid_until IS NULL OR p.valid_until >= a.day)
+       ) AS has_plan,
+       ['', 'group=' || a.status] AS breakdowns
+FROM active a LEFT JOIN ind_calendar c ON c.day = a.started_on
+"""
+
+OBLIGATION = f"""
+WITH active AS ({ACTIVE}),
+in_force AS (
+    SELECT a.day, a.status, a.municipality_code, a.employment_area_code,
+           p.team_code, p.expert_id, p.job_search_obligation_per_month AS per_month
+    FROM active a JOIN live_plans p
+      ON p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
+     AND (p.valid_until IS NULL OR p.valid_until >= a.day)
+    QUALIFY row_number() OVER (
+        PARTITION BY a.day, a.correlation_id ORDER BY p.agreed_on DESC, p.event_id DESC) = 1
+)
+SELECT day, municipality_code, employment_area_code, team_code, expert_id, per_month,
+       ['', 'group=' || status, 'level=' || per_month,
+        'group=' || status || ';level=' || per_month] AS breakdowns
+FROM in_force
+"""
+
+
+def compute_plans(ctx: Context) -> None:
+    """Plans agreed in the period (by ``agreed_on``), by ``type=`` (plan_type): ``plans`` and
+    ``share_in_initial_interview`` (per cent agreed in the initial interview)."""
+    ctx.aggregate(
+        PLANS_INDICATOR,
+        PLANS,
+        [
+            Measure("plans", "count(*)", "count(*)"),
+            Measure(
+                "share_in_initial_interview",
+                "100.0 * count_if(agreed_in_initial_interview) / nullif(count(*), 0)",
+                "count(*)",
+            ),
+        ],
+    )
+
+
+def compute_plan_debt(ctx: Context) -> None:
+    """On the evaluation day D (a month: its last day), over the active jobseekers (a spell
+    started on or before D and not ended before D; ``ended_on`` is the last day of job search):
+
+    * a plan is *due* once the initial-interview deadline of the spell (the rule in force on
+      its start, as :mod:`hub.rules`) has passed, i.e. from the day after the deadline (the law
+      has the plan made in the initial interview); a start with no rule in force counts as due;
+    * a plan is *valid* on D when a plan of the same spell (correlation id) was agreed on or
+      before D and its ``valid_until`` is empty or not before D;
+    * ``share_without_plan`` = 100 × due without a valid plan / due (``n`` = due);
+      ``without_plan`` and ``active_jobseekers`` are the counts; breakdown ``group=`` the
+      labour-market status at registration.
+
+    Levels: the registration's municipality and employment area; no team or expert level, as
+    a missing plan has no case worker.
+    """
+    ctx.aggregate(
+        PLAN_DEBT_INDICATOR,
+        PLAN_DEBT,
+        [
+            Measure(
+                "share_without_plan",
+                "100.0 * count_if(due AND NOT has_plan) / nullif(count_if(due), 0)",
+                "count_if(due)",
+            ),
+            Measure("without_plan", "count_if(due AND NOT has_plan)", "count_if(due)"),
+            Measure("active_jobseekers", "count(*)", "count(*)"),
+        ],
+        point_in_time=True,
+    )
+
+
+def compute_obligation(ctx: Context) -> None:
+    """On the evaluation day D, the active jobseekers with a valid plan (as in plan debt) and
+    the job-search obligation (applications a month, 0-4) of the plan in force: the latest
+    agreed on or before D. ``jobseekers`` per ``group=`` (labour-market status at
+    registration), ``level=`` (applications a month) and both; ``mean_per_month`` their mean.
+    Team and expert: of the plan in force (who agreed it)."""
+    ctx.aggregate(
+        OBLIGATION_INDICATOR,
+        OBLIGATION,
+        [
+            Measure("jobseekers", "count(*)", "count(*)"),
+            Measure("mean_per_month", "avg(per_month)", "count(per_month)"),
+        ],
+        point_in_time=True,
+    )
+
+
+PLANS_INDICATOR = Indicator(
+    "plans",
+    "Employment plans (and integration, activation, multi-sectoral plans) agreed in the "
+    "period, by type",
+    LEVELS,
+    compute_plans,
+)
+PLAN_DEBT_INDICATOR = Indicator(
+    "plan_debt",
+    "Per cent of active jobseekers without a valid plan on the period's last day, of those "
+    "whose initial-interview deadline (hub.rules, rule of the start day) has passed",
+    PERSON_LEVELS,
+    compute_plan_debt,
+)
+OBLIGATION_INDICATOR = Indicator(
+    "job_search_obligation",
+    "Active jobseekers with a valid plan on the period's last day by the job-search "
+    "obligation in force (applications a month, 0-4, Act 380/2023) and labour-market status "
+    "at registration",
+    LEVELS,
+    compute_obligation,
+)

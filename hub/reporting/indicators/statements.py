@@ -1,0 +1,47 @@
+"""Processing time of labour-policy statements (lausunnot), request to statement."""
+
+from __future__ import annotations
+
+from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.levels import LEVELS
+
+FACTS = """
+WITH statement AS (
+    SELECT * FROM live_statements WHERE request_id IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY issued_on, event_id) = 1
+), request AS (
+    SELECT * FROM live_statement_requests
+    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY requested_on, event_id) = 1
+)
+SELECT s.issued_on AS day, s.municipality_code, s.employment_area_code,
+       s.team_code, s.expert_id,
+       greatest(s.issued_on - r.requested_on, 0) AS days,
+       ['', 'payer=' || s.payer_kind] AS breakdowns
+FROM statement s JOIN request r USING (request_id)
+"""
+
+
+def compute(ctx: Context) -> None:
+    """Statements issued in the period (by ``issued_on``) that answer a known request (by
+    ``request_id``; the first statement of a request only): ``statements`` and
+    ``median_days``, the median of calendar days from ``requested_on`` to ``issued_on`` (same
+    day = 0; an even count takes the mean of the middle two); breakdown ``payer=KELA`` or
+    ``payer=UNEMPLOYMENT_FUND``. Statements issued unasked (no request id) or whose request
+    is not known are left out."""
+    ctx.aggregate(
+        INDICATOR,
+        FACTS,
+        [
+            Measure("statements", "count(*)", "count(*)"),
+            Measure("median_days", "median(days)", "count(days)"),
+        ],
+    )
+
+
+INDICATOR = Indicator(
+    "statement_processing_time",
+    "Labour-policy statements issued in the period: median calendar days from the payer's "
+    "request to the statement (matched by request_id)",
+    LEVELS,
+    compute,
+)
