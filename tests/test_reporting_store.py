@@ -182,7 +182,7 @@ def test_the_fast_decoder_gives_the_rows_of_the_projection(
         (decoded.type_name, decoded.record) for decoded in map(serializer.decode, values)
     )
     decode = ReportingProjection(load_routes(HubSettings())).decoder()
-    fast.load_projected(decode(value) for value in values)
+    fast.load_projected(filter(None, map(decode, values)))
     assert fast.export() == slow.export()
     assert sum(fast.counts().values()) == len(events)
 

@@ -82,7 +82,7 @@ class ReportingProjection:
                 schema = self.catalog.current(type_name).raw
                 derived = projected_schema(schema, route.grants, route.fields, destination)
                 self._types[type_name] = _TypeProjection(route, compiled.projection, derived)
-        self._readers: dict[bytes, tuple[str, Any, Any]] | None = None
+        self._readers: dict[bytes, tuple[str, Any, Any, Route | None]] | None = None
 
     @property
     def types(self) -> frozenset[str]:
@@ -106,8 +106,9 @@ class ReportingProjection:
     def derived_schema(self, type_name: str) -> dict[str, Any]:
         return self._of(type_name).derived
 
-    def decoder(self) -> Callable[[bytes], tuple[str, dict[str, Any]]]:
-        """A function from a single-object value to ``(short type, projected raw record)``.
+    def decoder(self) -> Callable[[bytes], tuple[str, dict[str, Any]] | None]:
+        """A function from a single-object value to ``(short type, projected raw record)``,
+        None for an event the route's municipality / area filters refuse.
 
         Reads with the writer version the fingerprint names (every shipped version) and the
         derived schema of the route as reader, both without logical types. KeyError for a value
@@ -115,7 +116,7 @@ class ReportingProjection:
         the slow way, through :mod:`hub.serde`), other errors for a corrupt body.
         """
         if self._readers is None:
-            readers: dict[bytes, tuple[str, Any, Any]] = {}
+            readers: dict[bytes, tuple[str, Any, Any, Route | None]] = {}
             parsed: dict[str, Any] = {}
             for fingerprint, version in self.catalog.fingerprints().items():
                 short = version.type_name.rpartition(".")[2]
@@ -129,19 +130,28 @@ class ReportingProjection:
                     parsed[short] = parse_schema(
                         without_logical_types(self._types[short].derived), named_schemas={}
                     )
-                readers[fingerprint] = (short, parsed[version.canonical], parsed[short])
+                route = self._types[short].route
+                filtered = route.municipalities is not None or route.employment_areas is not None
+                readers[fingerprint] = (
+                    short,
+                    parsed[version.canonical],
+                    parsed[short],
+                    route if filtered else None,
+                )
             self._readers = readers
         readers = self._readers
 
-        def decode(value: bytes) -> tuple[str, dict[str, Any]]:
+        def decode(value: bytes) -> tuple[str, dict[str, Any]] | None:
             if value[:2] != SINGLE_OBJECT_MAGIC:
                 raise KeyError("not single-object")
-            short, writer, reader = readers[value[2:SINGLE_OBJECT_HEADER_SIZE]]
+            short, writer, reader, route = readers[value[2:SINGLE_OBJECT_HEADER_SIZE]]
             buffer = BytesIO(value)
             buffer.seek(SINGLE_OBJECT_HEADER_SIZE)
             record: dict[str, Any] = schemaless_reader(buffer, writer, reader)  # type: ignore[assignment]
             if buffer.tell() != len(value):
                 raise ValueError(f"{short}: {len(value) - buffer.tell()} bytes after the body")
+            if route is not None and not route.accepts(record["envelope"]):
+                return None
             return short, record
 
         return decode
@@ -185,10 +195,6 @@ def _text(value: Any) -> Any:
     return str(value)  # UUID: canonical lower-case hex with dashes
 
 
-def _first(values: list[Any]) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
 def arrow_column(values: list[Any], sql_type: str) -> pa.Array:
     """One column as Arrow, from either record shape (logical objects or raw Avro values)."""
     if sql_type == "VARCHAR":
@@ -196,15 +202,11 @@ def arrow_column(values: list[Any], sql_type: str) -> pa.Array:
             return pa.array(values, pa.string())
         except (pa.ArrowTypeError, pa.ArrowInvalid):  # UUID objects, other enums
             return pa.array([_text(v) for v in values], pa.string())
-    first = _first(values)
     if sql_type == "TIMESTAMP":
-        if isinstance(first, int):
-            return pa.array(values, pa.int64()).cast(pa.timestamp("ms"))
-        # Aware datetimes to UTC (a naive one is taken as UTC), then the zone dropped.
+        # Int milliseconds and aware datetimes alike, to UTC (a naive one is taken as UTC),
+        # then the zone dropped: the store's TIMESTAMPs are naive UTC.
         return pa.array(values, pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms"))
-    if sql_type == "DATE":
-        if isinstance(first, int) and not isinstance(first, bool):
-            return pa.array(values, pa.int32()).cast(pa.date32())
+    if sql_type == "DATE":  # int days since 1970-01-01 or date objects
         return pa.array(values, pa.date32())
     if sql_type == "INTEGER":
         return pa.array(values, pa.int32())

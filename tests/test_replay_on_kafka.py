@@ -1,0 +1,228 @@
+"""``hub replay`` on a real broker: from an offset, a time, until a time; twice the same; a log
+holding the simulator's run twice counts every fact once; undecodable records are reported.
+
+The log of this module: run A of the simulator, one value that is not Avro, (time T1) run B,
+(time T2) run A again. What each replay must hold is worked out here from what was published
+(event ids, partitions and offsets from the acknowledgements), never by the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from connectors.simulator import SimulationConfig, simulate
+from connectors.simulator.paths import in_time_order
+from hub.events import CustomerPathEvent
+from hub.identity import Pseudonymizer
+from hub.kafka.clients import make_admin, make_producer
+from hub.kafka.publisher import open_publisher
+from hub.kafka.topics import ensure_topics
+from hub.reporting.replay import replay_kafka
+from hub.reporting.store import ReportingStore
+from hub.reporting.tables import TABLE_OF_TYPE
+from hub.settings import HubSettings
+from tests.conftest import REPO_ROOT, SIMULATION_SECRET, hub_environment, settings_for
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 3
+POISON = b"this is not an Avro value"
+
+
+@dataclass
+class Published:
+    event_id: str
+    table: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Log:
+    settings: HubSettings
+    run_a: list[Published]
+    run_b: list[Published]
+    again: list[Published]
+    poison: tuple[int, int]
+    t1: datetime
+    t2: datetime
+
+
+def _events(jobseekers: int, seed: int) -> list[CustomerPathEvent]:
+    config = SimulationConfig(jobseekers=jobseekers, seed=seed)
+    return list(in_time_order(list(simulate(config, Pseudonymizer(SIMULATION_SECRET)))))
+
+
+async def _publish(settings: HubSettings, events: list[CustomerPathEvent]) -> list[Published]:
+    done: list[Published] = []
+    async with open_publisher(settings) as publisher:
+        async for event, meta in publisher.publish_all(events):
+            table = TABLE_OF_TYPE[event.event_type].name
+            done.append(Published(str(event.envelope.event_id), table, meta.partition, meta.offset))
+    return done
+
+
+async def _pause_past_clock() -> datetime:
+    """A moment strictly between the records before and after it (log timestamps are ms)."""
+    await asyncio.sleep(0.05)
+    moment = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    return moment
+
+
+@pytest.fixture(scope="module")
+async def log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Log:
+    settings = settings_for(
+        kafka_bootstrap,
+        partitions=PARTITIONS,
+        state_dir=tmp_path_factory.mktemp("replay") / "hub-state",
+        pseudonym_secret=SecretStr(SIMULATION_SECRET),
+    )
+    await ensure_topics(settings)
+    first = _events(40, seed=81)
+    run_a = await _publish(settings, first)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(settings.topic_customer_path, POISON, partition=1)
+    finally:
+        await producer.stop()
+    t1 = await _pause_past_clock()
+    run_b = await _publish(settings, _events(30, seed=82))
+    t2 = await _pause_past_clock()
+    again = await _publish(settings, first)  # the simulator run A, published a second time
+    return Log(settings, run_a, run_b, again, (meta.partition, meta.offset), t1, t2)
+
+
+def _expected(published: list[Published]) -> dict[str, int]:
+    """Rows per table: each event id once."""
+    unique = {p.event_id: p.table for p in published}
+    return dict(Counter(unique.values()))
+
+
+def _counts(store: ReportingStore) -> dict[str, int]:
+    return {name: count for name, count in store.counts().items() if count}
+
+
+def _ids(store: ReportingStore) -> set[str]:
+    ids: set[str] = set()
+    for table in TABLE_OF_TYPE.values():
+        ids |= {r[0] for r in store.con.execute(f"SELECT event_id FROM {table.name}").fetchall()}
+    return ids
+
+
+async def test_a_full_replay_counts_every_fact_once_and_reports_the_poison(log: Log) -> None:
+    store = ReportingStore(":memory:")
+    stats = await replay_kafka(log.settings, store, from_offset=0)
+    everything = log.run_a + log.run_b + log.again
+    assert _counts(store) == _expected(everything)
+    assert stats.records == len(everything) + 1
+    assert stats.added == len({p.event_id for p in everything})
+    assert stats.undecodable == 1
+    partition, offset = log.poison
+    assert stats.first_undecodable == [f"{partition}:{offset} BadMagic"]
+    store.close()
+
+
+async def test_replaying_twice_gives_identical_stores_and_adds_nothing_the_second_time(
+    log: Log, tmp_path: Path
+) -> None:
+    first, second = ReportingStore(tmp_path / "a.duckdb"), ReportingStore(tmp_path / "b.duckdb")
+    await replay_kafka(log.settings, first, from_offset=0)
+    await replay_kafka(log.settings, second, from_offset=0)
+    exported = first.export()
+    assert sum(len(rows) for rows in exported.values()) > 0
+    assert exported == second.export()
+    again = await replay_kafka(log.settings, first, from_offset=0)
+    assert again.added == 0
+    assert first.export() == exported
+    first.close()
+    second.close()
+
+
+async def test_from_time_until_time_replays_exactly_what_was_logged_between(log: Log) -> None:
+    store = ReportingStore(":memory:")
+    stats = await replay_kafka(log.settings, store, from_time=log.t1, until=log.t2)
+    assert _ids(store) == {p.event_id for p in log.run_b}
+    assert _counts(store) == _expected(log.run_b)
+    assert stats.records == len(log.run_b)
+    assert stats.undecodable == 0
+    store.close()
+
+
+async def test_until_alone_stops_before_the_second_run(log: Log) -> None:
+    store = ReportingStore(":memory:")
+    stats = await replay_kafka(log.settings, store, from_offset=0, until=log.t2)
+    assert _ids(store) == {p.event_id for p in log.run_a + log.run_b}
+    assert stats.records == len(log.run_a) + len(log.run_b) + 1
+    store.close()
+
+
+async def test_from_offset_starts_every_partition_there(log: Log) -> None:
+    start = 40
+    everything = log.run_a + log.run_b + log.again
+    wanted = [p for p in everything if p.offset >= start]
+    poison_in = log.poison[1] >= start
+    store = ReportingStore(":memory:")
+    stats = await replay_kafka(log.settings, store, from_offset=start)
+    assert _ids(store) == {p.event_id for p in wanted}
+    assert stats.records == len(wanted) + int(poison_in)
+    assert stats.ranges == {
+        p: (start, 1 + max(x.offset for x in log.again if x.partition == p))
+        for p in range(PARTITIONS)
+    }
+    store.close()
+
+
+async def test_replay_joins_no_consumer_group(log: Log) -> None:
+    admin = make_admin(log.settings)
+    await admin.start()
+    try:
+        before = {g[0] for g in await admin.list_consumer_groups()}
+        await replay_kafka(log.settings, ReportingStore(":memory:"), from_offset=0)
+        after = {g[0] for g in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+    assert after == before
+
+
+def test_the_replay_command_fills_the_store_file_and_prints_a_summary(
+    log: Log, tmp_path: Path
+) -> None:
+    path = tmp_path / "store.duckdb"
+    command = [sys.executable, "-m", "hub", "replay", "--from-offset", "0", "--store", str(path)]
+    env = hub_environment(log.settings, HUB_LOG_LEVEL="WARNING")
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    everything = log.run_a + log.run_b + log.again
+    unique = len({p.event_id for p in everything})
+    assert f"replayed {len(everything) + 1} record(s)" in done.stdout
+    assert f"{unique} row(s) added" in done.stdout
+    assert "1 undecodable" in done.stdout
+    assert f"{log.poison[0]}:{log.poison[1]} BadMagic" in done.stdout
+    assert "events/s" in done.stderr  # the progress bar
+    with ReportingStore(path, read_only=True) as store:
+        assert _counts(store) == _expected(everything)
+    again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "0 row(s) added" in again.stdout
+
+
+def test_the_replay_command_wants_exactly_one_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "replay", "--store", str(tmp_path / "s.duckdb")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "exactly one of --from-offset, --from-time, --from-archive" in done.stderr
