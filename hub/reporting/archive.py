@@ -1,0 +1,806 @@
+"""The Avro archive of the customer-path log: history that outlives Kafka retention.
+
+Layout (Hive-style, so Spark, Trino, Hive or any Avro tool read the folders as they are)::
+
+    <HUB_ARCHIVE_DIR>/<topic>/date=YYYY-MM-DD/part-<partition>-<first offset>.avro
+
+One Avro object container file per UTC day (of the Kafka record timestamp) and partition, the
+schema embedded, every block compressed with ``HUB_ARCHIVE_CODEC`` (deflate or zstandard, both
+in the Avro specification). A day and partition may have several files (an archiver that
+publishes while the day runs, a restart): each is named by its own first offset.
+
+**Record schema** ``fi.te.hub.archive.LogRecord``: one Avro record per Kafka record —
+``partition``, ``offset``, ``timestamp`` (timestamp-millis), ``key`` (the pseudonym),
+``event_type`` (short name), ``writer_schema`` (the fingerprint or registry id the producer wrote
+with), ``event`` (a union of null and the *current* schema of all 13 event types: the value is
+decoded with schema resolution, so every released version is archived as the current one and a
+SQL engine sees typed columns, not bytes), ``headers`` (the CloudEvents ``ce_*`` headers, map of
+bytes) and, only for a value that cannot be decoded (a poison record), ``raw`` (the value's bytes)
+with ``error`` (why): nothing of the log is lost, not even what the hub cannot read. The event
+schemas share named types (``Envelope``, enums); the union defines each once and refers to it by
+full name afterwards (:func:`archive_schema`). A later schema version gives later files a newer
+embedded schema; :func:`iter_archive` reads every file with the current one (Avro resolution, as
+the hub's evolution rules are BACKWARD), so old files read as the current shape.
+
+**Exactly once per file across restarts.** A file is written as a hidden temp file
+(``.part-….avro.tmp``, which Spark, Trino and Hive skip as hidden and :func:`iter_archive` skips
+too), then its header is completed (``hub.last_offset`` and ``hub.records`` are fixed-width
+placeholders patched in place), the file fsynced, renamed to its final name, the folder fsynced,
+and only then the offset after its last record committed for ``HUB_ARCHIVE_GROUP``. On start the
+archive folder is the source of truth: every partition resumes from max(committed offset, last
+archived offset + 1), the last archived offset read from the header of the partition's newest
+file, so a crash between rename and commit never duplicates; leftover temp files are deleted and
+their records written again (same first offset, same name).
+
+**One process owns the topic.** The archiver assigns itself every partition (no group
+rebalance: a restart after a crash is immediate, and no file is ever cut by a revocation; the
+group only keeps the committed offsets, which also show the archive's lag in every Kafka tool)
+and holds an exclusive lock on ``<dir>/<topic>/.lock``, so a second archiver on the same folder
+fails at once. Archiving is cheap per record (decode + Avro append), far below what one
+partition's consumer fetches; run a second archiver only into another folder.
+
+A file closes when the day of its records changes, when it holds ``max_records``, when no record
+came for ``idle_s`` or it has been open ``max_age_s`` (a live archiver publishes files while the
+day runs), on ``--once`` end (everything up to the end offsets seen at start) and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import fcntl
+import importlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from io import BytesIO
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from fastavro import parse_schema
+from fastavro import reader as avro_reader
+from fastavro.write import Writer
+
+from hub.kafka.clients import make_consumer
+from hub.kafka.topics import partition_ids
+from hub.logging import get_logger
+from hub.serde import EventSerializer, SchemaCatalog, SerdeError, build_serializer
+from hub.serde import default_catalog as default_schema_catalog
+from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+from hub.settings import HubSettings
+
+log = get_logger(__name__)
+
+RECORD_NAME = "fi.te.hub.archive.LogRecord"
+SYNC_INTERVAL = 256 * 1024
+"""Uncompressed bytes per Avro block: large enough for zstandard/deflate to find repeats."""
+
+META_TOPIC = "hub.topic"
+META_PARTITION = "hub.partition"
+META_DATE = "hub.date"
+META_FIRST_OFFSET = "hub.first_offset"
+META_LAST_OFFSET = "hub.last_offset"
+META_RECORDS = "hub.records"
+_PLACEHOLDER_WIDTH = 20  # digits of the largest offset (2**63 - 1 has 19)
+_PLACEHOLDERS = {
+    META_LAST_OFFSET: "L" * _PLACEHOLDER_WIDTH,
+    META_RECORDS: "N" * _PLACEHOLDER_WIDTH,
+}
+
+_FILE_NAME = re.compile(r"^part-(\d+)-(\d+)\.avro$")
+_DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+LOCK_NAME = ".lock"
+
+
+class ArchiveError(Exception):
+    """The archive folder cannot be used (locked by another archiver, a broken file)."""
+
+
+def ensure_zstandard_codec() -> None:
+    """Let fastavro read and write the ``zstandard`` codec with the ``zstandard`` package.
+
+    fastavro 1.13 looks only for ``compression.zstd`` (Python 3.14) or ``backports.zstd`` and
+    otherwise refuses the codec; the hub ships ``zstandard`` (the Apache ``avro`` package uses it
+    too). The blocks are plain zstd frames either way, so files stay readable by every Avro
+    tool. Registered on import of this module; a no-op when fastavro has its own zstd.
+    """
+    if _has_module("compression.zstd") or _has_module("backports.zstd"):
+        return
+    # The Cython modules fastavro uses, and their pure-Python twins (FASTAVRO_USE_CYTHON=0).
+    modules = [importlib.import_module(f"fastavro.{name}") for name in ("_write", "_write_py")]
+    readers = [importlib.import_module(f"fastavro.{name}") for name in ("_read", "_read_py")]
+    for module in modules:
+        module.BLOCK_WRITERS["zstandard"] = _zstd_writer(module.BLOCK_WRITERS["null"])
+    for module in readers:
+        module.BLOCK_READERS["zstandard"] = _zstd_reader(module.BLOCK_READERS["null"])
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
+def _zstd_writer(null_write: Any) -> Any:
+    def write_block(fo: Any, block_bytes: bytes, compression_level: int | None) -> Any:
+        compressor = zstandard.ZstdCompressor(level=compression_level or 3)
+        return null_write(fo, compressor.compress(block_bytes), compression_level)
+
+    return write_block
+
+
+def _zstd_reader(null_read: Any) -> Any:
+    def read_block(fo: Any) -> BytesIO:
+        # A stream decompressor: frames of streaming writers (Java) carry no content size.
+        data = null_read(fo).read()
+        return BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(data))
+
+    return read_block
+
+
+ensure_zstandard_codec()
+
+
+# -- the record schema ---------------------------------------------------------------------
+
+
+def archive_schema(catalog: SchemaCatalog | None = None) -> dict[str, Any]:
+    """The ``LogRecord`` schema (JSON) over the current schema of every event type of
+    ``catalog``; a named type shared by several event schemas is defined once."""
+    catalog = catalog if catalog is not None else default_schema_catalog()
+    defined: dict[str, str] = {}
+    branches: list[Any] = ["null"]
+    for event in catalog:
+        branches.append(_define_once(copy.deepcopy(event.current.raw), None, defined))
+    return {
+        "type": "record",
+        "name": RECORD_NAME,
+        "doc": "One record of the customer-path log, as hub archive wrote it.",
+        "fields": [
+            {"name": "partition", "type": "int", "doc": "Kafka partition."},
+            {"name": "offset", "type": "long", "doc": "Kafka offset in the partition."},
+            {
+                "name": "timestamp",
+                "type": {"type": "long", "logicalType": "timestamp-millis"},
+                "doc": "Kafka record timestamp (UTC); its date names the file's folder.",
+            },
+            {
+                "name": "key",
+                "type": ["null", "string"],
+                "default": None,
+                "doc": "Kafka key as UTF-8: the person pseudonym.",
+            },
+            {
+                "name": "raw_key",
+                "type": ["null", "bytes"],
+                "default": None,
+                "doc": "The key's bytes, only when they are not UTF-8.",
+            },
+            {
+                "name": "event_type",
+                "type": ["null", "string"],
+                "default": None,
+                "doc": "Short name of the event type; null for an undecodable value.",
+            },
+            {
+                "name": "writer_schema",
+                "type": ["null", "string"],
+                "default": None,
+                "doc": "Schema the producer wrote with: CRC-64-AVRO fingerprint (hex) or "
+                "registry id (decimal).",
+            },
+            {
+                "name": "event",
+                "type": branches,
+                "default": None,
+                "doc": "The decoded event, in the current schema of its type.",
+            },
+            {
+                "name": "raw",
+                "type": ["null", "bytes"],
+                "default": None,
+                "doc": "The value's bytes, only when it could not be decoded.",
+            },
+            {
+                "name": "error",
+                "type": ["null", "string"],
+                "default": None,
+                "doc": "Why the value could not be decoded.",
+            },
+            {
+                "name": "headers",
+                "type": {"type": "map", "values": ["null", "bytes"]},
+                "default": {},
+                "doc": "Kafka headers (CloudEvents ce_* attributes, content-type).",
+            },
+        ],
+    }
+
+
+def _define_once(schema: Any, namespace: str | None, defined: dict[str, str]) -> Any:
+    """``schema`` with every named type already in ``defined`` replaced by its full name."""
+    if isinstance(schema, list):
+        return [_define_once(s, namespace, defined) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if kind in ("record", "enum", "fixed", "error"):
+        name = schema["name"]
+        space = schema.get("namespace", namespace)
+        full = name if "." in name or not space else f"{space}.{name}"
+        if "." in name:
+            space = name.rsplit(".", 1)[0]
+        text = json.dumps(schema, sort_keys=True)
+        if full in defined:
+            if defined[full] != text:
+                raise ArchiveError(f"two event schemas define {full} differently")
+            return full
+        defined[full] = text
+        if kind in ("record", "error"):
+            for field_ in schema["fields"]:
+                field_["type"] = _define_once(field_["type"], space, defined)
+        return schema
+    if kind == "array":
+        schema["items"] = _define_once(schema["items"], namespace, defined)
+    elif kind == "map":
+        schema["values"] = _define_once(schema["values"], namespace, defined)
+    elif isinstance(kind, (dict, list)):
+        schema["type"] = _define_once(kind, namespace, defined)
+    return schema
+
+
+@dataclass(frozen=True)
+class _Schema:
+    json: dict[str, Any]
+    text: str
+    parsed: Any
+
+
+@lru_cache(maxsize=4)
+def _schema_for(catalog: SchemaCatalog) -> _Schema:
+    raw = archive_schema(catalog)
+    return _Schema(raw, json.dumps(raw, separators=(",", ":")), parse_schema(raw, named_schemas={}))
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedRecord:
+    """One archived log record; ``record`` is the decoded event (None for a poison value, whose
+    bytes are in ``raw``)."""
+
+    partition: int
+    offset: int
+    timestamp: datetime
+    key: str | None
+    type_name: str | None
+    record: dict[str, Any] | None
+    raw: bytes | None
+    writer_schema: str | None = None
+    headers: dict[str, bytes | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFile:
+    """One closed archive file (what its name and header say)."""
+
+    path: Path
+    topic: str
+    day: date
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: int
+
+
+def topic_dir(root: Path | str, topic: str) -> Path:
+    return Path(root) / topic
+
+
+def file_name(partition: int, first_offset: int) -> str:
+    return f"part-{partition}-{first_offset}.avro"
+
+
+def _named_files(root: Path | str, topic: str) -> list[tuple[int, int, date, Path]]:
+    """``(partition, first offset, day, path)`` of every closed file, from the names alone."""
+    base = topic_dir(root, topic)
+    found: list[tuple[int, int, date, Path]] = []
+    if not base.is_dir():
+        return found
+    for day_dir in base.iterdir():
+        day_match = _DATE_DIR.match(day_dir.name)
+        if day_match is None or not day_dir.is_dir():
+            continue
+        day = date.fromisoformat(day_match.group(1))
+        for path in day_dir.iterdir():
+            match = _FILE_NAME.match(path.name)
+            if match is not None:
+                found.append((int(match.group(1)), int(match.group(2)), day, path))
+    found.sort(key=lambda f: (f[0], f[1]))
+    return found
+
+
+def read_header(path: Path) -> dict[str, str]:
+    """The ``hub.*`` and ``avro.*`` metadata of an archive file (only its header is read)."""
+    with path.open("rb") as fo:
+        return {k: v for k, v in avro_reader(fo).metadata.items()}
+
+
+def _archive_file(topic: str, partition: int, first: int, day: date, path: Path) -> ArchiveFile:
+    meta = read_header(path)
+    try:
+        last = int(meta[META_LAST_OFFSET])
+        records = int(meta[META_RECORDS])
+    except (KeyError, ValueError) as exc:
+        raise ArchiveError(f"{path}: no {META_LAST_OFFSET}/{META_RECORDS} in its header") from exc
+    return ArchiveFile(path, topic, day, partition, first, last, records)
+
+
+def list_archive(root: Path | str, topic: str) -> list[ArchiveFile]:
+    """Every closed file of ``topic``, by partition then first offset (temp files skipped)."""
+    return [_archive_file(topic, p, o, d, path) for p, o, d, path in _named_files(root, topic)]
+
+
+def iter_archive(
+    root: Path | str,
+    topic: str,
+    until: datetime | None = None,
+    catalog: SchemaCatalog | None = None,
+) -> Iterator[ArchivedRecord]:
+    """The archived records of ``topic``: partition by partition (ascending), each in offset
+    order. ``until``: per partition, stop at the first record whose Kafka timestamp is at or
+    after it (what reading a partition up to ``offsets_for_times(until)`` gives); naive means
+    UTC. Every file is read with the current record schema (older files resolve to it)."""
+    schema = _schema_for(catalog if catalog is not None else default_schema_catalog())
+    until_ms = None if until is None else _epoch_ms(until)
+    stopped: set[int] = set()
+    for partition, _, day, path in _named_files(root, topic):
+        if partition in stopped:
+            continue
+        if until is not None and day > _utc(until).date():
+            stopped.add(partition)  # all its records are at or after until
+            continue
+        for item in _read_file(path, schema):
+            if until_ms is not None and _epoch_ms(item.timestamp) >= until_ms:
+                stopped.add(partition)
+                break
+            yield item
+
+
+def _read_file(path: Path, schema: _Schema) -> Iterator[ArchivedRecord]:
+    with path.open("rb") as fo:
+        records = avro_reader(fo)
+        writer_text = records.metadata.get("avro.schema", "")
+        if writer_text != schema.text:
+            records = avro_reader(_rewound(fo), reader_schema=schema.parsed)
+        for r in records:
+            assert isinstance(r, dict)
+            yield ArchivedRecord(
+                partition=r["partition"],
+                offset=r["offset"],
+                timestamp=r["timestamp"],
+                key=r["key"],
+                type_name=r["event_type"],
+                record=r["event"],
+                raw=r["raw"],
+                writer_schema=r["writer_schema"],
+                headers=r["headers"],
+            )
+
+
+def _rewound(fo: IO[bytes]) -> IO[bytes]:
+    fo.seek(0)
+    return fo
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(_utc(moment).timestamp() * 1000)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _OpenFile:
+    """One archive file being written: a hidden temp file until :meth:`close`."""
+
+    def __init__(
+        self,
+        root: Path,
+        topic: str,
+        partition: int,
+        day: date,
+        first_offset: int,
+        schema: _Schema,
+        codec: str,
+    ) -> None:
+        self.partition = partition
+        self.day = day
+        self.first_offset = first_offset
+        self.last_offset = first_offset
+        self.records = 0
+        self.opened = time.monotonic()
+        self.last_write = self.opened
+        self.folder = topic_dir(root, topic) / f"date={day.isoformat()}"
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.folder.parent)
+        self.path = self.folder / file_name(partition, first_offset)
+        self.temp = self.folder / f".{self.path.name}.tmp"
+        self._fo: IO[bytes] = self.temp.open("wb")
+        metadata = {
+            META_TOPIC: topic,
+            META_PARTITION: str(partition),
+            META_DATE: day.isoformat(),
+            META_FIRST_OFFSET: str(first_offset),
+            **_PLACEHOLDERS,
+        }
+        self._writer = Writer(
+            self._fo, schema.parsed, codec=codec, sync_interval=SYNC_INTERVAL, metadata=metadata
+        )
+        self._fo.flush()
+        self._header_size = self._fo.tell()
+
+    def write(self, record: dict[str, Any], offset: int) -> None:
+        self._writer.write(record)
+        self.last_offset = offset
+        self.records += 1
+        self.last_write = time.monotonic()
+
+    def close(self) -> Path:
+        """Flush, complete the header, fsync, rename to the final name, fsync the folder."""
+        self._writer.flush()
+        self._fo.flush()
+        with self.temp.open("rb") as fo:
+            header = fo.read(self._header_size)
+        patches = {
+            META_LAST_OFFSET: self.last_offset,
+            META_RECORDS: self.records,
+        }
+        for key, value in patches.items():
+            placeholder = _PLACEHOLDERS[key].encode()
+            at = header.find(placeholder)
+            if at < 0 or header.find(placeholder, at + 1) >= 0:
+                raise ArchiveError(f"{self.temp}: placeholder of {key} not found once")
+            self._fo.seek(at)
+            self._fo.write(f"{value:0{_PLACEHOLDER_WIDTH}d}".encode())
+        self._fo.seek(0, os.SEEK_END)
+        self._fo.flush()
+        os.fsync(self._fo.fileno())
+        self._fo.close()
+        os.replace(self.temp, self.path)
+        _fsync_dir(self.folder)
+        return self.path
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fo.close()
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+@dataclass
+class ArchiveStats:
+    """What one run of the archiver did."""
+
+    records: int = 0
+    poison: int = 0
+    files: list[Path] = field(default_factory=list)
+    resumed_from: dict[int, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RollPolicy:
+    """When an open file is closed besides a change of day."""
+
+    max_records: int = 500_000
+    idle_s: float = 30.0
+    max_age_s: float = 600.0
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``<dir>/<topic>/.lock`` for the archiver's lifetime."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / LOCK_NAME
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise ArchiveError(
+                f"{folder} is being archived by another process (lock {self.path})"
+            ) from None
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+class Archiver:
+    """Archive ``settings.topic_customer_path`` into ``settings.archive_dir``."""
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        *,
+        policy: RollPolicy | None = None,
+        serializer: EventSerializer | None = None,
+        catalog: SchemaCatalog | None = None,
+        progress_every_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topic_customer_path
+        self.root = Path(settings.archive_dir)
+        self.policy = policy or RollPolicy()
+        self.catalog = catalog if catalog is not None else default_schema_catalog()
+        self.serializer = serializer or build_serializer(settings, self.catalog)
+        self.schema = _schema_for(self.catalog)
+        self.short_names = {e.full_name: e.short_name for e in self.catalog}
+        self.progress_every_s = progress_every_s
+        self.stats = ArchiveStats()
+        self._open: dict[int, _OpenFile] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> ArchiveStats:
+        """Archive until ``stop`` is set, or (``once``) up to the end offsets seen at start."""
+        stop = stop or asyncio.Event()
+        started = time.monotonic()
+        lock = _Lock(topic_dir(self.root, self.topic))
+        try:
+            ids = await partition_ids(self.settings, self.topic)
+            consumer = make_consumer(
+                self.settings,
+                group_id=self.settings.archive_group,
+                auto_offset_reset="none",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            self._consumer = consumer
+            await consumer.start()
+            try:
+                partitions = [TopicPartition(self.topic, p) for p in ids]
+                consumer.assign(partitions)
+                await self._resume(consumer, partitions)
+                end = await consumer.end_offsets(partitions) if once else {}
+                await self._loop(consumer, partitions, end, once, stop)
+                await self._close_all(consumer, commit_positions=True)
+            finally:
+                for open_file in self._open.values():
+                    open_file.discard()
+                self._open.clear()
+                await consumer.stop()
+        finally:
+            lock.release()
+        self.stats.elapsed_s = time.monotonic() - started
+        log.info(
+            "archive.stopped",
+            records=self.stats.records,
+            poison=self.stats.poison,
+            files=len(self.stats.files),
+            elapsed_s=round(self.stats.elapsed_s, 3),
+        )
+        return self.stats
+
+    async def _resume(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Seek every partition to max(committed, last archived + 1); delete temp files."""
+        base = topic_dir(self.root, self.topic)
+        for temp in base.glob("date=*/.part-*.avro.tmp"):
+            log.info("archive.unfinished_file_removed", file=str(temp))
+            temp.unlink()
+        newest: dict[int, tuple[int, date, Path]] = {}
+        for p, first, day, path in _named_files(self.root, self.topic):
+            newest[p] = (first, day, path)  # sorted by first offset: the last one wins
+        beginnings = await consumer.beginning_offsets(partitions)
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            archived = None
+            if tp.partition in newest:
+                first, day, path = newest[tp.partition]
+                archived = _archive_file(self.topic, tp.partition, first, day, path).last_offset
+            resumes = (committed, None if archived is None else archived + 1)
+            candidates = [o for o in resumes if o is not None]
+            resume = max(candidates) if candidates else beginnings[tp]
+            if resume < beginnings[tp]:
+                log.warning(
+                    "archive.records_lost_to_retention",
+                    partition=tp.partition,
+                    first_missing=resume,
+                    log_start=beginnings[tp],
+                )
+                resume = beginnings[tp]
+            consumer.seek(tp, resume)
+            self.stats.resumed_from[tp.partition] = resume
+        log.info("archive.resumed", topic=self.topic, positions=self.stats.resumed_from)
+
+    async def _loop(
+        self,
+        consumer: AIOKafkaConsumer,
+        partitions: list[TopicPartition],
+        end: dict[TopicPartition, int],
+        once: bool,
+        stop: asyncio.Event,
+    ) -> None:
+        behind = list(partitions)
+        if once:
+            behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
+        next_progress = time.monotonic() + self.progress_every_s
+        last_count, last_time = 0, time.monotonic()
+        poll_ms = int(max(50, min(1000, self.policy.idle_s * 1000 / 2)))
+        while not stop.is_set() and (behind or not once):
+            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            for tp, records in batches.items():
+                for record in records:
+                    await self._append(consumer, tp, record)
+            await self._roll_idle(consumer)
+            if once:
+                behind = [tp for tp in behind if await consumer.position(tp) < end[tp]]
+            now = time.monotonic()
+            if now >= next_progress:
+                rate = (self.stats.records - last_count) / (now - last_time)
+                log.info(
+                    "archive.progress",
+                    records=self.stats.records,
+                    records_per_s=round(rate, 1),
+                    files=len(self.stats.files),
+                    open_files=len(self._open),
+                    poison=self.stats.poison,
+                )
+                last_count, last_time = self.stats.records, now
+                next_progress = now + self.progress_every_s
+
+    async def _append(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: ConsumerRecord[Any, Any]
+    ) -> None:
+        day = datetime.fromtimestamp(record.timestamp / 1000, UTC).date()
+        open_file = self._open.get(tp.partition)
+        if open_file is not None and (
+            open_file.day != day or open_file.records >= self.policy.max_records
+        ):
+            await self._close(consumer, tp.partition)
+            open_file = None
+        if open_file is None:
+            open_file = _OpenFile(
+                self.root,
+                self.topic,
+                tp.partition,
+                day,
+                record.offset,
+                self.schema,
+                self.settings.archive_codec,
+            )
+            self._open[tp.partition] = open_file
+        open_file.write(await self._log_record(record), record.offset)
+        self.stats.records += 1
+
+    async def _log_record(self, record: ConsumerRecord[Any, Any]) -> dict[str, Any]:
+        key: str | None = None
+        raw_key: bytes | None = None
+        if record.key is not None:
+            try:
+                key = bytes(record.key).decode("utf-8")
+            except UnicodeDecodeError:
+                raw_key = bytes(record.key)
+        out: dict[str, Any] = {
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp,
+            "key": key,
+            "raw_key": raw_key,
+            "event_type": None,
+            "writer_schema": None,
+            "event": None,
+            "raw": None,
+            "error": None,
+            "headers": {k: (None if v is None else bytes(v)) for k, v in record.headers or ()},
+        }
+        value = record.value
+        if value is None:
+            out["error"] = "the record has no value"
+            self.stats.poison += 1
+            return out
+        value = bytes(value)
+        try:
+            decoded = await self.serializer.adecode(value)
+            short = self.short_names[decoded.type_name]
+        except (SerdeError, KeyError) as exc:
+            out["raw"] = value
+            out["error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= SINGLE_OBJECT_HEADER_SIZE:
+                out["writer_schema"] = value[2:SINGLE_OBJECT_HEADER_SIZE].hex()
+            self.stats.poison += 1
+            log.warning(
+                "archive.undecodable_record",
+                partition=record.partition,
+                offset=record.offset,
+                error=type(exc).__name__,
+            )
+            return out
+        out["event_type"] = short
+        out["writer_schema"] = decoded.writer_schema_ref
+        out["event"] = (decoded.type_name, decoded.record)
+        return out
+
+    async def _roll_idle(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        for partition, open_file in list(self._open.items()):
+            if (
+                now - open_file.last_write >= self.policy.idle_s
+                or now - open_file.opened >= self.policy.max_age_s
+            ):
+                await self._close(consumer, partition)
+
+    async def _close(self, consumer: AIOKafkaConsumer, partition: int) -> None:
+        open_file = self._open.pop(partition)
+        path = open_file.close()
+        self.stats.files.append(path)
+        log.info(
+            "archive.file_closed",
+            file=str(path),
+            records=open_file.records,
+            first_offset=open_file.first_offset,
+            last_offset=open_file.last_offset,
+        )
+        await self._commit(
+            consumer, {TopicPartition(self.topic, partition): open_file.last_offset + 1}
+        )
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        await consumer.commit(offsets)
+
+    async def _close_all(self, consumer: AIOKafkaConsumer, *, commit_positions: bool) -> None:
+        """Close every open file; then commit each position (past transaction markers too)."""
+        for partition in sorted(self._open):
+            await self._close(consumer, partition)
+        if commit_positions:
+            positions = {tp: await consumer.position(tp) for tp in consumer.assignment()}
+            ahead: dict[TopicPartition, int] = {}
+            for tp, position in positions.items():
+                committed = await consumer.committed(tp)
+                if committed is None or position > committed:
+                    ahead[tp] = position
+            if ahead:
+                await self._commit(consumer, ahead)
+
+
+async def run_archive(
+    settings: HubSettings,
+    *,
+    once: bool = False,
+    policy: RollPolicy | None = None,
+    progress_every_s: float = 10.0,
+    handle_signals: bool = False,
+) -> ArchiveStats:
+    """Run one :class:`Archiver`; ``handle_signals``: SIGTERM/SIGINT close, commit and leave."""
+    stop = asyncio.Event()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    archiver = Archiver(settings, policy=policy, progress_every_s=progress_every_s)
+    return await archiver.run(once=once, stop=stop)
