@@ -26,6 +26,7 @@ from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
 from hub.logging import redact_text
+from hub.reporting.archive_cli import archive_command
 from hub.reporting.replay_cli import replay_command
 from hub.routing.cli import routes
 from hub.routing.route_cli import route_command
@@ -89,6 +90,7 @@ cli.add_command(routes)
 cli.add_command(audit)
 cli.add_command(asyncapi_command)
 cli.add_command(dlq)
+cli.add_command(archive_command)
 cli.add_command(replay_command)
 
 
