@@ -51,7 +51,7 @@ class Period:
         if found:
             year, month = int(found[1]), int(found[2])
             if not 1 <= month <= 12:
-                raise ValueError(f"no month {text!r}")
+                raise ValueError(f"a period is YYYY-MM or YYYY-MM-DD, not {text!r}")
             return cls.month(year, month)
         try:
             return cls.day(date.fromisoformat(text))
