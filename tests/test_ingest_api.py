@@ -20,7 +20,7 @@ from connectors.rest_api.app import create_app
 from connectors.rest_api.endpoints import ENDPOINTS
 from connectors.rest_api.problems import PROBLEM_BASE
 from hub.identity import Pseudonymizer
-from hub.intake.examples import ENROLMENT_ID, EXAMPLES, PERSON
+from hub.intake.examples import CORRECTIONS, ENROLMENT_ID, EXAMPLES, PERSON
 from hub.logging import configure_logging
 from hub.settings import HubSettings
 from tests.ingest_fakes import (
@@ -760,12 +760,172 @@ async def test_openapi_documents_the_contract(api: Api) -> None:
         ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         model = ref.rsplit("/", 1)[-1]
         assert model == f"{endpoint.event_type}Request"
-        assert schemas[model]["examples"] == [EXAMPLES[endpoint.event_type]]
+        correction = CORRECTIONS.get(endpoint.event_type)
+        expected = [EXAMPLES[endpoint.event_type], *([correction] if correction else [])]
+        assert schemas[model]["examples"] == expected
         assert "application/problem+json" in operation["responses"]["422"]["content"]
         assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
     bulk = document["paths"]["/v1/bulk"]["post"]["requestBody"]["content"]
     assert set(bulk) == {"application/json", "application/x-ndjson"}
     assert bulk["application/json"]["schema"]["maxItems"] == 5000
+    interview = schemas["InitialInterviewHeldRequest"]["properties"]
+    assert interview["corrects_event_id"]["anyOf"][0] == {"format": "uuid", "type": "string"}
+    assert interview["retracted"]["default"] is False
+    assert "recorded last wins" in interview["corrects_event_id"]["description"]
+
+
+# --- corrections ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_type", sorted(CORRECTIONS))
+async def test_each_correction_example_is_accepted_with_its_fields(
+    api: Api, event_type: str
+) -> None:
+    response = await api.post(event_type, CORRECTIONS[event_type])
+    assert response.status_code == 202, response.text
+    [event] = api.sink.events
+    assert str(event.envelope.event_id) == response.json()["event_id"]
+    assert str(event.envelope.corrects_event_id) == CORRECTIONS[event_type]["corrects_event_id"]
+    assert event.envelope.retracted is CORRECTIONS[event_type].get("retracted", False)
+
+
+async def test_a_first_version_has_no_correction_fields(api: Api) -> None:
+    await api.post("JobSearchEnded")
+    [event] = api.sink.events
+    assert event.envelope.corrects_event_id is None
+    assert event.envelope.retracted is False
+
+
+async def test_a_correction_under_the_originals_idempotency_key_is_a_new_version(
+    api: Api,
+) -> None:
+    """Keys by business id: original, correction and retraction share an Idempotency-Key; each
+    is written once, a resend of each is answered with its own receipt."""
+    key = {"Idempotency-Key": "crm-end-4711"}
+    first = (await api.post("JobSearchEnded", headers=key)).json()["event_id"]
+    correction = changed("JobSearchEnded", corrects_event_id=first, payload__reason="EDUCATION")
+    fixed = await api.post("JobSearchEnded", correction, headers=key)
+    assert fixed.status_code == 202, fixed.text
+    assert "idempotent-replayed" not in fixed.headers
+    fixed_id = fixed.json()["event_id"]
+    assert fixed_id != first
+    again = await api.post("JobSearchEnded", correction, headers=key)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["event_id"] == fixed_id
+    retraction = {**correction, "retracted": True}
+    gone = await api.post("JobSearchEnded", retraction, headers=key)
+    assert gone.status_code == 202, gone.text
+    assert gone.json()["event_id"] not in (first, fixed_id)
+    assert (await api.post("JobSearchEnded", retraction, headers=key)).headers[
+        "idempotent-replayed"
+    ] == "true"
+    envelopes = [e.envelope for e in api.sink.events]
+    assert [str(e.event_id) for e in envelopes] == [first, fixed_id, gone.json()["event_id"]]
+    assert [e.corrects_event_id for e in envelopes] == [None, UUID(first), UUID(first)]
+    assert [e.retracted for e in envelopes] == [False, False, True]
+    assert api.sink.events[1].payload.model_dump()["reason"] == "EDUCATION"
+    # Another correction of the same fact under the same key is another request: a conflict.
+    other = changed("JobSearchEnded", corrects_event_id=first, payload__reason="OTHER")
+    problem(await api.post("JobSearchEnded", other, headers=key), 422, "idempotency-conflict")
+
+
+async def test_without_a_key_a_correction_with_the_same_content_is_not_its_original(
+    api: Api,
+) -> None:
+    first = (await api.post("JobSearchEnded")).json()["event_id"]
+    same_content = changed("JobSearchEnded", corrects_event_id=first)
+    fixed = await api.post("JobSearchEnded", same_content)
+    assert fixed.status_code == 202
+    assert "idempotent-replayed" not in fixed.headers
+    assert fixed.json()["event_id"] != first
+    assert (await api.post("JobSearchEnded", same_content)).json() == fixed.json()
+    assert len(api.sink.events) == 2
+
+
+async def test_a_client_event_id_correction_names_the_first_version(api: Api) -> None:
+    first = EXAMPLES["JobseekerRegistered"]["event_id"]
+    await api.post("JobseekerRegistered")
+    correction = changed(
+        "JobseekerRegistered",
+        event_id="0b6f2d1e-4c3a-4f5b-9d8e-7a6c5b4d3e2f",
+        corrects_event_id=first,
+        payload__phone=None,
+    )
+    response = await api.post("JobseekerRegistered", correction)
+    assert response.status_code == 202, response.text
+    assert response.json()["event_id"] == "0b6f2d1e-4c3a-4f5b-9d8e-7a6c5b4d3e2f"
+    assert api.sink.events[1].envelope.corrects_event_id == UUID(first)
+    assert api.sink.events[1].payload.model_dump()["phone"] is None
+
+
+CORRECTION_CASES: list[tuple[dict[str, Any], int, str, str, str]] = [
+    (
+        {"corrects_event_id": "not-a-uuid"},
+        422,
+        "validation-error",
+        "#/corrects_event_id",
+        "uuid_parsing",
+    ),
+    ({"corrects_event_id": 17}, 422, "validation-error", "#/corrects_event_id", "uuid_type"),
+    ({"retracted": "true"}, 422, "validation-error", "#/retracted", "bool_type"),
+    (
+        {"retracted": True},
+        422,
+        "rule-violation",
+        "#/retracted",
+        "retracted_without_corrects_event_id",
+    ),
+    (
+        {
+            "event_id": EXAMPLES["JobseekerRegistered"]["event_id"],
+            "corrects_event_id": EXAMPLES["JobseekerRegistered"]["event_id"],
+        },
+        422,
+        "rule-violation",
+        "#/corrects_event_id",
+        "corrects_itself",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "slug", "pointer", "error_type"),
+    CORRECTION_CASES,
+    ids=[e for *_, e in CORRECTION_CASES],
+)
+async def test_bad_correction_fields_are_specific_problems(
+    api: Api, changes: dict[str, Any], status: int, slug: str, pointer: str, error_type: str
+) -> None:
+    body = problem(
+        await api.post("JobSearchEnded", changed("JobSearchEnded", **changes)), status, slug
+    )
+    assert pointers(body) == [(pointer, error_type)]
+    assert all(e["detail"] for e in body["errors"])
+    bulk = problem(
+        await api.bulk([item("JobOfferMade"), item("JobSearchEnded", **changes)]), status, slug
+    )
+    assert pointers(bulk) == [("#/1" + pointer[1:], error_type)]
+    assert api.sink.calls == 0
+
+
+async def test_a_bulk_of_corrections_under_the_originals_key(api: Api) -> None:
+    key = {"Idempotency-Key": "batch-2026-03-09"}
+    items = [item("JobSearchConversationHeld"), item("JobOfferMade")]
+    first = (await api.bulk(items, headers=key)).json()["event_ids"]
+    corrections = [
+        item("JobSearchConversationHeld", corrects_event_id=first[0], payload__channel="VIDEO"),
+        item("JobOfferMade", corrects_event_id=first[1], retracted=True),
+    ]
+    for ndjson in (False, True):
+        response = await api.bulk(corrections, headers=key, ndjson=ndjson)
+        assert response.status_code == 202, response.text
+        assert not set(response.json()["event_ids"]) & set(first)
+    assert response.headers["idempotent-replayed"] == "true"  # the second time: a resend
+    fixed, gone = api.sink.events[2:]
+    assert len(api.sink.events) == 4
+    assert (str(fixed.envelope.corrects_event_id), fixed.envelope.retracted) == (first[0], False)
+    assert fixed.payload.model_dump()["channel"] == "VIDEO"
+    assert (str(gone.envelope.corrects_event_id), gone.envelope.retracted) == (first[1], True)
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from hub.intake.convert import (
     derived_event_id,
     to_event,
 )
-from hub.intake.examples import EXAMPLES, PERSON
+from hub.intake.dedupe import request_dedupe_key, versioned_key
+from hub.intake.examples import CORRECTIONS, EXAMPLES, PERSON
 from hub.intake.requests import (
     BULK_ADAPTER,
     REQUEST_TYPES,
@@ -612,3 +613,75 @@ def test_content_rules_at_their_limits() -> None:
         assert found("JobseekerRegistered", payload__first_name=name) == set(), name
     # A code in a pii field is where it belongs; a name field is pii too.
     assert found("ServiceEnrolled", payload__participant_email="010594Y9032@example.fi") == set()
+
+
+# --- corrections -------------------------------------------------------------------------------
+
+FIRST = "9e3b1f47-5a2c-4d8e-b071-3c6f2a9d4e15"
+
+
+@pytest.mark.parametrize("event_type", sorted(CORRECTIONS))
+def test_every_correction_example_breaks_no_rule(event_type: str) -> None:
+    item = REQUEST_TYPES[event_type].model_validate(CORRECTIONS[event_type])
+    assert item.corrects_event_id is not None
+    assert rules(item) == []
+    assert EXAMPLES[event_type].get("corrects_event_id") is None
+
+
+def test_the_correction_rules_name_their_field() -> None:
+    assert rules(request("JobSearchEnded", retracted=True)) == [
+        (("retracted",), "retracted_without_corrects_event_id")
+    ]
+    assert rules(request("JobSearchEnded", event_id=FIRST, corrects_event_id=FIRST)) == [
+        (("corrects_event_id",), "corrects_itself")
+    ]
+    assert rules(request("JobSearchEnded", corrects_event_id=FIRST, retracted=True)) == []
+    found = bulk_violations(
+        [request("JobOfferMade"), request("JobSearchEnded", retracted=True)],
+        now=NOW,
+        clock_skew=SKEW,
+    )
+    assert [(v.loc, v.type) for v in found] == [
+        ((1, "retracted"), "retracted_without_corrects_event_id")
+    ]
+
+
+def test_to_event_carries_the_correction_fields() -> None:
+    def envelope(item: IngestRequest[Any]) -> Any:
+        return to_event(
+            item,
+            source_system="urn:x:y",
+            pseudonymizer=Pseudonymizer(SECRET),
+            recorded_at=NOW,
+            dedupe_key="k",
+        ).envelope
+
+    plain = envelope(request("JobSearchEnded"))
+    assert (plain.corrects_event_id, plain.retracted) == (None, False)
+    gone = envelope(request("JobSearchEnded", corrects_event_id=FIRST, retracted=True))
+    assert (gone.corrects_event_id, gone.retracted) == (UUID(FIRST), True)
+
+
+def test_a_corrections_dedupe_key_ends_in_what_it_corrects() -> None:
+    pseudonymizer = Pseudonymizer(SECRET)
+    hashed = pseudonymizer.keyed_digest(b"idempotency-key:crm-1")
+    first = UUID(FIRST)
+
+    def key(**fields: Any) -> str:
+        return request_dedupe_key(
+            "crm", event_id=None, digest="d1", pseudonymizer=pseudonymizer, **fields
+        )
+
+    assert key(idempotency_key="crm-1") == f"crm:idempotency-key:{hashed}"
+    assert key(idempotency_key="crm-1", corrects_event_id=first) == (
+        f"crm:idempotency-key:{hashed}:corrects:{FIRST}"
+    )
+    assert key(idempotency_key="crm-1", corrects_event_id=first, retracted=True) == (
+        f"crm:idempotency-key:{hashed}:corrects:{FIRST}:retracted"
+    )
+    assert key(idempotency_key=None) == "crm:digest:d1"
+    assert key(idempotency_key=None, corrects_event_id=first) == f"crm:digest:d1:corrects:{FIRST}"
+    assert versioned_key("import:event-id:x", None, False) == "import:event-id:x"
+    assert versioned_key("import:event-id:x", first, True) == (
+        f"import:event-id:x:corrects:{FIRST}:retracted"
+    )

@@ -10,7 +10,11 @@ Idempotency. Every submission has a dedupe key, namespaced by the client id:
 
 * the ``Idempotency-Key`` header when sent (IETF draft "The Idempotency-Key HTTP Header Field");
 * else the client's ``event_id``;
-* else the request digest, of what the client sent (so an identical resend is one event).
+* else the request digest, of what the client sent (so an identical resend is one event);
+* a correction (``corrects_event_id``, perhaps ``retracted``) adds ``:corrects:<id>`` (and
+  ``:retracted``) to any of these (``hub.intake.dedupe``): it is a new version of the fact, never
+  a repeat of the one it corrects, even under the same Idempotency-Key; resent, it is a repeat
+  of itself.
 
 A repeated key with the same request answers the ORIGINAL result (same event id, 202,
 ``Idempotent-Replayed: true``); a repeated key with a different request is
@@ -21,9 +25,9 @@ the first fact vanish). An event that validates but cannot be encoded for the lo
 ``event-not-writable``. The Idempotency-Key itself is kept only as a keyed digest.
 
 A bulk is all or none: under an Idempotency-Key its first item is written under the key itself
-and the others under ``<key>#<index>``, each with the digest of the whole body (so one key for
-a single request and for a bulk, or a retry with one more item, is a conflict); without one,
-each item is keyed as above. When the sink refuses any item, nothing is written and the problem
+and the others under ``<key>#<index>`` (a correction item with its correction parts), each with
+the digest of the whole body (so one key for a single request and for a bulk, or a retry with
+one more item, is a conflict); without one, each item is keyed as above. When the sink refuses any item, nothing is written and the problem
 lists the refused items.
 """
 
@@ -78,7 +82,7 @@ from connectors.rest_api.openapi import (
 from connectors.rest_api.problems import ProblemError, install_problem_handlers
 from hub.identity import Pseudonymizer
 from hub.intake.convert import NotJson, parse_request, request_digest, to_event
-from hub.intake.dedupe import request_dedupe_key
+from hub.intake.dedupe import request_dedupe_key, versioned_key
 from hub.intake.enrolments import DirectoryCatchingUp
 from hub.intake.errors import FieldError, field_errors, json_pointer
 from hub.intake.requests import (
@@ -337,13 +341,17 @@ class _Ingest:
         idempotency_key: str | None,
         event_id: uuid.UUID | None,
         digest: str,
+        version: IngestRequest[Any] | None = None,
     ) -> str:
+        """The request's key; *version* is the request whose correction fields it carries."""
         return request_dedupe_key(
             client.client_id,
             idempotency_key=idempotency_key,
             event_id=event_id,
             digest=digest,
             pseudonymizer=self.pseudonymizer,
+            corrects_event_id=version.corrects_event_id if version is not None else None,
+            retracted=version.retracted if version is not None else False,
         )
 
     async def submit(self, submissions: Sequence[Submission]) -> list[Receipt]:
@@ -393,7 +401,7 @@ class _Ingest:
             )
             raise _rule_problem(violations)
         digest = request_digest(body, self.pseudonymizer)
-        key = self.dedupe_key(client, idempotency_key, body.event_id, digest)
+        key = self.dedupe_key(client, idempotency_key, body.event_id, digest, body)
         event = to_event(
             body,
             source_system=client.source_system,
@@ -451,12 +459,22 @@ class _Ingest:
             # is written under it, the others under ``<key>#<index>``, each with the digest of
             # the whole bulk. A changed body (one more item too) conflicts on the first item,
             # and one key used once singly and once for a bulk is a conflict, never two events.
+            # A correction item's key also ends in its correction parts, as a single
+            # correction's does: a bulk of corrections may reuse the originals' key.
             whole = request_digest(items, self.pseudonymizer)
             bulk_key = self.dedupe_key(client, idempotency_key, None, whole)
-            keyed = [(f"{bulk_key}#{i}" if i else bulk_key, whole) for i in range(len(items))]
+            keyed = [
+                (
+                    versioned_key(
+                        f"{bulk_key}#{i}" if i else bulk_key, item.corrects_event_id, item.retracted
+                    ),
+                    whole,
+                )
+                for i, item in enumerate(items)
+            ]
         else:
             keyed = [
-                (self.dedupe_key(client, None, item.event_id, digest), digest)
+                (self.dedupe_key(client, None, item.event_id, digest, item), digest)
                 for item, digest in zip(items, digests, strict=True)
             ]
         recorded_at = self.clock()

@@ -76,6 +76,8 @@ def to_event(
         employment_area_code=employment_area_of(request.municipality_code).code,
         correlation_id=request.correlation_id or default_correlation_id(pseudonym),
         causation_id=request.causation_id,
+        corrects_event_id=request.corrects_event_id,
+        retracted=request.retracted,
     )
     return request.event_class(envelope=envelope, payload=request.payload)
 

@@ -3,6 +3,10 @@
 One person's path in Helsinki in spring 2026 (the 10-working-day interview rule is in force),
 with the published test identity code 010594Y9032 (born 1.5.1994) and valid business IDs.
 Every example passes all rules of ``hub.intake.requests``; a test keeps it that way.
+
+:data:`CORRECTIONS` are second examples of some types: a corrected re-send (the interview was
+held by phone, not face to face as first recorded) and a retraction (the job offer was recorded
+in error), each naming the event id the hub answered for the first version.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ ENROLMENT_ID: Final = "3f2b8c1e-5d4a-4e6b-9c7d-2a1b0c9d8e7f"
 REGISTRATION_EVENT_ID: Final = "6a1d3c0e-8b7f-4d2a-9e51-0c4b7a2f9d13"
 OFFER_ID: Final = "b4c2e8a1-7f3d-4c59-8a06-1e9d2b5f7c40"
 STATEMENT_REQUEST_ID: Final = "e7a9c3d1-2b4f-4e8a-b6c5-9d0f1a2b3c4d"
+#: Event ids of the first versions the correction examples name.
+INTERVIEW_EVENT_ID: Final = "9e3b1f47-5a2c-4d8e-b071-3c6f2a9d4e15"
+OFFER_EVENT_ID: Final = "2c7e5a19-8d3f-4b60-a4e2-71f0c9b3d856"
 
 _EXPERT: Final = {"team_code": "HKI-ITA-3", "expert_id": "hki-e1042"}
 
@@ -174,4 +181,21 @@ EXAMPLES: Final[dict[str, dict[str, Any]]] = {
         "2026-05-04T09:05:00+03:00",
         payload={"ended_on": "2026-05-03", "reason": "EMPLOYED"},
     ),
+}
+
+
+def _corrected(event_type: str, **changes: Any) -> dict[str, Any]:
+    example = EXAMPLES[event_type]
+    payload = {**example["payload"], **changes.pop("payload", {})}
+    return {**example, **changes, "payload": payload}
+
+
+#: Second examples: a correction and a retraction (see the module docstring).
+CORRECTIONS: Final[dict[str, dict[str, Any]]] = {
+    "InitialInterviewHeld": _corrected(
+        "InitialInterviewHeld",
+        corrects_event_id=INTERVIEW_EVENT_ID,
+        payload={"channel": "PHONE", "remote_for_weighty_reason": True},
+    ),
+    "JobOfferMade": _corrected("JobOfferMade", corrects_event_id=OFFER_EVENT_ID, retracted=True),
 }

@@ -23,7 +23,15 @@ from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar, U
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    TypeAdapter,
+)
 from pydantic.fields import FieldInfo
 
 from hub.codes import MainlandMunicipalityCodeStr, fund
@@ -67,7 +75,7 @@ from hub.events.enums import (
 )
 from hub.events.sensitivity import Sensitivity
 from hub.identity import PersonalIdentityCodeStr, contains_identity_code, parse_identity_code
-from hub.intake.examples import EXAMPLES
+from hub.intake.examples import CORRECTIONS, EXAMPLES
 from hub.rules import (
     NoRuleInForce,
     initial_interview_deadline,
@@ -144,6 +152,20 @@ class IngestRequest(BaseModel, Generic[P]):
     causation_id: UUID | None = Field(
         default=None, description="Event id of the event that caused this one, if known."
     )
+    corrects_event_id: UUID | None = Field(
+        default=None,
+        description="Send a corrected version of a fact the hub already has as the same kind "
+        "of request with the event id of the fact's first version here (a later version's id "
+        "also works). Of a fact's versions the one recorded last wins, a tie broken by the "
+        "greater event id. A correction is a new submission: it is never deduplicated against "
+        "the version it corrects, and resending it is idempotent like any request.",
+    )
+    retracted: bool = Field(
+        default=False,
+        description="true withdraws the fact named by corrects_event_id (required then), e.g. "
+        "one recorded in error: from now on it counts nowhere. The payload is the fact as "
+        "last sent.",
+    )
     payload: P = Field(description="The facts of this event type, exactly as in the Avro schema.")
     #: Canonical JSON of what the client sent, set by the connector that parsed it
     #: (``hub.intake.convert.record_sent``): the request digest is of this, not of the model.
@@ -177,6 +199,7 @@ class IngestRequest(BaseModel, Generic[P]):
                     "personal_identity_code; one request is about one person",
                 )
             )
+        found.extend(correction_violations(self.event_id, self.corrects_event_id, self.retracted))
         found.extend(content_violations(self, self.occurred_at, now=now))
         found.extend(self.payload_violations(latest_day))
         return found
@@ -184,6 +207,30 @@ class IngestRequest(BaseModel, Generic[P]):
     def payload_violations(self, latest_day: date) -> Iterator[RuleViolation]:
         """Rules of one event type; *latest_day* is the last day a past fact may fall on."""
         return iter(())
+
+
+def correction_violations(
+    event_id: UUID | None, corrects_event_id: UUID | None, retracted: bool
+) -> Iterator[RuleViolation]:
+    """The envelope's rules on a correction (``hub.events.base.Envelope``), worded for a client.
+
+    Checked here too, so that a client gets a rule violation naming the field rather than a
+    failure when the hub builds the envelope.
+    """
+    if retracted and corrects_event_id is None:
+        yield RuleViolation(
+            ("retracted",),
+            "retracted_without_corrects_event_id",
+            "retracted is true but corrects_event_id is missing: a retraction names the event "
+            "id of the fact it withdraws",
+        )
+    if corrects_event_id is not None and corrects_event_id == event_id:
+        yield RuleViolation(
+            ("corrects_event_id",),
+            "corrects_itself",
+            "corrects_event_id is this request's own event_id: a correction is a new event "
+            "with a new id that names the fact's first version",
+        )
 
 
 def _seconds(skew: timedelta) -> str:
@@ -402,8 +449,16 @@ def _payer_violations(payer: Payer, benefit: BenefitType, on: date) -> Iterator[
 # --- one request model per event type --------------------------------------------------------
 
 
+def examples_of(event_type: str) -> list[JsonValue]:
+    """The OpenAPI examples of a request: the first version, and a correction for some types."""
+    found: list[JsonValue] = [EXAMPLES[event_type]]
+    if event_type in CORRECTIONS:
+        found.append(CORRECTIONS[event_type])
+    return found
+
+
 def _examples(event_type: str) -> ConfigDict:
-    return ConfigDict(json_schema_extra={"examples": [EXAMPLES[event_type]]})
+    return ConfigDict(json_schema_extra={"examples": examples_of(event_type)})
 
 
 class JobseekerRegisteredRequest(IngestRequest[JobseekerRegisteredPayload]):
@@ -714,7 +769,16 @@ def _bulk_item_model(
         "__annotations__": {"event_type": Literal[event_type]},
         "event_type": Field(description="Event type of this item (the discriminator)."),
         "model_config": ConfigDict(
-            json_schema_extra={"examples": [{"event_type": event_type, **EXAMPLES[event_type]}]}
+            json_schema_extra={
+                "examples": [
+                    {"event_type": event_type, **EXAMPLES[event_type]},
+                    *(
+                        [{"event_type": event_type, **CORRECTIONS[event_type]}]
+                        if event_type in CORRECTIONS
+                        else []
+                    ),
+                ]
+            }
         ),
     }
     model: type[IngestRequest[Any]] = type(f"{event_type}Item", (request,), namespace)
