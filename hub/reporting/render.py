@@ -90,7 +90,8 @@ def _redacted_breakdown(text: str) -> str:
     """Each ``name=value`` part of a breakdown checked on its own (a value may be a code)."""
     if not text:
         return text
-    return ";".join(_redacted_code(part) for part in text.split(";"))
+    parts = (part.partition("=") for part in text.split(";"))
+    return ";".join(f"{name}{equals}{_redacted_code(value)}" for name, equals, value in parts)
 
 
 def redact_codes(table: pa.Table) -> tuple[pa.Table, int]:
