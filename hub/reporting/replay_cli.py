@@ -47,7 +47,7 @@ class RichProgress:
         self.label = label
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             _Rate(),
             TimeElapsedColumn(),
@@ -157,7 +157,7 @@ def replay_command(
         raise click.ClickException(str(error)) from error
     stats: ReplayStats
     try:
-        with RichProgress(f"replay {log_topic}") as progress:
+        with RichProgress("replay") as progress:
             if from_archive is not None:
                 if not from_archive.is_dir():
                     raise click.ClickException(f"no archive folder {from_archive}")
