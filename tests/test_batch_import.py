@@ -288,6 +288,129 @@ async def test_ndjson_items_of_every_type(tmp_path: Path) -> None:
     assert sink.log[1].envelope.event_id == derived_event_id(f"import:{sha}:2:InitialInterviewHeld")
 
 
+# --- corrections ------------------------------------------------------------------------------
+
+
+async def test_csv_correction_rows_correct_and_retract_facts_imported_before(
+    tmp_path: Path,
+) -> None:
+    rows = [jobseeker(0), jobseeker(2)]  # both with a plan
+    first_file = write_csv(tmp_path / "extract.csv", rows)
+    sink = MemorySink()
+    await _import(first_file, sink)
+    registration_0, plan_0, registration_2, plan_2 = expected_csv_ids(first_file, rows)
+    corrections = [
+        rows[0]
+        | {
+            "registration_channel": "PHONE",
+            "job_search_obligation_per_month": "2",
+            "obligation_reduction": "PART_TIME_WORK",
+            "corrects_event_id": str(registration_0),
+            "plan_corrects_event_id": str(plan_0),
+        },
+        rows[1]
+        | {
+            "corrects_event_id": str(registration_2),
+            "retracted": "true",
+            "plan_corrects_event_id": str(plan_2),
+            "plan_retracted": "true",
+        },
+    ]
+    second_file = write_csv(tmp_path / "corrections.csv", corrections)
+
+    summary = await _import(second_file, sink)
+    again = await _import(second_file, sink)
+
+    assert report_rows(summary) == []
+    assert (summary.counts.published, again.counts.published, again.counts.duplicates) == (4, 0, 4)
+    fixes = sink.log[4:]
+    assert len(sink.log) == 8
+    assert [(e.event_type, e.envelope.corrects_event_id, e.envelope.retracted) for e in fixes] == [
+        ("JobseekerRegistered", registration_0, False),
+        ("EmploymentPlanAgreed", plan_0, False),
+        ("JobseekerRegistered", registration_2, True),
+        ("EmploymentPlanAgreed", plan_2, True),
+    ]
+    assert fixes[0].payload.registration_channel == "PHONE"  # type: ignore[attr-defined]
+    assert fixes[1].payload.job_search_obligation_per_month == 2  # type: ignore[attr-defined]
+    sha = hashlib.sha256(second_file.read_bytes()).hexdigest()
+    assert f"import:{sha}:2:JobseekerRegistered:corrects:{registration_0}" in sink.receipts
+    key = f"import:{sha}:3:EmploymentPlanAgreed:corrects:{plan_2}:retracted"
+    assert key in sink.receipts
+    assert fixes[3].envelope.event_id == derived_event_id(key)
+
+
+async def test_bad_csv_correction_cells_are_reported_by_line_and_column(tmp_path: Path) -> None:
+    some_id = "5e0c6a4f-3b2d-4c1e-9f8a-7b6c5d4e3f2a"
+    good = [jobseeker(n) for n in range(7)]
+    rows = [
+        good[0] | {"corrects_event_id": "nope-nope"},  # 2
+        good[1] | {"corrects_event_id": some_id, "retracted": "maybe"},  # 3
+        good[2] | {"retracted": "true"},  # 4: a retraction names no fact
+        good[4] | {"plan_corrects_event_id": some_id},  # 5: the registration is not corrected
+        good[3] | {"corrects_event_id": some_id, "plan_corrects_event_id": some_id},  # 6: no plan
+        good[6] | {"plan_corrects_event_id": "x", "corrects_event_id": some_id},  # 7
+        good[5] | {"corrects_event_id": some_id},  # 8: good
+    ]
+    path = write_csv(tmp_path / "bad-corrections.csv", rows)
+    sink = MemorySink()
+
+    summary = await _import(path, sink)
+
+    found = [(line, field, reason.split(":")[0]) for line, field, reason in report_rows(summary)]
+    assert found == [
+        (2, "corrects_event_id", "uuid_parsing"),
+        (3, "retracted", "bool_parsing"),
+        (4, "retracted", "retracted_without_corrects_event_id"),
+        (5, "corrects_event_id", "registration_not_corrected"),
+        (6, "plan_corrects_event_id", "correction_without_plan"),
+        (7, "plan_corrects_event_id", "uuid_parsing"),
+    ]
+    assert [e.envelope.corrects_event_id for e in sink.log] == [UUID(some_id)]
+    assert "maybe" not in summary.reject_report.read_text(encoding="utf-8")
+
+
+async def test_ndjson_corrections_and_their_bad_values(tmp_path: Path) -> None:
+    first = REGISTRATION_EVENT_ID
+    fixed_id = "0b6f2d1e-4c3a-4f5b-9d8e-7a6c5b4d3e2f"
+    offer = "2c7e5a19-8d3f-4b60-a4e2-71f0c9b3d856"
+    lines: list[dict[str, Any] | str | bytes] = [
+        item("JobseekerRegistered"),  # 1
+        item(
+            "JobseekerRegistered",
+            event_id=fixed_id,
+            corrects_event_id=first,
+            payload={"phone": None},
+        ),  # 2
+        item("JobOfferMade", corrects_event_id=offer, retracted=True),  # 3
+        item("JobOfferMade", corrects_event_id="not-a-uuid"),  # 4
+        item("JobOfferMade", retracted=True),  # 5
+        item("JobseekerRegistered", event_id=first, corrects_event_id=first),  # 6
+        item("JobOfferMade", corrects_event_id=first, retracted="yes"),  # 7
+    ]
+    path = write_ndjson(tmp_path / "corrections.ndjson", lines)
+    sink = MemorySink()
+
+    summary = await _import(path, sink)
+    again = await _import(path, sink)
+
+    found = [(line, field, reason.split(":")[0]) for line, field, reason in report_rows(summary)]
+    assert found == [
+        (4, "corrects_event_id", "uuid_parsing"),
+        (5, "retracted", "retracted_without_corrects_event_id"),
+        (6, "corrects_event_id", "corrects_itself"),
+        (7, "retracted", "bool_type"),
+    ]
+    assert (summary.counts.published, again.counts.duplicates) == (3, 3)
+    assert [(e.envelope.corrects_event_id, e.envelope.retracted) for e in sink.log] == [
+        (None, False),
+        (UUID(first), False),
+        (UUID(offer), True),
+    ]
+    assert sink.log[1].envelope.event_id == UUID(fixed_id)
+    assert f"import:event-id:{fixed_id}:corrects:{first}" in sink.receipts
+
+
 # --- rejects ------------------------------------------------------------------------------------
 
 

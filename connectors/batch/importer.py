@@ -6,7 +6,9 @@ file therefore writes nothing twice (the sink answers known keys from its receip
 that stopped midway (crash, kill, broker outage) is resumed by running it again: the chunks
 written before are skipped as duplicates and the rest is written. An item that brings its own
 ``event_id`` is keyed ``import:event-id:<id>`` instead, as the ingest API keys it, so the same
-event in two overlapping exports is written once.
+event in two overlapping exports is written once. A correction (an item's ``corrects_event_id``,
+a CSV row's correction columns) is a new version of a fact: its key ends in
+``:corrects:<id>`` (``:retracted`` for a retraction) as in the API.
 
 Chunks of about ``chunk_size`` events go to the sink in one ``submit`` (one Kafka transaction);
 a row's events always share a chunk. The rules across items (``bulk_violations``) apply within a
@@ -39,6 +41,7 @@ from connectors.batch.report import RejectReport
 from hub.identity import Pseudonymizer
 from hub.intake.convert import request_digest, to_event
 from hub.intake.dedupe import dedupe_key as intake_dedupe_key
+from hub.intake.dedupe import versioned_key
 from hub.intake.requests import IngestRequest, bulk_violations
 from hub.logging import get_logger
 from hub.sink import EventSink, Receipt, SinkUnavailable, Submission, SubmissionRefused
@@ -86,10 +89,14 @@ def default_rejects_path(path: Path) -> Path:
 
 
 def dedupe_key(file_sha256: str, line: int, fact: Fact) -> str:
-    """The sink's dedupe key of one fact of one row (see the module docstring)."""
-    if fact.request.event_id is not None:
-        return intake_dedupe_key(CLIENT_ID, "event-id", fact.request.event_id)
-    return intake_dedupe_key(CLIENT_ID, file_sha256, line, fact.kind)
+    """The sink's dedupe key of one fact of one row (see the module docstring); a correction's
+    ends in what it corrects, as every correction's key does (``hub.intake.dedupe``)."""
+    request = fact.request
+    if request.event_id is not None:
+        key = intake_dedupe_key(CLIENT_ID, "event-id", request.event_id)
+    else:
+        key = intake_dedupe_key(CLIENT_ID, file_sha256, line, fact.kind)
+    return versioned_key(key, request.corrects_event_id, request.retracted)
 
 
 @dataclass

@@ -253,9 +253,22 @@ PLAN_COLUMNS: Final = (
 )
 #: Plan columns a file may leave out even when it has plans.
 OPTIONAL_PLAN_COLUMNS: Final = ("plan_valid_until",)
+#: Correction columns, all optional: a row that corrects (or, ``retracted`` true, withdraws) a
+#: registration imported before names its event id in ``corrects_event_id``, a corrected plan
+#: names the plan's in ``plan_corrects_event_id``. Cells of an ordinary row stay empty.
+CORRECTION_COLUMNS: Final = (
+    "corrects_event_id",
+    "retracted",
+    "plan_corrects_event_id",
+    "plan_retracted",
+)
 #: Every documented column, in the documented order.
 ALL_COLUMNS: Final = (
-    JOBSEEKER_COLUMNS + OPTIONAL_JOBSEEKER_COLUMNS + PLAN_COLUMNS + OPTIONAL_PLAN_COLUMNS
+    JOBSEEKER_COLUMNS
+    + OPTIONAL_JOBSEEKER_COLUMNS
+    + PLAN_COLUMNS
+    + OPTIONAL_PLAN_COLUMNS
+    + CORRECTION_COLUMNS
 )
 _REGISTRATION_PAYLOAD: Final = tuple(
     c for c in JOBSEEKER_COLUMNS + OPTIONAL_JOBSEEKER_COLUMNS if c != "municipality_code"
@@ -271,8 +284,13 @@ _PLAN_PAYLOAD: Final[Mapping[str, str]] = {
     "reporting_period_months": "reporting_period_months",
     "plan_agreed_in_initial_interview": "agreed_in_initial_interview",
 }
+#: The correction columns of each fact of a row: (corrects_event_id, retracted).
+_REGISTRATION_CORRECTION: Final = ("corrects_event_id", "retracted")
+_PLAN_CORRECTION: Final = ("plan_corrects_event_id", "plan_retracted")
 _PLAN_FIELD_COLUMNS: Final[Mapping[Loc, str]] = {
     ("occurred_at",): "plan_agreed_on",
+    ("corrects_event_id",): "plan_corrects_event_id",
+    ("retracted",): "plan_retracted",
     ("payload", "handled_by", "team_code"): "plan_team_code",
     ("payload", "handled_by", "expert_id"): "plan_expert_id",
     **{("payload", field): column for column, field in _PLAN_PAYLOAD.items()},
@@ -399,11 +417,41 @@ def _plan_field(loc: Loc) -> str:
     return _PLAN_FIELD_COLUMNS.get(loc) or dotted(loc)
 
 
+def _correction(cells: Mapping[str, str], columns: tuple[str, str]) -> dict[str, str]:
+    """The request's ``corrects_event_id`` and ``retracted`` from a fact's correction cells."""
+    return {
+        field: cells[column]
+        for field, column in zip(("corrects_event_id", "retracted"), columns, strict=True)
+        if column in cells
+    }
+
+
+def _correction_problems(line: int, cells: Mapping[str, str], has_plan: bool) -> list[Problem]:
+    """A corrected plan needs a plan, and the row's registration corrected too: imported as a
+    first version, the registration of a correction row would count the person twice."""
+    if "plan_corrects_event_id" not in cells:
+        return []
+    if not has_plan:
+        reason = (
+            "correction_without_plan: plan_corrects_event_id is set but the row has no plan "
+            "cells; a corrected plan is sent whole"
+        )
+        return [Problem(line, "plan_corrects_event_id", reason)]
+    if "corrects_event_id" not in cells:
+        reason = (
+            "registration_not_corrected: the row corrects its plan, so corrects_event_id must "
+            "name the registration imported before (else the row's registration is new)"
+        )
+        return [Problem(line, "corrects_event_id", reason)]
+    return []
+
+
 def csv_row(line: int, cells: Mapping[str, str]) -> Row:
     """A row's JobseekerRegistered and, when it has plan cells, EmploymentPlanAgreed.
 
     A row is all or nothing: a broken plan rejects the registration too, so that the corrected
-    row can be imported again as a whole.
+    row can be imported again as a whole. The correction cells make either fact a correction
+    of one imported before (:data:`CORRECTION_COLUMNS`).
     """
     person = {k: cells[k] for k in ("personal_identity_code", "municipality_code") if k in cells}
     documents: list[tuple[type[IngestRequest[Any]], dict[str, Any], FieldOf, str | None]] = [
@@ -411,6 +459,7 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
             JobseekerRegisteredRequest,
             {
                 **person,
+                **_correction(cells, _REGISTRATION_CORRECTION),
                 "occurred_at": _midnight(cells.get("job_search_started_on")).isoformat(),
                 "payload": {k: cells[k] for k in _REGISTRATION_PAYLOAD if k in cells},
             },
@@ -418,7 +467,8 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
             None,
         )
     ]
-    if any(c in cells for c in _PLAN_PAYLOAD.keys() | {"plan_team_code", "plan_expert_id"}):
+    has_plan = any(c in cells for c in _PLAN_PAYLOAD.keys() | {"plan_team_code", "plan_expert_id"})
+    if has_plan:
         handled_by = {
             field: cells[column]
             for column, field in (("plan_team_code", "team_code"), ("plan_expert_id", "expert_id"))
@@ -430,6 +480,7 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
                 EmploymentPlanAgreedRequest,
                 {
                     **person,
+                    **_correction(cells, _PLAN_CORRECTION),
                     "occurred_at": _midnight(cells.get("plan_agreed_on")).isoformat(),
                     "payload": {**payload, "handled_by": handled_by},
                 },
@@ -438,7 +489,9 @@ def csv_row(line: int, cells: Mapping[str, str]) -> Row:
             )
         )
     facts: list[Fact] = []
-    problems: dict[tuple[str, str], Problem] = {}  # identity-code errors come from both facts
+    problems: dict[tuple[str, str], Problem] = {  # identity-code errors come from both facts
+        (p.field, p.reason): p for p in _correction_problems(line, cells, has_plan)
+    }
     for model, document, field_of, caused_by in documents:
         try:
             request = record_sent(model.model_validate(document), document)
