@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from hub.identity import Pseudonymizer
 from hub.kafka.clients import make_admin, make_producer
 from hub.kafka.publisher import open_publisher
 from hub.kafka.topics import ensure_topics
-from hub.reporting.replay import replay_kafka
+from hub.reporting.replay import replay_archive, replay_kafka
 from hub.reporting.store import ReportingStore
 from hub.reporting.tables import TABLE_OF_TYPE
 from hub.settings import HubSettings
@@ -226,3 +227,35 @@ def test_the_replay_command_wants_exactly_one_start(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "exactly one of --from-offset, --from-time, --from-archive" in done.stderr
+
+
+def test_a_replay_from_the_archive_equals_the_replay_from_kafka(log: Log, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    env = hub_environment(
+        log.settings,
+        HUB_LOG_LEVEL="WARNING",
+        HUB_ARCHIVE_DIR=str(archive),
+        HUB_ARCHIVE_GROUP=f"test-archive-{uuid.uuid4().hex[:8]}",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "archive", "--once"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    topic = log.settings.topic_customer_path
+    for until in (None, log.t2):
+        from_kafka, from_archive = ReportingStore(":memory:"), ReportingStore(":memory:")
+        kafka_stats = asyncio.run(
+            replay_kafka(log.settings, from_kafka, from_offset=0, until=until)
+        )
+        archive_stats = replay_archive(archive, from_archive, topic=topic, until=until)
+        exported = from_kafka.export()
+        assert sum(len(rows) for rows in exported.values()) > 0
+        assert from_archive.export() == exported, until
+        assert archive_stats.records == kafka_stats.records
+        assert archive_stats.undecodable == kafka_stats.undecodable == 1
+        assert archive_stats.first_undecodable[0].startswith(f"{log.poison[0]}:{log.poison[1]} ")
