@@ -28,6 +28,7 @@ from hub.kafka.cli import topics
 from hub.logging import redact_text
 from hub.reporting.archive_cli import archive_command
 from hub.reporting.replay_cli import replay_command
+from hub.reporting.report_cli import report_command
 from hub.routing.cli import routes
 from hub.routing.route_cli import route_command
 from hub.settings import HubSettings
@@ -92,6 +93,7 @@ cli.add_command(asyncapi_command)
 cli.add_command(dlq)
 cli.add_command(archive_command)
 cli.add_command(replay_command)
+cli.add_command(report_command)
 
 
 def main() -> None:
