@@ -19,6 +19,7 @@ NAME = "municipal_benefit_share"
 NOV_2025 = Period.parse("2025-11")
 DEC_2025 = Period.parse("2025-12")
 JAN_2026 = Period.parse("2026-01")
+JAN_2028 = Period.parse("2028-01")
 
 
 def test_the_bands_are_data_with_a_source() -> None:
@@ -53,14 +54,16 @@ def _scenario() -> Scenario:
         s.person("091").accrual(*nov, days_paid=days_paid, total=total, paying="049")
     # i: a period from 17.11. to 5.12.2025 counts in December (the month of period_end).
     s.person("091").accrual(date(2025, 11, 17), date(2025, 12, 5), 15, 315, paying="049")
-    # j: January 2026: 10 days at 10 % (days 151..160), no basic allowance in the data for 2026.
+    # j: January 2026: 10 days at 10 % (days 151..160), 37.21 a day (index-frozen 2024-2027).
     s.person("049").accrual(date(2026, 1, 1), date(2026, 1, 31), 10, 160)
+    # k: January 2028: 10 days at 10 %; no basic allowance in the data after 2027.
+    s.person("049").accrual(date(2028, 1, 1), date(2028, 1, 31), 10, 160)
     return s
 
 
 def test_days_split_across_the_bands_per_paying_municipality_and_month() -> None:
     table = compute_indicators(
-        _scenario().store(), [NOV_2025, DEC_2025, JAN_2026], indicators=[NAME]
+        _scenario().store(), [NOV_2025, DEC_2025, JAN_2026, JAN_2028], indicators=[NAME]
     )
 
     def at(measure: str, period: str = "2025-11", code: str = "049") -> dict[str, float | None]:
@@ -114,9 +117,12 @@ def test_days_split_across_the_bands_per_paying_municipality_and_month() -> None
     # December: i only: days 301..315 (300..314 before) → 15 in 300-399 × 30 % = 4.5.
     assert at("days_paid", "2025-12") == {"": 15.0, "band=300-399": 15.0}
     assert at("weighted_days", "2025-12")[""] == pytest.approx(4.5)
-    # January 2026: j: 10 days at 10 % = 1.0 weighted; no 2026 amount in the data → no euros.
+    # January 2026: j: 10 days at 10 % = 1.0 weighted × 37.21 = 37.21 euros.
     assert at("weighted_days", "2026-01")[""] == pytest.approx(1.0)
-    assert at("euro_estimate", "2026-01") == {"": None, "band=100-199": None}
+    assert at("euro_estimate", "2026-01")[""] == pytest.approx(37.21)
+    # January 2028: k: the same days, but no amount in the data → no euros (NULL).
+    assert at("weighted_days", "2028-01")[""] == pytest.approx(1.0)
+    assert at("euro_estimate", "2028-01") == {"": None, "band=100-199": None}
     # The envelope's municipality (Helsinki) is not billed: nothing at 091.
     assert figures(table, NAME, "days_paid", "municipality", "091") == {}
     # Rolled up: Espoo is in Uusimaa (region 01), employment area Espoo-Kauniainen (01).
