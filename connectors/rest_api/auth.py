@@ -7,7 +7,10 @@ is, whereas bcrypt or argon2 (made to protect low-entropy passwords) would add t
 milliseconds of CPU to every request for no gain. Keys are compared with ``hmac.compare_digest``
 over all clients, so the time taken says nothing about which hash was close.
 
-Scopes are event types. On top of them each kind of client has limits that depend on the data:
+Scopes are event types, plus the read scope ``indicators:read`` (:data:`READ_SCOPES`: ``GET
+/v1/indicators``, aggregates of the reporting store, never personal data), which any kind of
+client may hold in ``read_scopes``; a ``report_reader`` (a BI tool) holds only read scopes and
+sends nothing. On top of the scopes each kind of client has limits that depend on the data:
 
 * ``municipal_system``: municipal IT of one or more employment areas; only for people whose home
   municipality is in its areas (or in its narrower ``municipalities`` list);
@@ -75,6 +78,10 @@ MUNICIPAL_EVENT_TYPES: Final = frozenset(
     }
 )
 KEY_PREFIX: Final = "tehub_"
+#: Scopes that read from the hub instead of sending to it.
+INDICATORS_READ: Final = "indicators:read"
+READ_SCOPES: Final = frozenset({INDICATORS_READ})
+ReadScope = Literal["indicators:read"]
 
 
 def uncoded_health_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -173,6 +180,11 @@ class _Client(BaseModel):
         default=None,
         description="Home municipalities the client may report on; narrows employment_areas.",
     )
+    read_scopes: frozenset[ReadScope] = Field(
+        default_factory=frozenset,
+        description="Scopes to read: indicators:read (GET /v1/indicators, every area's "
+        "aggregates; the area limits above are for what the client sends).",
+    )
 
     #: The scopes this kind of client may hold.
     allowed_event_types: ClassVar[frozenset[str]] = frozenset()
@@ -248,8 +260,29 @@ class PayerClient(_Client):
         return self
 
 
+class ReportReaderClient(_Client):
+    """A reader of the hub's reports (a BI tool, a finance office): read scopes, no events."""
+
+    kind: Literal["report_reader"] = "report_reader"
+    allowed_event_types: ClassVar[frozenset[str]] = frozenset()
+    event_types: frozenset[str] = Field(
+        default_factory=frozenset, max_length=0, description="None: a reader sends no events."
+    )
+
+    @model_validator(mode="after")
+    def _reads(self) -> ReportReaderClient:
+        if not self.read_scopes:
+            raise ValueError("a report_reader client needs its read_scopes (indicators:read)")
+        if self.employment_areas is not None or self.municipalities is not None:
+            raise ValueError(
+                "a report_reader sends nothing: employment_areas and municipalities do not apply"
+            )
+        return self
+
+
 IngestClient = Annotated[
-    MunicipalSystemClient | ServiceProviderClient | PayerClient, Field(discriminator="kind")
+    MunicipalSystemClient | ServiceProviderClient | PayerClient | ReportReaderClient,
+    Field(discriminator="kind"),
 ]
 
 

@@ -44,5 +44,5 @@ def check(path: Path | None) -> None:
         # A click error, not an echo: hub's group passes its text through the redactor.
         raise click.ClickException(f"{path} is not a valid clients file:\n{error}") from error
     for client in loaded:
-        scopes = ", ".join(sorted(client.event_types))
+        scopes = ", ".join(sorted(client.event_types | client.read_scopes))
         click.echo(f"{client.client_id:<24} {client.kind:<17} {scopes}")
