@@ -35,6 +35,7 @@ log = get_logger(__name__)
 #: Status and title of every problem type, by slug.
 PROBLEM_TYPES: Final[Mapping[str, tuple[int, str]]] = {
     "malformed-json": (400, "The body is not valid JSON"),
+    "invalid-parameter": (400, "A query parameter is invalid"),
     "malformed-body": (400, "The body could not be read"),
     "invalid-header": (400, "A request header is invalid"),
     "unauthenticated": (401, "No valid API key"),
@@ -63,6 +64,7 @@ PROBLEM_TYPES: Final[Mapping[str, tuple[int, str]]] = {
     "sink-unavailable": (503, "The event log cannot take events now"),
     "directory-catching-up": (503, "The enrolment directory is catching up with the log"),
     "not-ready": (503, "The service is not ready"),
+    "store-unavailable": (503, "The reporting store cannot answer now"),
     "internal-error": (500, "Internal error"),
 }
 
@@ -88,7 +90,7 @@ class Problem(BaseModel):
         default=None, description="True when more errors were found than listed."
     )
     missing_scope: str | None = Field(
-        default=None, description="The scope (event type) the client lacks."
+        default=None, description="The scope (event type, or indicators:read) the client lacks."
     )
     retry_after_s: int | None = Field(
         default=None, description="Seconds to wait before retrying (also in Retry-After)."
