@@ -35,7 +35,7 @@ from connectors.poller import (
     LegacyCursorFile,
     RegisterPoller,
 )
-from connectors.poller.mapping import HELSINKI
+from connectors.poller.mapping import HELSINKI, POLLER_NAMESPACE
 from connectors.xroad import XRoadClient, XRoadRefused, XRoadService, XRoadTLSError, tls_verify
 from hub.codes import employment_area_of
 from hub.identity import IDENTITY_CODE_PATTERN, Pseudonymizer
@@ -620,18 +620,80 @@ async def test_a_corrected_row_is_published_as_a_correction_of_the_first_event(
     first_registration = MAPPER.event_id(row["id"], "registered")
     first_plan = MAPPER.event_id(row["id"], f"plan:{row['plan']['plan_id']}")
     fixes = [e for e in sink.log if e.envelope.event_id not in (first_registration, first_plan)]
-    assert sorted(e.envelope.causation_id for e in fixes) == sorted(
-        [first_registration, first_plan]
+    assert sorted(str(e.envelope.corrects_event_id) for e in fixes) == sorted(
+        [str(first_registration), str(first_plan)]
     )
     for fix in fixes:
-        original = by_id[fix.envelope.causation_id]
+        assert fix.envelope.corrects_event_id is not None
+        original = by_id[fix.envelope.corrects_event_id]
         assert type(fix) is type(original)
         assert fix.envelope.correlation_id == original.envelope.correlation_id
+        assert fix.envelope.causation_id == original.envelope.causation_id  # the same cause
         assert fix.envelope.recorded_at == datetime.fromisoformat(corrected["changed_at"])
-    registration_fix = next(e for e in fixes if e.envelope.causation_id == first_registration)
+        assert fix.envelope.retracted is False
+    registration_fix = next(e for e in fixes if e.envelope.corrects_event_id == first_registration)
+    assert registration_fix.envelope.causation_id is None
     assert registration_fix.payload.email == "corrected@example.fi"
     logged = [line for line in logs if line["event"] == "poller.correction"]
     assert {line["corrects"] for line in logged} == {str(first_registration), str(first_plan)}
+
+
+def test_a_withdrawn_row_or_plan_maps_to_retractions_of_the_first_events() -> None:
+    row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
+    later = (datetime.fromisoformat(row["changed_at"]) + timedelta(days=3)).isoformat()
+    registered_id = MAPPER.event_id(row["id"], "registered")
+    plan_kind = f"plan:{row['plan']['plan_id']}"
+    plan_id = MAPPER.event_id(row["id"], plan_kind)
+
+    plan_only = MAPPER.map_items(
+        [{**row, "changed_at": later, "plan": {**row["plan"], "withdrawn": True}}]
+    )
+    first, gone = plan_only.submissions
+    assert first.event.envelope.event_id == registered_id  # the registration as published
+    assert first.dedupe_key == f"poller:{SERVICE_ID}:{row['id']}:registered"
+    assert (first.event.envelope.corrects_event_id, first.event.envelope.retracted) == (None, False)
+    envelope = gone.event.envelope
+    assert gone.dedupe_key == f"poller:{SERVICE_ID}:{row['id']}:{plan_kind}:retracted"
+    assert envelope.event_id == uuid.uuid5(
+        POLLER_NAMESPACE, f"{SERVICE_ID}:{row['id']}:{plan_kind}:retracted"
+    )
+    assert (envelope.corrects_event_id, envelope.retracted) == (plan_id, True)
+    assert envelope.causation_id == registered_id  # the plan's cause, as in its first version
+    assert envelope.recorded_at == datetime.fromisoformat(later)
+    assert plan_only.origins[1].kind == plan_kind
+
+    whole = MAPPER.map_items([{**row, "changed_at": later, "withdrawn": True}])
+    assert [
+        (s.event.envelope.corrects_event_id, s.event.envelope.retracted) for s in whole.submissions
+    ] == [(registered_id, True), (plan_id, True)]
+    again = MAPPER.map_items([{**row, "changed_at": later, "withdrawn": True}])
+    assert [s.dedupe_key for s in again.submissions] == [s.dedupe_key for s in whole.submissions]
+    assert [s.request_digest for s in again.submissions] == [
+        s.request_digest for s in whole.submissions
+    ]
+    bad = MAPPER.map_items([{**row, "withdrawn": "sometimes"}])
+    assert bad.submissions == []
+    assert "withdrawn" in bad.rejections[0].reason
+
+
+async def test_a_withdrawn_row_is_published_once_as_retractions(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
+    later = (datetime.fromisoformat(row["changed_at"]) + timedelta(days=2)).isoformat()
+    withdrawn = {**row, "changed_at": later, "withdrawn": True}
+    feed.state.items = [row, withdrawn, withdrawn]  # the withdrawn row read twice
+    sink = MemorySink()
+    async with poller_for(settings_for(feed.url, tmp_path), sink) as poller:
+        stats = await poller.run(until_idle=True)
+    assert (stats.written, stats.duplicates, stats.corrections) == (4, 2, 0)
+    first_ids = [e.envelope.event_id for e in sink.log[:2]]
+    assert [(e.envelope.corrects_event_id, e.envelope.retracted) for e in sink.log] == [
+        (None, False),
+        (None, False),
+        (first_ids[0], True),
+        (first_ids[1], True),
+    ]
 
 
 # --- mutual TLS ----------------------------------------------------------------------------------

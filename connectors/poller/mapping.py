@@ -13,10 +13,16 @@ another part of it changed (a plan was added), is then a duplicate that writes n
 whose fact itself changed (a corrected phone number, status or plan) comes with another digest
 under the same key, which the sink refuses as a conflict; that is a correction of the register,
 and it is published, never dropped: :meth:`ChangeMapper.correction_of` makes it a new event of
-the same type, keyed by the fact and its new digest, whose ``causation_id`` names the event it
-corrects (the fact's first event). Consumers read the latest ``recorded_at`` of a fact as its
-current state. The one change this cannot see is a row that returns to exactly the content first
-published: that repeats the first event's digest and is answered as a duplicate.
+the same type, keyed by the fact and its new digest, whose ``corrects_event_id`` names the fact's
+first event (its ``causation_id`` stays the first event's cause). Of a fact's versions the one
+with the latest ``recorded_at`` wins (a tie: the greater event id). The one change this cannot
+see is a row that returns to exactly the content first published: that repeats the first
+event's digest and is answered as a duplicate.
+
+A row the register withdraws (``withdrawn``: recorded in error) retracts its facts, and a plan
+marked ``withdrawn`` its plan: the retraction is event ``...:R:<fact>:retracted`` under the key
+``poller:{service}:R:<fact>:retracted``, with ``retracted`` true and ``corrects_event_id`` the
+fact's first event id (derived, so the poller needs no memory of what it published).
 
 Items are validated one by one: a bad item becomes a :class:`Rejection` (id and reason, never
 the identity code) and the rest of the page flows.
@@ -79,6 +85,9 @@ class PlanExtract(BaseModel):
     agreed_in_initial_interview: bool
     team_code: str
     expert_id: str
+    withdrawn: bool = Field(
+        default=False, description="The register withdrew the plan (recorded in error)."
+    )
 
 
 class JobseekerChange(BaseModel):
@@ -100,6 +109,10 @@ class JobseekerChange(BaseModel):
     unemployment_fund_code: UnemploymentFundCodeStr | None = None
     reduced_work_ability: bool | None = None
     plan: PlanExtract | None = None
+    withdrawn: bool = Field(
+        default=False,
+        description="The register withdrew the row (recorded in error): its facts are retracted.",
+    )
 
 
 class ChangePage(BaseModel):
@@ -252,8 +265,13 @@ class ChangeMapper:
             )
             events.append((kind, agreed))
         self._check_content(change, [event for _, event in events])
+        withdrawn = {kind for kind, _ in events if change.withdrawn}
+        if change.plan is not None and change.plan.withdrawn:
+            withdrawn.add(f"plan:{change.plan.plan_id}")
         return [
-            (
+            (kind, self._retraction(change.id, kind, event))
+            if kind in withdrawn
+            else (
                 kind,
                 Submission(
                     dedupe_key=self.dedupe_key(change.id, kind),
@@ -264,6 +282,22 @@ class ChangeMapper:
             for kind, event in events
         ]
 
+    def _retraction(self, item_id: str, kind: str, event: CustomerPathEvent) -> Submission:
+        """*event* (a fact's first version, as built from the row) as the fact's retraction."""
+        envelope = event.envelope.model_copy(
+            update={
+                "event_id": self.event_id(item_id, f"{kind}:retracted"),
+                "corrects_event_id": event.envelope.event_id,
+                "retracted": True,
+            }
+        )
+        retraction = event.model_copy(update={"envelope": envelope})
+        return Submission(
+            dedupe_key=self.dedupe_key(item_id, kind, "retracted"),
+            request_digest=self.fact_digest(retraction),
+            event=retraction,
+        )
+
     def fact_digest(self, event: CustomerPathEvent) -> str:
         """Keyed digest of what the fact says: all of the event but ``recorded_at``, which
         moves whenever any part of the row changes, also a part that is another fact."""
@@ -273,15 +307,16 @@ class ChangeMapper:
     def correction_of(self, submission: Submission, origin: Origin) -> Submission:
         """*submission* as the correction of the fact first published under its key.
 
-        Same type and content, a new event id and key of the fact and this digest (so a
-        re-polled correction is a duplicate), and the first event of the fact as its cause.
+        Same type, content and cause, a new event id and key of the fact and this digest (so a
+        re-polled correction is a duplicate), and the fact's first event in
+        ``corrects_event_id`` (a retraction that is corrected stays a retraction of the fact).
         """
         digest = submission.request_digest
-        first = submission.event.envelope
-        envelope = first.model_copy(
+        built = submission.event.envelope
+        envelope = built.model_copy(
             update={
                 "event_id": self.event_id(origin.item_id, f"{origin.kind}:correction:{digest}"),
-                "causation_id": first.event_id,
+                "corrects_event_id": built.corrects_event_id or built.event_id,
             }
         )
         return Submission(

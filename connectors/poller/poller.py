@@ -306,7 +306,7 @@ class RegisterPoller:
                         service=self.service.id,
                         item_id=item.origin.item_id,
                         fact=item.origin.kind,
-                        corrects=str(item.submission.event.envelope.causation_id),
+                        corrects=str(item.submission.event.envelope.corrects_event_id),
                     )
                 continue
             corrections = sum(
