@@ -277,14 +277,17 @@ async def test_crash_between_rename_and_commit_never_duplicates(
     assert await _committed(settings) == _end_offsets(produced)
 
 
-def _archive_process(settings: HubSettings, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hub", "archive", *args],
-        cwd=REPO_ROOT,
-        env=hub_environment(settings, HUB_LOG_LEVEL="INFO"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def _archive_process(settings: HubSettings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``hub archive`` as a subprocess, its output appended to ``log`` (never a pipe that could
+    fill and stall it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hub", "archive", *args],
+            cwd=REPO_ROOT,
+            env=hub_environment(settings, HUB_LOG_LEVEL="INFO"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def test_sigkill_mid_file_and_restart_archives_every_event_once(
@@ -293,13 +296,15 @@ async def test_sigkill_mid_file_and_restart_archives_every_event_once(
     settings = _settings(kafka_bootstrap, tmp_path)
     await ensure_topics(settings)
     events = _events(60, seed=21)
-    producing = asyncio.create_task(_produce(settings, events, pause_every=40, pause_s=0.05))
+    producing = asyncio.create_task(_produce(settings, events, pause_every=20, pause_s=0.1))
     topic_root = settings.archive_dir / settings.topic_customer_path
+    log = tmp_path / "archive.log"
     kills = 0
     killed_mid_file = 0
+    killed_while_producing = 0
     files_before_kill: list[int] = []
-    while kills < 4:
-        process = _archive_process(settings, "--max-records", "25", "--idle", "5")
+    while kills < 3:
+        process = _archive_process(settings, log, "--max-records", "25", "--idle", "5")
         deadline = time.monotonic() + 20
         # Kill once it has published at least one more file and has one open.
         published = len(list(topic_root.rglob("*.avro"))) if topic_root.is_dir() else 0
@@ -311,20 +316,19 @@ async def test_sigkill_mid_file_and_restart_archives_every_event_once(
                 break
             if process.poll() is not None:
                 break
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert process.poll() is None, log.read_text()
         if list(topic_root.rglob("*.tmp")):
             killed_mid_file += 1
+        killed_while_producing += not producing.done()
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        if process.stderr:
-            process.stderr.close()
         files_before_kill.append(len(list(topic_root.rglob("*.avro"))))
         kills += 1
     produced = await producing
-    assert killed_mid_file >= 3, files_before_kill
-    final = _archive_process(settings, "--once")
-    _, stderr = final.communicate(timeout=60)
-    assert final.returncode == 0, stderr.decode()
+    assert killed_mid_file >= 2, files_before_kill
+    assert killed_while_producing >= 2, files_before_kill
+    final = _archive_process(settings, log, "--once")
+    assert final.wait(timeout=60) == 0, log.read_text()
     assert not list(topic_root.rglob("*.tmp"))
 
     archived = list(iter_archive(settings.archive_dir, settings.topic_customer_path))
@@ -338,3 +342,40 @@ async def test_sigkill_mid_file_and_restart_archives_every_event_once(
         with f.path.open("rb") as fo:
             offsets = [cast(dict[str, Any], r)["offset"] for r in fastavro.reader(fo)]
         assert (offsets[0], offsets[-1], len(offsets)) == (f.first_offset, f.last_offset, f.records)
+
+
+async def test_live_archiver_publishes_idle_files_and_sigterm_commits(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(settings)
+    events = _events(8, seed=5)
+    produced = await _produce(settings, events)
+    log = tmp_path / "archive.log"
+    process = _archive_process(settings, log, "--idle", "0.3", "--max-age", "600")
+    try:
+        deadline = time.monotonic() + 20
+        archived = 0
+        while time.monotonic() < deadline and archived < len(produced):
+            await asyncio.sleep(0.1)
+            archived = sum(
+                f.records for f in list_archive(settings.archive_dir, settings.topic_customer_path)
+            )
+        # Published while it runs: the files closed after 0.3 s without a record.
+        assert archived == len(produced)
+        assert process.poll() is None
+        more = await _produce(settings, _events(2, seed=6))
+        await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, log.read_text()
+    assert "archived " in log.read_text()
+    topic_root = settings.archive_dir / settings.topic_customer_path
+    assert not list(topic_root.rglob("*.tmp"))
+    every = {**produced, **more}
+    items = list(iter_archive(settings.archive_dir, settings.topic_customer_path))
+    assert Counter((a.partition, a.offset) for a in items) == Counter(list(every))
+    assert await _committed(settings) == _end_offsets(every)
