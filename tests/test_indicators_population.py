@@ -107,6 +107,16 @@ def test_meetings_by_type_and_channel(table: pa.Table) -> None:
     }
 
 
+def test_spells_still_waiting_for_the_initial_interview_past_the_deadline(table: pa.Table) -> None:
+    # 31.1: active P1, P2, P3, P4, P7, P9; past the deadline all but P3 (9.2) = 5; of them only
+    # P1 had the interview (7.1) → 4 waiting.
+    waiting = _jan(table, "initial_interview_access", "waiting_past_deadline")
+    assert waiting[""] == (4.0, 5)
+    # 30.1 the same people: 4 of 5.
+    day = figures(table, "initial_interview_access", "waiting_past_deadline")
+    assert day[("2026-01-30", "")] == (4.0, 5)
+
+
 def test_plans_plan_debt_and_obligation(table: pa.Table) -> None:
     # Plans agreed in January: P1 7.1 and 20.1, P4 8.1 (integration), P7 5.1.
     plans = _jan(table, "plans", "plans")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.indicators.frame import ACTIVE_SPELLS, Context, Indicator, Measure
 from hub.reporting.levels import LEVELS
 
 FACTS = """
@@ -18,6 +18,19 @@ SELECT i.held_on AS day, i.municipality_code, i.employment_area_code, i.team_cod
 FROM interview i
 LEFT JOIN ind_calendar started ON started.day = i.job_search_started_on
 LEFT JOIN ind_calendar held ON held.day = i.held_on
+"""
+
+WAITING = f"""
+WITH active AS ({ACTIVE_SPELLS})
+SELECT a.day, a.municipality_code, a.employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       NOT EXISTS (
+           SELECT 1 FROM live_interviews i
+           WHERE i.correlation_id = a.correlation_id AND i.held_on <= a.day
+       ) AS waiting,
+       [''] AS breakdowns
+FROM active a JOIN ind_calendar c ON c.day = a.started_on
+WHERE c.interview_deadline < a.day
 """
 
 
@@ -36,7 +49,12 @@ def compute(ctx: Context) -> None:
       event's own ``deadline`` and ``within_deadline`` are not read); a start with no rule in
       force (before 2025) is left out of the share (its ``n``).
 
-    The start of job search is the interview's own ``job_search_started_on``.
+    The start of job search is the interview's own ``job_search_started_on``. And on the
+    evaluation day D (a month: its last day), of the active spells whose deadline has passed
+    (deadline < D):
+
+    * ``waiting_past_deadline``: those with no initial interview held on or before D (``n`` =
+      the spells past their deadline); registration levels only, as nobody has handled them.
     """
     ctx.aggregate(
         INDICATOR,
@@ -51,13 +69,20 @@ def compute(ctx: Context) -> None:
             ),
         ],
     )
+    ctx.aggregate(
+        INDICATOR,
+        WAITING,
+        [Measure("waiting_past_deadline", "count_if(waiting)", "count(*)")],
+        point_in_time=True,
+    )
 
 
 INDICATOR = Indicator(
     "initial_interview_access",
     "Initial interviews held in the period: median working days from the start of job search "
     "(Finnish holidays) and per cent within the deadline in force on the start day (5 working "
-    "days in 2025, 10 from 2026; hub/rules/data/initial_interview_deadline.csv, Act 380/2023)",
+    "days in 2025, 10 from 2026; hub/rules/data/initial_interview_deadline.csv, Act 380/2023); "
+    "active spells past the deadline still waiting on the period's last day",
     LEVELS,
     compute,
 )

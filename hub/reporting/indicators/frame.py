@@ -62,6 +62,15 @@ UNEMPLOYED_STATUSES = ("UNEMPLOYED", "LAID_OFF")
 the employment statistics, työ- ja elinkeinoministeriön työnvälitystilasto)."""
 
 
+ACTIVE_SPELLS = """
+SELECT d.day, s.*
+FROM ind_eval_days d JOIN ind_spell s
+  ON s.started_on <= d.day AND (s.ended_on IS NULL OR s.ended_on >= d.day)
+"""
+"""The spells active on each evaluation day: started on or before it, not ended before it
+(``ended_on`` is the last day of job search, so a spell is still active on it)."""
+
+
 @dataclass(frozen=True)
 class Measure:
     """One figure of an indicator: SQL aggregates for its value and its ``n``."""

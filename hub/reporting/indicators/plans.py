@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.indicators.frame import ACTIVE_SPELLS, Context, Indicator, Measure
 from hub.reporting.levels import LEVELS, PERSON_LEVELS
 
 PLANS = """
@@ -12,14 +12,9 @@ SELECT agreed_on AS day, municipality_code, employment_area_code, team_code, exp
 FROM live_plans
 """
 
-ACTIVE = """
-SELECT d.day, s.*
-FROM ind_eval_days d JOIN ind_spell s
-  ON s.started_on <= d.day AND (s.ended_on IS NULL OR s.ended_on >= d.day)
-"""
 
 PLAN_DEBT = f"""
-WITH active AS ({ACTIVE})
+WITH active AS ({ACTIVE_SPELLS})
 SELECT a.day, a.municipality_code, a.employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        (c.interview_deadline IS NULL OR c.interview_deadline < a.day) AS due,
@@ -33,7 +28,7 @@ FROM active a LEFT JOIN ind_calendar c ON c.day = a.started_on
 """
 
 OBLIGATION = f"""
-WITH active AS ({ACTIVE}),
+WITH active AS ({ACTIVE_SPELLS}),
 in_force AS (
     SELECT a.day, a.status, a.municipality_code, a.employment_area_code,
            p.team_code, p.expert_id, p.job_search_obligation_per_month AS per_month
