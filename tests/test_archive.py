@@ -76,7 +76,9 @@ def test_schema_holds_every_event_type_once_and_parses_in_both_libraries() -> No
     text = json.dumps(schema)
     assert text.count('"name": "Envelope"') == 1  # defined once, referred to by name after
     fastavro.parse_schema(schema, named_schemas={})
-    assert avro.schema.parse(text).fullname == RECORD_NAME
+    parsed = avro.schema.parse(text)
+    assert isinstance(parsed, avro.schema.RecordSchema)
+    assert parsed.fullname == RECORD_NAME
 
 
 def test_reader_orders_by_partition_and_offset_skips_temp_files_and_stops_at_until(
