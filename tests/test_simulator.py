@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from connectors.simulator import SimulationConfig, simulate
 from connectors.simulator.population import Population
@@ -156,3 +159,161 @@ def test_municipalities_are_drawn_by_size_and_deterministically() -> None:
         population.draw_municipality(anywhere_rng, anywhere=True) for _ in range(5_000)
     )
     assert anywhere.most_common(1)[0][0] == "091"
+
+
+# --- corrections ---------------------------------------------------------------------------------
+
+CORRECTED = SimulationConfig(jobseekers=300, seed=5, correction_share=0.3)
+
+
+@pytest.fixture(scope="module")
+def corrected_paths() -> list[list[Any]]:
+    return list(simulate(CORRECTED, Pseudonymizer(SECRET)))
+
+
+def _is_correction(event: Any) -> bool:
+    return event.envelope.corrects_event_id is not None
+
+
+def test_without_a_share_no_event_is_a_correction(simulated_paths: list[list[Any]]) -> None:
+    assert SimulationConfig().correction_share == 0
+    for path in simulated_paths:
+        for event in path:
+            assert event.envelope.corrects_event_id is None
+            assert event.envelope.retracted is False
+
+
+def test_corrections_leave_the_first_versions_as_they_were(
+    corrected_paths: list[list[Any]],
+) -> None:
+    plain = simulate(CORRECTED.model_copy(update={"correction_share": 0.0}), Pseudonymizer(SECRET))
+    for with_fixes, without in zip(corrected_paths, plain, strict=True):
+        assert [e for e in with_fixes if not _is_correction(e)] == without
+    again = [e.to_avro() for p in simulate(CORRECTED, Pseudonymizer(SECRET)) for e in p]
+    assert again == [e.to_avro() for p in corrected_paths for e in p]
+    other_seed = CORRECTED.model_copy(update={"seed": 6})
+    other = [e.to_avro() for p in simulate(other_seed, Pseudonymizer(SECRET)) for e in p]
+    assert other != again
+
+
+def test_each_correction_follows_its_first_version_and_says_what_changed(
+    corrected_paths: list[list[Any]],
+) -> None:
+    kinds: Counter[str] = Counter()
+    correctable = corrected = 0
+    for path in corrected_paths:
+        seen: dict[Any, Any] = {}
+        cited = {getattr(e.payload, "job_offer_id", None) for e in path}
+        sent = [
+            e.envelope.recorded_at if _is_correction(e) else e.envelope.occurred_at for e in path
+        ]
+        assert sent == sorted(sent), "a person's stream is in the order it is sent"
+        for event in path:
+            envelope = event.envelope
+            if not _is_correction(event):
+                correctable += event.event_type in (
+                    "InitialInterviewHeld",
+                    "JobSearchConversationHeld",
+                    "JobOfferMade",
+                )
+                seen[envelope.event_id] = event
+                continue
+            original = seen[envelope.corrects_event_id]  # its first version came before
+            assert envelope.event_id not in seen
+            assert type(event) is type(original)
+            assert original.envelope.corrects_event_id is None
+            same = (
+                "subject",
+                "correlation_id",
+                "causation_id",
+                "municipality_code",
+                "source_system",
+            )
+            for name in same:
+                assert getattr(envelope, name) == getattr(original.envelope, name), name
+            assert envelope.recorded_at - original.envelope.recorded_at >= timedelta(days=2)
+            assert envelope.recorded_at >= envelope.occurred_at
+            if envelope.retracted:
+                assert event.event_type in ("JobOfferMade", "JobOfferOutcomeRecorded")
+                assert event.payload == original.payload
+                assert event.payload.offer_id not in cited, "no job start cites a retracted offer"
+                kinds["retracted " + event.event_type] += 1
+            elif event.payload.channel != original.payload.channel:
+                assert event.payload.held_on == original.payload.held_on
+                assert envelope.occurred_at == original.envelope.occurred_at
+                kinds["channel " + event.event_type] += 1
+            else:
+                assert event.event_type == "InitialInterviewHeld"
+                held = event.payload.held_on
+                assert held != original.payload.held_on
+                assert is_working_day(held)
+                assert held > event.payload.job_search_started_on
+                assert event.payload.within_deadline == (held <= event.payload.deadline)
+                assert envelope.occurred_at.astimezone(HELSINKI).date() == held
+                kinds["day InitialInterviewHeld"] += 1
+            corrected += event.event_type != "JobOfferOutcomeRecorded"
+            seen[envelope.event_id] = event
+    assert set(kinds) == {
+        "channel InitialInterviewHeld",
+        "channel JobSearchConversationHeld",
+        "day InitialInterviewHeld",
+        "retracted JobOfferMade",
+        "retracted JobOfferOutcomeRecorded",
+    }
+    # about 30 % of the correctable facts (offers cited by a job start are never retracted)
+    assert 0.24 * correctable < corrected < 0.33 * correctable, (corrected, correctable)
+
+
+def test_in_time_order_keeps_each_person_s_corrections_after_their_originals(
+    corrected_paths: list[list[Any]],
+) -> None:
+    from connectors.simulator.paths import in_time_order
+
+    merged = list(in_time_order(corrected_paths))
+    assert len(merged) == sum(len(p) for p in corrected_paths)
+    position = {e.envelope.event_id: i for i, e in enumerate(merged)}
+    for path in corrected_paths:
+        order = [position[e.envelope.event_id] for e in path]
+        assert order == sorted(order)
+
+
+def test_corrections_break_no_rule_of_the_ingest_api(corrected_paths: list[list[Any]]) -> None:
+    """A correction is sent as the same request with corrects_event_id: the API takes them."""
+    from datetime import UTC, datetime
+
+    from hub.intake.requests import BULK_ADAPTER, bulk_violations
+
+    now = datetime.combine(CORRECTED.end + timedelta(days=200), datetime.min.time(), UTC)
+    checked = 0
+    for path in corrected_paths[:120]:
+        code = path[0].payload.personal_identity_code
+        items = [
+            {
+                "event_type": e.event_type,
+                "event_id": str(e.envelope.event_id),
+                "occurred_at": e.envelope.occurred_at.isoformat(),
+                "personal_identity_code": code,
+                "municipality_code": e.envelope.municipality_code,
+                "correlation_id": str(e.envelope.correlation_id),
+                "causation_id": str(e.envelope.causation_id) if e.envelope.causation_id else None,
+                "corrects_event_id": str(e.envelope.corrects_event_id),
+                "retracted": e.envelope.retracted,
+                "payload": e.payload.model_dump(mode="json"),
+            }
+            for e in path
+            if _is_correction(e)
+        ]
+        parsed = BULK_ADAPTER.validate_json(json.dumps(items), strict=True)
+        assert bulk_violations(parsed, now=now, clock_skew=timedelta(seconds=300)) == []
+        checked += len(parsed)
+    assert checked > 50
+
+
+def test_the_command_refuses_a_share_outside_zero_to_one() -> None:
+    from click.testing import CliRunner
+
+    from hub.cli import cli
+
+    result = CliRunner().invoke(cli, ["simulate", "--correction-share", "1.5"])
+    assert result.exit_code == 2
+    assert "--correction-share" in result.output

@@ -26,20 +26,38 @@ from hub.settings import get_settings
 )
 @click.option("--days", type=int, default=120, show_default=True, help="Simulated days.")
 @click.option("--area", default=None, help="Only municipalities of this employment area.")
+@click.option(
+    "--correction-share",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of interviews, conversations and job offers re-sent days later as a "
+    "correction (wrong channel or day) or, for an offer, a retraction.",
+)
 def simulate_command(
-    jobseekers: int, seed: int, start: datetime | None, days: int, area: str | None
+    jobseekers: int,
+    seed: int,
+    start: datetime | None,
+    days: int,
+    area: str | None,
+    correction_share: float,
 ) -> None:
     """Generate customer paths and publish them to Kafka keyed by person pseudonym."""
     settings = get_settings()
     configure_logging(settings)
     try:
-        options: dict[str, object] = {"jobseekers": jobseekers, "seed": seed, "days": days}
+        options: dict[str, object] = {
+            "jobseekers": jobseekers,
+            "seed": seed,
+            "days": days,
+            "correction_share": correction_share,
+        }
         if start is not None:
             options["start"] = date(start.year, start.month, start.day)
         config = SimulationConfig.model_validate({**options, "area": area})
     except ValidationError as error:
         raise click.UsageError(
-            "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in error.errors())
+            "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in error.errors())
         ) from error
     console = Console()
     summary = run_kafka_command(settings, run_simulation(settings, config, Console(stderr=True)))

@@ -21,6 +21,14 @@ class SimulationConfig(BaseModel):
     )
     days: int = Field(default=120, ge=1, le=3660, description="Length of the simulated window.")
     area: str | None = Field(default=None, description="Only this employment area (2 digits).")
+    correction_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of correctable facts (initial interviews, conversations, job offers) "
+        "re-sent 2-10 days later as a correction (a wrong channel or day) or, for an offer, a "
+        "retraction; 0 sends first versions only.",
+    )
 
     @field_validator("area")
     @classmethod

@@ -18,6 +18,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from connectors.simulator.config import SimulationConfig
+from connectors.simulator.corrections import sent_at, with_corrections
 from connectors.simulator.population import Person, Population
 from hub.codes import fund
 from hub.events import AvroRecord, CustomerPathEvent, Envelope
@@ -100,18 +101,23 @@ def provider_source(business_id: str) -> str:
 def simulate(
     config: SimulationConfig, pseudonymizer: Pseudonymizer
 ) -> Iterator[list[CustomerPathEvent]]:
-    """Every simulated person's events, one list per person, in causal order."""
+    """Every simulated person's events, one list per person, in causal order (corrections,
+    with ``config.correction_share``, where they are sent: see ``corrections.sent_at``)."""
     population = Population(config, pseudonymizer)
     for index in range(config.jobseekers):
         rng = random.Random(f"{config.seed}:person:{index}")
         registered_on = config.start + timedelta(days=rng.randrange(config.days))
         person = population.person(rng, registered_on)
-        yield _PersonPath(rng, person, population, config).run(registered_on)
+        events = _PersonPath(rng, person, population, config).run(registered_on)
+        # Their own stream: the first versions do not depend on the share.
+        fixes = random.Random(f"{config.seed}:corrections:{index}")
+        yield with_corrections(events, fixes, config.correction_share)
 
 
 def in_time_order(paths: Iterable[list[CustomerPathEvent]]) -> Iterator[CustomerPathEvent]:
-    """All events merged by occurred_at; stable, so each person's causal order is kept."""
-    return heapq.merge(*paths, key=lambda event: event.envelope.occurred_at)
+    """All events merged by when they are sent (occurred_at; a correction's recorded_at);
+    stable, so each person's causal order is kept."""
+    return heapq.merge(*paths, key=sent_at)
 
 
 def _uuid(rng: random.Random) -> UUID:

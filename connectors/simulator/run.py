@@ -26,6 +26,9 @@ class PublishSummary:
     by_type: Counter[str] = field(default_factory=Counter)
     by_municipality: Counter[str] = field(default_factory=Counter)
     jobseekers: int = 0
+    #: Of the events, corrections (retractions included) and retractions.
+    corrections: int = 0
+    retractions: int = 0
 
     @property
     def total(self) -> int:
@@ -57,8 +60,15 @@ async def run_simulation(
             async for event, _metadata in publisher.publish_all(in_time_order(paths)):
                 summary.by_type[event.event_type] += 1
                 summary.by_municipality[event.envelope.municipality_code] += 1
+                summary.corrections += event.envelope.corrects_event_id is not None
+                summary.retractions += event.envelope.retracted
                 progress.advance(publishing)
-    log.info("simulation published", events=summary.total, jobseekers=config.jobseekers)
+    log.info(
+        "simulation published",
+        events=summary.total,
+        jobseekers=config.jobseekers,
+        corrections=summary.corrections,
+    )
     return summary
 
 
@@ -79,6 +89,9 @@ def print_summary(summary: PublishSummary, console: Console, top: int = 25) -> N
     for name, count in summary.by_type.most_common():
         by_type.add_row(name, str(count))
     by_type.add_row("[bold]total[/bold]", f"[bold]{summary.total}[/bold]")
+    if summary.corrections:
+        by_type.add_row("of which corrections", str(summary.corrections - summary.retractions))
+        by_type.add_row("of which retractions", str(summary.retractions))
     console.print(by_type)
 
     names = municipalities()
