@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -10,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import schemaless_writer
 
 from hub.events.customer_path import (
     JobseekerRegistered,
     ServiceEnrolled,
     ServiceParticipationReported,
 )
-from hub.reporting.facts import ReportingProjection
+from hub.reporting.facts import DecodeMode, ReportingProjection
 from hub.reporting.store import ReportingStore
 from hub.reporting.tables import FACT_TABLES, TABLE_OF_TYPE
 from hub.routing.routes import load_routes
-from hub.serde import SingleObjectSerializer
+from hub.serde import SingleObjectSerializer, default_catalog
+from hub.serde.framing import SINGLE_OBJECT_MAGIC
 from hub.settings import HubSettings
 
 IDENTITY_CODE = "131052-308T"
@@ -171,8 +174,9 @@ def test_fact_ids_follow_the_correction_chain_whatever_the_load_order(
         store.close()
 
 
+@pytest.mark.parametrize("mode", ["project", "derived"])
 def test_the_fast_decoder_gives_the_rows_of_the_projection(
-    simulated_paths: list[list[Any]],
+    simulated_paths: list[list[Any]], mode: DecodeMode
 ) -> None:
     events = [event for path in simulated_paths[:80] for event in path]
     serializer = SingleObjectSerializer()
@@ -181,7 +185,7 @@ def test_the_fast_decoder_gives_the_rows_of_the_projection(
     slow.load_records(
         (decoded.type_name, decoded.record) for decoded in map(serializer.decode, values)
     )
-    decode = ReportingProjection(load_routes(HubSettings())).decoder()
+    decode = ReportingProjection(load_routes(HubSettings())).decoder(mode)
     fast.load_projected(filter(None, map(decode, values)))
     assert fast.export() == slow.export()
     assert sum(fast.counts().values()) == len(events)
@@ -190,3 +194,28 @@ def test_the_fast_decoder_gives_the_rows_of_the_projection(
 def test_another_destination_can_be_named() -> None:
     with pytest.raises(ValueError, match="no destination nowhere"):
         ReportingStore(":memory:", destination="nowhere").load_records([])
+
+
+@pytest.mark.parametrize("mode", ["project", "derived"])
+def test_a_value_written_with_the_first_schema_version_reads_as_an_original_version(
+    simulated_paths: list[list[Any]], mode: DecodeMode
+) -> None:
+    first = default_catalog().history("JobseekerRegistered")[0]
+    event = _first_of(simulated_paths, JobseekerRegistered)
+    raw = _raw(event)
+    fields = {f["name"] for f in first.raw["fields"][0]["type"]["fields"]}
+    assert "corrects_event_id" not in fields  # the version before corrections
+    raw["envelope"] = {k: v for k, v in raw["envelope"].items() if k in fields}
+    body = io.BytesIO()
+    schemaless_writer(body, first.parsed, raw)
+    value = SINGLE_OBJECT_MAGIC + first.fingerprint + body.getvalue()
+    decode = ReportingProjection(load_routes(HubSettings())).decoder(mode)
+    fast, slow = ReportingStore(":memory:"), ReportingStore(":memory:")
+    fast.load_projected(filter(None, [decode(value)]))
+    decoded = SingleObjectSerializer().decode(value)
+    slow.load_records([(decoded.type_name, decoded.record)])
+    assert fast.export() == slow.export()
+    event_id = str(event.envelope.event_id)
+    assert fast.con.execute("SELECT event_id, fact_id, retracted FROM spells").fetchall() == [
+        (event_id, event_id, False)
+    ]

@@ -9,9 +9,9 @@ can hold it whatever :mod:`hub.reporting.tables` names. Two ways in, one result:
   :mod:`hub.serde` gives it, or :meth:`CustomerPathEvent.to_avro`) through the compiled
   projection: UUID, datetime and date objects, enums as symbols;
 * :meth:`ReportingProjection.decoder`: the fast path of replay, a single-object value read
-  straight into the *derived* schema of the route (:func:`projected_schema`, stripped of its
-  logical types as the router's hot path reads): Avro schema resolution skips the dropped
-  fields, uuids stay strings, times int milliseconds and dates int days.
+  without logical types as the router's hot path reads (uuids stay strings, times int
+  milliseconds, dates int days), then the same compiled projection; or read straight into the
+  route's *derived* schema (:func:`projected_schema`) as the Avro reader schema.
 
 :class:`FactBatch` collects rows of either shape per table and turns each column into one Arrow
 array (UUID → canonical text, datetime → naive UTC, enum → symbol), never a row at a time.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from fastavro import parse_schema, schemaless_reader
@@ -45,6 +45,13 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "INTEGER": pa.int32(),
     "BOOLEAN": pa.bool_(),
 }
+
+
+DecodeMode = Literal["project", "derived"]
+_Reader = tuple[str, Any, Any, Projection | None, Route | None]
+"""Per writer fingerprint: short type, writer schema, reader schema (None: the writer's), the
+projection to apply after reading (None: the reader schema already projects), the route when
+its filters must be asked."""
 
 
 class NotReported(ValueError):
@@ -82,7 +89,7 @@ class ReportingProjection:
                 schema = self.catalog.current(type_name).raw
                 derived = projected_schema(schema, route.grants, route.fields, destination)
                 self._types[type_name] = _TypeProjection(route, compiled.projection, derived)
-        self._readers: dict[bytes, tuple[str, Any, Any, Route | None]] | None = None
+        self._readers: dict[str, dict[bytes, _Reader]] = {}
 
     @property
     def types(self) -> frozenset[str]:
@@ -106,55 +113,81 @@ class ReportingProjection:
     def derived_schema(self, type_name: str) -> dict[str, Any]:
         return self._of(type_name).derived
 
-    def decoder(self) -> Callable[[bytes], tuple[str, dict[str, Any]] | None]:
+    def decoder(
+        self, mode: DecodeMode = "project"
+    ) -> Callable[[bytes], tuple[str, dict[str, Any]] | None]:
         """A function from a single-object value to ``(short type, projected raw record)``,
         None for an event the route's municipality / area filters refuse.
 
-        Reads with the writer version the fingerprint names (every shipped version) and the
-        derived schema of the route as reader, both without logical types. KeyError for a value
-        that is not single-object or names an unknown fingerprint (the caller then decodes it
-        the slow way, through :mod:`hub.serde`), other errors for a corrupt body.
+        Every schema without its logical types, as the router's hot path reads (uuids stay
+        strings, times int milliseconds, dates int days: no objects made to be turned back):
+
+        * ``project`` (the default, the faster): read with the writer version the fingerprint
+          names, resolved to the type's current schema only when they differ, then the
+          router's compiled :class:`Projection` of the route;
+        * ``derived``: read straight into the route's derived schema
+          (:func:`projected_schema`) as the Avro reader schema, so resolution skips the dropped
+          fields (fastavro's resolving reader is slower than its plain one: measured in
+          ``bench/replay.py``).
+
+        KeyError for a value that is not single-object or names an unknown fingerprint (the
+        caller then decodes it through :mod:`hub.serde`), other errors for a corrupt body.
         """
-        if self._readers is None:
-            readers: dict[bytes, tuple[str, Any, Any, Route | None]] = {}
-            parsed: dict[str, Any] = {}
-            for fingerprint, version in self.catalog.fingerprints().items():
-                short = version.type_name.rpartition(".")[2]
-                if short not in self._types:
-                    continue
-                if version.canonical not in parsed:
-                    parsed[version.canonical] = parse_schema(
-                        without_logical_types(version.raw), named_schemas={}
-                    )
-                if short not in parsed:
-                    parsed[short] = parse_schema(
-                        without_logical_types(self._types[short].derived), named_schemas={}
-                    )
-                route = self._types[short].route
-                filtered = route.municipalities is not None or route.employment_areas is not None
-                readers[fingerprint] = (
-                    short,
-                    parsed[version.canonical],
-                    parsed[short],
-                    route if filtered else None,
-                )
-            self._readers = readers
-        readers = self._readers
+        readers = self._reader_table(mode)
+        empty: dict[str, Any] = {}
 
         def decode(value: bytes) -> tuple[str, dict[str, Any]] | None:
             if value[:2] != SINGLE_OBJECT_MAGIC:
                 raise KeyError("not single-object")
-            short, writer, reader, route = readers[value[2:SINGLE_OBJECT_HEADER_SIZE]]
+            short, writer, reader, projection, route = readers[value[2:SINGLE_OBJECT_HEADER_SIZE]]
             buffer = BytesIO(value)
             buffer.seek(SINGLE_OBJECT_HEADER_SIZE)
             record: dict[str, Any] = schemaless_reader(buffer, writer, reader)  # type: ignore[assignment]
             if buffer.tell() != len(value):
                 raise ValueError(f"{short}: {len(value) - buffer.tell()} bytes after the body")
-            if route is not None and not route.accepts(record["envelope"]):
+            if route is not None and not route.accepts(record.get("envelope", empty)):
                 return None
-            return short, record
+            return short, record if projection is None else projection.apply(record)
 
         return decode
+
+    def _reader_table(self, mode: DecodeMode) -> dict[bytes, _Reader]:
+        found = self._readers.get(mode)
+        if found is not None:
+            return found
+        parsed: dict[str, Any] = {}
+
+        def parse(key: str, schema: dict[str, Any]) -> Any:
+            if key not in parsed:
+                parsed[key] = parse_schema(without_logical_types(schema), named_schemas={})
+            return parsed[key]
+
+        readers: dict[bytes, _Reader] = {}
+        for fingerprint, version in self.catalog.fingerprints().items():
+            short = version.type_name.rpartition(".")[2]
+            if short not in self._types:
+                continue
+            typed = self._types[short]
+            current = self.catalog.current(short)
+            route = typed.route
+            filtered = route.municipalities is not None or route.employment_areas is not None
+            if mode == "derived":
+                writer = parse(version.canonical, version.raw)
+                reader = parse(f"derived:{short}", typed.derived)
+                readers[fingerprint] = (short, writer, reader, None, route if filtered else None)
+            else:
+                same = version.canonical == current.canonical
+                writer = parse(version.canonical, version.raw)
+                reader = None if same else parse(current.canonical, current.raw)
+                readers[fingerprint] = (
+                    short,
+                    writer,
+                    reader,
+                    typed.projection,
+                    route if filtered else None,
+                )
+        self._readers[mode] = readers
+        return readers
 
 
 # --- rows and columns ----------------------------------------------------------------------------
@@ -220,9 +253,10 @@ class FactBatch:
 
     def __init__(self) -> None:
         self._rows: dict[str, list[tuple[Any, ...]]] = {}
+        self._size = 0
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self._rows.values())
+        return self._size
 
     def add(self, type_name: str, projected: dict[str, Any]) -> None:
         """One projected record of ``type_name``; NotReported if no table takes the type."""
@@ -230,13 +264,17 @@ class FactBatch:
         if table is None:
             raise NotReported(f"no fact table for {type_name}")
         self._rows.setdefault(table.name, []).append(_ROW_FUNCTIONS[table.name](projected))
+        self._size += 1
 
     def add_all(self, type_name: str, projected: Iterable[dict[str, Any]]) -> None:
         table = TABLE_OF_TYPE.get(type_name)
         if table is None:
             raise NotReported(f"no fact table for {type_name}")
         row = _ROW_FUNCTIONS[table.name]
-        self._rows.setdefault(table.name, []).extend(row(r) for r in projected)
+        rows = self._rows.setdefault(table.name, [])
+        before = len(rows)
+        rows.extend(row(r) for r in projected)
+        self._size += len(rows) - before
 
     def tables(self) -> Iterable[tuple[FactTable, pa.Table]]:
         """``(table, Arrow table)`` per fact table with rows, in :data:`FACT_TABLES` order;
@@ -258,6 +296,7 @@ class FactBatch:
 
     def clear(self) -> None:
         self._rows.clear()
+        self._size = 0
 
 
 __all__ = [
