@@ -25,6 +25,7 @@ from connectors.rest_api.app import create_app
 from hub.broker.local import LocalKafka
 from hub.identity import Pseudonymizer
 from hub.intake.examples import EXAMPLES
+from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.serde import EncodeError, SingleObjectSerializer, default_catalog
 from hub.settings import HubSettings
@@ -47,9 +48,16 @@ from tests.test_ingest_api import PATH_ITEMS, PATHS, SECRET, changed, item, poin
 class Delivery:
     """The app over one sink, an HTTP client, and the count of each event id in the log."""
 
-    def __init__(self, sink: EventSink, logged: Callable[[], Awaitable[Counter[UUID]]]) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        logged: Callable[[], Awaitable[Counter[UUID]]],
+        envelopes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self.sink = sink
         self.logged = logged
+        #: The envelopes in the log as the log's serializer decodes them, in log order.
+        self.envelopes = envelopes
         pseudonymizer = Pseudonymizer(SECRET)
         app = create_app(
             HubSettings(),
@@ -107,7 +115,10 @@ async def delivery(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         async def in_memory() -> Counter[UUID]:
             return Counter(e.envelope.event_id for e in fake.events)
 
-        client = Delivery(fake, in_memory)
+        async def memory_envelopes() -> list[dict[str, Any]]:
+            return [e.to_avro()["envelope"] for e in fake.events]
+
+        client = Delivery(fake, in_memory, memory_envelopes)
         async with client.http:
             yield client
         return
@@ -115,8 +126,16 @@ async def delivery(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         request.getfixturevalue("kafka_bootstrap"), state_dir=tmp_path / "hub-state"
     )
     await ensure_topics(settings)
+
+    async def kafka_envelopes() -> list[dict[str, Any]]:
+        decode = SingleObjectSerializer(default_catalog()).decode
+        return [
+            decode(record.value).record["envelope"]
+            async for record in read_topic(settings, settings.topic_customer_path)
+        ]
+
     async with open_kafka_sink(settings, serializer=serializer) as sink:
-        client = Delivery(sink, lambda: event_ids_in_log(settings))
+        client = Delivery(sink, lambda: event_ids_in_log(settings), kafka_envelopes)
         async with client.http:
             yield client
 
@@ -249,3 +268,41 @@ async def test_503_while_kafka_is_down_and_nothing_is_written(
         await asyncio.sleep(1)
     assert set(map(str, logged)) == {accepted.json()["event_id"], retried.json()["event_id"]}
     assert set(logged.values()) == {1}
+
+
+async def test_a_correction_and_a_retraction_land_in_the_log_with_their_fields(
+    delivery: Delivery,
+) -> None:
+    """Under the original's Idempotency-Key: the original, its correction and its retraction
+    are three events, each once however often it is sent, with the correction fields."""
+    key = "crm-registration-4711"
+    first = (await delivery.post(idempotency_key=key)).json()["event_id"]
+    registration = EXAMPLES["JobseekerRegistered"]
+    correction = _registration(
+        event_id="0b6f2d1e-4c3a-4f5b-9d8e-7a6c5b4d3e2f",
+        corrects_event_id=first,
+        payload__phone=None,
+    )
+    fixed = await delivery.post(correction, idempotency_key=key)
+    assert fixed.status_code == 202, fixed.text
+    retraction = {**correction, "event_id": None, "retracted": True}
+    gone = await delivery.post(retraction, idempotency_key=key)
+    assert gone.status_code == 202, gone.text
+    for body in (correction, retraction):
+        again = await delivery.post(body, idempotency_key=key)
+        assert again.headers["idempotent-replayed"] == "true"
+    fixed_id, gone_id = fixed.json()["event_id"], gone.json()["event_id"]
+    assert first == registration["event_id"]
+    assert fixed_id == "0b6f2d1e-4c3a-4f5b-9d8e-7a6c5b4d3e2f"
+    assert len({first, fixed_id, gone_id}) == 3
+    assert await delivery.logged() == Counter({UUID(i): 1 for i in (first, fixed_id, gone_id)})
+    assert delivery.envelopes is not None
+    logged = {str(e["event_id"]): e for e in await delivery.envelopes()}
+    assert [
+        (logged[i]["corrects_event_id"], logged[i]["retracted"]) for i in (first, fixed_id, gone_id)
+    ] == [
+        (None, False),
+        (UUID(first), False),
+        (UUID(first), True),
+    ]
+    assert {e["recorded_at"] for e in logged.values()} == {NOW}
