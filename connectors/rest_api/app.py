@@ -72,6 +72,7 @@ from connectors.rest_api.endpoints import (
     PATH_OF,
     kebab,
 )
+from connectors.rest_api.indicators import add_indicator_routes
 from connectors.rest_api.metrics import IngestMetrics
 from connectors.rest_api.openapi import (
     ACCEPTED_HEADERS,
@@ -748,6 +749,7 @@ def create_app(
             {"name": "service providers", "description": "Participation reports."},
             {"name": "benefit payers", "description": "Kela and unemployment funds."},
             {"name": "bulk", "description": "Many events in one atomic write."},
+            {"name": "reporting", "description": "Indicators from the reporting store."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
@@ -879,6 +881,8 @@ def create_app(
     known |= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
     # The Kafka channels' AsyncAPI document and its page, offline like /docs.
     known |= add_asyncapi_routes(app, settings)
+    # KEHA's indicators from the reporting store, for BI tools (read scope indicators:read).
+    known |= add_indicator_routes(app, settings, authenticated_client)
     app.add_middleware(
         IngestEdge,
         metrics=metrics,

@@ -108,20 +108,25 @@ def trend_periods(period: str, months: int | None, start: str | None) -> list[st
     return [(first + timedelta(days=i)).isoformat() for i in range(days)]
 
 
+def as_of_value(text: str) -> date | datetime:
+    """A knowledge time as the indicators take it: a day (read as the end of that day, UTC) or
+    a timezone-aware moment; ValueError for anything else (a moment without an offset too)."""
+    if _DAY.fullmatch(text):
+        return date.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("a timestamp needs its offset")
+    return moment
+
+
 def parse_as_of(text: str) -> date | datetime:
-    """The knowledge time: a day (the indicators read it as the end of that day, UTC) or a
-    timezone-aware moment."""
-    moment: date | datetime | None
     try:
-        moment = date.fromisoformat(text) if _DAY.fullmatch(text) else datetime.fromisoformat(text)
+        return as_of_value(text)
     except ValueError:
-        moment = None
-    if moment is None or (isinstance(moment, datetime) and moment.tzinfo is None):
         raise ReportError(
             "--as-of must be a day YYYY-MM-DD or an ISO timestamp with an offset "
             f"(2026-02-05T12:00:00+02:00), not {text!r}"
-        )
-    return moment
+        ) from None
 
 
 def folder_name(period: str, as_of: str | None) -> str:
