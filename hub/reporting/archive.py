@@ -77,6 +77,7 @@ from hub.kafka.topics import partition_ids
 from hub.logging import get_logger
 from hub.serde import EventSerializer, SchemaCatalog, SerdeError, build_serializer
 from hub.serde import default_catalog as default_schema_catalog
+from hub.serde.fingerprint import canonical_form
 from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 from hub.settings import HubSettings
 
@@ -264,14 +265,15 @@ def _define_once(schema: Any, namespace: str | None, defined: dict[str, str]) ->
 @dataclass(frozen=True)
 class _Schema:
     json: dict[str, Any]
-    text: str
     parsed: Any
+    canonical: str
 
 
 @lru_cache(maxsize=4)
 def _schema_for(catalog: SchemaCatalog) -> _Schema:
     raw = archive_schema(catalog)
-    return _Schema(raw, json.dumps(raw, separators=(",", ":")), parse_schema(raw, named_schemas={}))
+    parsed = parse_schema(raw, named_schemas={})
+    return _Schema(raw, parsed, canonical_form(parsed))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -383,8 +385,7 @@ def iter_archive(
 def _read_file(path: Path, schema: _Schema) -> Iterator[ArchivedRecord]:
     with path.open("rb") as fo:
         records = avro_reader(fo)
-        writer_text = records.metadata.get("avro.schema", "")
-        if writer_text != schema.text:
+        if _canonical_of(records.metadata.get("avro.schema", "")) != schema.canonical:
             records = avro_reader(_rewound(fo), reader_schema=schema.parsed)
         for r in records:
             assert isinstance(r, dict)
@@ -399,6 +400,16 @@ def _read_file(path: Path, schema: _Schema) -> Iterator[ArchivedRecord]:
                 writer_schema=r["writer_schema"],
                 headers=r["headers"],
             )
+
+
+@lru_cache(maxsize=64)
+def _canonical_of(schema_text: str) -> str:
+    """Parsing Canonical Form of a file's embedded schema: equal to the reader's, the file is
+    read without resolution (several times faster)."""
+    try:
+        return canonical_form(parse_schema(json.loads(schema_text), named_schemas={}))
+    except (ValueError, TypeError, KeyError):
+        return ""
 
 
 def _rewound(fo: IO[bytes]) -> IO[bytes]:
