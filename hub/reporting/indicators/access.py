@@ -14,7 +14,7 @@ SELECT i.held_on AS day, i.municipality_code, i.employment_area_code, i.team_cod
        greatest(held.working_day_number - started.working_day_number, 0) AS working_days,
        CASE WHEN started.interview_deadline IS NOT NULL
             THEN i.held_on <= started.interview_deadline END AS within_deadline,
-       ['', 'channel=' || i.channel] AS breakdowns
+       i.channel AS bd_channel
 FROM interview i
 LEFT JOIN ind_calendar started ON started.day = i.job_search_started_on
 LEFT JOIN ind_calendar held ON held.day = i.held_on
@@ -27,8 +27,7 @@ SELECT a.day, a.municipality_code, a.employment_area_code,
        NOT EXISTS (
            SELECT 1 FROM live_interviews i
            WHERE i.correlation_id = a.correlation_id AND i.held_on <= a.day
-       ) AS waiting,
-       [''] AS breakdowns
+       ) AS waiting
 FROM active a JOIN ind_calendar c ON c.day = a.started_on
 WHERE c.interview_deadline < a.day
 """
@@ -68,6 +67,7 @@ def compute(ctx: Context) -> None:
                 "count(within_deadline)",
             ),
         ],
+        breakdowns=((), ("channel",)),
     )
     ctx.aggregate(
         INDICATOR,

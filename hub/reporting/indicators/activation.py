@@ -7,7 +7,7 @@ from hub.reporting.levels import PERSON_LEVELS
 
 FACTS = """
 SELECT day, municipality_code, employment_area_code,
-       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id, state, [''] AS breakdowns
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id, state
 FROM ind_population
 """
 

@@ -31,10 +31,11 @@ WITH accrual AS (
 SELECT p.period_end AS day, p.paying_municipality_code AS municipality_code,
        area.employment_area_code, NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        p.fact_id, p.subject, p.band, p.share_percent, p.days,
+       CAST(row_number() OVER (PARTITION BY p.fact_id ORDER BY p.band) = 1 AS INTEGER)
+           AS first_piece,
        p.days * p.share_percent / 100.0 AS weighted_days,
        p.days * p.share_percent / 100.0 * allowance.euros_per_day AS euros,
-       ['', 'band=' || p.band, 'benefit=' || p.benefit,
-        'benefit=' || p.benefit || ';band=' || p.band] AS breakdowns
+       p.benefit AS bd_benefit, p.band AS bd_band
 FROM piece p
 LEFT JOIN ind_daily_allowance allowance
   ON p.period_end BETWEEN allowance.valid_from AND allowance.valid_to
@@ -44,6 +45,9 @@ WHERE p.days > 0
 """
 
 _BAND_ROWS = "breakdown LIKE '%band=%'"
+_REPORTS = "CASE WHEN grouping(bd_band) = 0 THEN count(*) ELSE sum(first_piece) END"
+"""The accrual reports behind a figure without a DISTINCT (which costs as much as the rest): a
+report has one piece per band it reaches, so a band row counts pieces, a total row first ones."""
 
 
 def _register_rules(ctx: Context) -> None:
@@ -108,21 +112,22 @@ def compute(ctx: Context) -> None:
         INDICATOR,
         FACTS,
         [
-            Measure("people", "count(DISTINCT subject)", "count(DISTINCT fact_id)"),
-            Measure("days_paid", "sum(days)", "count(DISTINCT fact_id)"),
-            Measure("share_percent", "max(share_percent)", "count(DISTINCT fact_id)", _BAND_ROWS),
+            Measure("people", "count(DISTINCT subject)", _REPORTS),
+            Measure("days_paid", "sum(days)", _REPORTS),
+            Measure("share_percent", "max(share_percent)", _REPORTS, _BAND_ROWS),
             Measure(
                 "billable_days",
                 "coalesce(sum(days) FILTER (WHERE share_percent > 0), 0)",
-                "count(DISTINCT fact_id)",
+                _REPORTS,
             ),
-            Measure("weighted_days", "sum(weighted_days)", "count(DISTINCT fact_id)"),
+            Measure("weighted_days", "sum(weighted_days)", _REPORTS),
             Measure(
                 "euro_estimate",
                 "CASE WHEN count(euros) = count(*) THEN round(sum(euros), 2) END",
-                "count(DISTINCT fact_id)",
+                _REPORTS,
             ),
         ],
+        breakdowns=((), ("benefit",), ("band",), ("benefit", "band")),
     )
 
 

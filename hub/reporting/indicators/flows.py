@@ -12,7 +12,7 @@ STARTED = """
 SELECT started_on AS day, municipality_code, employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        'started' AS flow, NULL::BIGINT AS length_days,
-       ['', 'group=' || status] AS breakdowns
+       status AS bd_group, NULL::VARCHAR AS bd_reason, NULL::VARCHAR AS bd_form
 FROM ind_spell
 """
 
@@ -25,7 +25,7 @@ SELECT e.ended_on AS day, e.municipality_code, e.employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        'ended' AS flow,
        CASE WHEN s.started_on <= e.ended_on THEN e.ended_on - s.started_on + 1 END AS length_days,
-       ['', 'reason=' || e.reason] AS breakdowns
+       NULL::VARCHAR AS bd_group, e.reason AS bd_reason, NULL::VARCHAR AS bd_form
 FROM ending e LEFT JOIN ind_spell s USING (correlation_id)
 """
 
@@ -33,15 +33,14 @@ JOB_STARTS = """
 SELECT started_on AS day, municipality_code, employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        'job_start' AS flow, NULL::BIGINT AS length_days,
-       ['', 'form=' || employment_form] AS breakdowns
+       NULL::VARCHAR AS bd_group, NULL::VARCHAR AS bd_reason, employment_form AS bd_form
 FROM live_job_starts
 """
 
 LONG_TERM = """
 SELECT day, municipality_code, employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
-       CAST(started_on + INTERVAL 12 MONTH AS DATE) <= day AS long_term,
-       [''] AS breakdowns
+       CAST(started_on + INTERVAL 12 MONTH AS DATE) <= day AS long_term
 FROM ind_population WHERE state = 'unemployed'
 """
 
@@ -98,6 +97,7 @@ def compute(ctx: Context) -> None:
                 _OWN.format("form"),
             ),
         ],
+        breakdowns=((), ("group",), ("reason",), ("form",)),
     )
     ctx.aggregate(
         INDICATOR,

@@ -7,8 +7,8 @@ state), with the columns
   regional centre the municipality belonged to;
 * ``municipality_code``, ``employment_area_code``, ``team_code``, ``expert_id`` (VARCHAR, the
   last two NULL where the fact has no case worker);
-* ``breakdowns`` (VARCHAR[]): the breakdowns the fact counts in, ``''`` (the total) first, e.g.
-  ``['', 'channel=PHONE']``; a NULL element is dropped;
+* ``bd_<key>`` (VARCHAR) for each breakdown key of the call (``bd_channel`` for
+  ``channel=PHONE``);
 * whatever its measures read.
 
 :meth:`Context.aggregate` places the facts in the periods, joins the dated levels and computes
@@ -274,21 +274,46 @@ class Context:
         facts_sql: str,
         measures: Sequence[Measure],
         *,
+        breakdowns: Sequence[tuple[str, ...]] = ((),),
         point_in_time: bool = False,
     ) -> None:
         """Insert the measures of ``facts_sql`` at the indicator's levels into the output.
 
         A flow fact counts in every period that contains its ``day``; a state row
-        (``point_in_time``) only in the periods whose evaluation day it is.
+        (``point_in_time``) only in the periods whose evaluation day it is. ``breakdowns``
+        lists the key combinations to break down by, ``()`` being the total: key ``channel``
+        reads the facts' column ``bd_channel`` and gives ``channel=PHONE``; several keys join
+        with ``;`` in the order they first appear in ``breakdowns``. A fact whose key value is
+        NULL does not count in that breakdown (it still counts in the total). Every
+        (level, breakdown) pair is one grouping set: no fact row is copied.
         """
         placed_on = (
             "f.day = p.eval_day" if point_in_time else "f.day BETWEEN p.start_day AND p.end_day"
         )
         columns = [_LEVEL_COLUMNS[level] for level in indicator.levels]
-        sets = ", ".join(f"(period, breakdown, {column})" for column in columns)
+        keys = list(dict.fromkeys(key for combination in breakdowns for key in combination))
+        sets = ", ".join(
+            "(" + ", ".join(["period", column, *(f"bd_{key}" for key in combination)]) + ")"
+            for column in columns
+            for combination in breakdowns
+        )
         level_case = " ".join(
             f"WHEN grouping({_LEVEL_COLUMNS[level]}) = 0 THEN '{level}'"
             for level in indicator.levels
+        )
+        breakdown = (
+            "coalesce(concat_ws(';', "
+            + ", ".join(
+                f"CASE WHEN grouping(bd_{key}) = 0 THEN '{key}=' || bd_{key} END" for key in keys
+            )
+            + "), '')"
+            if keys
+            else "''"
+        )
+        missing = (
+            " OR ".join(f"(grouping(bd_{key}) = 0 AND bd_{key} IS NULL)" for key in keys)
+            if keys
+            else "FALSE"
         )
         aggregates = ",\n".join(
             f"{m.value} AS m{i}_value, {m.n} AS m{i}_n" for i, m in enumerate(measures)
@@ -296,7 +321,7 @@ class Context:
         unpivot = "\nUNION ALL\n".join(
             f"SELECT '{indicator.name}', '{m.name}', level, code, period, breakdown, "
             f"CAST(m{i}_value AS DOUBLE), CAST(m{i}_n AS BIGINT), '{self.as_of_label}' "
-            f"FROM grouped WHERE code IS NOT NULL AND ({m.where})"
+            f"FROM grouped WHERE code IS NOT NULL AND NOT missing_key AND ({m.where})"
             for i, m in enumerate(measures)
         )
         self.cur.execute(
@@ -317,16 +342,14 @@ class Context:
                   ON lv.municipality_code = f.municipality_code
                  AND f.day BETWEEN lv.valid_from AND lv.valid_to
             ),
-            spread AS (
-                SELECT * FROM (SELECT *, unnest(breakdowns) AS breakdown FROM placed)
-                WHERE breakdown IS NOT NULL
-            ),
-            grouped AS (
-                SELECT period, breakdown,
+            grouped AS MATERIALIZED (
+                SELECT period,
+                       {breakdown} AS breakdown,
+                       {missing} AS missing_key,
                        CASE {level_case} END AS level,
                        coalesce({", ".join(columns)}) AS code,
                        {aggregates}
-                FROM spread
+                FROM placed
                 GROUP BY GROUPING SETS ({sets})
             )
             {unpivot}
@@ -347,8 +370,3 @@ def _sql_type(arrow_type: pa.DataType) -> str:
     if arrow_type == pa.int64():
         return "BIGINT"
     return "VARCHAR"
-
-
-def text_list(*items: str) -> str:
-    """A SQL list literal of breakdown expressions: ``['', 'channel=' || channel]``."""
-    return "[" + ", ".join(items) + "]"

@@ -16,8 +16,7 @@ WITH meeting AS (
     FROM live_conversations
 )
 SELECT held_on AS day, municipality_code, employment_area_code, team_code, expert_id,
-       ['', 'type=' || meeting_type, 'channel=' || channel,
-        'type=' || meeting_type || ';channel=' || channel] AS breakdowns
+       meeting_type AS bd_type, channel AS bd_channel
 FROM meeting
 """
 
@@ -27,7 +26,12 @@ def compute(ctx: Context) -> None:
     conversations (their ``conversation_type``) held in the period, by ``held_on``; breakdowns
     by ``type=``, ``channel=`` and both. Every recorded meeting counts (a second initial
     interview of a spell too, unlike the access time)."""
-    ctx.aggregate(INDICATOR, FACTS, [Measure("meetings", "count(*)", "count(*)")])
+    ctx.aggregate(
+        INDICATOR,
+        FACTS,
+        [Measure("meetings", "count(*)", "count(*)")],
+        breakdowns=((), ("type",), ("channel",), ("type", "channel")),
+    )
 
 
 INDICATOR = Indicator(

@@ -26,7 +26,7 @@ SELECT CAST(timezone('Europe/Helsinki', o.occurred_at AT TIME ZONE 'UTC') AS DAT
        CASE WHEN h.offer_id IS NOT NULL
             THEN area_of.employment_area_code IS DISTINCT FROM o.employment_area_code
        END AS outside_area,
-       ['', 'binding=' || CASE WHEN o.binding THEN 'true' ELSE 'false' END] AS breakdowns
+       CASE WHEN o.binding THEN 'true' ELSE 'false' END AS bd_binding
 FROM offer o
 LEFT JOIN hired h ON h.offer_id = o.offer_id
 LEFT JOIN job_start j ON j.offer_id = o.offer_id
@@ -64,6 +64,7 @@ def compute(ctx: Context) -> None:
                 "placements_outside_area", "count_if(outside_area)", "count_if(led_to_employment)"
             ),
         ],
+        breakdowns=((), ("binding",)),
     )
 
 

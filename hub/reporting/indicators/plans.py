@@ -8,7 +8,7 @@ from hub.reporting.levels import LEVELS, PERSON_LEVELS
 PLANS = """
 SELECT agreed_on AS day, municipality_code, employment_area_code, team_code, expert_id,
        agreed_in_initial_interview,
-       ['', 'type=' || plan_type] AS breakdowns
+       plan_type AS bd_type
 FROM live_plans
 """
 
@@ -23,7 +23,7 @@ SELECT a.day, a.municipality_code, a.employment_area_code,
            WHERE p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
              AND (p.valid_until IS NULL OR p.valid_until >= a.day)
        ) AS has_plan,
-       ['', 'group=' || a.status] AS breakdowns
+       a.status AS bd_group
 FROM active a LEFT JOIN ind_calendar c ON c.day = a.started_on
 """
 
@@ -39,8 +39,7 @@ in_force AS (
         PARTITION BY a.day, a.correlation_id ORDER BY p.agreed_on DESC, p.event_id DESC) = 1
 )
 SELECT day, municipality_code, employment_area_code, team_code, expert_id, per_month,
-       ['', 'group=' || status, 'level=' || per_month,
-        'group=' || status || ';level=' || per_month] AS breakdowns
+       status AS bd_group, CAST(per_month AS VARCHAR) AS bd_level
 FROM in_force
 """
 
@@ -59,6 +58,7 @@ def compute_plans(ctx: Context) -> None:
                 "count(*)",
             ),
         ],
+        breakdowns=((), ("type",)),
     )
 
 
@@ -90,6 +90,7 @@ def compute_plan_debt(ctx: Context) -> None:
             Measure("without_plan", "count_if(due AND NOT has_plan)", "count_if(due)"),
             Measure("active_jobseekers", "count(*)", "count(*)"),
         ],
+        breakdowns=((), ("group",)),
         point_in_time=True,
     )
 
@@ -107,6 +108,7 @@ def compute_obligation(ctx: Context) -> None:
             Measure("jobseekers", "count(*)", "count(*)"),
             Measure("mean_per_month", "avg(per_month)", "count(per_month)"),
         ],
+        breakdowns=((), ("group",), ("level",), ("group", "level")),
         point_in_time=True,
     )
 

@@ -16,7 +16,7 @@ WITH statement AS (
 SELECT s.issued_on AS day, s.municipality_code, s.employment_area_code,
        s.team_code, s.expert_id,
        greatest(s.issued_on - r.requested_on, 0) AS days,
-       ['', 'payer=' || s.payer_kind] AS breakdowns
+       s.payer_kind AS bd_payer
 FROM statement s JOIN request r USING (request_id)
 """
 
@@ -35,6 +35,7 @@ def compute(ctx: Context) -> None:
             Measure("statements", "count(*)", "count(*)"),
             Measure("median_days", "median(days)", "count(days)"),
         ],
+        breakdowns=((), ("payer",)),
     )
 
 
