@@ -19,7 +19,7 @@ array (UUID → canonical text, datetime → naive UTC, enum → symbol), never 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from io import BytesIO
@@ -228,7 +228,7 @@ def _text(value: Any) -> Any:
     return str(value)  # UUID: canonical lower-case hex with dashes
 
 
-def arrow_column(values: list[Any], sql_type: str) -> pa.Array:
+def arrow_column(values: Sequence[Any], sql_type: str) -> pa.Array:
     """One column as Arrow, from either record shape (logical objects or raw Avro values)."""
     if sql_type == "VARCHAR":
         try:  # str and StrEnum symbols convert as they are
@@ -286,7 +286,7 @@ class FactBatch:
                 continue
             columns = list(zip(*rows, strict=True))
             arrays = [
-                arrow_column(list(values), column.sql_type)
+                arrow_column(values, column.sql_type)
                 for column, values in zip(table.all_columns, columns, strict=True)
             ]
             names = [column.name for column in table.all_columns]

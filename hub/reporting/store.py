@@ -15,7 +15,9 @@ the missing version completes it, so the result does not depend on load order.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +42,23 @@ BATCH_ROWS = 100_000
 enough that a batch's rows stay well inside memory."""
 _MAX_CHAIN = 64
 """Rounds of fact-id resolution; each round at least doubles the chain length resolved."""
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while a load runs (back on after, as it was).
+
+    A load holds a batch of row tuples (100,000 records): every collection the allocations
+    trigger walks all of them again, which measured costs more than the decoding (see
+    ``bench/replay.py``); decoded records make no reference cycles, so nothing waits for it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class ReportingStore:
@@ -107,14 +126,15 @@ class ReportingStore:
         decodes into the derived schema); either record shape, logical or raw Avro values."""
         added = 0
         iterator = iter(records)
-        while True:
-            chunk = list(islice(iterator, BATCH_ROWS))
-            if not chunk:
-                break
-            batch = FactBatch()
-            for type_name, record in chunk:
-                batch.add(type_name, record)
-            added += self.load_batch(batch)
+        with paused_gc():
+            while True:
+                chunk = list(islice(iterator, BATCH_ROWS))
+                if not chunk:
+                    break
+                batch = FactBatch()
+                for type_name, record in chunk:
+                    batch.add(type_name, record)
+                added += self.load_batch(batch)
         return added
 
     def load_batch(self, batch: FactBatch) -> int:
@@ -200,4 +220,4 @@ class ReportingStore:
         self.close()
 
 
-__all__ = ["BATCH_ROWS", "ReportingStore"]
+__all__ = ["BATCH_ROWS", "ReportingStore", "paused_gc"]
