@@ -51,6 +51,7 @@ from hub.events.customer_path import (
     StatementRequestedPayload,
 )
 from hub.reporting.indicators import INDICATORS, OUTPUT_SCHEMA, Period, compute_indicators
+from hub.reporting.levels import LEVELS, municipality_levels
 from hub.reporting.store import ReportingStore
 
 IDENTITY_CODE = "131052-308T"
@@ -478,6 +479,27 @@ def test_a_municipality_changes_regional_centre_on_1_january_2026() -> None:
     jan = figures(table, "initial_interview_access", "interviews", "regional_centre", "03")
     dec = figures(table, "initial_interview_access", "interviews", "regional_centre", "04")
     assert (dec[("2025-12", "")], jan[("2026-01", "")]) == ((1.0, 1), (2.0, 2))
+
+
+def test_the_level_dimension_has_two_dated_rows_per_municipality() -> None:
+    rows = {(r.municipality_code, r.valid_to.year): r for r in municipality_levels()}
+    assert len(rows) == 2 * 308
+    ely, evk = rows[("016", 2025)], rows[("016", 9999)]
+    assert (ely.valid_to, ely.regional_centre_code) == (date(2025, 12, 31), "04")
+    assert (evk.valid_from, evk.regional_centre_code) == (date(2026, 1, 1), "03")
+    assert (ely.region_code, ely.employment_area_code) == ("07", "31")
+    # Åland (Maarianhamina 478): no ELY centre, no employment area (outside the TE services).
+    assert rows[("478", 2025)].regional_centre_code is None
+    assert rows[("478", 9999)].employment_area_code is None
+    assert LEVELS == (
+        "country",
+        "regional_centre",
+        "region",
+        "employment_area",
+        "municipality",
+        "team",
+        "expert",
+    )
 
 
 # --- long-term unemployment: exactly 12 months ------------------------------------------------
