@@ -7,6 +7,9 @@ tests/test_archive_on_kafka.py); what a reader must see is computed by hand in e
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -185,3 +188,37 @@ def test_a_second_archiver_on_the_same_folder_is_refused(tmp_path: Path) -> None
     finally:
         first.release()
     _Lock(tmp_path / TOPIC).release()
+
+
+def _avro_tools_jar() -> Path | None:
+    configured = os.environ.get("HUB_AVRO_TOOLS_JAR")
+    if configured:
+        return Path(configured)
+    found = sorted(Path.home().glob(".m2/repository/org/apache/avro/avro-tools/*/avro-tools-*.jar"))
+    return found[-1] if found else None
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None or _avro_tools_jar() is None,
+    reason="needs java and Apache avro-tools (mvn dependency:get "
+    "-Dartifact=org.apache.avro:avro-tools:1.12.0 -Dtransitive=false, or HUB_AVRO_TOOLS_JAR)",
+)
+def test_the_java_avro_library_reads_a_zstandard_file(tmp_path: Path) -> None:
+    """avro-tools is the Java Avro library that Spark and Trino read Avro with; zstandard is
+    the codec at risk (deflate is in every Avro implementation), and its blocks are what the
+    ``zstandard`` package wrote for fastavro here."""
+    paths = list(simulate(SimulationConfig(jobseekers=4, seed=2), Pseudonymizer(SIMULATION_SECRET)))
+    events = list(in_time_order(paths))
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [_record(0, i, moment, e) for i, e in enumerate(events)]
+    records.append(_record(0, len(events), moment))  # a poison record, kept raw
+    path = _write(tmp_path, 0, moment.date(), records, codec="zstandard")
+    jar = str(_avro_tools_jar())
+    out = subprocess.run(
+        ["java", "-jar", jar, "tojson", str(path)], capture_output=True, check=True, timeout=120
+    ).stdout.decode()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["offset"] for r in rows] == list(range(len(events) + 1))
+    ids = [next(iter(r["event"].values()))["envelope"]["event_id"] for r in rows[:-1]]
+    assert ids == [str(e.envelope.event_id) for e in events]
+    assert rows[-1]["raw"] == {"bytes": f"raw 0/{len(events)}"}
