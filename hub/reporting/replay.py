@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hub.kafka.clients import make_consumer
 from hub.kafka.topics import partition_ids
 from hub.logging import get_logger
-from hub.reporting.facts import FactBatch
+from hub.reporting.facts import DecodeMode, FactBatch
 from hub.reporting.store import BATCH_ROWS, ReportingStore, paused_gc
 from hub.serde import EventSerializer, SerdeError, build_serializer
 from hub.settings import HubSettings
@@ -107,10 +107,16 @@ class ReplayStats:
 class _Loader:
     """Decodes values, collects projected rows and loads them into the store in batches."""
 
-    def __init__(self, store: ReportingStore, serializer: EventSerializer, stats: ReplayStats):
+    def __init__(
+        self,
+        store: ReportingStore,
+        serializer: EventSerializer,
+        stats: ReplayStats,
+        mode: DecodeMode = "project",
+    ) -> None:
         self.store = store
         self.projection = store.projection
-        self.fast = self.projection.decoder()
+        self.fast = self.projection.decoder(mode)
         self.serializer = serializer
         self.stats = stats
         self.batch = FactBatch()
@@ -323,10 +329,12 @@ def replay_values(
     *,
     serializer: EventSerializer | None = None,
     source: str = "values",
+    mode: DecodeMode = "project",
 ) -> ReplayStats:
-    """Replay ``(partition, offset, Kafka value)`` triples held in memory (benchmarks)."""
+    """Replay ``(partition, offset, Kafka value)`` triples held in memory (benchmarks);
+    ``mode``: see :meth:`ReportingProjection.decoder`."""
     stats = ReplayStats(source=source)
-    loader = _Loader(store, serializer or build_serializer(HubSettings()), stats)
+    loader = _Loader(store, serializer or build_serializer(HubSettings()), stats, mode)
     began = time.monotonic()
     with paused_gc():
         for partition, offset, value in values:
