@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,20 @@ import pytest
 from aiokafka import TopicPartition
 
 from connectors.batch.cli import import_settings
+from connectors.simulator import SimulationConfig, simulate
+from connectors.simulator.api_requests import registration_request
+from hub.events.customer_path import JobseekerRegistered
+from hub.identity import Pseudonymizer
 from hub.kafka.clients import make_consumer
 from hub.kafka.topics import ensure_topics, partition_ids
 from hub.settings import HubSettings
 from hub.sink.kafka import open_kafka_sink, writer_settings
 from tests.conftest import event_ids_in_log
-from tests.test_ingest_on_kafka import Api, _clients_file, _post, _requests
+from tests.test_ingest_on_kafka import SECRET, Api, _clients_file, _post, _requests
 from tests.test_kafka_sink import _events, _submission
 
 pytestmark = pytest.mark.kafka
+EXIT_WAIT_S = 10.0  # how long teardown waits for a replica to exit, per signal
 
 
 class Replica(Api):
@@ -45,8 +51,15 @@ class Replica(Api):
             }
         )
 
+    async def start(self) -> None:
+        try:
+            async with asyncio.timeout(60):
+                await super().start()
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} did not answer /health within 60 s") from None
+
     async def wait_ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url) as http:
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:
             for _ in range(300):
                 if (await http.get("/ready")).status_code == 200:
                     return
@@ -56,6 +69,41 @@ class Replica(Api):
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
         os.kill(self.process.pid, sig)
+
+    async def kill(self) -> None:
+        """kill -9 (a SIGSTOPped process dies of it too) and reap it, within seconds."""
+        assert self.process is not None
+        with suppress(ProcessLookupError):
+            self.process.kill()
+        await self._reaped("SIGKILL")
+
+    async def stop(self) -> None:
+        """Teardown whatever state the replica is in: woken (it may be SIGSTOPped, and a stopped
+        process never acts on SIGTERM), asked to exit, then SIGKILLed; never waited on without
+        end, so a failed test cannot leave a replica behind or hang the next one."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), EXIT_WAIT_S)
+        except TimeoutError:
+            with suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+            await self._reaped("SIGKILL")
+
+    async def _reaped(self, after: str) -> None:
+        assert self.process is not None
+        try:
+            await asyncio.wait_for(self.process.wait(), EXIT_WAIT_S)
+        except TimeoutError:
+            pid = self.process.pid
+            raise AssertionError(
+                f"{self.name} (pid {pid}) did not exit {EXIT_WAIT_S} s after {after}"
+            ) from None
 
 
 @asynccontextmanager
@@ -80,15 +128,33 @@ async def _open_transactions(settings: HubSettings) -> int:
     partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
     committed = make_consumer(settings, group_id=None)
     everything = make_consumer(settings, group_id=None, isolation_level="read_uncommitted")
-    await committed.start()
-    await everything.start()
-    try:
-        stable = await committed.end_offsets(partitions)
-        high = await everything.end_offsets(partitions)
-    finally:
-        await committed.stop()
-        await everything.stop()
+    async with asyncio.timeout(30):
+        await committed.start()
+        await everything.start()
+        try:
+            stable = await committed.end_offsets(partitions)
+            high = await everything.end_offsets(partitions)
+        finally:
+            await committed.stop()
+            await everything.stop()
     return sum(stable[tp] < high[tp] for tp in partitions)
+
+
+def _request_stream() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Registrations without end for a test's purposes (a million people, each made only when
+    taken), each with an Idempotency-Key of its own."""
+    people = simulate(SimulationConfig(jobseekers=1_000_000, seed=31), Pseudonymizer(SECRET))
+    for path in people:
+        if isinstance(path[0], JobseekerRegistered):
+            yield str(uuid.uuid4()), registration_request(path[0])
+
+
+async def _until(condition: Callable[[], bool], seconds: float, failure: Callable[[], str]) -> None:
+    """Wait for ``condition``; fail with ``failure()`` if it is still false after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, failure()
+        await asyncio.sleep(0.05)
 
 
 async def test_a_retry_on_the_other_replica_is_a_duplicate(
@@ -127,20 +193,27 @@ async def test_a_restarted_replica_fences_its_dead_predecessor(
     """kill -9 a replica inside a transaction; the same id started again aborts it at once."""
     settings = hub_settings.model_copy(update={"ingest_write_timeout_s": 4.0})
     await ensure_topics(settings)
-    requests = _requests(400)
+    stream = _request_stream()  # no fixed count: A is never out of work before it is caught
+    taken: list[str] = []  # the key of every request a client took from the stream
     accepted: dict[str, str] = {}
+    flowing = asyncio.Event()  # set: clients take new requests from the stream
+    flowing.set()
     calm = asyncio.Event()  # cleared: a client that got no answer waits before it retries
     calm.set()
+    clients = asyncio.Semaphore(16)  # requests in flight; a waiting client gives its place up
+    clock = asyncio.get_running_loop().time
     async with (
         replicas(settings, tmp_path, "te-hub-ingest-0", "te-hub-ingest-1") as (a, b),
         httpx.AsyncClient(base_url=a.url) as to_a,
         httpx.AsyncClient(base_url=b.url) as to_b,
+        asyncio.TaskGroup() as load,  # on any failure its tasks are cancelled, not left running
     ):
-        semaphore = asyncio.Semaphore(16)
+        sends: set[asyncio.Task[None]] = set()
 
         async def send(key: str, body: dict[str, Any]) -> None:
             """To A; when it gives no answer (or 503), retry on B, then A again, and so on."""
-            async with semaphore:
+            in_flight = True
+            try:
                 for attempt in range(200):
                     response = await _post((to_a, to_b)[attempt % 2], key, body)
                     if response is not None and response.status_code == 202:
@@ -150,14 +223,34 @@ async def test_a_restarted_replica_fences_its_dead_predecessor(
                         )
                         return
                     assert response is None or response.status_code == 503, response.text
+                    if in_flight:  # the stream goes on while this one waits
+                        in_flight = False
+                        clients.release()
                     await calm.wait()
                     await asyncio.sleep(0.2)
-            raise AssertionError("never accepted")
+            finally:
+                if in_flight:
+                    clients.release()
+            raise AssertionError(f"request {key} never accepted in 200 attempts")
 
-        load = asyncio.gather(*(send(k, body) for k, body in requests))
-        calm.clear()
+        async def feed() -> None:
+            """The request stream: a new request whenever a client is free, while flowing."""
+            while True:
+                await flowing.wait()
+                await clients.acquire()
+                key, body = next(stream)
+                taken.append(key)
+                sends.add(load.create_task(send(key, body)))
+
+        calm.clear()  # until A is dead and back, only A writes: an open transaction is A's
+        feeder = load.create_task(feed())
         # Freeze A until it is caught with a transaction open, then kill it there.
+        deadline = clock() + 45
         while True:
+            assert clock() < deadline, (
+                f"A was not caught with a transaction open within 45 s "
+                f"({len(accepted)} of {len(taken)} requests accepted meanwhile)"
+            )
             await asyncio.sleep(0.05)
             a.signal(signal.SIGSTOP)
             # Open twice, 0.3 s apart: a commit that A had sent just before it froze is
@@ -167,14 +260,30 @@ async def test_a_restarted_replica_fences_its_dead_predecessor(
                 if await _open_transactions(settings):
                     break
             a.signal(signal.SIGCONT)
+        flowing.clear()  # no new requests while A is down: they would only pile up waiting
         await a.kill()
-        assert await _open_transactions(settings)  # its transaction outlives it
+        assert await _open_transactions(settings), "its transaction should outlive it"
 
         await a.start()  # the same transactional id: its producer fences the dead one
-        assert await _open_transactions(settings) == 0  # aborted now, not at a timeout
+        assert await _open_transactions(settings) == 0, "not aborted at the restart (fencing)"
         calm.set()
-        await load
-    assert len(accepted) == len(requests)
+        flowing.set()  # the restarted A takes new writes under the same id
+        before = len(accepted)
+        await _until(
+            lambda: len(accepted) >= before + 100,
+            45,
+            lambda: f"only {len(accepted) - before} requests accepted in 45 s after the restart",
+        )
+        feeder.cancel()  # the stream stops; every request taken is seen through to an answer
+        await _until(
+            lambda: all(task.done() for task in sends),
+            60,
+            lambda: (
+                f"{sum(not task.done() for task in sends)} requests still unanswered 60 s "
+                f"after the stream stopped ({len(accepted)} of {len(taken)} accepted)"
+            ),
+        )
+    assert len(accepted) == len(taken)
     in_log = await event_ids_in_log(settings)
     assert set(map(str, in_log)) == set(accepted.values())
     assert set(in_log.values()) == {1}
