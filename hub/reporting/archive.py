@@ -67,6 +67,7 @@ from typing import IO, Any
 
 import zstandard
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 from fastavro import parse_schema
 from fastavro import reader as avro_reader
@@ -79,6 +80,7 @@ from hub.serde import EventSerializer, SchemaCatalog, SerdeError, build_serializ
 from hub.serde import default_catalog as default_schema_catalog
 from hub.serde.fingerprint import canonical_form
 from hub.serde.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+from hub.serde.registry import SchemaNotFound, SchemaRegistryError
 from hub.settings import HubSettings
 
 log = get_logger(__name__)
@@ -664,7 +666,11 @@ class Archiver:
         last_count, last_time = 0, time.monotonic()
         poll_ms = int(max(50, min(1000, self.policy.idle_s * 1000 / 2)))
         while not stop.is_set() and (behind or not once):
-            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            try:
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            except OffsetOutOfRangeError as error:
+                await self._out_of_range(consumer, error)
+                continue
             for tp, records in batches.items():
                 for record in records:
                     await self._append(consumer, tp, record)
@@ -684,6 +690,27 @@ class Archiver:
                 )
                 last_count, last_time = self.stats.records, now
                 next_progress = now + self.progress_every_s
+
+    async def _out_of_range(self, consumer: AIOKafkaConsumer, error: OffsetOutOfRangeError) -> None:
+        """Retention deleted records before they were archived: say which, go on from the log
+        start. A position past the end (the topic deleted and made anew) is refused: the folder
+        holds another topic's history."""
+        positions: dict[TopicPartition, int] = error.args[0] if error.args else {}
+        beginnings = await consumer.beginning_offsets(list(positions))
+        for tp, offset in positions.items():
+            if offset >= beginnings[tp]:
+                raise ArchiveError(
+                    f"{tp.topic}[{tp.partition}] has no offset {offset}, which the archive "
+                    f"under {self.root} continues from: was the topic re-created? Archive it "
+                    "into another HUB_ARCHIVE_DIR"
+                ) from error
+            log.warning(
+                "archive.records_lost_to_retention",
+                partition=tp.partition,
+                first_missing=offset,
+                log_start=beginnings[tp],
+            )
+            consumer.seek(tp, beginnings[tp])
 
     async def _append(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: ConsumerRecord[Any, Any]
@@ -740,6 +767,8 @@ class Archiver:
             decoded = await self.serializer.adecode(value)
             short = self.short_names[decoded.type_name]
         except (SerdeError, KeyError) as exc:
+            if _transient(exc):
+                raise  # a registry that does not answer now: retried by a restart, not raw
             out["raw"] = value
             out["error"] = f"{type(exc).__name__}: {exc}"[:1000]
             if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= SINGLE_OBJECT_HEADER_SIZE:
@@ -797,6 +826,15 @@ class Archiver:
                     ahead[tp] = position
             if ahead:
                 await self._commit(consumer, ahead)
+
+
+def _transient(exc: Exception) -> bool:
+    """A registry that could not be reached or failed (5xx), not one that lacks the id."""
+    return (
+        isinstance(exc, SchemaRegistryError)
+        and not isinstance(exc, SchemaNotFound)
+        and (exc.status_code is None or exc.status_code >= 500)
+    )
 
 
 async def run_archive(
