@@ -259,3 +259,25 @@ def test_a_replay_from_the_archive_equals_the_replay_from_kafka(log: Log, tmp_pa
         assert archive_stats.records == kafka_stats.records
         assert archive_stats.undecodable == kafka_stats.undecodable == 1
         assert archive_stats.first_undecodable[0].startswith(f"{log.poison[0]}:{log.poison[1]} ")
+    path = tmp_path / "from-archive.duckdb"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub",
+            "replay",
+            "--from-archive",
+            str(archive),
+            "--store",
+            str(path),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 undecodable" in done.stdout
+    with ReportingStore(path, read_only=True) as store:
+        assert _counts(store) == _expected(log.run_a + log.run_b + log.again)

@@ -298,12 +298,16 @@ def replay_archive(
 ) -> ReplayStats:
     """Replay the archive of ``topic`` under ``root`` into ``store`` (records before ``until``
     as the archive reader defines it)."""
-    from hub.reporting.archive import iter_archive
+    from hub.reporting.archive import iter_archive, list_archive
 
     progress = progress or _Silent()
     stats = ReplayStats(source=f"archive {root} ({topic})")
     loader = _Loader(store, serializer or build_serializer(settings or HubSettings()), stats)
-    progress.start(None)
+    last_day = as_utc(until).date() if until is not None else None
+    # The total from the files' headers (a file of until's day counts whole: an upper bound).
+    progress.start(
+        sum(f.records for f in list_archive(root, topic) if last_day is None or f.day <= last_day)
+    )
     began = time.monotonic()
     try:
         with paused_gc():
