@@ -149,7 +149,8 @@ def _trend(plan: ChartPlan, rows: pa.Table, meta: ReportMeta) -> Chart | None:
         return None
     axis = alt.Axis(labelAngle=0)
     base = alt.Chart(_data(values)).encode(
-        x=alt.X("period:O", title=None, sort=list(meta.periods), axis=axis),
+        # Every period of the trend on the axis: a month with no value is a visible gap.
+        x=alt.X("period:O", title=None, scale=alt.Scale(domain=list(meta.periods)), axis=axis),
         y=alt.Y("value:Q", title=plan.unit or None),
         tooltip=[
             alt.Tooltip("period:O", title="period"),
