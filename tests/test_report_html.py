@@ -238,3 +238,43 @@ def test_personal_data_shaped_codes_reach_no_file(tmp_path: Path) -> None:
     assert "[REDACTED:e-mail]" in first
     assert "[REDACTED:phone]" in first
     assert "provider=[REDACTED:identity-code]" in first
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="no Chromium installed (tests/run.sh installs Debian's chromium)"
+)
+def test_a_report_of_the_simulated_population_renders_every_chart(tmp_path: Path) -> None:
+    """The real indicators of 400 simulated people: every trend draws one point per month
+    whose country value the Parquet file holds (NULLs draw none)."""
+    from connectors.simulator import SimulationConfig, simulate
+    from hub.identity import Pseudonymizer
+    from hub.reporting.indicators import INDICATORS, Period, compute_indicators
+    from hub.reporting.store import ReportingStore
+
+    people = simulate(SimulationConfig(jobseekers=400, seed=5), Pseudonymizer("x" * 32))
+    months = ("2025-11", "2025-12", "2026-01")
+    with ReportingStore(":memory:") as store:
+        store.load_events(event for path in people for event in path)
+        table = compute_indicators(store.con, [Period.parse(m) for m in months])
+    meta = ReportMeta("2026-01", months, "now", INDICATORS)
+    files = write_report(table, tmp_path / "report", meta)
+
+    dom = _run([*_browser(tmp_path / "profile"), "--dump-dom", files.html.as_uri()])
+    parsed = _Marks()
+    parsed.feed(dom.stdout)
+    assert parsed.body.get("data-errors") == "", parsed.body.get("data-errors")
+    drawn_charts = parsed.body.get("data-charts")
+    assert drawn_charts == parsed.body.get("data-charts-rendered")
+    assert int(drawn_charts or 0) >= 8
+    for plan in CHART_PLAN:
+        if plan.kind != "trend":
+            continue
+        chart_id = f"chart-{plan.kind}-{plan.indicator}-{plan.measure}".replace("_", "-")
+        rows = pq.read_table(files.folder / f"{plan.indicator}.parquet").to_pylist()
+        points = [
+            r
+            for r in rows
+            if (r["measure"], r["level"], r["breakdown"]) == (plan.measure, "country", "")
+            and r["value"] is not None
+        ]
+        assert parsed.marks.get(chart_id, Counter())["symbol"] == len(points), chart_id
