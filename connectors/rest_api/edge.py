@@ -31,6 +31,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _DIGITS = re.compile(r"[0-9]+")
 #: A Content-Length longer than this is beyond any limit (and beyond an int's cheap parse).
 _MAX_LENGTH_DIGITS: Final = 18
+#: Read-only paths under /v1/ (``connectors.rest_api.indicators``): they take no body, so a POST
+#: there is the router's 405, not a media-type or size problem.
+_READ_ONLY_PATHS: Final = frozenset({"/v1/indicators"})
 
 
 # --- the edge: request id, limits, media types, access log, metrics ---------------------------
@@ -142,7 +145,7 @@ class IngestEdge:
             structlog.contextvars.reset_contextvars(**tokens)
 
     def _refuse(self, method: str, path: str, headers: Headers, limit: int) -> ProblemError | None:
-        if method != "POST" or not path.startswith("/v1/"):
+        if method != "POST" or not path.startswith("/v1/") or path in _READ_ONLY_PATHS:
             return None
         length = headers.get("content-length", "")
         # ASCII digits only ("²".isdigit() holds), and no int() of a 5,000-digit header.
