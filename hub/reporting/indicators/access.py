@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import ACTIVE_SPELLS, Context, Indicator, Measure
+from hub.reporting.indicators.frame import (
+    ACTIVE_SPELLS,
+    Context,
+    Indicator,
+    Measure,
+    weighted_count,
+)
 from hub.reporting.levels import LEVELS
 
 FACTS = """
@@ -72,8 +78,15 @@ def compute(ctx: Context) -> None:
     ctx.aggregate(
         INDICATOR,
         WAITING,
-        [Measure("waiting_past_deadline", "count_if(waiting)", "count(*)")],
+        [
+            Measure(
+                "waiting_past_deadline",
+                weighted_count("waiting"),
+                "sum(weight)",
+            )
+        ],
         point_in_time=True,
+        compress=("waiting",),
     )
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.indicators.frame import (
+    Context,
+    Indicator,
+    Measure,
+    weighted_count,
+    weighted_share,
+)
 from hub.reporting.levels import PERSON_LEVELS
 
 FACTS = """
@@ -35,13 +41,22 @@ def compute(ctx: Context) -> None:
         [
             Measure(
                 "activation_rate",
-                "100.0 * count_if(state = 'service') / nullif(count(*), 0)",
-                "count(*)",
+                weighted_share("state = 'service'"),
+                "sum(weight)",
             ),
-            Measure("in_services", "count_if(state = 'service')", "count(*)"),
-            Measure("unemployed", "count_if(state = 'unemployed')", "count(*)"),
+            Measure(
+                "in_services",
+                weighted_count("state = 'service'"),
+                "sum(weight)",
+            ),
+            Measure(
+                "unemployed",
+                weighted_count("state = 'unemployed'"),
+                "sum(weight)",
+            ),
         ],
         point_in_time=True,
+        compress=("state",),
     )
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.indicators.frame import (
+    Context,
+    Indicator,
+    Measure,
+    weighted_count,
+    weighted_share,
+)
 from hub.reporting.levels import PERSON_LEVELS
 
 _OWN = "breakdown = '' OR breakdown LIKE '{}=%'"
@@ -103,14 +109,19 @@ def compute(ctx: Context) -> None:
         INDICATOR,
         LONG_TERM,
         [
-            Measure("long_term_unemployed", "count_if(long_term)", "count(*)"),
+            Measure(
+                "long_term_unemployed",
+                weighted_count("long_term"),
+                "sum(weight)",
+            ),
             Measure(
                 "share_long_term_unemployed",
-                "100.0 * count_if(long_term) / nullif(count(*), 0)",
-                "count(*)",
+                weighted_share("long_term"),
+                "sum(weight)",
             ),
         ],
         point_in_time=True,
+        compress=("long_term",),
     )
 
 

@@ -29,8 +29,9 @@ def compute(ctx: Context) -> None:
     ctx.aggregate(
         INDICATOR,
         FACTS,
-        [Measure("meetings", "count(*)", "count(*)")],
+        [Measure("meetings", "sum(weight)", "sum(weight)")],
         breakdowns=((), ("type",), ("channel",), ("type", "channel")),
+        compress=(),
     )
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import ACTIVE_SPELLS, Context, Indicator, Measure
+from hub.reporting.indicators.frame import (
+    ACTIVE_SPELLS,
+    Context,
+    Indicator,
+    Measure,
+    weighted_count,
+)
 from hub.reporting.levels import LEVELS, PERSON_LEVELS
 
 PLANS = """
@@ -44,6 +50,10 @@ FROM in_force
 """
 
 
+_DUE = weighted_count("due")
+_WITHOUT = weighted_count("due AND NOT has_plan")
+
+
 def compute_plans(ctx: Context) -> None:
     """Plans agreed in the period (by ``agreed_on``), by ``type=`` (plan_type): ``plans`` and
     ``share_in_initial_interview`` (per cent agreed in the initial interview)."""
@@ -51,14 +61,16 @@ def compute_plans(ctx: Context) -> None:
         PLANS_INDICATOR,
         PLANS,
         [
-            Measure("plans", "count(*)", "count(*)"),
+            Measure("plans", "sum(weight)", "sum(weight)"),
             Measure(
                 "share_in_initial_interview",
-                "100.0 * count_if(agreed_in_initial_interview) / nullif(count(*), 0)",
-                "count(*)",
+                "100.0 * coalesce(sum(weight) FILTER (WHERE agreed_in_initial_interview), 0)"
+                " / nullif(sum(weight), 0)",
+                "sum(weight)",
             ),
         ],
         breakdowns=((), ("type",)),
+        compress=("agreed_in_initial_interview",),
     )
 
 
@@ -84,13 +96,14 @@ def compute_plan_debt(ctx: Context) -> None:
         [
             Measure(
                 "share_without_plan",
-                "100.0 * count_if(due AND NOT has_plan) / nullif(count_if(due), 0)",
-                "count_if(due)",
+                f"100.0 * {_WITHOUT} / nullif({_DUE}, 0)",
+                _DUE,
             ),
-            Measure("without_plan", "count_if(due AND NOT has_plan)", "count_if(due)"),
-            Measure("active_jobseekers", "count(*)", "count(*)"),
+            Measure("without_plan", _WITHOUT, _DUE),
+            Measure("active_jobseekers", "sum(weight)", "sum(weight)"),
         ],
         breakdowns=((), ("group",)),
+        compress=("due", "has_plan"),
         point_in_time=True,
     )
 
@@ -105,11 +118,16 @@ def compute_obligation(ctx: Context) -> None:
         OBLIGATION_INDICATOR,
         OBLIGATION,
         [
-            Measure("jobseekers", "count(*)", "count(*)"),
-            Measure("mean_per_month", "avg(per_month)", "count(per_month)"),
+            Measure("jobseekers", "sum(weight)", "sum(weight)"),
+            Measure(
+                "mean_per_month",
+                "sum(per_month * weight) / nullif(sum(weight), 0)",
+                "sum(weight)",
+            ),
         ],
         breakdowns=((), ("group",), ("level",), ("group", "level")),
         point_in_time=True,
+        compress=("per_month",),
     )
 
 
