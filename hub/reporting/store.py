@@ -26,7 +26,7 @@ import duckdb
 
 from hub.logging import get_logger
 from hub.reporting.facts import REPORTING_DESTINATION, FactBatch, ReportingProjection
-from hub.reporting.tables import FACT_TABLES, FactTable, create_table_sql
+from hub.reporting.tables import FACT_TABLES, FactTable
 from hub.routing.routes import RoutesConfig, load_routes
 from hub.settings import HubSettings
 
@@ -42,6 +42,19 @@ BATCH_ROWS = 100_000
 enough that a batch's rows stay well inside memory."""
 _MAX_CHAIN = 64
 """Rounds of fact-id resolution; each round at least doubles the chain length resolved."""
+
+
+def table_sql(table: FactTable) -> str:
+    """``CREATE TABLE`` of a fact table, without an index on the event id.
+
+    Uniqueness by event id is the load's own rule (the anti-join and the in-batch dedupe of
+    :meth:`ReportingStore._insert`, inside the batch's transaction; DuckDB lets one process
+    write a file). A PRIMARY KEY would check it a second time with an ART index that made
+    inserting six times slower (``bench/replay.py``) and that DuckDB holds in memory: at a
+    national year's 25 M events, gigabytes. A store file made with the key still loads.
+    """
+    columns = ",\n  ".join(f"{c.name} {c.sql_type}" for c in table.all_columns)
+    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n  {columns}\n)"
 
 
 @contextmanager
@@ -84,7 +97,7 @@ class ReportingStore:
         self._projection: ReportingProjection | None = None
         if not read_only:
             for table in FACT_TABLES:
-                self.con.execute(create_table_sql(table))
+                self.con.execute(table_sql(table))
 
     @property
     def projection(self) -> ReportingProjection:
@@ -220,4 +233,4 @@ class ReportingStore:
         self.close()
 
 
-__all__ = ["BATCH_ROWS", "ReportingStore", "paused_gc"]
+__all__ = ["BATCH_ROWS", "ReportingStore", "paused_gc", "table_sql"]
