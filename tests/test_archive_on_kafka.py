@@ -35,6 +35,7 @@ from hub.kafka.publisher import encode_event
 from hub.kafka.topics import ensure_topics
 from hub.reporting.archive import (
     RECORD_NAME,
+    ArchiveError,
     Archiver,
     RollPolicy,
     iter_archive,
@@ -420,3 +421,20 @@ async def test_records_lost_to_retention_before_archiving_are_skipped_not_refuse
     expected = [k for k in {**first, **second} if k not in lost]
     items = list(iter_archive(settings.archive_dir, settings.topic_customer_path))
     assert [(a.partition, a.offset) for a in items] == sorted(expected)
+
+
+async def test_an_archive_ahead_of_the_log_is_refused(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The folder holds a longer history than the topic has (a topic deleted and made anew)."""
+    settings = _settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(settings)
+    await _produce(settings, _events(3, seed=4))
+    await Archiver(settings).run(once=True)
+    again = settings.model_copy(
+        update={"topic_customer_path": f"{settings.topic_customer_path}-new"}
+    )
+    await ensure_topics(again)
+    old_dir = settings.archive_dir / settings.topic_customer_path
+    old_dir.rename(again.archive_dir / again.topic_customer_path)
+    with pytest.raises(ArchiveError, match="re-created"):
+        await Archiver(again).run(once=True)
+    assert set((await _committed(again)).values()) == {None}

@@ -630,6 +630,7 @@ class Archiver:
         for p, first, day, path in _named_files(self.root, self.topic):
             newest[p] = (first, day, path)  # sorted by first offset: the last one wins
         beginnings = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             committed = await consumer.committed(tp)
             archived = None
@@ -639,6 +640,12 @@ class Archiver:
             resumes = (committed, None if archived is None else archived + 1)
             candidates = [o for o in resumes if o is not None]
             resume = max(candidates) if candidates else beginnings[tp]
+            if resume > ends[tp]:
+                raise ArchiveError(
+                    f"{tp.topic}[{tp.partition}] ends at offset {ends[tp]}, but the archive "
+                    f"under {self.root} (or the group's commit) continues from {resume}: was "
+                    "the topic re-created? Archive it into another HUB_ARCHIVE_DIR"
+                )
             if resume < beginnings[tp]:
                 log.warning(
                     "archive.records_lost_to_retention",
