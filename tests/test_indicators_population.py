@@ -45,8 +45,10 @@ def _january() -> Scenario:
     p3.job_start(date(2026, 2, 2), offer_id=outside, workplace="049")
     refused = p3.offer(date(2026, 1, 28), binding=True)
     p3.outcome(refused, "REFUSED", date(2026, 1, 29))
-    # P4: part-time employed from 2.1; an integration plan valid only to 20.1.
+    # P4: part-time employed from 2.1; an open-ended plan on 5.1 replaced on 8.1 by an
+    # integration plan valid only to 20.1 (so no valid plan after 20.1).
     p4.register(date(2026, 1, 2), status="PART_TIME_EMPLOYED")
+    p4.plan(date(2026, 1, 5))
     p4.plan(
         date(2026, 1, 8), valid_until=date(2026, 1, 20), per_month=2, plan_type="INTEGRATION_PLAN"
     )
@@ -118,16 +120,17 @@ def test_spells_still_waiting_for_the_initial_interview_past_the_deadline(table:
 
 
 def test_plans_plan_debt_and_obligation(table: pa.Table) -> None:
-    # Plans agreed in January: P1 7.1 and 20.1, P4 8.1 (integration), P7 5.1.
+    # Plans agreed in January: P1 7.1 and 20.1, P4 5.1 and 8.1 (integration), P7 5.1.
     plans = _jan(table, "plans", "plans")
     assert plans == {
-        "": (4.0, 4),
-        "type=EMPLOYMENT_PLAN": (3.0, 3),
+        "": (5.0, 5),
+        "type=EMPLOYMENT_PLAN": (4.0, 4),
         "type=INTEGRATION_PLAN": (1.0, 1),
     }
     # On 31.1: active P1, P2, P3, P4, P7, P9 (P5 ended 14.1, P6 20.1) = 6.
-    # Due (deadline passed): all but P3 (9.2) = 5. Without a valid plan: P2 (none), P4 (expired
-    # 20.1), P9 (none) = 3 → 3 / 5 = 60 %.
+    # Due (deadline passed): all but P3 (9.2) = 5. Without a valid plan: P2 (none), P4 (its
+    # latest plan expired 20.1; the open-ended one of 5.1 was replaced), P9 (none) = 3
+    # → 3 / 5 = 60 %.
     assert _jan(table, "plan_debt", "share_without_plan")[""] == (60.0, 5)
     assert _jan(table, "plan_debt", "without_plan")[""] == (3.0, 5)
     assert _jan(table, "plan_debt", "active_jobseekers")[""] == (6.0, 6)
@@ -136,7 +139,8 @@ def test_plans_plan_debt_and_obligation(table: pa.Table) -> None:
     assert _jan(table, "plan_debt", "share_without_plan")["group=UNEMPLOYED"][0] == pytest.approx(
         100 / 3
     )
-    # Obligation on 31.1: P1 (plan of 20.1: 2 a month), P7 (3) → mean 2.5.
+    # Obligation on 31.1: P1 (plan of 20.1: 2 a month), P7 (3) → mean 2.5; P4's latest plan
+    # has expired, so P4 is not there with the replaced plan's 4.
     obligation = _jan(table, "job_search_obligation", "jobseekers")
     assert obligation == {
         "": (2.0, 2),

@@ -19,34 +19,40 @@ FROM live_plans
 """
 
 
-PLAN_DEBT = f"""
-WITH active AS ({ACTIVE_SPELLS})
-SELECT a.day, a.municipality_code, a.employment_area_code,
-       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
-       (c.interview_deadline IS NULL OR c.interview_deadline < a.day) AS due,
-       EXISTS (
-           SELECT 1 FROM live_plans p
-           WHERE p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
-             AND (p.valid_until IS NULL OR p.valid_until >= a.day)
-       ) AS has_plan,
-       a.status AS bd_group
-FROM active a LEFT JOIN ind_calendar c ON c.day = a.started_on
-"""
-
-OBLIGATION = f"""
+LATEST_PLAN = f"""
 WITH active AS ({ACTIVE_SPELLS}),
-in_force AS (
-    SELECT a.day, a.status, a.municipality_code, a.employment_area_code,
-           p.team_code, p.expert_id, p.job_search_obligation_per_month AS per_month
+latest AS (
+    SELECT a.day, a.correlation_id, p.team_code, p.expert_id, p.valid_until,
+           p.job_search_obligation_per_month AS per_month
     FROM active a JOIN live_plans p
       ON p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
-     AND (p.valid_until IS NULL OR p.valid_until >= a.day)
     QUALIFY row_number() OVER (
         PARTITION BY a.day, a.correlation_id ORDER BY p.agreed_on DESC, p.event_id DESC) = 1
 )
-SELECT day, municipality_code, employment_area_code, team_code, expert_id, per_month,
+SELECT a.*, l.correlation_id IS NOT NULL AND (l.valid_until IS NULL OR l.valid_until >= a.day)
+           AS has_plan,
+       l.team_code AS plan_team_code, l.expert_id AS plan_expert_id, l.per_month
+FROM active a LEFT JOIN latest l USING (day, correlation_id)
+"""
+"""Each active spell on each evaluation day with the plan in force: the latest plan of the
+spell agreed on or before the day (a later plan replaces an earlier one), valid if its
+``valid_until`` is empty or not before the day."""
+
+PLAN_DEBT = f"""
+SELECT a.day, a.municipality_code, a.employment_area_code,
+       NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
+       (c.interview_deadline IS NULL OR c.interview_deadline < a.day) AS due,
+       a.has_plan,
+       a.status AS bd_group
+FROM ({LATEST_PLAN}) a LEFT JOIN ind_calendar c ON c.day = a.started_on
+"""
+
+OBLIGATION = f"""
+SELECT day, municipality_code, employment_area_code,
+       plan_team_code AS team_code, plan_expert_id AS expert_id, per_month,
        status AS bd_group, CAST(per_month AS VARCHAR) AS bd_level
-FROM in_force
+FROM ({LATEST_PLAN})
+WHERE has_plan
 """
 
 
@@ -81,8 +87,9 @@ def compute_plan_debt(ctx: Context) -> None:
     * a plan is *due* once the initial-interview deadline of the spell (the rule in force on
       its start, as :mod:`hub.rules`) has passed, i.e. from the day after the deadline (the law
       has the plan made in the initial interview); a start with no rule in force counts as due;
-    * a plan is *valid* on D when a plan of the same spell (correlation id) was agreed on or
-      before D and its ``valid_until`` is empty or not before D;
+    * the plan in force on D is the latest plan of the spell (correlation id) agreed on or
+      before D (a later plan replaces an earlier one); it is *valid* when its ``valid_until``
+      is empty or not before D (an expired latest plan is no plan, whatever came before it);
     * ``share_without_plan`` = 100 × due without a valid plan / due (``n`` = due);
       ``without_plan`` and ``active_jobseekers`` are the counts; breakdown ``group=`` the
       labour-market status at registration.
@@ -110,8 +117,8 @@ def compute_plan_debt(ctx: Context) -> None:
 
 def compute_obligation(ctx: Context) -> None:
     """On the evaluation day D, the active jobseekers with a valid plan (as in plan debt) and
-    the job-search obligation (applications a month, 0-4) of the plan in force: the latest
-    agreed on or before D. ``jobseekers`` per ``group=`` (labour-market status at
+    the job-search obligation (applications a month, 0-4) of the plan in force (the latest
+    agreed on or before D, valid on D). ``jobseekers`` per ``group=`` (labour-market status at
     registration), ``level=`` (applications a month) and both; ``mean_per_month`` their mean.
     Team and expert: of the plan in force (who agreed it)."""
     ctx.aggregate(
