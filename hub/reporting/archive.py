@@ -53,8 +53,6 @@ import asyncio
 import contextlib
 import copy
 import fcntl
-import importlib
-import importlib.util
 import json
 import os
 import re
@@ -64,11 +62,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
-from io import BytesIO
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
@@ -117,52 +113,6 @@ LOCK_NAME = ".lock"
 
 class ArchiveError(Exception):
     """The archive folder cannot be used (locked by another archiver, a broken file)."""
-
-
-def ensure_zstandard_codec() -> None:
-    """Let fastavro read and write the ``zstandard`` codec with the ``zstandard`` package.
-
-    fastavro 1.13 looks only for ``compression.zstd`` (Python 3.14) or ``backports.zstd`` and
-    otherwise refuses the codec; the hub ships ``zstandard`` (the Apache ``avro`` package uses it
-    too). The blocks are plain zstd frames either way, so files stay readable by every Avro
-    tool. Registered on import of this module; a no-op when fastavro has its own zstd.
-    """
-    if _has_module("compression.zstd") or _has_module("backports.zstd"):
-        return
-    # The Cython modules fastavro uses, and their pure-Python twins (FASTAVRO_USE_CYTHON=0).
-    modules = [importlib.import_module(f"fastavro.{name}") for name in ("_write", "_write_py")]
-    readers = [importlib.import_module(f"fastavro.{name}") for name in ("_read", "_read_py")]
-    for module in modules:
-        module.BLOCK_WRITERS["zstandard"] = _zstd_writer(module.BLOCK_WRITERS["null"])
-    for module in readers:
-        module.BLOCK_READERS["zstandard"] = _zstd_reader(module.BLOCK_READERS["null"])
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # the parent package is missing
-        return False
-
-
-def _zstd_writer(null_write: Any) -> Any:
-    def write_block(fo: Any, block_bytes: bytes, compression_level: int | None) -> Any:
-        compressor = zstandard.ZstdCompressor(level=compression_level or 3)
-        return null_write(fo, compressor.compress(block_bytes), compression_level)
-
-    return write_block
-
-
-def _zstd_reader(null_read: Any) -> Any:
-    def read_block(fo: Any) -> BytesIO:
-        # A stream decompressor: frames of streaming writers (Java) carry no content size.
-        data = null_read(fo).read()
-        return BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(data))
-
-    return read_block
-
-
-ensure_zstandard_codec()
 
 
 # -- the record schema ---------------------------------------------------------------------
