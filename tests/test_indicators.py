@@ -126,6 +126,7 @@ class Person:
         team: str = "T1",
         expert: str = "E1",
         deadline: date | None = None,
+        weighty_reason: bool = False,
         **kw: Any,
     ) -> Any:
         # The event's own deadline fields are deliberately wrong unless given: the indicator
@@ -139,6 +140,7 @@ class Person:
                     deadline=deadline or started,
                     within_deadline=False,
                     channel=channel,
+                    remote_for_weighty_reason=weighty_reason,
                     handled_by=CaseWorker(team_code=team, expert_id=expert),
                 ),
             )
@@ -235,14 +237,14 @@ class Person:
             )
         )
 
-    def enrol(self, start: date, end: date) -> UUID:
+    def enrol(self, start: date, end: date, service_type: str = "COACHING") -> UUID:
         enrolment_id = _uuid()
         self.add(
             ServiceEnrolled(
                 envelope=self.envelope(ServiceEnrolled, start),
                 payload=ServiceEnrolledPayload(
                     enrolment_id=enrolment_id,
-                    service_type="COACHING",
+                    service_type=service_type,
                     provider_business_id=BUSINESS_ID,
                     planned_start=start,
                     planned_end=end,
@@ -455,7 +457,8 @@ def test_access_time_and_deadline_across_christmas_2025_and_new_year_2026() -> N
 
 def test_a_municipality_changes_regional_centre_on_1_january_2026() -> None:
     # Asikkala (016, Päijät-Häme, region 07) belonged to Häme ELY centre (04) up to 31.12.2025
-    # and to the Kaakkois-Suomi elinvoimakeskus (03) from 1.1.2026 (hub/codes/data).
+    # and to the Kaakkois-Suomi elinvoimakeskus (03) from 1.1.2026 (hub/codes/data); the level
+    # codes carry the kind of centre: ELY04 and EVK03 (never a bare 04 that could be either).
     s = Scenario()
     s.person("016").interview(date(2025, 12, 29), date(2025, 12, 30))
     s.person("016").interview(date(2026, 1, 1), date(2026, 1, 2))
@@ -464,8 +467,8 @@ def test_a_municipality_changes_regional_centre_on_1_january_2026() -> None:
         s.store(), [DEC_2025, JAN_2026], indicators=["initial_interview_access"]
     )
     assert codes(table, "initial_interview_access", "regional_centre") == {
-        ("2025-12", "04"),
-        ("2026-01", "03"),
+        ("2025-12", "ELY04"),
+        ("2026-01", "EVK03"),
     }
     assert codes(table, "initial_interview_access", "region") == {
         ("2025-12", "07"),
@@ -476,8 +479,8 @@ def test_a_municipality_changes_regional_centre_on_1_january_2026() -> None:
         ("2025-12", "31"),
         ("2026-01", "31"),
     }
-    jan = figures(table, "initial_interview_access", "interviews", "regional_centre", "03")
-    dec = figures(table, "initial_interview_access", "interviews", "regional_centre", "04")
+    jan = figures(table, "initial_interview_access", "interviews", "regional_centre", "EVK03")
+    dec = figures(table, "initial_interview_access", "interviews", "regional_centre", "ELY04")
     assert (dec[("2025-12", "")], jan[("2026-01", "")]) == ((1.0, 1), (2.0, 2))
 
 
@@ -485,8 +488,8 @@ def test_the_level_dimension_has_two_dated_rows_per_municipality() -> None:
     rows = {(r.municipality_code, r.valid_to.year): r for r in municipality_levels()}
     assert len(rows) == 2 * 308
     ely, evk = rows[("016", 2025)], rows[("016", 9999)]
-    assert (ely.valid_to, ely.regional_centre_code) == (date(2025, 12, 31), "04")
-    assert (evk.valid_from, evk.regional_centre_code) == (date(2026, 1, 1), "03")
+    assert (ely.valid_to, ely.regional_centre_code) == (date(2025, 12, 31), "ELY04")
+    assert (evk.valid_from, evk.regional_centre_code) == (date(2026, 1, 1), "EVK03")
     assert (ely.region_code, ely.employment_area_code) == ("07", "31")
     # Åland (Maarianhamina 478): no ELY centre, no employment area (outside the TE services).
     assert rows[("478", 2025)].regional_centre_code is None
@@ -578,3 +581,113 @@ def test_a_late_correction_changes_the_current_figure_but_not_an_earlier_as_of()
         indicators=["initial_interview_access"],
     )
     assert figures(early, "initial_interview_access", median)[("2026-01", "")] == (2.0, 1)
+
+
+# --- the start of job search is the spell's --------------------------------------------------
+
+
+def test_access_time_counts_from_the_spells_registration_as_known_at_the_as_of_time() -> None:
+    s = Scenario()
+    # L: registered Wed 31.12.2025 (2025 rule: 5 working days → 2, 5, 7, 8, 9 → 9.1.2026);
+    #    its interview event says the job search started 2.1.2026 (which would give 10 days).
+    #    Held Wed 14.1.2026: 2, 5, 7, 8, 9, 12, 13, 14 = 8 working days after 31.12 → late.
+    late = s.person()
+    late.register(date(2025, 12, 31))
+    late.interview(date(2026, 1, 2), date(2026, 1, 14))
+    # N: no registration known: the interview's own start, Fri 2.1.2026 (10 days → 19.1);
+    #    held Wed 7.1.2026: 5, 7 = 2 working days → within.
+    s.person().interview(date(2026, 1, 2), date(2026, 1, 7))
+    # M: registered Mon 5.1.2026, interview 21.1 (the event says 5.1); the registration is
+    #    corrected on 10.2.2026 to Fri 2.1.2026. From 5.1: 7,8,9,12,13,14,15,16,19,20,21 = 11
+    #    working days, deadline 20.1 → late (as of 5.2). From 2.1: 5,7,8,9,12,13,14,15,16,19,
+    #    20,21 = 12, deadline 19.1 → late too (now), but the days differ.
+    corrected = s.person()
+    first = corrected.register(date(2026, 1, 5))
+    corrected.add(
+        JobseekerRegistered(
+            envelope=corrected.envelope(
+                JobseekerRegistered,
+                date(2026, 1, 2),
+                recorded=datetime(2026, 2, 10, 8, tzinfo=UTC),
+                corrects=first.envelope.event_id,
+            ),
+            payload=first.payload.model_copy(update={"job_search_started_on": date(2026, 1, 2)}),
+        )
+    )
+    corrected.interview(date(2026, 1, 5), date(2026, 1, 21))
+    con = s.store()
+    names = ["initial_interview_access"]
+    now = compute_indicators(con, [JAN_2026], indicators=names)
+    before = compute_indicators(con, [JAN_2026], as_of=date(2026, 2, 5), indicators=names)
+    median = "median_working_days"
+    within = "share_within_deadline"
+    # Now: L 8, N 2, M 12 → sorted 2, 8, 12 → median 8; within N only = 1 / 3.
+    assert figures(now, "initial_interview_access", median)[("2026-01", "")] == (8.0, 3)
+    assert figures(now, "initial_interview_access", within)[("2026-01", "")][0] == pytest.approx(
+        100 / 3
+    )
+    # As of 5.2: M from 5.1 = 11 → 2, 8, 11 → median 8 still; the day 21.1 holds M alone.
+    assert figures(before, "initial_interview_access", median)[("2026-01", "")] == (8.0, 3)
+    day = Period.parse("2026-01-21")
+    now_day = compute_indicators(con, [day], indicators=names)
+    before_day = compute_indicators(con, [day], as_of=date(2026, 2, 5), indicators=names)
+    assert figures(now_day, "initial_interview_access", median)[("2026-01-21", "")] == (12.0, 1)
+    assert figures(before_day, "initial_interview_access", median)[("2026-01-21", "")] == (
+        11.0,
+        1,
+    )
+
+
+def test_the_share_held_face_to_face_and_remote_for_a_weighty_reason() -> None:
+    s = Scenario()
+    # Four initial interviews in January 2026: two face to face, one by phone for a weighty
+    # reason, one by video without one → face to face 2 / 4 = 50 %, weighty reason 1 / 4 = 25 %.
+    s.person().interview(date(2026, 1, 2), date(2026, 1, 7))
+    s.person().interview(date(2026, 1, 2), date(2026, 1, 8))
+    s.person().interview(date(2026, 1, 2), date(2026, 1, 9), channel="PHONE", weighty_reason=True)
+    s.person().interview(date(2026, 1, 2), date(2026, 1, 12), channel="VIDEO")
+    table = compute_indicators(s.store(), [JAN_2026], indicators=["initial_interview_access"])
+    face = figures(table, "initial_interview_access", "share_face_to_face")
+    weighty = figures(table, "initial_interview_access", "share_remote_for_weighty_reason")
+    assert face == {("2026-01", ""): (50.0, 4)}  # totals only, no channel rows
+    assert weighty == {("2026-01", ""): (25.0, 4)}
+
+
+# --- as of a day: the end of that day in Finland --------------------------------------------
+
+
+def test_as_of_a_day_is_the_end_of_that_day_in_finland() -> None:
+    s = Scenario()
+    # Two spells from 2.1.2026; one ends 20.1, recorded 5.2.2026 at 21:30 UTC (23:30 in
+    # Helsinki, UTC+2 in winter: still 5.2), the other ends 21.1, recorded 5.2 at 22:30 UTC
+    # (00:30 on 6.2 in Helsinki). As of the day 5.2.2026: one end known, not two.
+    for ended, recorded in [
+        (date(2026, 1, 20), datetime(2026, 2, 5, 21, 30, tzinfo=UTC)),
+        (date(2026, 1, 21), datetime(2026, 2, 5, 22, 30, tzinfo=UTC)),
+    ]:
+        person = s.person()
+        person.register(date(2026, 1, 2))
+        person.add(
+            JobSearchEnded(
+                envelope=person.envelope(JobSearchEnded, ended, recorded=recorded),
+                payload=JobSearchEndedPayload(ended_on=ended, reason="EMPLOYED"),
+            )
+        )
+    con = s.store()
+    ended_by = {
+        label: figures(compute_indicators(con, [JAN_2026], as_of=as_of), "flows", "spells_ended")
+        for label, as_of in [
+            ("day", date(2026, 2, 5)),
+            # An instant with an offset is taken as given: 5.2 23:59 at +02:00 = 21:59 UTC.
+            ("instant", datetime.fromisoformat("2026-02-05T23:59:00+02:00")),
+            ("utc", datetime(2026, 2, 5, 23, 59, tzinfo=UTC)),
+        ]
+    }
+    assert ended_by["day"][("2026-01", "")] == (1.0, 1)
+    assert ended_by["instant"][("2026-01", "")] == (1.0, 1)
+    assert ended_by["utc"][("2026-01", "")] == (2.0, 2)
+    # In summer (UTC+3) the day 5.6.2026 ends at 20:59:59.999999 UTC.
+    from hub.reporting.indicators.frame import _as_of
+
+    assert _as_of(date(2026, 6, 5)) == ("TIMESTAMP '2026-06-05 20:59:59.999999'", "2026-06-05")
+    assert _as_of(date(2026, 2, 5)) == ("TIMESTAMP '2026-02-05 21:59:59.999999'", "2026-02-05")

@@ -24,13 +24,23 @@ JAN_2028 = Period.parse("2028-01")
 
 def test_the_bands_are_data_with_a_source() -> None:
     bands = municipal_share_bands_table().on(date(2025, 1, 1))
-    assert [(b.label, b.share_percent) for b in bands] == [
+    assert [(b.accrued_before, b.share_percent) for b in bands] == [
         ("0-99", 0),
         ("100-199", 10),
         ("200-299", 20),
         ("300-399", 30),
         ("400-699", 40),
         ("700+", 50),
+    ]
+    # The output's band label: the band's benefit days (one more than the days before) and
+    # its share: 0-99 before → days 1 to 100; 100-199 → 101 to 200; 700+ → 701+.
+    assert [b.label for b in bands] == [
+        "days 1 to 100 (0 %)",
+        "days 101 to 200 (10 %)",
+        "days 201 to 300 (20 %)",
+        "days 301 to 400 (30 %)",
+        "days 401 to 700 (40 %)",
+        "days 701+ (50 %)",
     ]
     assert municipal_share_bands_table().overlaps() == []
     assert all(p.source for p in municipal_share_bands_table().periods)
@@ -77,52 +87,52 @@ def test_days_split_across_the_bands_per_paying_municipality_and_month() -> None
     # 400-699: f 1 + g 2 = 3 × 40 % = 1.2;  700+: g 1 × 50 % = 0.5
     assert at("days_paid") == {
         "": 110.0,  # 20+20+20+10+10+5+3+22
-        "band=0-99": 61.0,
-        "band=100-199": 40.0,
-        "band=200-299": 1.0,
-        "band=300-399": 4.0,
-        "band=400-699": 3.0,
-        "band=700+": 1.0,
+        "band=days 1 to 100 (0 %)": 61.0,
+        "band=days 101 to 200 (10 %)": 40.0,
+        "band=days 201 to 300 (20 %)": 1.0,
+        "band=days 301 to 400 (30 %)": 4.0,
+        "band=days 401 to 700 (40 %)": 3.0,
+        "band=days 701+ (50 %)": 1.0,
     }
     assert at("people") == {
         "": 8.0,
-        "band=0-99": 4.0,
-        "band=100-199": 4.0,
-        "band=200-299": 1.0,
-        "band=300-399": 1.0,
-        "band=400-699": 2.0,
-        "band=700+": 1.0,
+        "band=days 1 to 100 (0 %)": 4.0,
+        "band=days 101 to 200 (10 %)": 4.0,
+        "band=days 201 to 300 (20 %)": 1.0,
+        "band=days 301 to 400 (30 %)": 1.0,
+        "band=days 401 to 700 (40 %)": 2.0,
+        "band=days 701+ (50 %)": 1.0,
     }
     assert at("share_percent") == {
-        "band=0-99": 0.0,
-        "band=100-199": 10.0,
-        "band=200-299": 20.0,
-        "band=300-399": 30.0,
-        "band=400-699": 40.0,
-        "band=700+": 50.0,
+        "band=days 1 to 100 (0 %)": 0.0,
+        "band=days 101 to 200 (10 %)": 10.0,
+        "band=days 201 to 300 (20 %)": 20.0,
+        "band=days 301 to 400 (30 %)": 30.0,
+        "band=days 401 to 700 (40 %)": 40.0,
+        "band=days 701+ (50 %)": 50.0,
     }
     # Billable: every day above 0 %: 40 + 1 + 4 + 3 + 1 = 49.
     assert at("billable_days")[""] == 49.0
-    assert at("billable_days")["band=0-99"] == 0.0
+    assert at("billable_days")["band=days 1 to 100 (0 %)"] == 0.0
     weighted = at("weighted_days")
     assert weighted[""] == pytest.approx(7.1)  # 4.0 + 0.2 + 1.2 + 1.2 + 0.5
-    assert weighted["band=100-199"] == pytest.approx(4.0)
+    assert weighted["band=days 101 to 200 (10 %)"] == pytest.approx(4.0)
     # Euros at the 2025 basic daily allowance 37.21: 7.1 × 37.21 = 264.191 → 264.19;
     # the 100-199 band: 4.0 × 37.21 = 148.84.
     euros = at("euro_estimate")
     assert euros[""] == pytest.approx(264.19)
-    assert euros["band=100-199"] == pytest.approx(148.84)
+    assert euros["band=days 101 to 200 (10 %)"] == pytest.approx(148.84)
     # n = the accrual reports behind a figure: all 8 in November.
     assert figures(table, NAME, "days_paid", "municipality", "049")[("2025-11", "")][1] == 8
     # December: i only: days 301..315 (300..314 before) → 15 in 300-399 × 30 % = 4.5.
-    assert at("days_paid", "2025-12") == {"": 15.0, "band=300-399": 15.0}
+    assert at("days_paid", "2025-12") == {"": 15.0, "band=days 301 to 400 (30 %)": 15.0}
     assert at("weighted_days", "2025-12")[""] == pytest.approx(4.5)
     # January 2026: j: 10 days at 10 % = 1.0 weighted × 37.21 = 37.21 euros.
     assert at("weighted_days", "2026-01")[""] == pytest.approx(1.0)
     assert at("euro_estimate", "2026-01")[""] == pytest.approx(37.21)
     # January 2028: k: the same days, but no amount in the data → no euros (NULL).
     assert at("weighted_days", "2028-01")[""] == pytest.approx(1.0)
-    assert at("euro_estimate", "2028-01") == {"": None, "band=100-199": None}
+    assert at("euro_estimate", "2028-01") == {"": None, "band=days 101 to 200 (10 %)": None}
     # The envelope's municipality (Helsinki) is not billed: nothing at 091.
     assert figures(table, NAME, "days_paid", "municipality", "091") == {}
     # Rolled up: Espoo is in Uusimaa (region 01), employment area Espoo-Kauniainen (01).
@@ -141,5 +151,41 @@ def test_a_benefit_breakdown_for_the_invoice_lines() -> None:
     table = compute_indicators(s.store(), [NOV_2025], indicators=[NAME])
     found = figures(table, NAME, "weighted_days", "municipality", "049")
     assert found[("2025-11", "benefit=LABOUR_MARKET_SUBSIDY")][0] == pytest.approx(1.0)
-    assert found[("2025-11", "benefit=BASIC_DAILY_ALLOWANCE;band=200-299")][0] == pytest.approx(1.0)
+    assert found[("2025-11", "benefit=BASIC_DAILY_ALLOWANCE;band=days 201 to 300 (20 %)")][
+        0
+    ] == pytest.approx(1.0)
     assert found[("2025-11", "")][0] == pytest.approx(2.0)
+
+
+def test_euro_rows_add_up_each_invoice_line_rounded_once() -> None:
+    s = Scenario()
+    nov = (date(2025, 11, 1), date(2025, 11, 30))
+    # One benefit day in each billed band (day k has k - 1 days before it), Espoo, November:
+    # day 101 → 10 %: 0.1 × 37.21 = 3.721  → 3.72
+    # day 201 → 20 %: 0.2 × 37.21 = 7.442  → 7.44
+    # day 301 → 30 %: 0.3 × 37.21 = 11.163 → 11.16
+    # day 401 → 40 %: 0.4 × 37.21 = 14.884 → 14.88
+    # day 701 → 50 %: 0.5 × 37.21 = 18.605 → 18.61 (half away from zero)
+    for total in (101, 201, 301, 401, 701):
+        s.person("049").accrual(*nov, days_paid=1, total=total)
+    table = compute_indicators(s.store(), [NOV_2025], indicators=[NAME])
+    euros = {
+        b: v
+        for (p, b), (v, _n) in figures(table, NAME, "euro_estimate", "municipality", "049").items()
+    }
+    lines = {b: v for b, v in euros.items() if b.startswith("band=")}
+    assert lines == {
+        "band=days 101 to 200 (10 %)": 3.72,
+        "band=days 201 to 300 (20 %)": 7.44,
+        "band=days 301 to 400 (30 %)": 11.16,
+        "band=days 401 to 700 (40 %)": 14.88,
+        "band=days 701+ (50 %)": 18.61,
+    }
+    # The total is the sum of the lines: 3.72 + 7.44 + 11.16 + 14.88 + 18.61 = 55.81, not the
+    # rounded sum of the exact amounts (1.5 weighted days × 37.21 = 55.815 → 55.82).
+    assert euros[""] == 55.81
+    assert euros["benefit=LABOUR_MARKET_SUBSIDY"] == 55.81
+    # Rolled up, the country is the sum of its municipalities' lines too.
+    assert figures(table, NAME, "euro_estimate")[("2025-11", "")] == (55.81, 5)
+    # Weighted days are exact hundredths: 0.1 + 0.2 + 0.3 + 0.4 + 0.5 = 1.5.
+    assert figures(table, NAME, "weighted_days")[("2025-11", "")] == (1.5, 5)

@@ -2,7 +2,7 @@
 scripted January 2026 in Helsinki (091, employment area 08), every figure by hand.
 
 Initial-interview deadlines (2026 rule: 10 working days; 1.1. and 6.1. are holidays):
-start Fri 2.1 → 16.1; start Mon 5.1 → 20.1; start Mon 26.1 → 9.2.
+start Fri 2.1 → 19.1; start Mon 5.1 → 20.1; start Mon 26.1 → 9.2.
 """
 
 from __future__ import annotations
@@ -233,3 +233,89 @@ def test_output_is_sorted_and_repeatable(table: pa.Table) -> None:
     assert len(keys) == len(set(keys))
     again = compute_indicators(_january().store(), [JAN_30, FEB, JAN, DEC])
     assert again.equals(table)
+
+
+# --- participation as intervals; only jobseekers count; which services count ----------------
+
+
+def test_a_restarted_service_counts_and_a_service_without_a_spell_does_not() -> None:
+    s = Scenario()
+    # V: unemployed from 2.1.2026; coaching 5.1-28.2: START 5.1, INTERRUPTION 12.1 (out from
+    #    12.1), START 19.1 again → in a service 5.1-11.1 and 19.1-28.2.
+    v = s.person("091")
+    v.register(date(2026, 1, 2))
+    coaching = v.enrol(date(2026, 1, 5), date(2026, 2, 28))
+    v.participation(coaching, "START", date(2026, 1, 5))
+    v.participation(coaching, "INTERRUPTION", date(2026, 1, 12))
+    v.participation(coaching, "START", date(2026, 1, 19))
+    # W: registered 2.1, job search ended 3.1; coaching 10.1-28.2 → no jobseeker, counts nowhere.
+    w = s.person("091")
+    w.register(date(2026, 1, 2))
+    w.end(date(2026, 1, 3))
+    w.enrol(date(2026, 1, 10), date(2026, 2, 28))
+    days = [Period.parse(d) for d in ("2026-01-11", "2026-01-12", "2026-01-18", "2026-01-31")]
+    table = compute_indicators(s.store(), days, indicators=["activation_rate"])
+    rate = figures(table, "activation_rate", "activation_rate")
+    in_services = figures(table, "activation_rate", "in_services")
+    unemployed = figures(table, "activation_rate", "unemployed")
+    # 11.1: V in (5.1-11.1) → 1 / (0 + 1) = 100 %.
+    assert rate[("2026-01-11", "")] == (100.0, 1)
+    # 12.1 and 18.1: V interrupted → unemployed → 0 / (1 + 0) = 0 %.
+    assert rate[("2026-01-12", "")] == (0.0, 1)
+    assert unemployed[("2026-01-18", "")] == (1.0, 1)
+    # 31.1: V restarted 19.1 → in; W not a jobseeker → 1 / (0 + 1) = 100 % (not 1 / 2).
+    assert rate[("2026-01-31", "")] == (100.0, 1)
+    assert in_services[("2026-01-31", "")] == (1.0, 1)
+    assert unemployed[("2026-01-31", "")] == (0.0, 1)
+
+
+def test_career_guidance_is_not_a_service_of_the_activation_rate() -> None:
+    from hub.rules.activation import activation_service_types_table, counts_as_service
+
+    assert counts_as_service("PAY_SUBSIDY", date(2026, 1, 15))
+    assert counts_as_service("START_UP_GRANT", date(2025, 1, 1))
+    assert not counts_as_service("CAREER_GUIDANCE", date(2026, 1, 15))
+    assert activation_service_types_table().overlaps() == []
+    assert all(p.source for p in activation_service_types_table().periods)
+    s = Scenario()
+    # T: unemployed from 2.1.2026, in career guidance 10.1-20.1 → still unemployed on 15.1.
+    t = s.person("091")
+    t.register(date(2026, 1, 2))
+    t.enrol(date(2026, 1, 10), date(2026, 1, 20), service_type="CAREER_GUIDANCE")
+    # X: unemployed from 2.1.2026, in a work trial 10.1-20.1 → in services on 15.1.
+    x = s.person("091")
+    x.register(date(2026, 1, 2))
+    x.enrol(date(2026, 1, 10), date(2026, 1, 20), service_type="WORK_TRIAL")
+    day = Period.parse("2026-01-15")
+    table = compute_indicators(s.store(), [day], indicators=["activation_rate"])
+    # In services X = 1, unemployed T = 1 → 1 / (1 + 1) = 50 %.
+    assert figures(table, "activation_rate", "activation_rate")[("2026-01-15", "")] == (50.0, 2)
+    assert figures(table, "activation_rate", "unemployed")[("2026-01-15", "")] == (1.0, 2)
+
+
+def test_a_service_breaks_long_term_unemployment_and_a_job_start_ends_it() -> None:
+    s = Scenario()
+    # P: unemployed from 15.1.2025, coaching 1.3.-31.5.2025 → continuously unemployed again
+    #    from 1.6.2025 → long-term only from 1.6.2026.
+    p = s.person("091")
+    p.register(date(2025, 1, 15))
+    p.enrol(date(2025, 3, 1), date(2025, 5, 31))
+    # Q: unemployed from 15.1.2025, no service → exactly 12 months on 15.1.2026.
+    s.person("091").register(date(2025, 1, 15))
+    # R: unemployed from 15.1.2025, a job from 1.6.2025 (no end in the events) → not unemployed.
+    r = s.person("091")
+    r.register(date(2025, 1, 15))
+    r.job_start(date(2025, 6, 1))
+    # T: unemployed from 15.1.2025, career guidance 1.3.-31.5.2025 (not a counting service)
+    #    → the 12 months run from 15.1.2025.
+    t = s.person("091")
+    t.register(date(2025, 1, 15))
+    t.enrol(date(2025, 3, 1), date(2025, 5, 31), service_type="CAREER_GUIDANCE")
+    days = [Period.parse(d) for d in ("2026-01-15", "2026-05-31", "2026-06-01")]
+    table = compute_indicators(s.store(), days, indicators=["flows"])
+    long_term = figures(table, "flows", "long_term_unemployed")
+    # 15.1.2026: unemployed P, Q, T (R has a job) = 3; long-term Q, T = 2 (P from 1.6.2025).
+    assert long_term[("2026-01-15", "")] == (2.0, 3)
+    # 31.5.2026: P at 12 months minus a day → still 2; 1.6.2026: P too → 3.
+    assert long_term[("2026-05-31", "")] == (2.0, 3)
+    assert long_term[("2026-06-01", "")] == (3.0, 3)

@@ -6,7 +6,9 @@ KEHA follows its figures at seven levels, from the whole country down to one exp
 * ``regional_centre``: the ELY centre (code from ``fi_municipality_ely_2025.csv``) up to
   31.12.2025, the elinvoimakeskus (``fi_municipality_elinvoimakeskus_2026.csv``) from 1.1.2026,
   *as the municipality belonged on the day the fact is about* (an interview on 30.12.2025 counts
-  for the ELY centre, one on 2.1.2026 for the elinvoimakeskus, even in the same report);
+  for the ELY centre, one on 2.1.2026 for the elinvoimakeskus, even in the same report). The
+  code carries the kind of centre as a prefix: ``ELY04`` (Häme ELY centre) and ``EVK04`` (an
+  elinvoimakeskus) are different areas, so a BI trend over the codes never joins the two;
 * ``region``: the municipality's region (maakunta);
 * ``employment_area``: the envelope's employment area (the area responsible for the person),
   or the code list's area of the paying municipality for the benefit share;
@@ -16,9 +18,9 @@ KEHA follows its figures at seven levels, from the whole country down to one exp
 The dated part is a small table of rows ``(municipality_code, valid_from, valid_to,
 regional_centre_code, region_code, code_list_employment_area_code)`` built from
 :mod:`hub.codes` and registered in DuckDB as ``level_municipality``; the indicators join a
-fact's municipality and day to it. ELY and elinvoimakeskus codes are both two digits (``04``
-is Häme ELY and also an elinvoimakeskus), so a regional-centre code is only read together with
-the period it belongs to; no period spans the change, as periods are days or months.
+fact's municipality and day to it. The code lists' ELY and elinvoimakeskus codes are both two
+digits (``04`` is Häme ELY and also an elinvoimakeskus), hence the prefixes
+:data:`ELY_PREFIX` and :data:`ELINVOIMAKESKUS_PREFIX`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ PERSON_LEVELS: Final = LEVELS[:5]
 
 COUNTRY_CODE: Final = "FI"
 
+ELY_PREFIX: Final = "ELY"
+"""Prefix of an ELY centre's code at the ``regional_centre`` level (days up to 31.12.2025)."""
+ELINVOIMAKESKUS_PREFIX: Final = "EVK"
+"""Prefix of an elinvoimakeskus code at the ``regional_centre`` level (days from 1.1.2026)."""
+
 _OPEN_FROM: Final = date(1, 1, 1)
 _OPEN_TO: Final = date(9999, 12, 31)
 
@@ -69,10 +76,17 @@ class MunicipalityLevels:
     valid_from: date
     valid_to: date
     regional_centre_code: str | None
-    """None on Åland, which has no ELY centre (outside the TE services)."""
+    """``ELY04`` / ``EVK03``; None on Åland, which has no ELY centre (outside the TE services)."""
     region_code: str
     employment_area_code: str | None
     """The code list's area; None on Åland."""
+
+
+def regional_centre_level_code(code: str, on: date) -> str:
+    """The level code of the code list's regional centre ``code`` on ``on``: ``ELY04`` up to
+    31.12.2025, ``EVK04`` from 1.1.2026."""
+    prefix = ELY_PREFIX if on <= ELY_VALID_TO else ELINVOIMAKESKUS_PREFIX
+    return f"{prefix}{code}"
 
 
 def municipality_levels() -> list[MunicipalityLevels]:
@@ -90,7 +104,9 @@ def municipality_levels() -> list[MunicipalityLevels]:
             centre: str | None
             area: str | None
             try:
-                centre = regional_centre_of(code, asked_on).code
+                centre = regional_centre_level_code(
+                    regional_centre_of(code, asked_on).code, asked_on
+                )
                 area = employment_area_of(code).code
             except OutsideTeServices:
                 centre, area = None, None

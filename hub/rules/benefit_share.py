@@ -27,6 +27,19 @@ class ShareBand:
 
     @property
     def label(self) -> str:
+        """The benefit days of the band and its share: ``days 1 to 100 (0 %)``, ``days 101 to
+        200 (10 %)``, …, ``days 701+ (50 %)`` (the law's ``100-199`` is the days accrued
+        *before* a day, so its days are 101 … 200).
+
+        ``to`` rather than a hyphen: ``101-200 (10`` is shaped like a phone number, which the
+        report files redact; and the labels sort in band order as text.
+        """
+        first = self.days_from + 1
+        days = f"{first}+" if self.days_to is None else f"{first} to {self.days_to + 1}"
+        return f"days {days} ({self.share_percent} %)"
+
+    @property
+    def accrued_before(self) -> str:
         """``0-99``, …, ``700+``: the days accrued before the day, as the law states the bands."""
         return f"{self.days_from}+" if self.days_to is None else f"{self.days_from}-{self.days_to}"
 

@@ -20,9 +20,14 @@ SELECT i.held_on AS day, i.municipality_code, i.employment_area_code, i.team_cod
        greatest(held.working_day_number - started.working_day_number, 0) AS working_days,
        CASE WHEN started.interview_deadline IS NOT NULL
             THEN i.held_on <= started.interview_deadline END AS within_deadline,
+       i.channel = 'FACE_TO_FACE' AS face_to_face,
+       i.channel <> 'FACE_TO_FACE' AND coalesce(i.remote_for_weighty_reason, FALSE)
+           AS remote_for_weighty_reason,
        i.channel AS bd_channel
 FROM interview i
-LEFT JOIN ind_calendar started ON started.day = i.job_search_started_on
+LEFT JOIN ind_spell s USING (correlation_id)
+LEFT JOIN ind_calendar started
+  ON started.day = coalesce(s.started_on, i.job_search_started_on)
 LEFT JOIN ind_calendar held ON held.day = i.held_on
 """
 
@@ -54,7 +59,15 @@ def compute(ctx: Context) -> None:
       event's own ``deadline`` and ``within_deadline`` are not read); a start with no rule in
       force (before 2025) is left out of the share (its ``n``).
 
-    The start of job search is the interview's own ``job_search_started_on``. And on the
+    * ``share_face_to_face``: per cent of them held face to face (the rule of Act 380/2023);
+      ``share_remote_for_weighty_reason``: per cent held remotely (phone, video, electronic)
+      for a weighty reason (``remote_for_weighty_reason``); the rest were remote without one.
+      Totals only (a channel breakdown of a channel share says nothing).
+
+    The start of job search is the spell's: the registration (``JobseekerRegistered``) of the
+    interview's spell (correlation id), as known at the as-of time, so a corrected registration
+    moves the deadline; the interview's own ``job_search_started_on`` only when the
+    registration is not known. And on the
     evaluation day D (a month: its last day), of the active spells whose deadline has passed
     (deadline < D):
 
@@ -71,6 +84,18 @@ def compute(ctx: Context) -> None:
                 "share_within_deadline",
                 "100.0 * count_if(within_deadline) / nullif(count(within_deadline), 0)",
                 "count(within_deadline)",
+            ),
+            Measure(
+                "share_face_to_face",
+                "100.0 * count_if(face_to_face) / nullif(count(*), 0)",
+                "count(*)",
+                "breakdown = ''",
+            ),
+            Measure(
+                "share_remote_for_weighty_reason",
+                "100.0 * count_if(remote_for_weighty_reason) / nullif(count(*), 0)",
+                "count(*)",
+                "breakdown = ''",
             ),
         ],
         breakdowns=((), ("channel",)),
@@ -93,9 +118,11 @@ def compute(ctx: Context) -> None:
 INDICATOR = Indicator(
     "initial_interview_access",
     "Initial interviews held in the period: median working days from the start of job search "
-    "(Finnish holidays) and per cent within the deadline in force on the start day (5 working "
-    "days in 2025, 10 from 2026; hub/rules/data/initial_interview_deadline.csv, Act 380/2023); "
-    "active spells past the deadline still waiting on the period's last day",
+    "(the spell's registration; Finnish holidays) and per cent within the deadline in force on "
+    "the start day (5 working days in 2025, 10 from 2026; "
+    "hub/rules/data/initial_interview_deadline.csv, Act 380/2023); per cent face to face and "
+    "remote for a weighty reason; active spells past the deadline still waiting on the "
+    "period's last day",
     LEVELS,
     compute,
 )

@@ -21,13 +21,19 @@ FROM ind_population
 def compute(ctx: Context) -> None:
     """On the evaluation day D (a month: its last day), each person counted once:
 
-    * *in a service* on D: an enrolment whose first day (the provider's ``START`` report, else
-      ``planned_start``) is on or before D and whose last day is on or after D; the last day is
-      the earliest of ``planned_end``, the day before an ``INTERRUPTION`` report (the
-      interruption day is out) and a ``COMPLETION`` report's day (the completion day is in);
-    * *unemployed* on D, if not in a service: an active job-search spell (started on or before
-      D, not ended before D) registered as ``UNEMPLOYED`` or ``LAID_OFF``, with no job start in
-      the spell on or before D;
+    * *in services* on D: a jobseeker (an active job-search spell on D, whatever the
+      labour-market status) in a period of participation that covers D, in a service type
+      that counts on D (``hub/rules/data/activation_service_types.csv``: pay subsidy, work
+      trial, labour market training, coaching, self-motivated study, start-up grant; not
+      career guidance). Participation is intervals (``ind_service``): each provider's
+      ``START`` until the next ``INTERRUPTION`` (that day is out) or ``COMPLETION`` (that
+      day is in), bounded by ``planned_end``; a later ``START`` restarts it; ``planned_start``
+      stands in for a ``START`` the provider never reported. A person in a service without
+      an active spell is not a jobseeker and counts nowhere (neither side of the rate);
+    * *unemployed* on D, if not in services: an active job-search spell (started on or
+      before D, not ended before D) registered as ``UNEMPLOYED`` or ``LAID_OFF``, with no job
+      start in the spell on or before D (a job start has no end in the events, so it removes
+      the person from the unemployed for the rest of the spell);
     * ``activation_rate`` = in services / (unemployed + in services) × 100 (``n`` = the
       denominator); ``in_services`` and ``unemployed`` the counts.
 
@@ -63,7 +69,9 @@ def compute(ctx: Context) -> None:
 INDICATOR = Indicator(
     "activation_rate",
     "People in services / (unemployed jobseekers + people in services) × 100 on the period's "
-    "last day (DOMAIN.md); the fully laid off count as unemployed",
+    "last day (TEM's employment service statistics; the counting services in "
+    "hub/rules/data/activation_service_types.csv); only jobseekers count, the fully laid off "
+    "as unemployed",
     PERSON_LEVELS,
     compute,
 )

@@ -1,7 +1,8 @@
 """The municipal share of unemployment benefit per paying municipality, month and band.
 
 Built to be held against Kela's monthly invoice: one row per municipality × month × band (the
-days accrued before a benefit day, ``band=100-199``) and the municipality's totals.
+benefit days of the band and its share, ``band=days 101 to 200 (10 %)``) and the
+municipality's totals.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from hub.reporting.levels import LEVEL_TABLE, PERSON_LEVELS
 from hub.rules.benefit_share import basic_daily_allowance_table, municipal_share_bands_table
 
 _OPEN_TO = date(9999, 12, 31)
+
+FACTS_TABLE = "ind_share_facts"
 
 FACTS = f"""
 WITH accrual AS (
@@ -30,11 +33,12 @@ WITH accrual AS (
 )
 SELECT p.period_end AS day, p.paying_municipality_code AS municipality_code,
        area.employment_area_code, NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
-       p.fact_id, p.subject, p.band, p.share_percent, p.days,
+       p.fact_id, p.subject, p.share_percent, p.days,
        CAST(row_number() OVER (PARTITION BY p.fact_id ORDER BY p.band) = 1 AS INTEGER)
            AS first_piece,
-       p.days * p.share_percent / 100.0 AS weighted_days,
-       p.days * p.share_percent / 100.0 * allowance.euros_per_day AS euros,
+       CAST(p.days * p.share_percent AS DECIMAL(18, 0)) * 0.01 AS weighted_days,
+       CAST(p.days * p.share_percent AS DECIMAL(18, 0)) * 0.01 * allowance.euros_per_day
+           AS euros,
        p.benefit AS bd_benefit, p.band AS bd_band
 FROM piece p
 LEFT JOIN ind_daily_allowance allowance
@@ -45,9 +49,18 @@ WHERE p.days > 0
 """
 
 _BAND_ROWS = "breakdown LIKE '%band=%'"
-_REPORTS = "CASE WHEN grouping(bd_band) = 0 THEN count(*) ELSE sum(first_piece) END"
+_REPORTS = "CASE WHEN grouping(bd_band) = 0 THEN sum(weight) ELSE sum(first_piece) END"
 """The accrual reports behind a figure without a DISTINCT (which costs as much as the rest): a
 report has one piece per band it reaches, so a band row counts pieces, a total row first ones."""
+
+_LINES = {
+    "days": "sum(days)",
+    "weighted_days": "sum(weighted_days)",
+    "first_piece": "sum(first_piece)",
+    "euros": "CASE WHEN count(euros) = count(*) THEN round(sum(euros), 2) END",
+}
+"""The invoice lines: the placed pieces folded per period × paying municipality × benefit ×
+band, each line's euros rounded to cents once."""
 
 
 def _register_rules(ctx: Context) -> None:
@@ -78,7 +91,7 @@ def _register_rules(ctx: Context) -> None:
             {
                 "valid_from": pa.array([p.valid_from for p in amounts], pa.date32()),
                 "valid_to": pa.array([p.valid_to or _OPEN_TO for p in amounts], pa.date32()),
-                "euros_per_day": pa.array([float(p.value) for p in amounts], pa.float64()),
+                "euros_per_day": pa.array([p.value for p in amounts], pa.decimal128(9, 2)),
             }
         ),
     )
@@ -91,28 +104,41 @@ def _register_rules(ctx: Context) -> None:
 def compute(ctx: Context) -> None:
     """Accrual reports (``BenefitDaysAccrued``) placed in the month of their ``period_end``
     and billed to their ``paying_municipality_code`` (the home municipality on the payment day).
+    The month is that of ``period_end`` because the event has no payment date: Kela pays (and
+    bills) in arrears for the period reported, so a report for 17.11.-5.12. counts in December.
 
     A report's ``days_paid`` are the person's benefit days number ``accrued_days_total -
     days_paid + 1`` … ``accrued_days_total``; each day falls in the band of the days accrued
     *before* it (``hub/rules/data/municipal_benefit_share.csv``, the set in force on
     ``period_end``): day 100 is still 0 % (99 before it), day 101 the first at 10 %. A report
     whose ``days_paid`` exceed ``accrued_days_total`` counts only ``accrued_days_total`` days.
+    The band's label gives its benefit days and share (``band=days 101 to 200 (10 %)``, from
+    the data's edges).
 
     Per band (``band=…``, also ``benefit=…;band=…``): ``people`` (distinct persons with days in
     it), ``days_paid``, ``share_percent``, ``billable_days`` (days at a share above 0),
-    ``weighted_days`` (days × share), ``euro_estimate`` (weighted days × the basic daily
-    allowance in force on ``period_end``, ``basic_daily_allowance.csv``; NULL for a month with
-    no amount in the data: an upper estimate, Kela bills the benefit actually paid, which
-    adjustment lowers). Totals (breakdown ``''``, or ``benefit=…``): the same without
-    ``share_percent``. ``n`` = accrual reports. Levels: the paying municipality and, by the code
-    lists, its employment area, region and regional centre on ``period_end``; no team or expert.
+    ``weighted_days`` (days × share, exact to the hundredth), ``euro_estimate`` (weighted days
+    × the basic daily allowance in force on ``period_end``, ``basic_daily_allowance.csv``; NULL
+    for a month with no amount in the data: an upper estimate, Kela bills the benefit actually
+    paid, which adjustment lowers). Totals (breakdown ``''``, or ``benefit=…``): the same
+    without ``share_percent``. ``n`` = accrual reports. Levels: the paying municipality and, by
+    the code lists, its employment area, region and regional centre on ``period_end``; no team
+    or expert.
+
+    Euros add up: an invoice line is one paying municipality × month × benefit × band; its
+    euros are rounded to the cent once (half away from zero, in exact decimals), and every
+    other row (a band over the benefits, a benefit, the total, a region, the country) is the
+    sum of its rounded lines, so the band rows of a municipality add up to its total to the
+    cent.
     """
     _register_rules(ctx)
+    ctx.cur.execute(f"CREATE OR REPLACE TEMP TABLE {FACTS_TABLE} AS {FACTS}")
+    facts = f"SELECT * FROM {FACTS_TABLE}"
+    breakdowns = ((), ("benefit",), ("band",), ("benefit", "band"))
     ctx.aggregate(
         INDICATOR,
-        FACTS,
+        facts,
         [
-            Measure("people", "count(DISTINCT subject)", _REPORTS),
             Measure("days_paid", "sum(days)", _REPORTS),
             Measure("share_percent", "max(share_percent)", _REPORTS, _BAND_ROWS),
             Measure(
@@ -123,20 +149,30 @@ def compute(ctx: Context) -> None:
             Measure("weighted_days", "sum(weighted_days)", _REPORTS),
             Measure(
                 "euro_estimate",
-                "CASE WHEN count(euros) = count(*) THEN round(sum(euros), 2) END",
+                "CASE WHEN count(euros) = count(*) THEN sum(euros) END",
                 _REPORTS,
             ),
         ],
-        breakdowns=((), ("benefit",), ("band",), ("benefit", "band")),
+        breakdowns=breakdowns,
+        compress=("share_percent",),
+        folded=_LINES,
     )
+    ctx.aggregate(
+        INDICATOR,
+        facts,
+        [Measure("people", "count(DISTINCT subject)", _REPORTS)],
+        breakdowns=breakdowns,
+    )
+    ctx.cur.execute(f"DROP TABLE {FACTS_TABLE}")
 
 
 INDICATOR = Indicator(
     "municipal_benefit_share",
     "Municipal share of unemployment benefit per paying municipality and month of period_end: "
-    "days paid per band of days accrued before the day (0-99 0 %, 100-199 10 %, … 700+ 50 %; "
-    "hub/rules/data/municipal_benefit_share.csv), billable and share-weighted days, euros at "
-    "the basic daily allowance where the data has it",
+    "days paid per band of days accrued before the day (days 1-100 0 %, 101-200 10 %, … 701+ "
+    "50 %; hub/rules/data/municipal_benefit_share.csv), billable and share-weighted days, "
+    "euros at the basic daily allowance where the data has it (each invoice line rounded "
+    "to the cent once, totals the sum of the lines)",
     PERSON_LEVELS,
     compute,
 )

@@ -46,7 +46,7 @@ FROM live_job_starts
 LONG_TERM = """
 SELECT day, municipality_code, employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
-       CAST(started_on + INTERVAL 12 MONTH AS DATE) <= day AS long_term
+       CAST(unemployed_since + INTERVAL 12 MONTH AS DATE) <= day AS long_term
 FROM ind_population WHERE state = 'unemployed'
 """
 
@@ -65,11 +65,18 @@ def compute(ctx: Context) -> None:
     activation rate (an active spell registered unemployed or laid off, no job start by D, not
     in a service on D):
 
-    * ``long_term_unemployed``: those whose spell has lasted 12 months or more: start + 12
-      calendar months ≤ D (a spell started 15.1.2025 is long-term from 15.1.2026, not on
-      14.1.2026; a start on 31 Jan or 29 Feb reaches 12 months on the last day of the month
-      a year on); ``n`` = the unemployed; ``share_long_term_unemployed`` its per cent. The
-      12 months run from the spell's start: a service in between does not restart them.
+    * ``long_term_unemployed``: those who have been continuously unemployed jobseekers for 12
+      months or more: start of the continuous unemployment + 12 calendar months ≤ D (from
+      15.1.2025 it is long-term from 15.1.2026, not on 14.1.2026; a start on 31 Jan or 29 Feb
+      reaches 12 months on the last day of the month a year on); ``n`` = the unemployed;
+      ``share_long_term_unemployed`` its per cent. A service breaks the continuity: the
+      continuous unemployment starts at the later of the spell's start and the day after the
+      end of the person's last period in a counting service (as in the activation rate) inside
+      the spell. Source: Statistics Finland / TEM employment service statistics (table
+      tyonv_902, footnote: "Pitkäaikaistyöttömät sisältää vähintään vuoden yhdenjaksoisesti
+      työttömänä työnhakijana olleet": the long-term unemployed are those who have been
+      unemployed jobseekers continuously for at least a year). A job start in the spell ends
+      the unemployment for good (``EmploymentStarted`` has no end date).
 
     Levels: the envelope's municipality and area (the registration's for a started spell, the
     end's for an ended one); no team or expert level: none of these facts has a case worker.
@@ -128,7 +135,8 @@ def compute(ctx: Context) -> None:
 INDICATOR = Indicator(
     "flows",
     "Started and ended job-search spells, lengths of the ended ones, employment starts; "
-    "long-term unemployed on the period's last day (12 months or more continuous)",
+    "long-term unemployed on the period's last day (at least a year continuously an unemployed "
+    "jobseeker, a service breaking it: Statistics Finland / TEM table tyonv_902)",
     PERSON_LEVELS,
     compute,
 )

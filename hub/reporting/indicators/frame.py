@@ -18,17 +18,20 @@ the municipalities, so each level is aggregated from the facts themselves).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
 
 from hub.reporting.indicators.period import Period
 from hub.reporting.levels import COUNTRY_CODE, LEVEL_TABLE, register_levels
-from hub.reporting.tables import FACT_TABLES, live_sql
+from hub.reporting.tables import FACT_TABLES
 from hub.rules import NoRuleInForce, initial_interview_deadline, is_working_day
+from hub.rules.activation import activation_service_types_table
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -62,13 +65,14 @@ UNEMPLOYED_STATUSES = ("UNEMPLOYED", "LAID_OFF")
 the employment statistics, työ- ja elinkeinoministeriön työnvälitystilasto)."""
 
 
-ACTIVE_SPELLS = """
-SELECT d.day, s.*
-FROM ind_eval_days d JOIN ind_spell s
-  ON s.started_on <= d.day AND (s.ended_on IS NULL OR s.ended_on >= d.day)
-"""
-"""The spells active on each evaluation day: started on or before it, not ended before it
-(``ended_on`` is the last day of job search, so a spell is still active on it)."""
+ACTIVE_SPELLS = "SELECT * FROM ind_active"
+"""The spells active on each evaluation day (``ind_active``: ``day`` and the columns of
+``ind_spell``): started on or before it, not ended before it (``ended_on`` is the last day of
+job search, so a spell is still active on it)."""
+
+FINLAND: Final = ZoneInfo("Europe/Helsinki")
+
+_OPEN_TO: Final = date(9999, 12, 31)
 
 
 def weighted_count(condition: str) -> str:
@@ -104,8 +108,11 @@ class Indicator:
 def _as_of(as_of: datetime | date | None) -> tuple[str, str]:
     """The TIMESTAMP literal (UTC, naive) knowledge is cut at, and the label of the output.
 
-    None: everything recorded (``'now'``). A datetime: recorded at or before it (naive = UTC).
-    A date: recorded by the end of that day (UTC).
+    None: everything recorded (``'now'``). A datetime: recorded at or before it, taken as given
+    (an offset is honoured; naive = UTC). A date: recorded by the end of that day *in Finland*
+    (23:59:59.999999 Europe/Helsinki, i.e. before the next midnight there, as UTC: 21:59:59.999999
+    in winter, 20:59:59.999999 in summer), so ``--as-of 2026-02-05`` does not see a record made
+    at 00:30 on 6.2 Finnish time (22:30 UTC on 5.2).
     """
     if as_of is None:
         return "TIMESTAMP '9999-12-31 23:59:59.999'", "now"
@@ -113,8 +120,25 @@ def _as_of(as_of: datetime | date | None) -> tuple[str, str]:
         if as_of.tzinfo is not None:
             as_of = as_of.astimezone(UTC).replace(tzinfo=None)
         return f"TIMESTAMP '{as_of.isoformat(sep=' ')}'", as_of.isoformat()
-    end = datetime.combine(as_of, datetime.max.time())
+    end = datetime.combine(as_of, time.max, FINLAND).astimezone(UTC).replace(tzinfo=None)
     return f"TIMESTAMP '{end.isoformat(sep=' ')}'", as_of.isoformat()
+
+
+def live_view_sql(table: str, as_of_sql: str) -> str:
+    """The facts of ``table`` as known at ``as_of_sql``, as :func:`hub.reporting.tables.live_sql`
+    resolves them (the version recorded last by then wins, a tie to the greater event id, a
+    winning retraction removes the fact), without its window over every row.
+
+    A fact with one version (``event_id = fact_id``, nearly all of them) is its own winner: only
+    the facts with a correction recorded by then (``ind_winner_<table>``, materialised once per
+    call, small) need the ranking, and the view is the base rows minus those facts plus their
+    winners: a scan and an anti-join against a small table, no sort.
+    """
+    return (
+        f"SELECT t.* FROM {table} t ANTI JOIN ind_corrected_{table} c USING (fact_id) "
+        f"WHERE t.recorded_at <= {as_of_sql} AND NOT t.retracted "
+        f"UNION ALL SELECT * FROM ind_winner_{table}"
+    )
 
 
 class Context:
@@ -130,14 +154,14 @@ class Context:
         self.periods = tuple(sorted(set(periods)))
         self.as_of_sql, self.as_of_label = _as_of(as_of)
         for table in FACT_TABLES:
-            self.cur.execute(
-                f"CREATE OR REPLACE TEMP VIEW live_{table.name} AS "
-                f"{live_sql(table.name, self.as_of_sql)}"
-            )
+            self._register_live(table.name)
         register_levels(self.cur)
         self._register_periods()
         self._register_calendar()
+        self._register_activation_types()
         self._register_spells()
+        self._register_services()
+        self._register_population()
         self.cur.execute(
             f"CREATE OR REPLACE TEMP TABLE {OUTPUT_TABLE} ("
             + ", ".join(f"{field.name} {_sql_type(field.type)}" for field in OUTPUT_SCHEMA)
@@ -148,6 +172,50 @@ class Context:
         self.cur.close()
 
     # --- setup -------------------------------------------------------------------------------
+
+    def _register_live(self, table: str) -> None:
+        """``live_<table>``: a view of the facts as known at the as-of time (:func:`live_view_sql`),
+        over two small tables: the facts with more than one version recorded by then and, of
+        those, the winning version unless it retracts the fact."""
+        self.cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE ind_corrected_{table} AS "
+            f"SELECT DISTINCT fact_id FROM {table} "
+            f"WHERE event_id <> fact_id AND recorded_at <= {self.as_of_sql}"
+        )
+        self.cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE ind_winner_{table} AS "
+            f"SELECT t.* FROM {table} t SEMI JOIN ind_corrected_{table} c USING (fact_id) "
+            f"WHERE t.recorded_at <= {self.as_of_sql} "
+            "QUALIFY row_number() OVER ("
+            "PARTITION BY t.fact_id ORDER BY t.recorded_at DESC, t.event_id DESC) = 1"
+        )
+        self.cur.execute(f"DELETE FROM ind_winner_{table} WHERE retracted")
+        self.cur.execute(
+            f"CREATE OR REPLACE TEMP VIEW live_{table} AS {live_view_sql(table, self.as_of_sql)}"
+        )
+
+    def _register_activation_types(self) -> None:
+        """``ind_activation_types``: the service types that count as "in services" and the
+        dates they do (``hub/rules/data/activation_service_types.csv``)."""
+        rows = [
+            (period.valid_from, period.valid_to or _OPEN_TO, str(service_type))
+            for period in activation_service_types_table().periods
+            for service_type in sorted(period.value)
+        ]
+        self.cur.register(
+            "ind_activation_types_arrow",
+            pa.table(
+                {
+                    "valid_from": pa.array([r[0] for r in rows], pa.date32()),
+                    "valid_to": pa.array([r[1] for r in rows], pa.date32()),
+                    "service_type": [r[2] for r in rows],
+                }
+            ),
+        )
+        self.cur.execute(
+            "CREATE OR REPLACE TEMP TABLE ind_activation_types AS FROM ind_activation_types_arrow"
+        )
+        self.cur.unregister("ind_activation_types_arrow")
 
     def _register_periods(self) -> None:
         table = pa.table(
@@ -213,66 +281,164 @@ class Context:
     def _register_spells(self) -> None:
         """``ind_spell``: one row per job-search spell (correlation id) known as of the time,
         from its registration (the earliest if several), with its end if one is recorded; and
-        ``ind_population``: each person's state on each evaluation day, ``service`` (in a
-        service that day) before ``unemployed`` (an active spell registered as unemployed or
-        laid off, no job start in the spell by that day)."""
+        ``ind_active``: the spells active on each evaluation day."""
         self.cur.execute(
             """
             CREATE OR REPLACE TEMP TABLE ind_spell AS
             WITH registration AS (
-                SELECT correlation_id, subject, job_search_started_on AS started_on,
-                       labour_market_status AS status, age_at_registration,
-                       municipality_code, employment_area_code
-                FROM live_spells
-                QUALIFY row_number() OVER (
-                    PARTITION BY correlation_id ORDER BY job_search_started_on, event_id) = 1
+                SELECT correlation_id, min(job_search_started_on) AS started_on,
+                       arg_min_null({
+                           'subject': subject, 'status': labour_market_status,
+                           'age': age_at_registration, 'municipality': municipality_code,
+                           'area': employment_area_code
+                       }, (job_search_started_on, event_id)) AS r
+                FROM live_spells GROUP BY correlation_id
             ), ending AS (
-                SELECT correlation_id, ended_on, reason FROM live_spell_ends
-                QUALIFY row_number() OVER (
-                    PARTITION BY correlation_id ORDER BY ended_on, event_id) = 1
+                SELECT correlation_id, min(ended_on) AS ended_on,
+                       arg_min_null(reason, (ended_on, event_id)) AS reason
+                FROM live_spell_ends GROUP BY correlation_id
             )
-            SELECT registration.*, ending.ended_on, ending.reason
+            SELECT correlation_id, r.subject, started_on, r.status,
+                   r.age AS age_at_registration, r.municipality AS municipality_code,
+                   r.area AS employment_area_code, ending.ended_on, ending.reason
             FROM registration LEFT JOIN ending USING (correlation_id)
             """
         )
+        self.cur.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE ind_active AS
+            SELECT d.day, s.*
+            FROM ind_eval_days d JOIN ind_spell s
+              ON s.started_on <= d.day AND (s.ended_on IS NULL OR s.ended_on >= d.day)
+            """
+        )
+
+    def _register_services(self) -> None:
+        """``ind_service``: one row per period of participation in a service.
+
+        Participation is intervals: each ``START`` report begins one, which lasts until the
+        next ``INTERRUPTION`` (its day is out: the period ends the day before) or ``COMPLETION``
+        (its day is in), and never past the enrolment's ``planned_end``. A ``START`` after an
+        interruption begins a new period. The enrolment's ``planned_start`` counts as a
+        ``START`` when no ``START`` report is dated on or before the first interruption or
+        completion (a provider that reports only the end). Reports of one day are read in the
+        order interruption, start, completion: an interruption and a restart on the same day
+        keep the person in, a start and a completion on one day make a one-day period.
+        ``ABSENCE`` reports do not end a period. The first recorded enrolment of an
+        ``enrolment_id`` holds.
+        """
+        self.cur.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE ind_service AS
+            WITH first_enrolment AS (
+                SELECT enrolment_id,
+                       arg_min_null({{
+                           'subject': subject, 'correlation_id': correlation_id,
+                           'municipality_code': municipality_code,
+                           'employment_area_code': employment_area_code,
+                           'service_type': service_type, 'planned_start': planned_start,
+                           'planned_end': planned_end
+                       }}, (recorded_at, event_id)) AS r
+                FROM live_enrolments GROUP BY enrolment_id
+            ), enrolment AS (
+                SELECT enrolment_id, unnest(r) FROM first_enrolment
+            ), report AS (
+                SELECT enrolment_id, reported_for AS day, event_id,
+                       CASE kind WHEN 'INTERRUPTION' THEN 0 WHEN 'START' THEN 1 ELSE 2 END
+                           AS rank
+                FROM live_participation WHERE kind IN ('START', 'INTERRUPTION', 'COMPLETION')
+            ), first_report AS (
+                SELECT enrolment_id,
+                       min(day) FILTER (WHERE rank = 1) AS first_start,
+                       min(day) FILTER (WHERE rank <> 1) AS first_stop
+                FROM report GROUP BY enrolment_id
+            ), mark AS (
+                SELECT enrolment_id, day, rank, event_id FROM report
+                UNION ALL
+                SELECT e.enrolment_id, e.planned_start, 1, ''
+                FROM enrolment e LEFT JOIN first_report f USING (enrolment_id)
+                WHERE NOT coalesce(f.first_start <= coalesce(f.first_stop, DATE '{_OPEN_TO}'),
+                                   FALSE)
+            ), period AS (
+                SELECT enrolment_id, rank, day AS first_day,
+                       min(CASE rank WHEN 0 THEN day - 1 WHEN 2 THEN day END) OVER (
+                           PARTITION BY enrolment_id ORDER BY day, rank, event_id
+                           ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS stop_day
+                FROM mark
+            )
+            SELECT e.enrolment_id, e.subject, e.correlation_id, e.municipality_code,
+                   e.employment_area_code, e.service_type, p.first_day,
+                   least(e.planned_end, p.stop_day) AS last_day
+            FROM period p JOIN enrolment e USING (enrolment_id)
+            WHERE p.rank = 1 AND least(e.planned_end, p.stop_day) >= p.first_day
+            """
+        )
+
+    def _register_population(self) -> None:
+        """``ind_population``: each person's state on each evaluation day, counted once.
+
+        * ``service``: a jobseeker (an active job-search spell on the day, any labour-market
+          status) in a period of a service that counts on the day
+          (``ind_activation_types``); a person in a service without an active spell is no
+          jobseeker and counts nowhere;
+        * ``unemployed``, if not in a service: an active spell registered unemployed or laid
+          off, with no job start in the spell on or before the day (``EmploymentStarted`` has
+          no end, so a job start removes the person from the unemployed for the rest of the
+          spell); ``unemployed_since`` is when the continuous unemployment began: the later of
+          the spell's start and the day after the person's last period in a counting service
+          that ended inside the spell before the day.
+        """
         statuses = ", ".join(f"'{s}'" for s in UNEMPLOYED_STATUSES)
         self.cur.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE ind_population AS
-            WITH enrolment AS (
-                SELECT * FROM live_enrolments
+            WITH counted AS (
+                SELECT d.day, v.subject, v.first_day, v.last_day,
+                       v.municipality_code, v.employment_area_code
+                FROM ind_eval_days d
+                JOIN ind_service v ON v.first_day <= d.day
+                JOIN ind_activation_types t
+                  ON t.service_type = v.service_type AND d.day BETWEEN t.valid_from AND t.valid_to
+            ), jobseeker AS (
+                SELECT DISTINCT day, subject FROM ind_active
+            ), serving AS (
+                SELECT c.day, c.subject, c.municipality_code, c.employment_area_code
+                FROM counted c SEMI JOIN jobseeker j USING (day, subject)
+                WHERE c.last_day >= c.day
                 QUALIFY row_number() OVER (
-                    PARTITION BY enrolment_id ORDER BY recorded_at, event_id) = 1
-            ), reported AS (
-                SELECT enrolment_id,
-                       min(reported_for) FILTER (WHERE kind = 'START') AS started,
-                       min(reported_for) FILTER (WHERE kind = 'INTERRUPTION') AS interrupted,
-                       min(reported_for) FILTER (WHERE kind = 'COMPLETION') AS completed
-                FROM live_participation GROUP BY enrolment_id
-            ), in_service AS (
-                SELECT e.subject, e.correlation_id, e.municipality_code, e.employment_area_code,
-                       coalesce(r.started, e.planned_start) AS first_day,
-                       least(e.planned_end, r.interrupted - 1, r.completed) AS last_day
-                FROM enrolment e LEFT JOIN reported r USING (enrolment_id)
-            ), states AS (
-                SELECT d.day, s.subject, 1 AS priority, 'service' AS state,
-                       NULL::DATE AS started_on, s.municipality_code, s.employment_area_code
-                FROM ind_eval_days d JOIN in_service s
-                  ON d.day BETWEEN s.first_day AND s.last_day
-                UNION ALL
-                SELECT d.day, s.subject, 2, 'unemployed', s.started_on,
-                       s.municipality_code, s.employment_area_code
-                FROM ind_eval_days d JOIN ind_spell s
-                  ON s.started_on <= d.day AND (s.ended_on IS NULL OR s.ended_on >= d.day)
-                WHERE s.status IN ({statuses})
+                    PARTITION BY c.day, c.subject
+                    ORDER BY c.municipality_code, c.employment_area_code, c.first_day) = 1
+            ), job_start AS (
+                SELECT correlation_id, min(started_on) AS started_on
+                FROM live_job_starts GROUP BY correlation_id
+            ), unemployed AS (
+                SELECT a.day, a.subject, a.correlation_id, a.started_on,
+                       a.municipality_code, a.employment_area_code
+                FROM ind_active a
+                LEFT JOIN job_start j USING (correlation_id)
+                WHERE a.status IN ({statuses})
+                  AND (j.started_on IS NULL OR j.started_on > a.day)
                   AND NOT EXISTS (
-                      SELECT 1 FROM live_job_starts j
-                      WHERE j.correlation_id = s.correlation_id AND j.started_on <= d.day)
+                      SELECT 1 FROM serving s WHERE s.day = a.day AND s.subject = a.subject)
+                QUALIFY row_number() OVER (
+                    PARTITION BY a.day, a.subject
+                    ORDER BY a.started_on, a.municipality_code, a.employment_area_code,
+                             a.correlation_id) = 1
+            ), service_break AS (
+                SELECT u.day, u.subject, max(c.last_day) + 1 AS after_service
+                FROM unemployed u JOIN counted c
+                  ON c.day = u.day AND c.subject = u.subject
+                 AND c.last_day >= u.started_on AND c.last_day < u.day
+                GROUP BY u.day, u.subject
             )
-            SELECT * EXCLUDE (priority) FROM states
-            QUALIFY row_number() OVER (
-                PARTITION BY day, subject
-                ORDER BY priority, started_on, municipality_code, employment_area_code) = 1
+            SELECT day, subject, 'service' AS state, NULL::DATE AS started_on,
+                   NULL::DATE AS unemployed_since, municipality_code, employment_area_code
+            FROM serving
+            UNION ALL
+            SELECT u.day, u.subject, 'unemployed', u.started_on,
+                   greatest(u.started_on, b.after_service), u.municipality_code,
+                   u.employment_area_code
+            FROM unemployed u LEFT JOIN service_break b USING (day, subject)
             """
         )
 
@@ -287,6 +453,7 @@ class Context:
         breakdowns: Sequence[tuple[str, ...]] = ((),),
         point_in_time: bool = False,
         compress: Sequence[str] | None = None,
+        folded: Mapping[str, str] | None = None,
     ) -> None:
         """Insert the measures of ``facts_sql`` at the indicator's levels into the output.
 
@@ -302,6 +469,9 @@ class Context:
         read), rows equal in period, levels, breakdown keys and those columns are first folded
         into one whose ``weight`` counts them: measures written as sums of ``weight`` give the
         same figures from far fewer rows (a median or a DISTINCT cannot be compressed).
+        ``folded`` (with ``compress``) names further columns of the folded rows and the
+        aggregate that makes each (``{"days": "sum(days)"}``): a folded row is one line of the
+        finest level and breakdown (e.g. an invoice line to round once).
         """
         placed_on = (
             "f.day = p.eval_day" if point_in_time else "f.day BETWEEN p.start_day AND p.end_day"
@@ -341,8 +511,10 @@ class Context:
                     *compress,
                 ]
             )
+            extra = "".join(f", {sql} AS {name}" for name, sql in (folded or {}).items())
             source = (
-                f"compressed AS (SELECT {kept}, sum(weight) AS weight FROM placed GROUP BY {kept}),"
+                f"compressed AS (SELECT {kept}, sum(weight) AS weight{extra} "
+                f"FROM placed GROUP BY {kept}),"
             )
         aggregates = ",\n".join(
             f"{m.value} AS m{i}_value, {m.n} AS m{i}_n" for i, m in enumerate(measures)
