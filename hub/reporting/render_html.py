@@ -261,13 +261,21 @@ def _period_start(period: str) -> date:
 def area_label(level: str, code: str, on: date) -> str:
     """``Name (code)`` for a known area code, else the code (teams, experts)."""
     from hub.codes import lookup
+    from hub.reporting.levels import regional_centre_level_code
 
     name: str | None = None
     try:
         if level == "country":
             name = "Suomi"
         elif level == "regional_centre":
-            name = next((c.name_fi for c in lookup.regional_centres(on) if c.code == code), None)
+            name = next(
+                (
+                    c.name_fi
+                    for c in lookup.regional_centres(on)
+                    if regional_centre_level_code(c.code, on) == code
+                ),
+                None,
+            )
         elif level == "region":
             name = lookup.region(code).name_fi
         elif level == "employment_area":
