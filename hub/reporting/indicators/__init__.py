@@ -57,8 +57,9 @@ def compute_indicators(
 ) -> pa.Table:
     """The indicators (all when None) for the periods, as known at ``as_of``.
 
-    ``as_of``: a datetime (naive = UTC) cuts at that instant (``recorded_at <= as_of``); a date
-    at the end of that day (UTC); None takes everything recorded. Rows are sorted by
+    ``as_of``: a datetime (naive = UTC; an offset is taken as given) cuts at that instant
+    (``recorded_at <= as_of``); a date at the end of that day in Finland (23:59:59.999999
+    Europe/Helsinki); None takes everything recorded. Rows are sorted by
     (indicator, measure, level, code, period, breakdown). ValueError for an unknown indicator.
     Runs on its own cursor of ``con``: its temporary views and tables go with it.
     """
