@@ -7,9 +7,9 @@ its trend (:func:`hub.reporting.indicators.compute_indicators`), and writes per 
 ``HUB_REPORT_DIR/<period>`` (``<period>-asof-<date>`` for an as-of report) or ``--out``. It prints
 the folder and a few headline figures of the whole country.
 
-``--as-of 2026-02-05`` answers with what had been recorded by the end of that day (UTC, the
-store's knowledge time); an ISO timestamp with an offset names the moment itself. Without it,
-everything known now.
+``--as-of 2026-02-05`` answers with what had been recorded by the end of that day in Finland
+(Europe/Helsinki; the indicators convert it to the store's UTC knowledge time); an ISO
+timestamp with an offset names the moment itself. Without it, everything known now.
 """
 
 from __future__ import annotations
@@ -109,8 +109,9 @@ def trend_periods(period: str, months: int | None, start: str | None) -> list[st
 
 
 def as_of_value(text: str) -> date | datetime:
-    """A knowledge time as the indicators take it: a day (read as the end of that day, UTC) or
-    a timezone-aware moment; ValueError for anything else (a moment without an offset too)."""
+    """A knowledge time as the indicators take it: a day (the indicators read it as the end of
+    that day in Finland) or a timezone-aware moment; ValueError for anything else (a moment
+    without an offset too)."""
     if _DAY.fullmatch(text):
         return date.fromisoformat(text)
     moment = datetime.fromisoformat(text)
@@ -181,7 +182,7 @@ def headline_lines(table: pa.Table, period: str) -> list[str]:
     "--as-of",
     "as_of_text",
     default=None,
-    help="What had been recorded by then: a day (its end, UTC) or an ISO timestamp with "
+    help="What had been recorded by then: a day (its end in Finland) or an ISO timestamp with "
     "an offset. Default: everything known now.",
 )
 @click.option(
