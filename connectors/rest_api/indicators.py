@@ -8,7 +8,8 @@ knowledge time, and filtered by the query:
 * ``period`` (required): a month ``2026-01`` or a day ``2026-01-15``; several comma-separated
   (at most :data:`MAX_PERIODS`);
 * ``indicator``, ``level``, ``code``, ``breakdown`` (``breakdown=`` for the totals only);
-* ``as_of``: a day (its end, UTC) or an ISO timestamp with an offset; without it, now;
+* ``as_of``: a day (its end in Finland, Europe/Helsinki) or an ISO timestamp with an offset;
+  without it, now;
 * ``limit`` (at most :data:`MAX_LIMIT`, default :data:`DEFAULT_LIMIT`) and ``offset`` page
   through the sorted rows; ``next_offset`` says where the next page starts.
 
@@ -280,8 +281,8 @@ _DOC: Final = {
     "code": "The area's code at the level (FI for the country), a team or an expert.",
     "period": "Required: a month YYYY-MM or a day YYYY-MM-DD; several comma-separated.",
     "breakdown": "Only rows of this breakdown (channel=PHONE); empty for the totals.",
-    "as_of": "What had been recorded by then: a day (its end, UTC) or an ISO timestamp with "
-    "an offset; absent: now.",
+    "as_of": "What had been recorded by then: a day (its end in Finland) or an ISO timestamp "
+    "with an offset; absent: now.",
     "limit": f"Rows per page, 1…{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
     "offset": "Rows to skip (the previous page's next_offset).",
 }
