@@ -148,6 +148,8 @@ def replay_command(
         routes = load_routes(settings)
     except (RoutesError, OSError) as error:
         raise click.ClickException(f"routes: {error}") from error
+    if from_archive is not None and not from_archive.is_dir():
+        raise click.ClickException(f"no archive folder {from_archive}")
     path = store_path or settings.reporting_store
     log_topic = topic or settings.topic_customer_path
     try:
@@ -159,8 +161,6 @@ def replay_command(
     try:
         with RichProgress("replay") as progress:
             if from_archive is not None:
-                if not from_archive.is_dir():
-                    raise click.ClickException(f"no archive folder {from_archive}")
                 stats = replay_archive(
                     from_archive,
                     store,
