@@ -27,8 +27,8 @@ the first fact vanish). An event that validates but cannot be encoded for the lo
 A bulk is all or none: under an Idempotency-Key its first item is written under the key itself
 and the others under ``<key>#<index>`` (a correction item with its correction parts), each with
 the digest of the whole body (so one key for a single request and for a bulk, or a retry with
-one more item, is a conflict); without one, each item is keyed as above. When the sink refuses any item, nothing is written and the problem
-lists the refused items.
+one more item, is a conflict); without one, each item is keyed as above. When the sink refuses
+any item, nothing is written and the problem lists the refused items.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at run
