@@ -170,6 +170,14 @@ class HubSettings(BaseSettings):
         default=Path(".hub/reports"),
         description="Folder where hub report writes its CSV, Parquet and HTML files.",
     )
+    report_min_cell: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Smallest cell shown below the employment-area level (municipality, team, "
+        "expert) in hub report's files and GET /v1/indicators: a value computed from fewer "
+        "people or facts is suppressed (value and n empty, suppressed true); never in the store.",
+    )
     receivers_host: str = Field(
         default="127.0.0.1", description="Address the local receivers (hub receivers) listen on."
     )
