@@ -130,7 +130,8 @@ def test_reader_orders_by_partition_and_offset_skips_temp_files_and_stops_at_unt
         for f in list_archive(tmp_path, TOPIC)
     ]
     assert listed == [(0, 0, 0, 1), (0, 5, 6, 2), (1, 3, 7, 2), (1, 40, 41, 2)]
-    assert list(iter_archive(tmp_path, "no-such-topic")) == []
+    with pytest.raises(ArchiveError, match="does not exist"):
+        list(iter_archive(tmp_path, "no-such-topic"))  # a replay of nothing is a mistake
 
 
 def test_header_carries_partition_offsets_and_codec(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 from fastavro import parse_schema
 from fastavro import reader as avro_reader
+from fastavro.read import SchemaResolutionError
 from fastavro.write import Writer
 
 from hub.kafka.clients import make_consumer
@@ -112,7 +113,24 @@ LOCK_NAME = ".lock"
 
 
 class ArchiveError(Exception):
-    """The archive folder cannot be used (locked by another archiver, a broken file)."""
+    """The archive folder cannot be used (locked by another archiver, a broken file, no files
+    where the topic's should be): the message names the file or folder and the fault in one
+    line, fit for a command to print as it is."""
+
+
+#: Longest quote of a reader library's own message in an :class:`ArchiveError`.
+_FAULT_CHARS = 120
+
+
+def _fault(path: Path, what: str, error: BaseException | None = None) -> ArchiveError:
+    """An ArchiveError naming *path* and the fault, the library's message cut short (a schema
+    resolution error quotes both schemas: kilobytes)."""
+    if error is None:
+        return ArchiveError(f"{path}: {what}")
+    detail = " ".join(str(error).split())
+    if len(detail) > _FAULT_CHARS:
+        detail = detail[: _FAULT_CHARS - 1] + "…"
+    return ArchiveError(f"{path}: {what} ({type(error).__name__}: {detail})")
 
 
 # -- the record schema ---------------------------------------------------------------------
@@ -327,9 +345,50 @@ def _named_files(root: Path | str, topic: str) -> list[tuple[int, int, date, Pat
 
 
 def read_header(path: Path) -> dict[str, str]:
-    """The ``hub.*`` and ``avro.*`` metadata of an archive file (only its header is read)."""
-    with path.open("rb") as fo:
-        return {k: v for k, v in avro_reader(fo).metadata.items()}
+    """The ``hub.*`` and ``avro.*`` metadata of an archive file (only its header is read);
+    an :class:`ArchiveError` when it is not an Avro file (empty, cut short, something else)."""
+    try:
+        with path.open("rb") as fo:
+            return {k: v for k, v in avro_reader(fo).metadata.items()}
+    except OSError as error:
+        raise _fault(path, "cannot be read", error) from None
+    except Exception as error:  # fastavro: ValueError, EOFError, UnicodeDecodeError, …
+        size = _size(path)
+        what = "is empty" if size == 0 else "is not an Avro file or its header is damaged"
+        raise _fault(path, what, None if size == 0 else error) from None
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _archived_files(root: Path | str, topic: str) -> list[tuple[int, int, date, Path]]:
+    """:func:`_named_files`, or an ArchiveError when ``<root>/<topic>`` is missing or holds no
+    file: a replay of nothing is a mistake (most often the topic folder given as the root)."""
+    root = Path(root)
+    base = topic_dir(root, topic)
+    found = _named_files(root, topic)
+    if found:
+        return found
+    hint = ""
+    if root.name == topic or any(_DATE_DIR.match(p.name) for p in _children(root)):
+        hint = f"; {root} looks like a topic folder itself: give its parent {root.parent}"
+    if not base.is_dir():
+        raise ArchiveError(f"no archive of {topic} under {root}: {base} does not exist{hint}")
+    raise ArchiveError(
+        f"no archive of {topic} under {root}: {base} holds no part-*.avro file in a date=* "
+        f"folder{hint}"
+    )
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _archive_file(topic: str, partition: int, first: int, day: date, path: Path) -> ArchiveFile:
@@ -343,8 +402,9 @@ def _archive_file(topic: str, partition: int, first: int, day: date, path: Path)
 
 
 def list_archive(root: Path | str, topic: str) -> list[ArchiveFile]:
-    """Every closed file of ``topic``, by partition then first offset (temp files skipped)."""
-    return [_archive_file(topic, p, o, d, path) for p, o, d, path in _named_files(root, topic)]
+    """Every closed file of ``topic``, by partition then first offset (temp files skipped);
+    an ArchiveError when there is none or a header cannot be read."""
+    return [_archive_file(topic, p, o, d, path) for p, o, d, path in _archived_files(root, topic)]
 
 
 def iter_archive(
@@ -356,11 +416,15 @@ def iter_archive(
     """The archived records of ``topic``: partition by partition (ascending), each in offset
     order. ``until``: per partition, stop at the first record whose Kafka timestamp is at or
     after it (what reading a partition up to ``offsets_for_times(until)`` gives); naive means
-    UTC. Every file is read with the current record schema (older files resolve to it)."""
+    UTC. Every file is read with the current record schema (older files resolve to it).
+
+    A missing or empty topic folder, or a file that cannot be read to its end (cut short,
+    damaged, not Avro, another schema), raises one :class:`ArchiveError` naming the file and
+    the fault; the records before it have been yielded."""
     schema = _schema_for(catalog if catalog is not None else default_schema_catalog())
     until_ms = None if until is None else _epoch_ms(until)
     stopped: set[int] = set()
-    for partition, _, day, path in _named_files(root, topic):
+    for partition, _, day, path in _archived_files(root, topic):
         if partition in stopped:
             continue
         if until is not None and day > _utc(until).date():
@@ -374,23 +438,61 @@ def iter_archive(
 
 
 def _read_file(path: Path, schema: _Schema) -> Iterator[ArchivedRecord]:
-    with path.open("rb") as fo:
-        records = avro_reader(fo)
-        if _canonical_of(records.metadata.get("avro.schema", "")) != schema.canonical:
-            records = avro_reader(_rewound(fo), reader_schema=schema.parsed)
-        for r in records:
-            assert isinstance(r, dict)
-            yield ArchivedRecord(
-                partition=r["partition"],
-                offset=r["offset"],
-                timestamp=r["timestamp"],
-                key=r["key"],
-                type_name=r["event_type"],
-                record=r["event"],
-                raw=r["raw"],
-                writer_schema=r["writer_schema"],
-                headers=r["headers"],
-            )
+    """The records of one file; an ArchiveError naming it for any fault of the file."""
+    try:
+        fo = path.open("rb")
+    except OSError as error:
+        raise _fault(path, "cannot be read", error) from None
+    with fo:
+        read_header(path)  # an empty or foreign file: one clear fault, before anything else
+        try:
+            records = avro_reader(fo)
+            embedded = records.metadata.get("avro.schema", "")
+            if _canonical_of(embedded) != schema.canonical:
+                name = _schema_name(embedded)
+                if name != RECORD_NAME:
+                    raise _fault(path, f"is not an archive file (its records are {name})")
+                records = avro_reader(_rewound(fo), reader_schema=schema.parsed)
+            yield from _records(records)
+        except ArchiveError:
+            raise
+        except SchemaResolutionError as error:
+            raise _fault(
+                path, "was written with a schema that cannot be read as the current one", error
+            ) from None
+        except EOFError as error:
+            raise _fault(path, "is cut short (a truncated copy?)", error) from None
+        except Exception as error:  # zstandard/zlib errors, ValueError, UnicodeDecodeError, …
+            raise _fault(path, "is cut short or damaged", error) from None
+
+
+def _schema_name(schema_text: str) -> str:
+    """The full name of a file's embedded record schema, or what it is instead."""
+    try:
+        parsed = json.loads(schema_text)
+    except ValueError:
+        return "of an unreadable schema"
+    if isinstance(parsed, dict) and isinstance(parsed.get("name"), str):
+        name = str(parsed["name"])
+        space = parsed.get("namespace")
+        return name if "." in name or not isinstance(space, str) else f"{space}.{name}"
+    return "not records"
+
+
+def _records(records: Any) -> Iterator[ArchivedRecord]:
+    for r in records:
+        assert isinstance(r, dict)
+        yield ArchivedRecord(
+            partition=r["partition"],
+            offset=r["offset"],
+            timestamp=r["timestamp"],
+            key=r["key"],
+            type_name=r["event_type"],
+            record=r["event"],
+            raw=r["raw"],
+            writer_schema=r["writer_schema"],
+            headers=r["headers"],
+        )
 
 
 @lru_cache(maxsize=64)
