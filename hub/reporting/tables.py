@@ -209,17 +209,43 @@ TABLE_OF_TYPE: dict[str, FactTable] = {table.event_type: table for table in FACT
 TABLES: dict[str, FactTable] = {table.name: table for table in FACT_TABLES}
 
 
+STORE_COLUMNS: tuple[Column, ...] = (
+    Column("corrects_event_id", "VARCHAR", "envelope.corrects_event_id"),
+    Column("superseded_at", "TIMESTAMP", ""),
+    Column("superseded_by", "VARCHAR", ""),
+)
+"""Columns the store keeps after the fact columns (not read from the event by path):
+``corrects_event_id`` as the version named it (``fact_id`` is where its chain ends), and, per
+version, the ``recorded_at`` and event id of the next version of the same fact in the order
+(``recorded_at``, ``event_id``), NULL for the latest. The store maintains them after each load
+(:mod:`hub.reporting.store`), so the facts as of a time are a filter (:func:`live_sql`)."""
+
+
 def create_table_sql(table: FactTable) -> str:
-    columns = ",\n  ".join(f"{c.name} {c.sql_type}" for c in table.all_columns)
-    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n  {columns},\n  PRIMARY KEY (event_id)\n)"
+    columns = ",\n  ".join(f"{c.name} {c.sql_type}" for c in table.all_columns + STORE_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n  {columns}\n)"
 
 
 def live_sql(table: str, as_of: str = "$as_of") -> str:
     """The facts of ``table`` as known at ``as_of`` (a TIMESTAMP expression, UTC).
 
     A fact's versions share its fact id; the version recorded last by ``as_of`` wins (a tie:
-    the greater event id), and a winning version that retracts the fact removes it.
+    the greater event id), and a winning version that retracts the fact removes it. The store
+    keeps, per version, when the next version in that order was recorded (``superseded_at``),
+    so the winner is the version recorded by ``as_of`` and not yet superseded then: a filter,
+    no window. A tie is exact: the version a tie beats has ``superseded_at`` equal to its own
+    ``recorded_at``, never later than an ``as_of`` it is visible at. Versions the store refused
+    (another person's or type's fact, a cycle, an unknown target) are not in the fact tables.
     """
+    return (
+        f"SELECT * FROM {TABLES[table].name} WHERE recorded_at <= {as_of} "
+        f"AND (superseded_at IS NULL OR superseded_at > {as_of}) AND NOT retracted"
+    )
+
+
+def live_window_sql(table: str, as_of: str = "$as_of") -> str:
+    """:func:`live_sql` the old way, a window over every version (the rule as written; the
+    tests check the filter against it)."""
     return (
         f"SELECT * EXCLUDE (version_rank) FROM ("
         f"SELECT *, row_number() OVER (PARTITION BY fact_id "
