@@ -291,3 +291,107 @@ def test_a_replay_from_the_archive_equals_the_replay_from_kafka(log: Log, tmp_pa
     assert "1 undecodable" in done.stdout
     with ReportingStore(path, read_only=True) as store:
         assert _counts(store) == _expected(log.run_a + log.run_b + log.again)
+
+
+def _registrations(n: int) -> list[CustomerPathEvent]:
+    """The registration of each of the first ``n`` people of a small simulation."""
+    from hub.events.customer_path import JobseekerRegistered
+
+    found: dict[str, CustomerPathEvent] = {}
+    for event in _events(10, seed=83):
+        if isinstance(event, JobseekerRegistered):
+            found.setdefault(event.envelope.subject, event)
+    return list(found.values())[:n]
+
+
+def test_a_retraction_of_another_persons_fact_replays_as_rejected(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The attack of issue 8: Helsinki's record retracting Tampere's registration by its event
+    id. On the log it is (the log is the truth); the store refuses it and the replay says so."""
+    settings = settings_for(kafka_bootstrap, partitions=PARTITIONS)
+    tampere, helsinki = _registrations(2)
+    envelope = helsinki.envelope.model_copy(
+        update={
+            "event_id": uuid.uuid4(),
+            "corrects_event_id": tampere.envelope.event_id,
+            "retracted": True,
+            "recorded_at": helsinki.envelope.recorded_at.replace(year=2026, month=12),
+        }
+    )
+    attack = helsinki.model_copy(update={"envelope": envelope})
+
+    async def publish() -> None:
+        await ensure_topics(settings)
+        await _publish(settings, [tampere, helsinki, attack])
+
+    asyncio.run(publish())
+    path = tmp_path / "store.duckdb"
+    command = [sys.executable, "-m", "hub", "replay", "--from-offset", "0", "--store", str(path)]
+    env = hub_environment(settings, HUB_LOG_LEVEL="WARNING")
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "3 row(s) added" in done.stdout
+    assert "rejected versions (counted nowhere, see rejected_versions): 1: other_subject 1" in (
+        done.stdout
+    )
+    with ReportingStore(path, read_only=True) as store:
+        live = store.con.execute(
+            "SELECT event_id FROM spells WHERE NOT retracted ORDER BY event_id"
+        ).fetchall()
+        assert live == sorted(
+            [(str(tampere.envelope.event_id),), (str(helsinki.envelope.event_id),)]
+        )
+        assert store.rejected() == {"other_subject": 1}
+
+
+def _replay_into(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", "replay", "--from-offset", "0", "--store", str(path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_store_of_another_layout_garbage_or_locked_is_one_line_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    """Refused before Kafka is asked: no broker needed."""
+    import duckdb
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE spells (event_id VARCHAR)")  # layout 1: no store_meta
+    con.close()
+    zero = tmp_path / "zero.duckdb"
+    zero.write_bytes(b"")
+    garbage = tmp_path / "garbage.duckdb"
+    garbage.write_bytes(b"\x00garbage" * 1000)
+    for path in (old, zero, garbage):
+        done = _replay_into(path)
+        assert done.returncode == 2, (path, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("rebuild the store: "), lines
+    locked = tmp_path / "locked.duckdb"
+    ReportingStore(locked).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(locked)!r}); "
+         "print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ok"
+        done = _replay_into(locked)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert "in use by another process" in lines[0]
+        assert "Traceback" not in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -29,7 +29,7 @@ from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
 from hub.reporting.facts import REPORTING_DESTINATION, NotReported
 from hub.reporting.replay import ReplayStats, as_utc, replay_archive, replay_kafka
-from hub.reporting.store import ReportingStore
+from hub.reporting.store import ReportingStore, StoreError
 from hub.routing.routes import RoutesError, load_routes
 from hub.settings import get_settings
 
@@ -79,6 +79,16 @@ class RichProgress:
         trace: TracebackType | None,
     ) -> None:
         self.finish()
+
+
+def rejected_line(rejected: dict[str, int]) -> str:
+    """The summary's line on refused versions (see :mod:`hub.reporting.store`)."""
+    if not rejected:
+        return "rejected versions: none"
+    return (
+        f"rejected versions (counted nowhere, see rejected_versions): {sum(rejected.values())}: "
+        + ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()))
+    )
 
 
 def _time(value: str | None, option: str) -> datetime | None:
@@ -134,7 +144,9 @@ def replay_command(
     """Replay the log (or its archive) into the reporting store, without a consumer group.
 
     Exactly one of --from-offset, --from-time, --from-archive. Idempotent: events the store
-    already holds are not added again. Undecodable records are counted and listed.
+    already holds are not added again. Undecodable records are counted and listed, and so are
+    refused corrections (another person's or type's fact, a cycle, an unknown target). A store
+    of another layout, not a DuckDB file, or held by another process: one line, exit 2.
     """
     chosen = [o for o, v in (("--from-offset", from_offset), ("--from-time", from_time),
                              ("--from-archive", from_archive)) if v is not None]  # fmt: skip
@@ -154,8 +166,13 @@ def replay_command(
     log_topic = topic or settings.topic_customer_path
     try:
         store = ReportingStore(path, routes=routes, destination=destination)
+    except StoreError as error:  # another layout, not DuckDB, locked: one line, exit 2
+        click.echo(str(error), err=True)
+        sys.exit(2)
+    try:
         store.projection  # noqa: B018  (fail now on an unknown destination)
     except NotReported as error:
+        store.close()
         raise click.ClickException(str(error)) from error
     stats: ReplayStats
     try:
@@ -183,12 +200,14 @@ def replay_command(
                     ),
                 )
         counts = store.counts()
+        rejected = store.rejected()
     finally:
         store.close()
     click.echo(stats.summary())
     click.echo(
         f"store {path}: " + ", ".join(f"{name} {count}" for name, count in counts.items() if count)
     )
+    click.echo(rejected_line(rejected))
     if stats.undecodable:
         click.echo(
             f"{stats.undecodable} record(s) could not be decoded (see above); they are not "
