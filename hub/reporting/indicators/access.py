@@ -13,8 +13,17 @@ from hub.reporting.levels import LEVELS
 
 FACTS = """
 WITH interview AS (
-    SELECT * FROM live_interviews
-    QUALIFY row_number() OVER (PARTITION BY correlation_id ORDER BY held_on, event_id) = 1
+    SELECT correlation_id, held_on, unnest(r) FROM (
+        SELECT correlation_id, min(held_on) AS held_on,
+               arg_min_null({
+                   'job_search_started_on': job_search_started_on,
+                   'municipality_code': municipality_code,
+                   'employment_area_code': employment_area_code,
+                   'team_code': team_code, 'expert_id': expert_id, 'channel': channel,
+                   'remote_for_weighty_reason': remote_for_weighty_reason
+               }, (held_on, event_id)) AS r
+        FROM live_interviews GROUP BY correlation_id
+    )
 )
 SELECT i.held_on AS day, i.municipality_code, i.employment_area_code, i.team_code, i.expert_id,
        greatest(held.working_day_number - started.working_day_number, 0) AS working_days,

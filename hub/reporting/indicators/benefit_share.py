@@ -11,13 +11,11 @@ from datetime import date
 
 import pyarrow as pa
 
-from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.indicators.frame import PERSON_KEY, Context, Indicator, Measure
 from hub.reporting.levels import LEVEL_TABLE, PERSON_LEVELS
 from hub.rules.benefit_share import basic_daily_allowance_table, municipal_share_bands_table
 
 _OPEN_TO = date(9999, 12, 31)
-
-FACTS_TABLE = "ind_share_facts"
 
 FACTS = f"""
 WITH accrual AS (
@@ -25,6 +23,8 @@ WITH accrual AS (
 ), piece AS (
     SELECT a.fact_id, a.subject, a.benefit, a.period_end, a.paying_municipality_code,
            b.band, b.share_percent,
+           a.days_before BETWEEN b.days_from AND coalesce(b.days_to, a.days_before)
+               AS first_piece,
            greatest(0, least(a.accrued_days_total,
                              coalesce(b.days_to + 1, a.accrued_days_total))
                        - greatest(a.days_before, b.days_from)) AS days
@@ -34,8 +34,7 @@ WITH accrual AS (
 SELECT p.period_end AS day, p.paying_municipality_code AS municipality_code,
        area.employment_area_code, NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        p.fact_id, p.subject, p.share_percent, p.days,
-       CAST(row_number() OVER (PARTITION BY p.fact_id ORDER BY p.band) = 1 AS INTEGER)
-           AS first_piece,
+       CAST(p.first_piece AS INTEGER) AS first_piece,
        CAST(p.days * p.share_percent AS DECIMAL(18, 0)) * 0.01 AS weighted_days,
        CAST(p.days * p.share_percent AS DECIMAL(18, 0)) * 0.01 * allowance.euros_per_day
            AS euros,
@@ -51,7 +50,8 @@ WHERE p.days > 0
 _BAND_ROWS = "breakdown LIKE '%band=%'"
 _REPORTS = "CASE WHEN grouping(bd_band) = 0 THEN sum(weight) ELSE sum(first_piece) END"
 """The accrual reports behind a figure without a DISTINCT (which costs as much as the rest): a
-report has one piece per band it reaches, so a band row counts pieces, a total row first ones."""
+report has one piece per band it reaches, so a band row counts pieces, a total row first ones
+(the piece of the band holding the report's first day: the days accrued before it)."""
 
 _LINES = {
     "days": "sum(days)",
@@ -132,13 +132,11 @@ def compute(ctx: Context) -> None:
     cent.
     """
     _register_rules(ctx)
-    ctx.cur.execute(f"CREATE OR REPLACE TEMP TABLE {FACTS_TABLE} AS {FACTS}")
-    facts = f"SELECT * FROM {FACTS_TABLE}"
-    breakdowns = ((), ("benefit",), ("band",), ("benefit", "band"))
     ctx.aggregate(
         INDICATOR,
-        facts,
+        FACTS,
         [
+            Measure("people", "", _REPORTS, distinct=PERSON_KEY),
             Measure("days_paid", "sum(days)", _REPORTS),
             Measure("share_percent", "max(share_percent)", _REPORTS, _BAND_ROWS),
             Measure(
@@ -153,17 +151,10 @@ def compute(ctx: Context) -> None:
                 _REPORTS,
             ),
         ],
-        breakdowns=breakdowns,
+        breakdowns=((), ("benefit",), ("band",), ("benefit", "band")),
         compress=("share_percent",),
         folded=_LINES,
     )
-    ctx.aggregate(
-        INDICATOR,
-        facts,
-        [Measure("people", "count(DISTINCT subject)", _REPORTS)],
-        breakdowns=breakdowns,
-    )
-    ctx.cur.execute(f"DROP TABLE {FACTS_TABLE}")
 
 
 INDICATOR = Indicator(

@@ -23,10 +23,7 @@ FROM ind_spell
 """
 
 ENDED = """
-WITH ending AS (
-    SELECT * FROM live_spell_ends
-    QUALIFY row_number() OVER (PARTITION BY correlation_id ORDER BY ended_on, event_id) = 1
-)
+WITH ending AS (SELECT * FROM ind_spell_end)
 SELECT e.ended_on AS day, e.municipality_code, e.employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        'ended' AS flow,

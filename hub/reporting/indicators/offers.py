@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from hub.reporting.indicators.frame import Context, Indicator, Measure
+from hub.reporting.indicators.frame import PERSON_KEY, Context, Indicator, Measure
 from hub.reporting.levels import LEVEL_TABLE, LEVELS
 
-FACTS = f"""
+FACTS = """
 WITH offer AS (
-    SELECT * FROM live_offers
-    QUALIFY row_number() OVER (PARTITION BY offer_id ORDER BY occurred_at, event_id) = 1
+    SELECT offer_id, occurred_at, unnest(r) FROM (
+        SELECT offer_id, min(occurred_at) AS occurred_at,
+               arg_min_null({
+                   'municipality_code': municipality_code,
+                   'employment_area_code': employment_area_code,
+                   'team_code': team_code, 'expert_id': expert_id, 'subject': subject,
+                   'binding': binding,
+                   'workplace_municipality_code': workplace_municipality_code
+               }, (occurred_at, event_id)) AS r
+        FROM live_offers GROUP BY offer_id
+    )
 ), hired AS (
     SELECT offer_id FROM live_offer_outcomes WHERE result = 'HIRED'
     UNION
     SELECT job_offer_id FROM live_job_starts WHERE job_offer_id IS NOT NULL
 ), job_start AS (
-    SELECT job_offer_id AS offer_id, workplace_municipality_code FROM live_job_starts
-    WHERE job_offer_id IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY job_offer_id ORDER BY started_on, event_id) = 1
+    SELECT job_offer_id AS offer_id,
+           arg_min_null(workplace_municipality_code, (started_on, event_id))
+               AS workplace_municipality_code
+    FROM live_job_starts WHERE job_offer_id IS NOT NULL GROUP BY job_offer_id
 ), area_of AS (
-    SELECT DISTINCT municipality_code, employment_area_code FROM {LEVEL_TABLE}
+    SELECT DISTINCT municipality_code, employment_area_code FROM $levels
 )
 SELECT CAST(timezone('Europe/Helsinki', o.occurred_at AT TIME ZONE 'UTC') AS DATE) AS day,
        o.municipality_code, o.employment_area_code, o.team_code, o.expert_id, o.subject,
@@ -33,7 +43,7 @@ LEFT JOIN job_start j ON j.offer_id = o.offer_id
 LEFT JOIN area_of
   ON area_of.municipality_code = coalesce(j.workplace_municipality_code,
                                           o.workplace_municipality_code)
-"""
+""".replace("$levels", LEVEL_TABLE)
 
 
 def compute(ctx: Context) -> None:
@@ -53,7 +63,7 @@ def compute(ctx: Context) -> None:
         FACTS,
         [
             Measure("offers", "count(*)", "count(*)"),
-            Measure("jobseekers_with_offer", "count(DISTINCT subject)", "count(DISTINCT subject)"),
+            Measure("jobseekers_with_offer", "", "", distinct=PERSON_KEY),
             Measure(
                 "share_led_to_employment",
                 "100.0 * count_if(led_to_employment) / nullif(count(*), 0)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hub.reporting.indicators.frame import (
-    ACTIVE_SPELLS,
     Context,
     Indicator,
     Measure,
@@ -19,39 +18,43 @@ FROM live_plans
 """
 
 
-LATEST_PLAN = f"""
-WITH active AS ({ACTIVE_SPELLS}),
-latest AS (
-    SELECT a.day, a.correlation_id, p.team_code, p.expert_id, p.valid_until,
-           p.job_search_obligation_per_month AS per_month
-    FROM active a JOIN live_plans p
-      ON p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
-    QUALIFY row_number() OVER (
-        PARTITION BY a.day, a.correlation_id ORDER BY p.agreed_on DESC, p.event_id DESC) = 1
+LATEST_PLAN = """
+WITH latest AS (
+    SELECT day, correlation_id, unnest(r) FROM (
+        SELECT a.day, a.correlation_id,
+               arg_max_null({
+                   'team_code': p.team_code, 'expert_id': p.expert_id,
+                   'valid_until': p.valid_until,
+                   'per_month': p.job_search_obligation_per_month
+               }, (p.agreed_on, p.event_id)) AS r
+        FROM ind_active a JOIN live_plans p
+          ON p.correlation_id = a.correlation_id AND p.agreed_on <= a.day
+        GROUP BY a.day, a.correlation_id
+    )
 )
 SELECT a.*, l.correlation_id IS NOT NULL AND (l.valid_until IS NULL OR l.valid_until >= a.day)
            AS has_plan,
        l.team_code AS plan_team_code, l.expert_id AS plan_expert_id, l.per_month
-FROM active a LEFT JOIN latest l USING (day, correlation_id)
+FROM ind_active a LEFT JOIN latest l USING (day, correlation_id)
 """
 """Each active spell on each evaluation day with the plan in force: the latest plan of the
 spell agreed on or before the day (a later plan replaces an earlier one), valid if its
 ``valid_until`` is empty or not before the day."""
 
-PLAN_DEBT = f"""
+PLAN_DEBT = """
 SELECT a.day, a.municipality_code, a.employment_area_code,
        NULL::VARCHAR AS team_code, NULL::VARCHAR AS expert_id,
        (c.interview_deadline IS NULL OR c.interview_deadline < a.day) AS due,
        a.has_plan,
        a.status AS bd_group
-FROM ({LATEST_PLAN}) a LEFT JOIN ind_calendar c ON c.day = a.started_on
+FROM ind_latest_plan a LEFT JOIN ind_calendar c ON c.day = a.started_on
 """
 
-OBLIGATION = f"""
+OBLIGATION = """
 SELECT day, municipality_code, employment_area_code,
        plan_team_code AS team_code, plan_expert_id AS expert_id, per_month,
        status AS bd_group, CAST(per_month AS VARCHAR) AS bd_level
-FROM ({LATEST_PLAN})
+FROM ind_latest_plan
 WHERE has_plan
 """
 
@@ -97,6 +100,7 @@ def compute_plan_debt(ctx: Context) -> None:
     Levels: the registration's municipality and employment area; no team or expert level, as
     a missing plan has no case worker.
     """
+    ctx.table("ind_latest_plan", LATEST_PLAN)
     ctx.aggregate(
         PLAN_DEBT_INDICATOR,
         PLAN_DEBT,
@@ -121,6 +125,7 @@ def compute_obligation(ctx: Context) -> None:
     agreed on or before D, valid on D). ``jobseekers`` per ``group=`` (labour-market status at
     registration), ``level=`` (applications a month) and both; ``mean_per_month`` their mean.
     Team and expert: of the plan in force (who agreed it)."""
+    ctx.table("ind_latest_plan", LATEST_PLAN)
     ctx.aggregate(
         OBLIGATION_INDICATOR,
         OBLIGATION,

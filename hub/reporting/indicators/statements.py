@@ -7,11 +7,18 @@ from hub.reporting.levels import LEVELS
 
 FACTS = """
 WITH statement AS (
-    SELECT * FROM live_statements WHERE request_id IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY issued_on, event_id) = 1
+    SELECT request_id, issued_on, unnest(r) FROM (
+        SELECT request_id, min(issued_on) AS issued_on,
+               arg_min_null({
+                   'municipality_code': municipality_code,
+                   'employment_area_code': employment_area_code,
+                   'team_code': team_code, 'expert_id': expert_id, 'payer_kind': payer_kind
+               }, (issued_on, event_id)) AS r
+        FROM live_statements WHERE request_id IS NOT NULL GROUP BY request_id
+    )
 ), request AS (
-    SELECT * FROM live_statement_requests
-    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY requested_on, event_id) = 1
+    SELECT request_id, min(requested_on) AS requested_on
+    FROM live_statement_requests GROUP BY request_id
 )
 SELECT s.issued_on AS day, s.municipality_code, s.employment_area_code,
        s.team_code, s.expert_id,
