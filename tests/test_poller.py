@@ -905,3 +905,28 @@ def test_poll_command_runs_the_poller_into_the_sink(
     assert "exclude each other" in both.output
     assert unnamed.exit_code == 2
     assert "HUB_POLLER_SERVICE" in unnamed.output
+
+
+def test_a_changed_at_ahead_of_the_clock_by_more_than_the_skew_is_rejected() -> None:
+    """``changed_at`` is the knowledge time: one in 2030 would hide the fact from every as-of
+    report until 2030 and beat every correction sent now."""
+    row = next(item for item in FEED.items if isinstance(item, dict) and item.get("plan"))
+    now = datetime.fromisoformat(row["changed_at"]) + timedelta(days=1)
+    mapper = ChangeMapper(
+        SERVICE,
+        Pseudonymizer.from_settings(HubSettings()),
+        clock=lambda: now,
+        clock_skew=timedelta(seconds=300),
+    )
+    future = {**row, "changed_at": "2030-01-01T00:00:00+00:00"}
+    just_over = {**row, "changed_at": (now + timedelta(seconds=301)).isoformat()}
+    at_skew = {**row, "changed_at": (now + timedelta(seconds=300)).isoformat()}
+    page = mapper.map_items([future, just_over, at_skew])
+    assert [r.reason for r in page.rejections] == [
+        "changed_at: changed_at_in_the_future (more than 300 s ahead of the hub's clock; it is "
+        "the facts' knowledge time)"
+    ] * 2
+    assert [r.item_id for r in page.rejections] == [row["id"], row["id"]]
+    assert {s.event.envelope.recorded_at for s in page.submissions} == {
+        now + timedelta(seconds=300)
+    }

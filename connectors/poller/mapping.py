@@ -24,6 +24,11 @@ marked ``withdrawn`` its plan: the retraction is event ``...:R:<fact>:retracted`
 ``poller:{service}:R:<fact>:retracted``, with ``retracted`` true and ``corrects_event_id`` the
 fact's first event id (derived, so the poller needs no memory of what it published).
 
+``changed_at`` is the facts' knowledge time (``recorded_at``): a row whose ``changed_at`` is more
+than the clock skew (``HUB_INGEST_CLOCK_SKEW_S``) ahead of the hub's clock is rejected, since a
+future knowledge time would hide the fact from every as-of report until then and make it beat
+every correction sent meanwhile.
+
 Items are validated one by one: a bad item becomes a :class:`Rejection` (id and reason, never
 the identity code) and the rest of the page flows.
 """
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final, Self
 from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo
@@ -65,6 +70,9 @@ from hub.sink import Submission
 POLLER_NAMESPACE: Final = uuid5(NAMESPACE_URL, "urn:fi:te-hub:connectors:poller")
 #: The register gives days only; an event happens at the start of its day in Finland.
 HELSINKI: Final = ZoneInfo("Europe/Helsinki")
+DEFAULT_CLOCK_SKEW: Final = timedelta(seconds=300)
+"""How far ``changed_at`` may be ahead of the hub's clock (the default of
+HUB_INGEST_CLOCK_SKEW_S; the poller passes the setting)."""
 
 # Tolerant reader: the register may add fields. Errors never echo values (identity codes).
 _ITEM_CONFIG: Final = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
@@ -196,10 +204,12 @@ class ChangeMapper:
         service: XRoadService,
         pseudonymizer: Pseudonymizer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
     ) -> None:
         self.service = service
         self._pseudonymizer = pseudonymizer
         self._clock = clock
+        self._clock_skew = clock_skew
 
     def map_items(self, items: Sequence[object]) -> MappedPage:
         submissions: list[Submission] = []
@@ -224,6 +234,7 @@ class ChangeMapper:
 
     def _facts(self, change: JobseekerChange) -> list[tuple[str, Submission]]:
         """The submissions of :meth:`submissions_of`, each with its fact (``kind``)."""
+        self._check_knowledge_time(change)
         code = change.personal_identity_code
         birth = parse_identity_code(code).birth_date
         registered = JobseekerRegistered(
@@ -324,6 +335,19 @@ class ChangeMapper:
             request_digest=digest,
             event=submission.event.model_copy(update={"envelope": envelope}),
         )
+
+    def _check_knowledge_time(self, change: JobseekerChange) -> None:
+        """``changed_at`` becomes the events' ``recorded_at`` (knowledge time), so it may not be
+        ahead of the hub's clock by more than the skew (HUB_INGEST_CLOCK_SKEW_S): a fact
+        recorded "in 2030" would be invisible to every as-of report until then and would beat
+        every correction sent before it. Such a row is rejected (ValueError), not clamped."""
+        latest = self._clock() + self._clock_skew
+        if change.changed_at > latest:
+            seconds = int(self._clock_skew.total_seconds())
+            raise ValueError(
+                f"changed_at: changed_at_in_the_future (more than {seconds} s ahead of the "
+                "hub's clock; it is the facts' knowledge time)"
+            )
 
     def _check_content(self, change: JobseekerChange, events: list[CustomerPathEvent]) -> None:
         """The API's content rules (``content_violations``) on the events, and no identity code
