@@ -28,6 +28,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pydantic import ValidationError
 
@@ -190,7 +191,11 @@ class RegisterPoller:
             client=client,
             service=service,
             sink=sink,
-            mapper=ChangeMapper(service, Pseudonymizer.from_settings(settings)),
+            mapper=ChangeMapper(
+                service,
+                Pseudonymizer.from_settings(settings),
+                clock_skew=timedelta(seconds=settings.ingest_clock_skew_s),
+            ),
             reject_log=RejectLog.for_service(settings.state_dir, service),
             legacy_cursor=LegacyCursorFile.for_service(settings.state_dir, service),
             page_size=settings.poller_page_size,
