@@ -8,6 +8,9 @@ read scope; every refusal is a problem, never a 500.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -84,10 +87,10 @@ def fill_store(path: Path) -> None:
 
 
 class Api:
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, min_cell: int = 5) -> None:
         pseudonymizer = Pseudonymizer("test-secret-for-the-indicators-api")
         self.app = create_app(
-            HubSettings(reporting_store=store),
+            HubSettings(reporting_store=store, report_min_cell=min_cell),
             FakeSink(),
             IngestClients.from_toml(CLIENTS),
             FakeEnrolments(pseudonymizer),
@@ -144,6 +147,11 @@ async def test_the_country_figure_now_and_as_of_an_earlier_day(api: Api) -> None
     # An instant before the correction was recorded (08:00 UTC on 10.2) sees the old version.
     early = (await api.get(query + "&as_of=2026-02-10T09:59:00%2B02:00")).json()
     assert _values(early, "median_working_days")[("country", "FI", "")] == (2.5, 2)
+    # The moment in UTC, with its offset (a naive label reads as local time in a BI tool).
+    assert early["as_of"] == "2026-02-10T07:59:00Z"
+    assert {r["as_of"] for r in early["rows"]} == {"2026-02-10T07:59:00Z"}
+    none = (await api.get(query + "&as_of=2026-02-10T09:59:00%2B02:00&code=nowhere")).json()
+    assert (none["total"], none["as_of"]) == (0, "2026-02-10T07:59:00Z")
     # The rows are those of the report files: the same columns, sorted.
     row = body["rows"][0]
     assert list(row) == [
@@ -156,19 +164,38 @@ async def test_the_country_figure_now_and_as_of_an_earlier_day(api: Api) -> None
         "value",
         "n",
         "as_of",
+        "suppressed",
     ]
     keys = [(r["measure"], r["breakdown"]) for r in body["rows"]]
     assert keys == sorted(keys)
 
 
+MUNICIPALITY_QUERY = (
+    "indicator=initial_interview_access&level=municipality&code=091&period=2026-01&breakdown="
+)
+
+
 async def test_a_municipal_client_with_the_read_scope_reads_too(api: Api) -> None:
-    response = await api.get(
-        "indicator=initial_interview_access&level=municipality&code=091&period=2026-01&breakdown=",
-        key=MUNICIPAL_READER_KEY,
-    )
+    response = await api.get(MUNICIPALITY_QUERY, key=MUNICIPAL_READER_KEY)
     assert response.status_code == 200, response.text
+    # Two people in the municipality: fewer than HUB_REPORT_MIN_CELL (5), suppressed.
+    values = _values(response.json(), "median_working_days")
+    assert values == {("municipality", "091", ""): (None, None)}
+    assert all(r["suppressed"] for r in response.json()["rows"])
+    # The country's figure of the same two people is shown.
+    country = await api.get("indicator=initial_interview_access&level=country&period=2026-01")
+    assert _values(country.json(), "median_working_days")[("country", "FI", "")] == (7.0, 2)
+    assert not any(r["suppressed"] for r in country.json()["rows"])
+
+
+async def test_a_minimum_cell_of_two_shows_the_municipality(tmp_path: Path) -> None:
+    fill_store(tmp_path / "store.duckdb")
+    api = Api(tmp_path / "store.duckdb", min_cell=2)
+    async with api.http:
+        response = await api.get(MUNICIPALITY_QUERY, key=MUNICIPAL_READER_KEY)
     values = _values(response.json(), "median_working_days")
     assert values == {("municipality", "091", ""): (7.0, 2)}
+    assert not any(r["suppressed"] for r in response.json()["rows"])
 
 
 async def test_codes_shaped_like_personal_data_are_redacted(api: Api) -> None:
@@ -176,6 +203,8 @@ async def test_codes_shaped_like_personal_data_are_redacted(api: Api) -> None:
     assert response.status_code == 200
     assert EXPERT_EMAIL not in response.text
     assert {r["code"] for r in response.json()["rows"]} == {"E1", "[REDACTED:e-mail]"}
+    # One interview each: every expert's cell is suppressed too.
+    assert all(r["suppressed"] and r["n"] is None for r in response.json()["rows"] if r["n"] != 0)
 
 
 async def test_pages_through_the_rows_with_limit_and_offset(api: Api) -> None:
@@ -203,6 +232,7 @@ async def test_authentication_and_the_read_scope(bare_api: Api) -> None:
     assert sender.status_code == 403
     assert sender.json()["type"] == PROBLEM_BASE + "insufficient-scope"
     assert sender.json()["missing_scope"] == "indicators:read"
+    assert sender.json()["title"] == "The client lacks the scope this request needs"
     assert 'scope="indicators:read"' in sender.headers["www-authenticate"]
     # A reader sends nothing.
     posted = await api.http.post(
@@ -229,6 +259,20 @@ async def test_authentication_and_the_read_scope(bare_api: Api) -> None:
         ("period=2026-01&period=2026-02", ["period"]),
         ("period=" + ",".join(["2026-01"] * 25), ["period"]),
         ("level=galaxy&limit=x", ["period", "level", "limit"]),
+        # Out of 2000 … five years ahead: they took minutes (a calendar built day by day over
+        # the span) or overflowed into a 503.
+        ("period=1000-01,9999-11&limit=1", ["period"]),
+        ("period=0001-01", ["period"]),
+        ("period=0001-03", ["period"]),
+        ("period=9999-12", ["period"]),
+        ("period=1999-12-31", ["period"]),
+        ("period=2000-01,2026-01", ["period"]),  # more than 120 months from first to last
+        ("period=20260115", ["period"]),
+        ("period=2026-W03-4", ["period"]),
+        ("period=2026-01&as_of=0001-01-01T00:00:00%2B14:00", ["as_of"]),
+        ("period=2026-01&as_of=9999-12-31", ["as_of"]),
+        ("period=2026-01&as_of=1970-01-01", ["as_of"]),
+        ("period=2026-01&as_of=2026-W06-4", ["as_of"]),
     ],
 )
 async def test_bad_parameters_are_400_naming_each_parameter(
@@ -300,3 +344,54 @@ async def test_the_endpoint_is_in_the_openapi_document(bare_api: Api) -> None:
         "offset",
     }
     assert {"400", "401", "403", "503"} <= set(operation["responses"])
+
+
+REPO = Path(__file__).resolve().parent.parent
+KILLED_WRITER = """
+import itertools, os, sys
+from datetime import date
+from hub.reporting.store import ReportingStore
+import tests.test_indicators as scripted
+
+scripted._ids = itertools.count(10_000)  # ids of its own, none of the store's
+s = scripted.Scenario()
+s.person(), s.person()  # the store's two people
+s.person().interview(date(2026, 1, 12), date(2026, 1, 14))
+store = ReportingStore(sys.argv[1])
+assert store.load_events(s.events) == 1
+os._exit(0)  # killed: no close, no checkpoint; the new fact is in store.duckdb.wal only
+"""
+
+
+async def test_a_writer_killed_before_closing_the_store_is_not_served_stale(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.duckdb"
+    fill_store(path)
+    api = Api(path)
+    query = "indicator=initial_interview_access&level=country&period=2026-01&breakdown="
+    async with api.http:
+        before = (await api.get(query)).json()
+        assert _values(before, "interviews")[("country", "FI", "")] == (2.0, 2)
+        main = path.stat()
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", KILLED_WRITER, str(path)],
+            check=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        # The attack's condition: the main file as it was, the fact in the write-ahead log.
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (main.st_size, main.st_mtime_ns)
+        assert path.with_name("store.duckdb.wal").stat().st_size > 0
+        after = (await api.get(query)).json()
+    # A third interview (Mon 12.1 → Wed 14.1: 2 working days): 2, 3, 11 → median 3.
+    assert _values(after, "interviews")[("country", "FI", "")] == (3.0, 3)
+    assert _values(after, "median_working_days")[("country", "FI", "")] == (3.0, 3)
+
+
+async def test_a_query_string_too_long_is_414(bare_api: Api) -> None:
+    response = await bare_api.get("period=2026-01&code=" + "A" * 9000)
+    assert response.status_code == 414
+    assert response.json()["type"] == PROBLEM_BASE + "uri-too-long"
+    assert "A" * 20 not in response.text

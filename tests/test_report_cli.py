@@ -24,6 +24,7 @@ from hub.events.customer_path import EVENT_TYPES
 from hub.events.sensitivity import pii_field_names
 from hub.identity import Pseudonymizer, contains_identity_code
 from hub.reporting.render import personal_data_kind
+from hub.reporting.report_cli import trend_periods
 from hub.reporting.store import ReportingStore
 from hub.settings import get_settings
 from tests.test_indicators import Scenario
@@ -116,7 +117,8 @@ def test_as_of_an_earlier_day_has_its_own_folder_and_figures(tmp_path: Path) -> 
     page = (folder / "report.html").read_text(encoding="utf-8")
     assert "as recorded by 2026-02-05" in page
     csv = (folder / "initial_interview_access.csv").read_text(encoding="utf-8")
-    assert csv.splitlines()[1].endswith(",2026-02-05")
+    assert csv.splitlines()[0].endswith(",as_of,suppressed")
+    assert csv.splitlines()[1].endswith(",2026-02-05,false")
 
 
 def test_two_stores_of_the_same_facts_give_byte_identical_reports(tmp_path: Path) -> None:
@@ -153,6 +155,17 @@ def test_two_stores_of_the_same_facts_give_byte_identical_reports(tmp_path: Path
         (["--period", "2026-01", "--months", "3", "--from", "2025-11"], "not both"),
         (["--period", "2026-01-15", "--months", "3"], "--months is for a month"),
         (["--period", "2026-01"], "no reporting store at"),
+        # Periods and as-of times outside 2000 … five years ahead (they overflowed or took
+        # minutes), and day shapes date.fromisoformat takes but a period is not.
+        (["--period", "0001-01"], "--period must lie within 2000-01"),
+        (["--period", "1999-12-31"], "--period must lie within 2000-01"),
+        (["--period", "9999-12", "--months", "1"], "--period must lie within"),
+        (["--period", "2026-01", "--from", "1000-01"], "--from must lie within"),
+        (["--period", "20260115"], "--period must be a month"),
+        (["--period", "2026-W03-4"], "--period must be a month"),
+        (["--period", "2026-01", "--as-of", "0001-01-01T00:00:00+14:00"], "as-of time lies"),
+        (["--period", "2026-01", "--as-of", "9999-12-31"], "as-of time lies within"),
+        (["--period", "2026-01", "--as-of", "2026-W06-4"], "--as-of must be a day"),
     ],
 )
 def test_bad_input_and_a_missing_store_are_one_line_exit_2(
@@ -270,3 +283,70 @@ def test_a_report_of_the_simulated_population_holds_no_personal_data(tmp_path: P
         assert not parts & tokens, (path.name, sorted(parts & tokens)[:5])
         numbers = {re.sub(r"[^0-9]", "", n) for n in re.findall(r"\+?[0-9][0-9 ()-]{5,}", shown)}
         assert not phones & numbers, path.name
+
+
+def test_a_trend_reaching_back_before_2000_starts_in_january_2000() -> None:
+    assert trend_periods("2000-03", None, None) == ["2000-01", "2000-02", "2000-03"]
+    assert trend_periods("2000-01", 12, None) == ["2000-01"]
+
+
+def test_the_as_of_moment_is_labelled_in_utc_with_z(tmp_path: Path) -> None:
+    store = tmp_path / "store.duckdb"
+    late_correction(store)
+    out = tmp_path / "report"
+    result = hub_report(
+        "--period", "2026-01", "--as-of", "2026-02-10T09:59:00+02:00", "--store", str(store),
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    csv = (out / "initial_interview_access.csv").read_text(encoding="utf-8")
+    assert csv.splitlines()[1].endswith(",2026-02-10T07:59:00Z,false")
+    assert "as recorded by 2026-02-10T07:59:00Z" in (out / "report.html").read_text("utf-8")
+
+
+def _rows(path: Path, level: str, measure: str) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as file:
+        return [
+            r
+            for r in csv.DictReader(file)
+            if r["level"] == level and r["measure"] == measure and r["breakdown"] == ""
+        ]
+
+
+@pytest.mark.parametrize(("min_cell", "shown"), [(None, False), ("3", False), ("2", True)])
+def test_small_cells_below_the_employment_area_are_suppressed_in_every_file(
+    tmp_path: Path, min_cell: str | None, shown: bool
+) -> None:
+    """Two interviews (late_correction), both in one municipality by one expert: n = 2 at
+    every level. Below
+    the employment area (municipality, expert) a cell of n < HUB_REPORT_MIN_CELL (default 5)
+    is blank; the country and the employment area are not."""
+    store = tmp_path / "store.duckdb"
+    late_correction(store)
+    out = tmp_path / "report"
+    env = {} if min_cell is None else {"HUB_REPORT_MIN_CELL": min_cell}
+    result = hub_report("--period", "2026-01", "--store", str(store), "--out", str(out), **env)
+    assert result.exit_code == 0, result.output
+    assert "access time to the initial interview, median: 7 working days (n=2)" in result.stdout
+    path = out / "initial_interview_access.csv"
+    for level in ("country", "employment_area"):
+        (row,) = _rows(path, level, "median_working_days")
+        assert (row["value"], row["n"], row["suppressed"]) == ("7.0", "2", "false")
+    (municipality,) = _rows(path, "municipality", "median_working_days")
+    experts = _rows(path, "expert", "interviews")
+    assert experts
+    expected = ("7.0", "2", "false") if shown else ("", "", "true")
+    assert (municipality["value"], municipality["n"], municipality["suppressed"]) == expected
+    for row in experts:  # both by the scenario's one expert: n = 2 as well
+        assert (row["value"], row["n"], row["suppressed"]) == (
+            ("2.0", "2", "false") if shown else ("", "", "true")
+        )
+    parquet = pq.read_table(out / "initial_interview_access.parquet").to_pylist()
+    hidden = [r for r in parquet if r["suppressed"]]
+    assert bool(hidden) is not shown
+    assert all(r["value"] is None and r["n"] is None for r in hidden)
+    assert {r["level"] for r in hidden} <= {"municipality", "team", "expert"}
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"fewer than {min_cell or 5} people or facts is suppressed" in page

@@ -16,7 +16,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hub.reporting.render import INDICATOR_SCHEMA, ReportMeta, csv_bytes, normalise, write_report
+from hub.reporting.render import (
+    COMPUTED_COLUMNS,
+    INDICATOR_SCHEMA,
+    ReportMeta,
+    csv_bytes,
+    normalise,
+    write_report,
+)
 from tests.test_report_html import sample_meta, sample_table
 
 
@@ -57,10 +64,11 @@ def test_csv_rows_are_sorted_with_shortest_floats_and_empty_nulls() -> None:
         ("a", "m", "country", "FI", "2026-01", "channel=PHONE", 12.0, 7),
         ("a", "m", "country", "FI", "2026-01", "", 1e-7, 1),
     ]
-    names = INDICATOR_SCHEMA.names
+    names = COMPUTED_COLUMNS
     table = pa.Table.from_pylist([dict(zip(names, (*r, "now"), strict=True)) for r in rows])
     text = csv_bytes(normalise(table)).decode("utf-8")
-    assert text.splitlines()[0] == ",".join(names)
+    assert text.splitlines()[0] == ",".join(INDICATOR_SCHEMA.names)
+    assert INDICATOR_SCHEMA.names == [*names, "suppressed"]
     parsed = list(csv.reader(io.StringIO(text)))[1:]
     # By indicator, measure, level, code, period, breakdown ('' before 'channel=…').
     assert [(r[0], r[2], r[5]) for r in parsed] == [
@@ -108,3 +116,68 @@ def test_a_render_in_another_process_gives_the_same_bytes(tmp_path: Path) -> Non
         capture_output=True,
     )
     assert _files(tmp_path / "here") == _files(tmp_path / "there")
+
+
+def _cells(text: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text.decode("utf-8"))))[1:]
+
+
+def test_small_cells_below_the_employment_area_are_suppressed() -> None:
+    """Worked out by hand with a minimum of 5: a cell of 1-4 at municipality, team or expert
+    level is blanked; 5 is shown, and 0 (nobody to single out); every other level is shown
+    whatever its n; a row with no n (nothing to judge it by) is left as it is."""
+    rows = [
+        # (level, code, value, n) -> (value, n, suppressed) in the CSV
+        ("country", "FI", 1.0, 1),  # the country's headline: untouched
+        ("regional_centre", "01", 2.0, 2),
+        ("region", "01", 3.0, 3),
+        ("employment_area", "0101", 4.0, 4),
+        ("municipality", "091", 1.0, 1),  # one person: singled out
+        ("municipality", "092", 4.0, 4),
+        ("municipality", "235", 5.0, 5),  # the minimum: shown
+        ("team", "T1", 0.0, 0),
+        ("team", "T2", 12.5, 8),
+        ("expert", "08-E608", 1.0, 1),  # one integration plan by one expert
+        ("expert", "08-E609", None, None),
+    ]
+    table = pa.Table.from_pylist(
+        [
+            dict(
+                zip(
+                    COMPUTED_COLUMNS,
+                    ("plans", "plans", level, code, "2026-01", "", value, n, "now"),
+                    strict=True,
+                )
+            )
+            for level, code, value, n in rows
+        ]
+    )
+    cells = {(r[2], r[3]): (r[6], r[7], r[9]) for r in _cells(csv_bytes(normalise(table, 5)))}
+    assert cells == {
+        ("country", "FI"): ("1.0", "1", "false"),
+        ("regional_centre", "01"): ("2.0", "2", "false"),
+        ("region", "01"): ("3.0", "3", "false"),
+        ("employment_area", "0101"): ("4.0", "4", "false"),
+        ("municipality", "091"): ("", "", "true"),
+        ("municipality", "092"): ("", "", "true"),
+        ("municipality", "235"): ("5.0", "5", "false"),
+        ("team", "T1"): ("0.0", "0", "false"),
+        ("team", "T2"): ("12.5", "8", "false"),
+        ("expert", "08-E608"): ("", "", "true"),
+        ("expert", "08-E609"): ("", "", "false"),
+    }
+    # Normalising again (the API caches normalised tables) changes nothing.
+    once = normalise(table, 5)
+    assert normalise(once, 5).equals(once)
+    # A minimum of 1 shows every cell.
+    shown = {(r[2], r[3]): r[9] for r in _cells(csv_bytes(normalise(table, 1)))}
+    assert set(shown.values()) == {"false"}
+
+
+def test_the_as_of_moment_gets_its_utc_offset() -> None:
+    rows = [("a", "m", "country", "FI", "2026-01", "", 1.0, 1, "2026-02-04T22:00:00")]
+    table = pa.Table.from_pylist([dict(zip(COMPUTED_COLUMNS, r, strict=True)) for r in rows])
+    assert normalise(table).column("as_of").to_pylist() == ["2026-02-04T22:00:00Z"]
+    for label in ("now", "2026-02-05", "2026-02-04T22:00:00Z"):
+        table = table.set_column(8, "as_of", pa.array([label]))
+        assert normalise(table).column("as_of").to_pylist() == [label]

@@ -5,8 +5,9 @@ period, breakdown, value, n, as_of), computed from the reporting store
 (HUB_REPORTING_STORE) on a read-only DuckDB connection opened for the question, as of any
 knowledge time, and filtered by the query:
 
-* ``period`` (required): a month ``2026-01`` or a day ``2026-01-15``; several comma-separated
-  (at most :data:`MAX_PERIODS`);
+* ``period`` (required): a month ``2026-01`` or a day ``2026-01-15`` from 2000 to five years
+  ahead; several comma-separated (at most :data:`MAX_PERIODS`, spanning at most
+  :data:`MAX_SPAN_MONTHS` months);
 * ``indicator``, ``level``, ``code``, ``breakdown`` (``breakdown=`` for the totals only);
 * ``as_of``: a day (its end in Finland, Europe/Helsinki) or an ISO timestamp with an offset;
   without it, now;
@@ -17,11 +18,12 @@ The client needs the read scope ``indicators:read``. A parameter the endpoint do
 repeated one or a bad value is 400 ``invalid-parameter`` naming every parameter at fault; a
 store that is missing or being written (a replay holds DuckDB's write lock) is 503
 ``store-unavailable`` with Retry-After; any other failure of the store is a 503 too, logged,
-never a 500. Codes shaped like personal data are redacted as in the report files
+never a 500. Codes shaped like personal data are redacted and small cells below the
+employment area suppressed (``HUB_REPORT_MIN_CELL``) as in the report files
 (:func:`hub.reporting.render.normalise`).
 
-A computed table is kept for the few latest questions (by the store file's size and change
-time), so a BI tool paging through one answer computes it once.
+A computed table is kept for the few latest questions (by the size and change time of the
+store file and of its write-ahead log), so a BI tool paging through one answer computes it once.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the handler's annotations.
@@ -56,6 +58,13 @@ INDICATORS_PATH: Final = "/v1/indicators"
 DEFAULT_LIMIT: Final = 1000
 MAX_LIMIT: Final = 10_000
 MAX_PERIODS: Final = 24
+#: Longest query string (every parameter at its longest is under 1 KiB). Up to uvicorn's
+#: request-line limit (h11's 16 KiB) the answer is a 414 problem; beyond it uvicorn itself
+#: answers a plain-text 400 and closes the connection before the request reaches the app.
+MAX_QUERY_BYTES: Final = 8192
+#: Months from the first period's start to the last one's end (as ``hub report``'s trend): the
+#: indicators build a calendar over the whole span, day by day.
+MAX_SPAN_MONTHS: Final = 120
 #: Retry-After of a store being written (a replay's lock is held for minutes, so not 1 s).
 RETRY_BUSY_S: Final = 10
 #: Retry-After of a store that does not exist yet (nobody has replayed into it).
@@ -88,7 +97,11 @@ class IndicatorRow(BaseModel):
     breakdown: str = Field(description="'' for the total, 'channel=PHONE' style otherwise.")
     value: float | None = Field(description="NULL when undefined (a median of nothing).")
     n: int | None = Field(description="How many facts or people the value was computed from.")
-    as_of: str = Field(description="The knowledge time: an ISO timestamp or 'now'.")
+    as_of: str = Field(description="The knowledge time: a day, a UTC timestamp (…Z) or 'now'.")
+    suppressed: bool = Field(
+        description="True when value and n are withheld: below the employment area, a value "
+        "from fewer than HUB_REPORT_MIN_CELL people or facts."
+    )
 
 
 class IndicatorPage(BaseModel):
@@ -129,7 +142,8 @@ def _integer(text: str, name: str, low: int, high: int, errors: list[FieldError]
 def parse_query(items: list[tuple[str, str]]) -> IndicatorQuery:
     """The query from the request's parameters, or a 400 naming every parameter at fault."""
     from hub.reporting.indicators import INDICATORS, LEVELS, Period
-    from hub.reporting.report_cli import as_of_value
+    from hub.reporting.indicators.period import FIRST_DAY, PeriodOutOfRange, last_day
+    from hub.reporting.report_cli import AsOfOutOfRange, as_of_value
 
     errors: list[FieldError] = []
     values: dict[str, str] = {}
@@ -149,9 +163,20 @@ def parse_query(items: list[tuple[str, str]]) -> IndicatorQuery:
         if len(parts) > MAX_PERIODS:
             errors.append(_bad("period", "too_long", f"at most {MAX_PERIODS} periods"))
         try:
-            periods = [str(Period.parse(p)) for p in parts[:MAX_PERIODS]]
+            parsed = [Period.parse(p) for p in parts[:MAX_PERIODS]]
+        except PeriodOutOfRange:
+            errors.append(
+                _bad("period", "out_of_range", f"within {FIRST_DAY:%Y-%m} … {last_day():%Y-%m}")
+            )
         except ValueError:
             errors.append(_bad("period", "invalid", "months YYYY-MM or days YYYY-MM-DD"))
+        else:
+            periods = [str(p) for p in parsed]
+            first, last = min(p.start for p in parsed), max(p.end for p in parsed)
+            if (last.year - first.year) * 12 + last.month - first.month + 1 > MAX_SPAN_MONTHS:
+                errors.append(
+                    _bad("period", "too_long", f"the periods span at most {MAX_SPAN_MONTHS} months")
+                )
     indicator = values.get("indicator")
     if indicator is not None and indicator not in INDICATORS:
         errors.append(_bad("indicator", "unknown", f"one of {', '.join(INDICATORS)}"))
@@ -168,6 +193,8 @@ def parse_query(items: list[tuple[str, str]]) -> IndicatorQuery:
     if "as_of" in values:
         try:
             as_of = as_of_value(values["as_of"])
+        except AsOfOutOfRange as error:
+            errors.append(_bad("as_of", "out_of_range", str(error)))
         except ValueError:
             errors.append(
                 _bad("as_of", "invalid", "a day YYYY-MM-DD or an ISO timestamp with an offset")
@@ -199,8 +226,9 @@ class StoreUnavailable(Exception):
 class IndicatorReader:
     """Indicator tables computed on a read-only connection to the store file, cached."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, min_cell: int = 5) -> None:
         self.path = path
+        self.min_cell = min_cell
         self._cache: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -218,7 +246,14 @@ class IndicatorReader:
                 "the reporting store does not exist yet (fill it with hub replay --into store)",
                 RETRY_MISSING_S,
             ) from None
-        file = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        # A writer killed before it closed the store leaves its last transactions only in the
+        # write-ahead log (DuckDB replays it on open): the log's stat is part of the key.
+        try:
+            wal = self.path.with_name(self.path.name + ".wal").stat()
+            wal_key: tuple[int, int, int] | None = (wal.st_ino, wal.st_size, wal.st_mtime_ns)
+        except FileNotFoundError:
+            wal_key = None
+        file = (stat.st_ino, stat.st_size, stat.st_mtime_ns, wal_key)
         key = (*file, query.periods, query.as_of, query.indicator)
         with self._lock:
             if key in self._cache:
@@ -241,7 +276,7 @@ class IndicatorReader:
             )
         finally:
             con.close()
-        table = normalise(table)
+        table = normalise(table, self.min_cell)
         with self._lock:
             self._cache[key] = table
             while len(self._cache) > CACHED_RESULTS:
@@ -268,9 +303,11 @@ def _json_value(value: Any) -> Any:
 
 
 def _as_of_label(query: IndicatorQuery, rows: pa.Table) -> str:
+    from hub.reporting.render import as_of_label
+
     if rows.num_rows:
         return str(rows.column("as_of")[0].as_py())
-    return "now" if query.as_of is None else query.as_of.isoformat()
+    return as_of_label(query.as_of)
 
 
 # --- the route --------------------------------------------------------------------------------
@@ -304,7 +341,7 @@ def add_indicator_routes(
     authenticate: Callable[..., Awaitable[IngestClient]],
 ) -> set[str]:
     """Add ``GET /v1/indicators`` (authenticated by *authenticate*); return its path."""
-    reader = IndicatorReader(settings.reporting_store)
+    reader = IndicatorReader(settings.reporting_store, settings.report_min_cell)
     running = asyncio.Semaphore(CONCURRENT)
 
     async def scoped_reader(
@@ -336,6 +373,10 @@ def add_indicator_routes(
     ) -> JSONResponse:
         # The parameters above document the query; it is read from the request itself, which
         # also holds unknown and repeated parameters (refused, never silently ignored).
+        if len(request.scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+            raise ProblemError(
+                "uri-too-long", f"the query string may hold at most {MAX_QUERY_BYTES} bytes"
+            )
         query = parse_query(list(request.query_params.multi_items()))
         try:
             async with running:
@@ -376,7 +417,7 @@ def add_indicator_routes(
         get_indicators,
         methods=["GET"],
         response_model=IndicatorPage,
-        responses=problem_responses(400, 401, 403, 503),
+        responses=problem_responses(400, 401, 403, 414, 503),
         tags=["reporting"],
         summary="KEHA's indicators, as of any time",
         description=(

@@ -12,6 +12,13 @@ column is free text where a source system chooses the value (an expert's staff i
 e-mail address, a team called by a phone number). Every code and breakdown that looks like an
 identity code, an e-mail address or a phone number is replaced by ``[REDACTED:<kind>]`` before
 anything is written, and the count is logged (see :func:`redact_codes`).
+
+Statistical disclosure control (:func:`suppress_small_cells`): below the employment-area level
+(municipality, team, expert) a value computed from 1 to ``HUB_REPORT_MIN_CELL`` - 1 people or
+facts would single a person out (one integration plan by one expert, one member's statement
+time in a small municipality); its value and n are NULL and ``suppressed`` is true in every
+output (files, page, API), never in the store. The country, regional centres, regions and
+employment areas are shown as computed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
 
@@ -47,8 +55,16 @@ INDICATOR_SCHEMA: Final = pa.schema(
         ("value", pa.float64()),
         ("n", pa.int64()),
         ("as_of", pa.string()),
+        ("suppressed", pa.bool_()),
     ]
 )
+#: The columns :func:`~hub.reporting.indicators.compute_indicators` gives (``suppressed`` is
+#: the outputs' own).
+COMPUTED_COLUMNS: Final = tuple(n for n in INDICATOR_SCHEMA.names if n != "suppressed")
+#: Levels whose small cells are suppressed: below the employment area.
+SUPPRESSED_LEVELS: Final = ("municipality", "team", "expert")
+#: Default of ``HUB_REPORT_MIN_CELL``: fewer people or facts than this is a small cell.
+DEFAULT_MIN_CELL: Final = 5
 #: The row order of every file: the key of a value.
 SORT_KEYS: Final = ("indicator", "measure", "level", "code", "period", "breakdown")
 #: Indicator names become file names.
@@ -111,19 +127,85 @@ def redact_codes(table: pa.Table) -> tuple[pa.Table, int]:
     return table, replaced
 
 
-def normalise(table: pa.Table) -> pa.Table:
-    """The indicator table in the files' shape: schema order and types, redacted, sorted.
+def suppress_small_cells(table: pa.Table, min_cell: int) -> tuple[pa.Table, int]:
+    """*table* (with ``suppressed``) with every small cell below the employment area blanked.
+
+    A row of :data:`SUPPRESSED_LEVELS` computed from 1 to *min_cell* - 1 people or facts gets
+    NULL ``value`` and ``n`` and ``suppressed`` true; a row suppressed already stays so. An n
+    of 0 is shown (a cell of nobody singles no one out, and a median of nothing is NULL
+    anyway), as is a row without n. Returns the table and how many rows were newly suppressed.
+    """
+    n = table.column("n")
+    small = pc.and_(
+        pc.is_in(table.column("level"), pa.array(SUPPRESSED_LEVELS, pa.string())),
+        pc.and_(pc.greater(n, 0), pc.less(n, min_cell)),
+    )
+    small = pc.fill_null(small, False)
+    count = pc.sum(pc.cast(small, pa.int64())).as_py() or 0
+    columns = {
+        "value": pc.if_else(small, pa.scalar(None, pa.float64()), table.column("value")),
+        "n": pc.if_else(small, pa.scalar(None, pa.int64()), table.column("n")),
+        "suppressed": pc.or_(table.column("suppressed"), small),
+    }
+    for name, column in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table, count
+
+
+def as_of_label(as_of: date | datetime | str | None) -> str:
+    """The knowledge time as the outputs give it: ``now``, a day, or a UTC moment with ``Z``.
+
+    The indicators label a moment as naive UTC (``2026-02-04T22:00:00``); a BI tool would
+    read that as local time, so the outputs add its offset (``2026-02-04T22:00:00Z``).
+    """
+    if as_of is None:
+        return "now"
+    if isinstance(as_of, str):
+        if as_of == "now" or not ("T" in as_of or " " in as_of):
+            return as_of
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            return as_of
+        return as_of_label(moment)
+    if not isinstance(as_of, datetime):
+        return as_of.isoformat()
+    if as_of.tzinfo is not None:
+        as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+    return as_of.isoformat() + "Z"
+
+
+def normalise(table: pa.Table, min_cell: int = DEFAULT_MIN_CELL) -> pa.Table:
+    """The indicator table in the files' shape: schema order and types, redacted, small cells
+    suppressed (:func:`suppress_small_cells`), the as-of label with its offset, sorted.
 
     Extra columns are dropped; a missing one is an error (a table from another version of the
-    indicators would otherwise render half a report).
+    indicators would otherwise render half a report). Normalising twice changes nothing.
     """
-    missing = [name for name in INDICATOR_SCHEMA.names if name not in table.column_names]
+    missing = [name for name in COMPUTED_COLUMNS if name not in table.column_names]
     if missing:
         raise ValueError(f"the indicator table lacks the columns {missing}")
+    if "suppressed" not in table.column_names:
+        table = table.append_column("suppressed", pa.repeat(False, table.num_rows))
     table = table.select(INDICATOR_SCHEMA.names).cast(INDICATOR_SCHEMA)
+    table = table.set_column(
+        table.schema.get_field_index("suppressed"),
+        "suppressed",
+        pc.fill_null(table.column("suppressed"), False),
+    )
     table, replaced = redact_codes(table)
     if replaced:
         log.warning("report.codes_redacted", values=replaced)
+    table, suppressed = suppress_small_cells(table, min_cell)
+    if suppressed:
+        log.info("report.small_cells_suppressed", rows=suppressed, min_cell=min_cell)
+    labels = table.column("as_of").to_pylist()
+    mapping = {v: as_of_label(v) for v in set(labels) if v is not None}
+    table = table.set_column(
+        table.schema.get_field_index("as_of"),
+        "as_of",
+        pa.array([None if v is None else mapping[v] for v in labels], type=pa.string()),
+    )
     names = set(table.column("indicator").to_pylist())
     bad = sorted(str(n) for n in names if n is None or not _INDICATOR_NAME.fullmatch(n))
     if bad:
@@ -144,9 +226,12 @@ def rows_of(table: pa.Table, indicator: str) -> pa.Table:
 
 
 def _format_value(value: object) -> str:
-    """A CSV cell: floats as Python's shortest round-trip repr, NULL as an empty cell."""
+    """A CSV cell: floats as Python's shortest round-trip repr, NULL as an empty cell,
+    booleans ``true``/``false``."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
     return str(value)
@@ -204,6 +289,8 @@ class ReportMeta:
     """The knowledge time (ISO timestamp), or ``now``."""
     descriptions: Mapping[str, str] = field(default_factory=dict)
     """One line per indicator name (``INDICATORS`` of the indicators package)."""
+    min_cell: int = DEFAULT_MIN_CELL
+    """``HUB_REPORT_MIN_CELL``: smaller cells below the employment area are suppressed."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +309,7 @@ def write_report(table: pa.Table, folder: Path, meta: ReportMeta) -> ReportFiles
     """
     from hub.reporting.render_html import render_html
 
-    table = normalise(table)
+    table = normalise(table, meta.min_cell)
     folder.mkdir(parents=True, exist_ok=True)
     csvs: list[Path] = []
     parquets: list[Path] = []

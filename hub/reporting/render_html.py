@@ -466,7 +466,9 @@ def render_html(table: pa.Table, meta: ReportMeta) -> str:
 <h1>{html.escape(title)}</h1>
 <p class="meta">Period {html.escape(meta.period)}, {html.escape(as_of)}. Trends {html.escape(span)}.
 Figures from the hub's reporting store (pseudonymised facts); n is how many facts or people a
-value was computed from.</p>
+value was computed from. Below the employment-area level (municipality, team, expert) a value
+computed from fewer than {meta.min_cell} people or facts is suppressed, so that no one can be
+singled out: in the CSV and Parquet files its value and n are empty and suppressed is true.</p>
 <h2>Headline figures, whole country</h2>
 {_headline_table(table, meta)}
 <h2>Charts</h2>

@@ -67,19 +67,27 @@ def _month_start(text: str) -> date:
 
 
 def parse_period(text: str, option: str = "--period") -> date:
-    """The first day of a month (``2026-01``) or the day (``2026-01-15``)."""
+    """The first day of a month (``2026-01``) or the day (``2026-01-15``), within the range
+    periods may cover (:data:`~hub.reporting.indicators.period.FIRST_DAY` to five years
+    ahead)."""
+    from hub.reporting.indicators.period import FIRST_DAY, Period, PeriodOutOfRange, last_day
+
     try:
-        if _MONTH.fullmatch(text):
-            return _month_start(text)
-        if _DAY.fullmatch(text):
-            return date.fromisoformat(text)
+        return Period.parse(text).start
+    except PeriodOutOfRange:
+        raise ReportError(
+            f"{option} must lie within {FIRST_DAY:%Y-%m} … {last_day():%Y-%m}, not {text!r}"
+        ) from None
     except ValueError:
-        pass
-    raise ReportError(f"{option} must be a month YYYY-MM or a day YYYY-MM-DD, not {text!r}")
+        raise ReportError(
+            f"{option} must be a month YYYY-MM or a day YYYY-MM-DD, not {text!r}"
+        ) from None
 
 
 def trend_periods(period: str, months: int | None, start: str | None) -> list[str]:
     """The periods to compute, ascending, ending with *period*: months, or days for a day."""
+    from hub.reporting.indicators.period import FIRST_DAY
+
     if months is not None and start is not None:
         raise ReportError("give either --months or --from, not both")
     end = parse_period(period)
@@ -98,6 +106,8 @@ def trend_periods(period: str, months: int | None, start: str | None) -> list[st
         if count > MAX_MONTHS:
             raise ReportError(f"the trend may span at most {MAX_MONTHS} months")
         index = end.year * 12 + end.month - 1
+        # A trend reaching back past the first month periods may cover starts there.
+        count = min(count, index - (FIRST_DAY.year * 12 + FIRST_DAY.month - 1) + 1)
         return [f"{(i // 12):04d}-{(i % 12) + 1:02d}" for i in range(index - count + 1, index + 1)]
     if months is not None:
         raise ReportError("--months is for a month's report; for a day give --from a day")
@@ -108,21 +118,38 @@ def trend_periods(period: str, months: int | None, start: str | None) -> list[st
     return [(first + timedelta(days=i)).isoformat() for i in range(days)]
 
 
+class AsOfOutOfRange(ValueError):
+    """An as-of time of a well-formed shape but outside the years periods may cover."""
+
+
 def as_of_value(text: str) -> date | datetime:
     """A knowledge time as the indicators take it: a day (the indicators read it as the end of
     that day in Finland) or a timezone-aware moment; ValueError for anything else (a moment
-    without an offset too)."""
+    without an offset too, and one outside the years periods may cover: a moment of year 1 or
+    9999 overflows when the indicators convert it)."""
+    from hub.reporting.indicators.period import FIRST_DAY, last_day
+
+    moment: date | datetime
     if _DAY.fullmatch(text):
-        return date.fromisoformat(text)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError("a timestamp needs its offset")
+        moment = date.fromisoformat(text)
+    elif "T" in text or " " in text:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError("a timestamp needs its offset")
+    else:
+        raise ValueError("a day YYYY-MM-DD or an ISO timestamp with its offset")
+    # Checked on the local date first: converting year 1 or 9999 to UTC can overflow.
+    local = moment.replace(tzinfo=None).date() if isinstance(moment, datetime) else moment
+    if not FIRST_DAY <= local <= last_day():
+        raise AsOfOutOfRange(f"an as-of time lies within {FIRST_DAY} … {last_day()}")
     return moment
 
 
 def parse_as_of(text: str) -> date | datetime:
     try:
         return as_of_value(text)
+    except AsOfOutOfRange as error:
+        raise ReportError(f"--as-of: {error}, not {text!r}") from None
     except ValueError:
         raise ReportError(
             "--as-of must be a day YYYY-MM-DD or an ISO timestamp with an offset "
@@ -223,20 +250,22 @@ def report_command(
     folder = out or settings.report_dir / folder_name(period, as_of_text)
 
     from hub.reporting.indicators import INDICATORS, Period, compute_indicators
-    from hub.reporting.render import ReportMeta, write_report
+    from hub.reporting.render import ReportMeta, as_of_label, write_report
 
     con = open_store_read_only(store_path)
     try:
         table = compute_indicators(con, [Period.parse(p) for p in periods], as_of)
     finally:
         con.close()
-    # The label the indicators give the knowledge time (the files' as_of column).
+    # The label the indicators give the knowledge time (the files' as_of column, with its
+    # offset: see as_of_label).
     labels = table.column("as_of").unique().to_pylist() if table.num_rows else []
     meta = ReportMeta(
         period=period,
         periods=tuple(periods),
-        as_of=labels[0] if labels else ("now" if as_of is None else as_of.isoformat()),
+        as_of=as_of_label(labels[0] if labels else as_of),
         descriptions=dict(INDICATORS),
+        min_cell=settings.report_min_cell,
     )
     files = write_report(table, folder, meta)
     click.echo(str(files.folder))

@@ -1,4 +1,4 @@
-"""A reporting period: one day or one calendar month."""
+"""A reporting period: one day or one calendar month, from 2000 to five years ahead."""
 
 from __future__ import annotations
 
@@ -6,9 +6,29 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
+# Only the extended calendar form: date.fromisoformat also takes 20260115 and 2026-W03-4.
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+#: The first day a period may cover: no record of the hub's registers is older.
+FIRST_DAY: Final = date(2000, 1, 1)
+#: How far ahead a period may reach (plans and accruals run into the future; more is a typo).
+YEARS_AHEAD: Final = 5
+
+
+class PeriodOutOfRange(ValueError):
+    """A well-formed period outside :data:`FIRST_DAY` … :func:`last_day`."""
+
+
+def last_day() -> date:
+    """The last day a period may cover: 31 December, :data:`YEARS_AHEAD` years from today.
+
+    The indicators build a calendar day by day over the periods asked, so an unbounded range
+    (``1000-01,9999-11``) would cost minutes and end in an overflow.
+    """
+    return date(date.today().year + YEARS_AHEAD, 12, 31)
 
 
 @dataclass(frozen=True, order=True)
@@ -48,15 +68,23 @@ class Period:
         """``YYYY-MM`` for a month, ``YYYY-MM-DD`` for a day; ValueError otherwise."""
         text = text.strip()
         found = _MONTH.fullmatch(text)
+        period: Self | None = None
         if found:
             year, month = int(found[1]), int(found[2])
-            if not 1 <= month <= 12:
-                raise ValueError(f"a period is YYYY-MM or YYYY-MM-DD, not {text!r}")
-            return cls.month(year, month)
-        try:
-            return cls.day(date.fromisoformat(text))
-        except ValueError:
-            raise ValueError(f"a period is YYYY-MM or YYYY-MM-DD, not {text!r}") from None
+            if 1 <= month <= 12:
+                period = cls.month(year, month)
+        elif _DAY.fullmatch(text):
+            try:
+                period = cls.day(date.fromisoformat(text))
+            except ValueError:
+                period = None
+        if period is None:
+            raise ValueError(f"a period is YYYY-MM or YYYY-MM-DD, not {text!r}")
+        if period.start < FIRST_DAY or period.end > last_day():
+            raise PeriodOutOfRange(
+                f"a period is within {FIRST_DAY:%Y-%m} … {last_day():%Y-%m}, not {text!r}"
+            )
+        return period
 
     @property
     def evaluation_day(self) -> date:
@@ -64,4 +92,7 @@ class Period:
         return self.end
 
     def __str__(self) -> str:
-        return self.start.isoformat() if self.kind == "day" else self.start.strftime("%Y-%m")
+        # Zero-padded whatever the year (strftime writes year 1 as "1").
+        if self.kind == "day":
+            return f"{self.start.year:04d}-{self.start.month:02d}-{self.start.day:02d}"
+        return f"{self.start.year:04d}-{self.start.month:02d}"
