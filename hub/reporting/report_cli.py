@@ -165,8 +165,9 @@ def folder_name(period: str, as_of: str | None) -> str:
 
 
 def open_store_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    """The store's DuckDB connection, read-only; a ReportError when it is missing or busy."""
-    import duckdb
+    """The store's DuckDB connection, read-only; a ReportError when it is missing or busy, of
+    another layout or not a DuckDB file (``rebuild the store: …``)."""
+    from hub.reporting.store import ReportingStore, StoreBusyError, StoreError
 
     if not path.is_file():
         raise ReportError(
@@ -174,16 +175,14 @@ def open_store_read_only(path: Path) -> duckdb.DuckDBPyConnection:
             "(or point HUB_REPORTING_STORE / --store at it)"
         )
     try:
-        return duckdb.connect(str(path), read_only=True)
-    except (duckdb.IOException, duckdb.ConnectionException) as error:
-        if "lock" in str(error).lower() or isinstance(error, duckdb.ConnectionException):
-            raise ReportError(
-                f"the reporting store {path} is being written by another process (a replay?); "
-                "try again when it has finished"
-            ) from None
-        raise ReportError(f"the reporting store {path} cannot be read: {error}") from None
-    except duckdb.Error as error:
-        raise ReportError(f"{path} is not a DuckDB database: {error}") from None
+        return ReportingStore(path, read_only=True).con
+    except StoreBusyError:
+        raise ReportError(
+            f"the reporting store {path} is being written by another process (a replay?); "
+            "try again when it has finished"
+        ) from None
+    except StoreError as error:  # another layout, not a DuckDB file: rebuild the store
+        raise ReportError(str(error)) from None
 
 
 def headline_lines(table: pa.Table, period: str) -> list[str]:
