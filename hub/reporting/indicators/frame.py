@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from hub.reporting.indicators.period import Period
 from hub.reporting.levels import COUNTRY_CODE, LEVEL_TABLE, register_levels
-from hub.reporting.tables import FACT_TABLES
+from hub.reporting.tables import FACT_TABLES, live_sql
 from hub.rules import NoRuleInForce, initial_interview_deadline, is_working_day
 from hub.rules.activation import activation_service_types_table
 
@@ -136,23 +136,6 @@ def _as_of(as_of: datetime | date | None) -> tuple[str, str]:
     return f"TIMESTAMP '{end.isoformat(sep=' ')}'", as_of.isoformat()
 
 
-def live_view_sql(table: str, as_of_sql: str) -> str:
-    """The facts of ``table`` as known at ``as_of_sql``, as :func:`hub.reporting.tables.live_sql`
-    resolves them (the version recorded last by then wins, a tie to the greater event id, a
-    winning retraction removes the fact), without its window over every row.
-
-    A fact with one version (``event_id = fact_id``, nearly all of them) is its own winner: only
-    the facts with a correction recorded by then (``ind_winner_<table>``, materialised once per
-    call, small) need the ranking, and the view is the base rows minus those facts plus their
-    winners: a scan and an anti-join against a small table, no sort.
-    """
-    return (
-        f"SELECT t.* FROM {table} t ANTI JOIN ind_corrected_{table} c USING (fact_id) "
-        f"WHERE t.recorded_at <= {as_of_sql} AND NOT t.retracted "
-        f"UNION ALL SELECT * FROM ind_winner_{table}"
-    )
-
-
 class Context:
     """A computation on its own cursor: temporary views of the live facts as of one time."""
 
@@ -195,24 +178,12 @@ class Context:
     # --- setup -------------------------------------------------------------------------------
 
     def _register_live(self, table: str) -> None:
-        """``live_<table>``: a view of the facts as known at the as-of time (:func:`live_view_sql`),
-        over two small tables: the facts with more than one version recorded by then and, of
-        those, the winning version unless it retracts the fact."""
+        """``live_<table>``: a view of the facts as known at the as-of time
+        (:func:`hub.reporting.tables.live_sql`): the store keeps on each version when the next
+        version of the fact was recorded (``superseded_at``), so the winner is a filter, no
+        window and no temporary table."""
         self.cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE ind_corrected_{table} AS "
-            f"SELECT DISTINCT fact_id FROM {table} "
-            f"WHERE event_id <> fact_id AND recorded_at <= {self.as_of_sql}"
-        )
-        self.cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE ind_winner_{table} AS "
-            f"SELECT t.* FROM {table} t SEMI JOIN ind_corrected_{table} c USING (fact_id) "
-            f"WHERE t.recorded_at <= {self.as_of_sql} "
-            "QUALIFY row_number() OVER ("
-            "PARTITION BY t.fact_id ORDER BY t.recorded_at DESC, t.event_id DESC) = 1"
-        )
-        self.cur.execute(f"DELETE FROM ind_winner_{table} WHERE retracted")
-        self.cur.execute(
-            f"CREATE OR REPLACE TEMP VIEW live_{table} AS {live_view_sql(table, self.as_of_sql)}"
+            f"CREATE OR REPLACE TEMP VIEW live_{table} AS {live_sql(table, self.as_of_sql)}"
         )
 
     def _register_activation_types(self) -> None:
