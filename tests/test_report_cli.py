@@ -350,3 +350,11 @@ def test_small_cells_below_the_employment_area_are_suppressed_in_every_file(
     assert {r["level"] for r in hidden} <= {"municipality", "team", "expert"}
     page = (out / "report.html").read_text(encoding="utf-8")
     assert f"fewer than {min_cell or 5} people or facts is suppressed" in page
+
+
+def test_a_period_prints_its_year_with_four_digits() -> None:
+    from hub.reporting.indicators import Period
+
+    # strftime writes year 1 as "1": the API once asked the store for period '1-03'.
+    assert str(Period.month(1, 3)) == "0001-03"
+    assert str(Period.day(date(999, 12, 31))) == "0999-12-31"
