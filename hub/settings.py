@@ -175,8 +175,9 @@ class HubSettings(BaseSettings):
         ge=1,
         le=1000,
         description="Smallest cell shown below the employment-area level (municipality, team, "
-        "expert) in hub report's files and GET /v1/indicators: a value computed from fewer "
-        "people or facts is suppressed (value and n empty, suppressed true); never in the store.",
+        "expert) in hub report's files and GET /v1/indicators: a value computed from 1 to this "
+        "- 1 people or facts is suppressed (value and n empty, suppressed true); a 0 is shown; "
+        "never in the store.",
     )
     receivers_host: str = Field(
         default="127.0.0.1", description="Address the local receivers (hub receivers) listen on."
