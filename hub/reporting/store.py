@@ -301,11 +301,14 @@ class ReportingStore:
         )
         self.con.register(view, arrow)
         try:
-            # The corrections among the new rows (few), to resolve after the inserts.
-            self.con.execute(
-                f"INSERT INTO _pending SELECT DISTINCT event_id, '{table.name}' "
-                f"FROM {view} AS b WHERE b.fact_id IS NOT NULL AND {new}"
-            )
+            # The corrections among the new rows (few), to resolve after the inserts; a batch
+            # without any (most of a replay) skips the statement.
+            corrections = arrow.column("fact_id")
+            if corrections.null_count < len(corrections):
+                self.con.execute(
+                    f"INSERT INTO _pending SELECT DISTINCT event_id, '{table.name}' "
+                    f"FROM {view} AS b WHERE b.fact_id IS NOT NULL AND {new}"
+                )
             result = self.con.execute(
                 f"INSERT INTO {table.name} ({', '.join(names)}, corrects_event_id) "
                 f"SELECT {selected}, fact_id FROM {view} AS b WHERE {new} "
@@ -326,7 +329,11 @@ class ReportingStore:
         that gained a version.
         """
         con = self.con
-        for table in FACT_TABLES:  # the versions still waiting for their target walk again
+        waiting = con.execute(
+            "SELECT DISTINCT table_name FROM rejected_versions WHERE reason = 'unknown_target'"
+        ).fetchall()
+        for (name,) in waiting:  # the versions still waiting for their target walk again
+            table = TABLES[name]
             held = rejected_table(table)
             con.execute(
                 f"INSERT INTO _pending SELECT event_id, '{table.name}' FROM {held} "
@@ -403,36 +410,55 @@ class ReportingStore:
             con.execute("ALTER TABLE _walk_next RENAME TO _walk")
         # A chain still open after the rounds loops (or is longer than _MAX_CHAIN).
         con.execute("UPDATE _walk SET reason = 'cycle' WHERE fact_id IS NULL AND reason IS NULL")
+        outcome = {
+            tbl: (int(resolved), int(refused))
+            for tbl, resolved, refused in con.execute(
+                "SELECT tbl, count(fact_id), count(reason) FROM _walk GROUP BY tbl"
+            ).fetchall()
+        }
         for table in touched:
             name, held = table.name, rejected_table(table)
-            con.execute(
-                f"UPDATE {name} AS t SET fact_id = w.fact_id FROM _walk AS w "
-                f"WHERE w.tbl = '{name}' AND w.fact_id IS NOT NULL AND t.event_id = w.event_id"
-            )
-            con.execute(
-                f"INSERT INTO {held} SELECT t.*, w.reason FROM {name} AS t JOIN _walk AS w "
-                f"ON w.event_id = t.event_id AND w.tbl = '{name}' WHERE w.reason IS NOT NULL"
-            )
-            con.execute(
-                f"DELETE FROM {name} WHERE event_id IN "
-                f"(SELECT event_id FROM _walk WHERE tbl = '{name}' AND reason IS NOT NULL)"
-            )
-            con.execute(
-                f"""
-                UPDATE {name} AS t SET superseded_at = n.next_at, superseded_by = n.next_id
-                FROM (
-                    SELECT event_id,
-                           lead(recorded_at) OVER v AS next_at, lead(event_id) OVER v AS next_id
-                    FROM {name}
-                    WHERE fact_id IN (
-                        SELECT fact_id FROM _walk WHERE tbl = '{name}' AND fact_id IS NOT NULL)
-                    WINDOW v AS (PARTITION BY fact_id ORDER BY recorded_at, event_id)
-                ) AS n
-                WHERE t.event_id = n.event_id AND (
-                    t.superseded_at IS DISTINCT FROM n.next_at
-                    OR t.superseded_by IS DISTINCT FROM n.next_id)
-                """
-            )
+            resolved, refused = outcome.get(name, (0, 0))
+            if refused:
+                self._refuse(name, held)
+            if resolved:
+                self._supersede(name)
+
+    def _refuse(self, name: str, held: str) -> None:
+        """Move the refused versions of table ``name`` to ``held`` with their reason."""
+        self.con.execute(
+            f"INSERT INTO {held} SELECT t.*, w.reason FROM {name} AS t JOIN _walk AS w "
+            f"ON w.event_id = t.event_id AND w.tbl = '{name}' WHERE w.reason IS NOT NULL"
+        )
+        self.con.execute(
+            f"DELETE FROM {name} WHERE event_id IN "
+            f"(SELECT event_id FROM _walk WHERE tbl = '{name}' AND reason IS NOT NULL)"
+        )
+
+    def _supersede(self, name: str) -> None:
+        """Point the resolved versions of table ``name`` at their fact, then set every version
+        of those facts' ``superseded_at`` / ``superseded_by`` (the next by recorded_at, event
+        id; NULL for the latest)."""
+        self.con.execute(
+            f"UPDATE {name} AS t SET fact_id = w.fact_id FROM _walk AS w "
+            f"WHERE w.tbl = '{name}' AND w.fact_id IS NOT NULL AND t.event_id = w.event_id"
+        )
+        self.con.execute(
+            f"""
+            UPDATE {name} AS t SET superseded_at = n.next_at, superseded_by = n.next_id
+            FROM (
+                SELECT event_id,
+                       lead(recorded_at) OVER v AS next_at, lead(event_id) OVER v AS next_id
+                FROM {name}
+                WHERE fact_id IN (
+                    SELECT fact_id FROM _walk WHERE tbl = '{name}' AND fact_id IS NOT NULL)
+                WINDOW v AS (PARTITION BY fact_id ORDER BY recorded_at, event_id)
+            ) AS n
+            WHERE t.event_id = n.event_id AND (
+                t.superseded_at IS DISTINCT FROM n.next_at
+                OR t.superseded_by IS DISTINCT FROM n.next_id)
+            """
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
