@@ -74,7 +74,7 @@ def _store_text(path: Path) -> str:
     con = duckdb.connect(str(path), read_only=True)
     try:
         tables = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
-        parts = []
+        parts: list[str] = []
         for table in tables:
             rows = con.execute(f"SELECT * FROM {table}").fetchall()
             parts.extend(" ".join(map(str, row)) for row in rows)
