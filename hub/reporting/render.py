@@ -40,24 +40,13 @@ import pyarrow.parquet as pq
 
 from hub.identity import contains_identity_code
 from hub.logging import get_logger
+from hub.reporting.indicators.frame import OUTPUT_SCHEMA
 
 log = get_logger(__name__)
 
-#: The columns of the indicator table, in order, with their Arrow types.
-INDICATOR_SCHEMA: Final = pa.schema(
-    [
-        ("indicator", pa.string()),
-        ("measure", pa.string()),
-        ("level", pa.string()),
-        ("code", pa.string()),
-        ("period", pa.string()),
-        ("breakdown", pa.string()),
-        ("value", pa.float64()),
-        ("n", pa.int64()),
-        ("as_of", pa.string()),
-        ("suppressed", pa.bool_()),
-    ]
-)
+#: The columns of the indicator table, in order, with their Arrow types: the indicators' own
+#: columns and whether small-cell suppression hid the value.
+INDICATOR_SCHEMA: Final = OUTPUT_SCHEMA.append(pa.field("suppressed", pa.bool_()))
 #: The columns :func:`~hub.reporting.indicators.compute_indicators` gives (``suppressed`` is
 #: the outputs' own).
 COMPUTED_COLUMNS: Final = tuple(n for n in INDICATOR_SCHEMA.names if n != "suppressed")
