@@ -239,6 +239,30 @@ def test_the_replay_command_wants_exactly_one_start(tmp_path: Path) -> None:
     assert "exactly one of --from-offset, --from-time, --from-archive" in done.stderr
 
 
+def test_a_wrong_or_damaged_archive_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    topic_folder = tmp_path / "archive" / "te.customer-path.v1"
+    part = topic_folder / "date=2026-01-05" / "part-0-0.avro"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"Obj\x01 not really an Avro container file")
+    store = tmp_path / "s.duckdb"
+
+    def replay(archive: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hub", "replay", f"--from-archive={archive}"]
+        return subprocess.run(
+            [*command, f"--store={store}"], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+
+    wrong = replay(topic_folder)  # the topic folder instead of the archive's root
+    assert wrong.returncode == 2
+    assert wrong.stderr.count("\n") == 1
+    assert "give its parent" in wrong.stderr
+    assert not store.exists()  # found before a store file is made
+    damaged = replay(tmp_path / "archive")
+    assert damaged.returncode == 2, damaged.stderr
+    assert damaged.stderr.strip().splitlines()[-1].startswith(f"Error: {part}")
+    assert "Traceback" not in damaged.stderr
+
+
 def test_a_replay_from_the_archive_equals_the_replay_from_kafka(log: Log, tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     env = hub_environment(

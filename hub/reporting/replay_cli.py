@@ -10,6 +10,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -27,6 +28,7 @@ from rich.text import Text
 
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
+from hub.reporting.archive import ArchiveError, list_archive
 from hub.reporting.facts import REPORTING_DESTINATION, NotReported
 from hub.reporting.replay import ReplayStats, as_utc, replay_archive, replay_kafka
 from hub.reporting.store import ReportingStore, StoreError
@@ -102,6 +104,12 @@ def _time(value: str | None, option: str) -> datetime | None:
         ) from None
 
 
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit 2: a fault of the input, not of the hub."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
 @click.command("replay")
 @click.option("--from-offset", type=click.IntRange(0), help="Every partition from this offset.")
 @click.option("--from-time", help="Per partition from the first record at or after this time.")
@@ -164,11 +172,15 @@ def replay_command(
         raise click.ClickException(f"no archive folder {from_archive}")
     path = store_path or settings.reporting_store
     log_topic = topic or settings.topic_customer_path
+    if from_archive is not None:
+        try:  # a wrong folder is found before a store file is made
+            list_archive(from_archive, log_topic)
+        except ArchiveError as error:
+            _fail(str(error))
     try:
         store = ReportingStore(path, routes=routes, destination=destination)
     except StoreError as error:  # another layout, not DuckDB, locked: one line, exit 2
-        click.echo(str(error), err=True)
-        sys.exit(2)
+        _fail(str(error))
     try:
         store.projection  # noqa: B018  (fail now on an unknown destination)
     except NotReported as error:
@@ -201,6 +213,10 @@ def replay_command(
                 )
         counts = store.counts()
         rejected = store.rejected()
+    except ArchiveError as error:
+        # What was read before the bad file is in the store; a rerun after the file is
+        # repaired or moved away adds only the rest (the store is idempotent by event id).
+        _fail(f"{error} (the records before it are in the store)")
     finally:
         store.close()
     click.echo(stats.summary())
