@@ -3,8 +3,10 @@
 # (KRaft, jars from Maven Central), create the topics, simulate jobseekers and publish them, then
 # route the log to the outboxes and deliver them to local receivers (Kela, funds, providers,
 # municipal systems), and print per destination what was delivered, retried, dead-lettered and
-# dropped as duplicate by the receiver.
+# dropped as duplicate by the receiver. Then archive the log, replay the archive into the
+# reporting store and write the report of January 2026 (CSV, Parquet, one offline HTML file).
 #   JOBSEEKERS=300 SEED=7 bash deploy/demo.sh
+#   REPORT_PERIOD=2026-02 bash deploy/demo.sh   # another month of the simulated window
 #   DEMO_FAULT=0 bash deploy/demo.sh      # no failing fund receivers at the start
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,9 @@ hub broker start
 echo "==> creating topics"
 hub topics create
 echo "==> simulating ${JOBSEEKERS:-300} jobseekers (seed ${SEED:-7})"
-hub simulate --jobseekers "${JOBSEEKERS:-300}" --seed "${SEED:-7}"
+# A few facts are corrected later (a wrong channel or day) or withdrawn (job offers), as source
+# systems do: the report counts the latest version known, an as-of report the one known then.
+hub simulate --jobseekers "${JOBSEEKERS:-300}" --seed "${SEED:-7}" --correction-share 0.03
 
 # --- route and deliver ---------------------------------------------------------------------------
 # Processes started here are stopped on exit, whatever happens (Ctrl-C included: background jobs
@@ -72,12 +76,24 @@ fi
 echo "==> stopping the receivers and the delivery workers"
 stop_started
 
+# --- archive, replay, report ----------------------------------------------------------------------
+echo "==> archiving the log into Avro files per day and partition (hub archive --once)"
+hub archive --once --progress-every 5 2>"$demo/archive.log"
+echo "==> rebuilding the reporting store from the archive (hub replay --from-archive)"
+rm -f "${HUB_REPORTING_STORE:-.hub/reporting.duckdb}" "${HUB_REPORTING_STORE:-.hub/reporting.duckdb}.wal"
+hub replay --from-archive "${HUB_ARCHIVE_DIR:-.hub/archive}" --into store
+period="${REPORT_PERIOD:-2026-01}"
+echo "==> writing the report of $period (hub report)"
+hub report --period "$period" --from 2025-11 2>"$demo/report.log"
+echo "    open ${HUB_REPORT_DIR:-.hub/reports}/$period/report.html in a browser (one file, works offline); CSV and Parquet beside it"
+
 cat <<'NEXT'
 
 The broker keeps running. Look at the log, the dead letters and the disclosure log, then stop it:
   .venv/bin/hub tail --from-beginning --limit 5
   .venv/bin/hub dlq list
   .venv/bin/hub audit verify
+  .venv/bin/hub report --period 2026-01 --as-of 2026-01-20   # what was known on 20.1.2026
   .venv/bin/hub broker stop
 Running it again with the same SEED publishes the same events again: the router routes them
 again (its consumer group continues where it stopped) and the receivers drop every one as a
