@@ -398,7 +398,7 @@ def test_a_store_of_another_layout_garbage_or_locked_is_one_line_and_exit_2(
         assert done.returncode == 2, (path, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
-        assert lines[0].startswith("rebuild the store: "), lines
+        assert lines[0].startswith("Error: rebuild the store: "), lines
     locked = tmp_path / "locked.duckdb"
     ReportingStore(locked).close()
     holder = subprocess.Popen(
