@@ -142,8 +142,13 @@ def _integer(text: str, name: str, low: int, high: int, errors: list[FieldError]
 def parse_query(items: list[tuple[str, str]]) -> IndicatorQuery:
     """The query from the request's parameters, or a 400 naming every parameter at fault."""
     from hub.reporting.indicators import INDICATORS, LEVELS, Period
-    from hub.reporting.indicators.period import FIRST_DAY, PeriodOutOfRange, last_day
-    from hub.reporting.report_cli import AsOfOutOfRange, as_of_value
+    from hub.reporting.indicators.period import (
+        FIRST_DAY,
+        AsOfOutOfRange,
+        PeriodOutOfRange,
+        as_of_value,
+        last_day,
+    )
 
     errors: list[FieldError] = []
     values: dict[str, str] = {}

@@ -51,7 +51,6 @@ HEADLINES: Final[tuple[tuple[str, str, str, str], ...]] = (
 )
 
 _MONTH: Final = re.compile(r"[0-9]{4}-[0-9]{2}")
-_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 log = get_logger(__name__)
 
@@ -60,10 +59,6 @@ class ReportError(click.ClickException):
     """One line on stderr, exit status 2 (bad input, missing or busy store)."""
 
     exit_code = EXIT_USAGE
-
-
-def _month_start(text: str) -> date:
-    return date(int(text[:4]), int(text[5:7]), 1)
 
 
 def parse_period(text: str, option: str = "--period") -> date:
@@ -101,7 +96,6 @@ def trend_periods(period: str, months: int | None, start: str | None) -> list[st
     if monthly:
         count = months if months is not None else DEFAULT_MONTHS
         if start is not None:
-            first = _month_start(start)
             count = (end.year - first.year) * 12 + end.month - first.month + 1
         if count > MAX_MONTHS:
             raise ReportError(f"the trend may span at most {MAX_MONTHS} months")
@@ -118,34 +112,9 @@ def trend_periods(period: str, months: int | None, start: str | None) -> list[st
     return [(first + timedelta(days=i)).isoformat() for i in range(days)]
 
 
-class AsOfOutOfRange(ValueError):
-    """An as-of time of a well-formed shape but outside the years periods may cover."""
-
-
-def as_of_value(text: str) -> date | datetime:
-    """A knowledge time as the indicators take it: a day (the indicators read it as the end of
-    that day in Finland) or a timezone-aware moment; ValueError for anything else (a moment
-    without an offset too, and one outside the years periods may cover: a moment of year 1 or
-    9999 overflows when the indicators convert it)."""
-    from hub.reporting.indicators.period import FIRST_DAY, last_day
-
-    moment: date | datetime
-    if _DAY.fullmatch(text):
-        moment = date.fromisoformat(text)
-    elif "T" in text or " " in text:
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            raise ValueError("a timestamp needs its offset")
-    else:
-        raise ValueError("a day YYYY-MM-DD or an ISO timestamp with its offset")
-    # Checked on the local date first: converting year 1 or 9999 to UTC can overflow.
-    local = moment.replace(tzinfo=None).date() if isinstance(moment, datetime) else moment
-    if not FIRST_DAY <= local <= last_day():
-        raise AsOfOutOfRange(f"an as-of time lies within {FIRST_DAY} … {last_day()}")
-    return moment
-
-
 def parse_as_of(text: str) -> date | datetime:
+    from hub.reporting.indicators.period import AsOfOutOfRange, as_of_value
+
     try:
         return as_of_value(text)
     except AsOfOutOfRange as error:

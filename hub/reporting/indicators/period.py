@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Final, Literal, Self
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
@@ -96,3 +96,28 @@ class Period:
         if self.kind == "day":
             return f"{self.start.year:04d}-{self.start.month:02d}-{self.start.day:02d}"
         return f"{self.start.year:04d}-{self.start.month:02d}"
+
+
+class AsOfOutOfRange(ValueError):
+    """An as-of time of a well-formed shape but outside the years periods may cover."""
+
+
+def as_of_value(text: str) -> date | datetime:
+    """A knowledge time as the indicators take it: a day (the indicators read it as the end of
+    that day in Finland) or a timezone-aware moment; ValueError for anything else (a moment
+    without an offset too, and one outside the years periods may cover: a moment of year 1 or
+    9999 overflows when the indicators convert it)."""
+    moment: date | datetime
+    if text.isascii() and _DAY.fullmatch(text):  # \d alone would take other scripts' digits
+        moment = date.fromisoformat(text)
+    elif "T" in text or " " in text:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError("a timestamp needs its offset")
+    else:
+        raise ValueError("a day YYYY-MM-DD or an ISO timestamp with its offset")
+    # Checked on the local date first: converting year 1 or 9999 to UTC can overflow.
+    local = moment.replace(tzinfo=None).date() if isinstance(moment, datetime) else moment
+    if not FIRST_DAY <= local <= last_day():
+        raise AsOfOutOfRange(f"an as-of time lies within {FIRST_DAY} … {last_day()}")
+    return moment
