@@ -16,6 +16,8 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -116,6 +118,25 @@ def hub_environment(settings: HubSettings, **variables: str) -> dict[str, str]:
             environment[variable] = str(value)
     environment.update(variables)
     return environment
+
+
+@contextlib.contextmanager
+def duckdb_file_held_by_another_process(path: Path) -> Iterator[None]:
+    """*path* opened for writing by another process (as a running ``hub replay`` holds the
+    store) until the block ends; DuckDB lets no other process open it meanwhile."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture

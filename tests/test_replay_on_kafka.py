@@ -31,7 +31,13 @@ from hub.reporting.replay import replay_archive, replay_kafka
 from hub.reporting.store import ReportingStore
 from hub.reporting.tables import TABLE_OF_TYPE
 from hub.settings import HubSettings
-from tests.conftest import REPO_ROOT, SIMULATION_SECRET, hub_environment, settings_for
+from tests.conftest import (
+    REPO_ROOT,
+    SIMULATION_SECRET,
+    duckdb_file_held_by_another_process,
+    hub_environment,
+    settings_for,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -401,21 +407,10 @@ def test_a_store_of_another_layout_garbage_or_locked_is_one_line_and_exit_2(
         assert lines[0].startswith("Error: rebuild the store: "), lines
     locked = tmp_path / "locked.duckdb"
     ReportingStore(locked).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(locked)!r}); "
-         "print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ok"
+    with duckdb_file_held_by_another_process(locked):
         done = _replay_into(locked)
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr
-        assert "in use by another process" in lines[0]
-        assert "Traceback" not in done.stderr
-    finally:
-        holder.kill()
-        holder.wait()
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "in use by another process" in lines[0]
+    assert "Traceback" not in done.stderr

@@ -27,6 +27,7 @@ from hub.reporting.render import personal_data_kind
 from hub.reporting.report_cli import trend_periods
 from hub.reporting.store import ReportingStore
 from hub.settings import get_settings
+from tests.conftest import duckdb_file_held_by_another_process
 from tests.test_indicators import Scenario
 
 SECRET = "test-secret-of-sufficient-length"
@@ -181,20 +182,7 @@ def test_bad_input_and_a_missing_store_are_one_line_exit_2(
 def test_a_store_being_written_by_another_process_is_one_line_exit_2(tmp_path: Path) -> None:
     store = tmp_path / "store.duckdb"
     late_correction(store)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(60)",
-            str(store),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
+    with duckdb_file_held_by_another_process(store):
         result = subprocess.run(
             [
                 sys.executable,
@@ -212,9 +200,6 @@ def test_a_store_being_written_by_another_process_is_one_line_exit_2(tmp_path: P
             text=True,
             timeout=120,
         )
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 2, result.stderr
     assert "being written by another process" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

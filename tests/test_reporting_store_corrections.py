@@ -23,6 +23,7 @@ from hub.events.customer_path import (
 )
 from hub.reporting.store import ReportingStore, StoreBusyError, StoreLayoutError
 from hub.reporting.tables import FACT_TABLES, live_sql, live_window_sql
+from tests.conftest import duckdb_file_held_by_another_process
 
 T0 = datetime(2026, 1, 10, 8, 0)
 AS_OF_NOW = "TIMESTAMP '9999-12-31 23:59:59'"
@@ -258,24 +259,12 @@ def test_a_store_of_another_layout_or_no_duckdb_file_is_refused(tmp_path: Path) 
 
 
 def test_a_store_locked_by_another_process_is_one_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     path = tmp_path / "locked.duckdb"
     ReportingStore(path).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,sys,time; c=duckdb.connect({str(path)!r}); "
-         "print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ok"
-        with pytest.raises(StoreBusyError) as caught:
-            ReportingStore(path)
-        assert "in use by another process" in str(caught.value)
-        assert "\n" not in str(caught.value)
-    finally:
-        holder.kill()
-        holder.wait()
+    with (
+        duckdb_file_held_by_another_process(path),
+        pytest.raises(StoreBusyError) as caught,
+    ):
+        ReportingStore(path)
+    assert "in use by another process" in str(caught.value)
+    assert "\n" not in str(caught.value)
