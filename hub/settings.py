@@ -110,6 +110,11 @@ class HubSettings(BaseSettings):
         description="Disclosure log: one hash-chained receipt per delivery (to whom, which "
         "fields, on what legal basis).",
     )
+    topic_person_keys: str = Field(
+        default="te.hub.person-keys.v1",
+        description="Compacted topic of the per-person data keys, each wrapped by the "
+        "key-encryption key (record key <pseudonym>/<key id>); a tombstone forgets a person.",
+    )
     routes_file: Path | None = Field(
         default=None,
         description="TOML routes file (destinations, directories, routes); unset: the default "
@@ -207,6 +212,50 @@ class HubSettings(BaseSettings):
         default=SecretStr(DEV_PSEUDONYM_SECRET),
         description="HMAC key of the employment area for person pseudonyms.",
     )
+    kms: Literal["local", "vault"] = Field(
+        default="local",
+        description="Where the key-encryption key lives: local (HUB_KEK or HUB_KEK_FILE) or "
+        "vault (HashiCorp Vault's transit engine, HUB_VAULT_*).",
+    )
+    kek: SecretStr | None = Field(
+        default=None,
+        description="Local key-encryption keys, '<id>:<base64 of 32 bytes>' separated by commas; "
+        "the first wraps new data keys, the others only unwrap (rotation). Unset (and no "
+        "HUB_KEK_FILE): a built-in development key, refused with HUB_ENVIRONMENT=production.",
+    )
+    kek_file: Path | None = Field(
+        default=None,
+        description="File holding the local key-encryption keys in the HUB_KEK format (one per "
+        "line or comma separated); used when HUB_KEK is unset.",
+    )
+    vault_addr: HttpUrl | None = Field(
+        default=None, description="Vault address, e.g. https://vault.example.fi:8200."
+    )
+    vault_token: SecretStr | None = Field(
+        default=None, description="Vault token with the transit encrypt/decrypt/rewrap policy."
+    )
+    vault_token_file: Path | None = Field(
+        default=None,
+        description="File holding the Vault token (used when HUB_VAULT_TOKEN is "
+        "unset; e.g. written by a Vault agent).",
+    )
+    vault_namespace: str | None = Field(
+        default=None, description="Vault Enterprise namespace (X-Vault-Namespace), if any."
+    )
+    vault_transit_mount: str = Field(
+        default="transit",
+        pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+        description="Mount path of the transit secrets engine.",
+    )
+    vault_transit_key: str = Field(
+        default="te-hub-person-keys",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="Name of the transit key that wraps the per-person data keys.",
+    )
+    vault_ca_bundle: Path | None = Field(
+        default=None, description="PEM CA bundle for Vault's TLS certificate."
+    )
+    vault_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one Vault request.")
     schema_registry_url: str | None = Field(
         default=None,
         description="Confluent-compatible schema registry (its Confluent API root); when set, "
@@ -294,6 +343,10 @@ class HubSettings(BaseSettings):
     log_json: bool = Field(default=True, description="JSON logs (false: console rendering).")
 
     @property
+    def uses_dev_kek(self) -> bool:
+        return self.kms == "local" and self.kek is None and self.kek_file is None
+
+    @property
     def uses_dev_secret(self) -> bool:
         return self.pseudonym_secret.get_secret_value() == DEV_PSEUDONYM_SECRET
 
@@ -350,6 +403,13 @@ class HubSettings(BaseSettings):
             )
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             problems.append("HUB_KAFKA_SSL_KEYFILE needs HUB_KAFKA_SSL_CERTFILE")
+        if self.kms == "vault":
+            if self.vault_addr is None:
+                problems.append("HUB_KMS=vault needs HUB_VAULT_ADDR")
+            if (self.vault_token is None) == (self.vault_token_file is None):
+                problems.append(
+                    "HUB_KMS=vault needs exactly one of HUB_VAULT_TOKEN and HUB_VAULT_TOKEN_FILE"
+                )
         if self.environment == "production":
             problems.extend(self._production_refusals())
         if problems:
@@ -362,6 +422,11 @@ class HubSettings(BaseSettings):
             refusals.append(
                 "HUB_ENVIRONMENT=production refuses the development pseudonym secret: set "
                 "HUB_PSEUDONYM_SECRET to the employment area's key"
+            )
+        if self.uses_dev_kek:
+            refusals.append(
+                "HUB_ENVIRONMENT=production refuses the development key-encryption key: set "
+                "HUB_KEK or HUB_KEK_FILE, or HUB_KMS=vault"
             )
         has_identity = self.kafka_uses_sasl or self.kafka_ssl_certfile is not None
         if not (self.kafka_uses_tls and has_identity):
@@ -379,6 +444,12 @@ class HubSettings(BaseSettings):
             warnings.append(
                 "pseudonyms use the built-in development secret; set HUB_PSEUDONYM_SECRET "
                 "(refused with HUB_ENVIRONMENT=production)"
+            )
+        if self.uses_dev_kek:
+            warnings.append(
+                "personal data keys are wrapped with the built-in development key-encryption "
+                "key; set HUB_KEK or HUB_KEK_FILE, or HUB_KMS=vault (refused with "
+                "HUB_ENVIRONMENT=production)"
             )
         if not self.kafka_uses_tls and not _all_loopback(self.kafka_bootstrap):
             warnings.append(
