@@ -35,6 +35,15 @@ def avro_schema(model: type[AvroRecord]) -> dict[str, Any]:
     return schema
 
 
+def _sealable(avro_type: AvroType) -> AvroType:
+    """A personal (``pii``) field's type with ``bytes`` added as the last union member: the
+    producer writes the value sealed with the person's data key there (:mod:`hub.privacy`),
+    while plaintext written before field encryption still reads as the plaintext member
+    (a reader union that holds the writer's type: BACKWARD compatible)."""
+    members = avro_type if isinstance(avro_type, list) else [avro_type]
+    return [*members, "bytes"]
+
+
 def _doc_of(obj: type) -> str:
     doc = inspect.getdoc(obj)
     if not doc:
@@ -87,6 +96,7 @@ class _SchemaBuilder:
         extra = info.json_schema_extra
         if isinstance(extra, dict) and "pii" in extra:
             field["pii"] = extra["pii"]
+            field["type"] = _sealable(field["type"])
         return field
 
     def type_of(self, annotation: Any) -> AvroType:

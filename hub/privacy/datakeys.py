@@ -1,0 +1,289 @@
+"""Per-person data keys: the record format of the person-keys topic and the key directory.
+
+Topic records (compacted, JSON values):
+
+* key ``<pseudonym>/<key id>``: one wrapped data key,
+  ``{"v": 1, "subject", "key_id", "kek", "wrapped" (base64), "created_at"}``;
+  a tombstone (null value) deletes it;
+* key ``<pseudonym>/forgotten``: ``{"v": 1, "subject", "forgotten_at", "reason"}``, kept so
+  that a reader started after compaction removed the tombstones still knows why a key is gone
+  (and that records recorded before that moment lost their personal fields).
+
+A person may have several keys (two writers creating one at once, a new key after being
+forgotten); every key stays valid until the person is forgotten, and new values are sealed
+with the newest. :class:`KeyDirectory` is the in-memory state of the topic shared by the
+Kafka-backed store (:mod:`hub.privacy.keystore`) and :class:`MemoryPersonKeys` (tests of
+handler logic).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+from hub.privacy.kek import KeyEncryptionKeys, WrappedKey, key_context
+from hub.privacy.sealing import DataKey, KeyErased, KeyUnknown, new_data_key
+
+FORGOTTEN: Final = "forgotten"
+RECORD_VERSION: Final = 1
+UNWRAPPED_CACHE: Final = 100_000
+"""Data keys kept unwrapped in memory per process (about 150 B each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    subject: str
+    key_id: UUID
+    wrapped: WrappedKey
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    subject: str
+    forgotten_at: datetime
+    reason: str
+
+
+def record_key(subject: str, key_id: UUID | str) -> bytes:
+    return f"{subject}/{key_id}".encode()
+
+
+def encode_stored(key: StoredKey) -> bytes:
+    return json.dumps(
+        {
+            "v": RECORD_VERSION,
+            "subject": key.subject,
+            "key_id": str(key.key_id),
+            "kek": key.wrapped.kek,
+            "wrapped": base64.b64encode(key.wrapped.ciphertext).decode(),
+            "created_at": key.created_at.isoformat(),
+        }
+    ).encode()
+
+
+def encode_forgotten(mark: Forgotten) -> bytes:
+    return json.dumps(
+        {
+            "v": RECORD_VERSION,
+            "subject": mark.subject,
+            "forgotten_at": mark.forgotten_at.isoformat(),
+            "reason": mark.reason,
+        }
+    ).encode()
+
+
+def decode_record(key: bytes, value: bytes | None) -> tuple[str, str, dict[str, Any] | None]:
+    """``(subject, key id or "forgotten", body or None for a tombstone)``; ValueError if bad."""
+    subject, sep, name = key.decode().partition("/")
+    if not sep or not subject or not name:
+        raise ValueError("a person-keys record key is <pseudonym>/<key id>")
+    if value is None:
+        return subject, name, None
+    body = json.loads(value)
+    if not isinstance(body, dict) or body.get("subject") != subject:
+        raise ValueError("a person-keys record names another subject than its key")
+    return subject, name, body
+
+
+@dataclass
+class _Person:
+    keys: dict[UUID, StoredKey] = field(default_factory=dict)
+    deleted: set[UUID] = field(default_factory=set)
+    forgotten: Forgotten | None = None
+
+
+class KeyDirectory:
+    """What the person-keys topic says, applied record by record; thread-safe.
+
+    Unwrapped data keys are cached (LRU); a tombstone drops the cached key at once.
+    """
+
+    def __init__(self, kek: KeyEncryptionKeys) -> None:
+        self.kek = kek
+        self._people: dict[str, _Person] = {}
+        self._clear: OrderedDict[tuple[str, UUID], DataKey] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- applying topic records ----------------------------------------------------------------
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        """Apply one topic record (raises ValueError for a record of another shape)."""
+        subject, name, body = decode_record(key, value)
+        with self._lock:
+            person = self._people.setdefault(subject, _Person())
+            if name == FORGOTTEN:
+                if body is not None:
+                    person.forgotten = Forgotten(
+                        subject, datetime.fromisoformat(body["forgotten_at"]), body["reason"]
+                    )
+                return
+            key_id = UUID(name)
+            if body is None:
+                person.keys.pop(key_id, None)
+                person.deleted.add(key_id)
+                self._clear.pop((subject, key_id), None)
+                return
+            person.deleted.discard(key_id)
+            person.keys[key_id] = StoredKey(
+                subject,
+                key_id,
+                WrappedKey(body["kek"], base64.b64decode(body["wrapped"])),
+                datetime.fromisoformat(body["created_at"]),
+            )
+            cached = self._clear.get((subject, key_id))
+            if cached is not None and cached.created_at != person.keys[key_id].created_at:
+                self._clear.pop((subject, key_id), None)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def stored(self, subject: str) -> list[StoredKey]:
+        with self._lock:
+            person = self._people.get(subject)
+            return [] if person is None else sorted(person.keys.values(), key=_age)
+
+    def all_stored(self) -> list[StoredKey]:
+        with self._lock:
+            return [k for p in self._people.values() for k in p.keys.values()]
+
+    def forgotten(self, subject: str) -> Forgotten | None:
+        with self._lock:
+            person = self._people.get(subject)
+            return None if person is None else person.forgotten
+
+    def knows(self, subject: str, key_id: UUID) -> bool:
+        """Whether the key is live (stored and not deleted)."""
+        with self._lock:
+            person = self._people.get(subject)
+            return person is not None and key_id in person.keys
+
+    def newest(self, subject: str) -> StoredKey | None:
+        """The key new values of the person are sealed with (created after any forgetting)."""
+        keys = self.stored(subject)
+        mark = self.forgotten(subject)
+        live = [k for k in keys if mark is None or k.created_at > mark.forgotten_at]
+        return live[-1] if live else None
+
+    def data_key(self, subject: str, key_id: UUID) -> DataKey:
+        """The unwrapped key (:class:`~hub.privacy.fields.KeyLookup`); KeyErased / KeyUnknown."""
+        return self.data_keys([(subject, key_id)])[(subject, key_id)]
+
+    def data_keys(self, wanted: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], DataKey]:
+        """Unwrap many keys at once (one batch call to a remote keeper for the misses)."""
+        found: dict[tuple[str, UUID], DataKey] = {}
+        missing: list[StoredKey] = []
+        with self._lock:
+            for subject, key_id in dict.fromkeys(wanted):
+                cached = self._clear.get((subject, key_id))
+                if cached is not None:
+                    self._clear.move_to_end((subject, key_id))
+                    found[(subject, key_id)] = cached
+                    continue
+                person = self._people.get(subject)
+                stored = None if person is None else person.keys.get(key_id)
+                mark = None if person is None else person.forgotten
+                if (
+                    stored is not None
+                    and mark is not None
+                    and stored.created_at <= mark.forgotten_at
+                ):
+                    raise KeyErased(subject, key_id, mark.forgotten_at)  # tombstone not yet read
+                if stored is None:
+                    if person is not None and (key_id in person.deleted or person.forgotten):
+                        mark = person.forgotten
+                        raise KeyErased(subject, key_id, mark.forgotten_at if mark else None)
+                    raise KeyUnknown(subject, key_id)
+                missing.append(stored)
+        if missing:
+            secrets = self.kek.unwrap(
+                [s.wrapped for s in missing],
+                [key_context(s.subject, s.key_id.bytes) for s in missing],
+            )
+            with self._lock:
+                for stored, secret in zip(missing, secrets, strict=True):
+                    if not self.knows(stored.subject, stored.key_id):  # deleted meanwhile
+                        mark = self.forgotten(stored.subject)
+                        raise KeyErased(
+                            stored.subject, stored.key_id, mark.forgotten_at if mark else None
+                        )
+                    key = DataKey(stored.subject, stored.key_id, secret, stored.created_at)
+                    found[(stored.subject, stored.key_id)] = key
+                    self._clear[(stored.subject, stored.key_id)] = key
+                while len(self._clear) > UNWRAPPED_CACHE:
+                    self._clear.popitem(last=False)
+        return found
+
+    def cached(self, subject: str, key_id: UUID) -> DataKey | None:
+        with self._lock:
+            return self._clear.get((subject, key_id))
+
+    def remember(self, key: DataKey) -> None:
+        """Cache a key this process just created (its record is acknowledged)."""
+        with self._lock:
+            self._clear[(key.subject, key.key_id)] = key
+
+    def new_keys(self, subjects: Iterable[str]) -> list[tuple[DataKey, StoredKey]]:
+        """Fresh data keys for ``subjects``, wrapped by the current KEK (not yet stored)."""
+        now = datetime.now(UTC)
+        made = [new_data_key(s, uuid.uuid4(), now) for s in dict.fromkeys(subjects)]
+        if not made:
+            return []
+        wrapped = self.kek.wrap(
+            [k.secret for k in made], [key_context(k.subject, k.key_id.bytes) for k in made]
+        )
+        return [
+            (k, StoredKey(k.subject, k.key_id, w, k.created_at))
+            for k, w in zip(made, wrapped, strict=True)
+        ]
+
+
+def _age(key: StoredKey) -> tuple[datetime, str]:
+    return key.created_at, str(key.key_id)
+
+
+class MemoryPersonKeys:
+    """The person keys without Kafka, for tests of handler logic (the same directory code)."""
+
+    def __init__(self, kek: KeyEncryptionKeys) -> None:
+        self.directory = KeyDirectory(kek)
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        self.records.append((key, value))
+        self.directory.apply(key, value)
+
+    def ensure(self, subjects: Iterable[str]) -> dict[str, DataKey]:
+        """The key each person's new values are sealed with, made and stored when missing."""
+        out: dict[str, DataKey] = {}
+        todo = []
+        for subject in dict.fromkeys(subjects):
+            stored = self.directory.newest(subject)
+            if stored is None:
+                todo.append(subject)
+            else:
+                out[subject] = self.directory.data_key(subject, stored.key_id)
+        for key, stored in self.directory.new_keys(todo):
+            self._write(record_key(key.subject, key.key_id), encode_stored(stored))
+            self.directory.remember(key)
+            out[key.subject] = key
+        return out
+
+    def data_key(self, subject: str, key_id: UUID) -> DataKey:
+        return self.directory.data_key(subject, key_id)
+
+    def forget(self, subject: str, reason: str, at: datetime | None = None) -> list[UUID]:
+        """Tombstone every key of the person and mark them forgotten; the key ids deleted."""
+        mark = Forgotten(subject, at or datetime.now(UTC), reason)
+        self._write(record_key(subject, FORGOTTEN), encode_forgotten(mark))
+        deleted = [k.key_id for k in self.directory.stored(subject)]
+        for key_id in deleted:
+            self._write(record_key(subject, key_id), None)
+        return deleted

@@ -1,0 +1,134 @@
+"""One sealed field value: AES-256-GCM under the person's data key, bound to its place.
+
+A sealed value is Avro ``bytes`` in the field's union (see :mod:`hub.events.avro_schema`):
+
+    A5 01 | key id (16 bytes, UUID) | nonce (12 bytes) | ciphertext | tag (16 bytes)
+
+``A5`` can never start a UTF-8 text, so a sealed value is never mistaken for plaintext (and
+plaintext written before encryption stays a ``str``). The associated data is the event id
+(16 bytes) and the field's dotted path: a sealed value copied into another event or another
+field fails to open instead of disclosing a value under a wrong label.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEALED_PREFIX: Final = b"\xa5\x01"
+KEY_ID_SIZE: Final = 16
+NONCE_SIZE: Final = 12
+TAG_SIZE: Final = 16
+HEADER_SIZE: Final = len(SEALED_PREFIX) + KEY_ID_SIZE + NONCE_SIZE
+DATA_KEY_SIZE: Final = 32
+
+
+class SealError(Exception):
+    """A sealed value cannot be opened; the text never quotes a value."""
+
+
+class KeyErased(SealError):
+    """The person's data key was deleted (``hub person forget``, retention): gone for good."""
+
+    def __init__(self, subject: str, key_id: UUID | None, forgotten_at: datetime | None) -> None:
+        self.subject = subject
+        self.key_id = key_id
+        self.forgotten_at = forgotten_at
+        when = f" on {forgotten_at.isoformat()}" if forgotten_at else ""
+        super().__init__(
+            f"the person's data key {key_id or ''} was deleted{when} (person forgotten or "
+            "retention expired): their personal fields can no longer be read".replace("  ", " ")
+        )
+
+
+class KeyUnknown(SealError):
+    """No data key of that id is known for the person (a lost key record, another cluster)."""
+
+    def __init__(self, subject: str, key_id: UUID) -> None:
+        self.subject = subject
+        self.key_id = key_id
+        super().__init__(
+            f"data key {key_id} of the person is not in the key topic: the value cannot be read"
+        )
+
+
+class SealBroken(SealError):
+    """The bytes are not a sealed value this build reads, or fail authentication."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """One person's data key in the clear: held in memory only, never logged or written."""
+
+    subject: str
+    """The person pseudonym the key belongs to."""
+    key_id: UUID
+    secret: bytes
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != DATA_KEY_SIZE:
+            raise ValueError(f"a data key has {DATA_KEY_SIZE} bytes, not {len(self.secret)}")
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"DataKey(subject={self.subject!r}, key_id={self.key_id})"
+
+
+def new_data_key(subject: str, key_id: UUID, created_at: datetime) -> DataKey:
+    return DataKey(subject, key_id, AESGCM.generate_key(bit_length=256), created_at)
+
+
+_CIPHERS: dict[bytes, AESGCM] = {}
+_MAX_CIPHERS: Final = 65536
+
+
+def _cipher(secret: bytes) -> AESGCM:
+    """AESGCM objects are cached: building one costs about as much as sealing a value."""
+    cipher = _CIPHERS.get(secret)
+    if cipher is None:
+        if len(_CIPHERS) >= _MAX_CIPHERS:
+            _CIPHERS.clear()
+        cipher = _CIPHERS[secret] = AESGCM(secret)
+    return cipher
+
+
+def associated_data(event_id: UUID | str, path: str) -> bytes:
+    event = event_id if isinstance(event_id, UUID) else UUID(str(event_id))
+    return event.bytes + path.encode()
+
+
+def seal_value(key: DataKey, event_id: UUID | str, path: str, plaintext: bytes) -> bytes:
+    nonce = os.urandom(NONCE_SIZE)
+    sealed = _cipher(key.secret).encrypt(nonce, plaintext, associated_data(event_id, path))
+    return SEALED_PREFIX + key.key_id.bytes + nonce + sealed
+
+
+def is_sealed(value: object) -> bool:
+    return type(value) is bytes and value[:2] == SEALED_PREFIX
+
+
+def sealed_key_id(value: bytes) -> UUID:
+    if not is_sealed(value) or len(value) < HEADER_SIZE + TAG_SIZE:
+        raise SealBroken("not a sealed value of format A5 01 (or cut short)")
+    return UUID(bytes=value[2 : 2 + KEY_ID_SIZE])
+
+
+def open_value(key: DataKey, event_id: UUID | str, path: str, value: bytes) -> bytes:
+    if sealed_key_id(value) != key.key_id:
+        raise SealBroken(f"the value at {path} is sealed with another data key")
+    nonce = value[2 + KEY_ID_SIZE : HEADER_SIZE]
+    try:
+        return _cipher(key.secret).decrypt(
+            nonce, value[HEADER_SIZE:], associated_data(event_id, path)
+        )
+    except InvalidTag:
+        raise SealBroken(
+            f"the sealed value at {path} fails authentication (changed, or moved from another "
+            "event or field)"
+        ) from None
