@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import ssl
@@ -17,6 +18,7 @@ from hub.settings import HubSettings
 from tests.conftest import REPO_ROOT
 
 REAL_SECRET = "an-employment-area-key-of-some-length"
+REAL_KEK = "2026-12:" + base64.b64encode(bytes(range(32))).decode()
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +57,30 @@ def test_development_is_the_default_and_warns_about_the_secret() -> None:
 
     assert settings.environment == "development"
     assert any("development secret" in w for w in settings.development_warnings())
-    assert HubSettings(pseudonym_secret=REAL_SECRET).development_warnings() == []
+    assert any("development key-encryption key" in w for w in settings.development_warnings())
+    assert HubSettings(pseudonym_secret=REAL_SECRET, kek=REAL_KEK).development_warnings() == []
+
+
+def test_production_refuses_the_development_key_encryption_key() -> None:
+    with pytest.raises(ValidationError, match="refuses the development key-encryption key"):
+        HubSettings(environment="production", pseudonym_secret=REAL_SECRET, **_tls_scram())
+    HubSettings(
+        environment="production", pseudonym_secret=REAL_SECRET, kek=REAL_KEK, **_tls_scram()
+    )
+
+
+def test_vault_needs_an_address_and_exactly_one_token_source(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="needs HUB_VAULT_ADDR"):
+        HubSettings(kms="vault", vault_token="t")
+    with pytest.raises(ValidationError, match="exactly one of HUB_VAULT_TOKEN"):
+        HubSettings(
+            kms="vault",
+            vault_addr="http://127.0.0.1:8200",
+            vault_token="t",
+            vault_token_file=tmp_path / "token",
+        )
+    vault = HubSettings(kms="vault", vault_addr="http://127.0.0.1:8200", vault_token="t")
+    assert not vault.uses_dev_kek
 
 
 def test_development_warns_about_plaintext_kafka_off_this_machine() -> None:
@@ -92,10 +117,13 @@ def test_production_accepts_tls_with_scram_or_a_client_certificate(tmp_path: Pat
     cert = tmp_path / "user.crt"
     cert.write_text("not read by the settings")
 
-    HubSettings(environment="production", pseudonym_secret=REAL_SECRET, **_tls_scram())
+    HubSettings(
+        environment="production", pseudonym_secret=REAL_SECRET, kek=REAL_KEK, **_tls_scram()
+    )
     HubSettings(
         environment="production",
         pseudonym_secret=REAL_SECRET,
+        kek=REAL_KEK,
         kafka_security_protocol="SSL",
         kafka_ssl_certfile=cert,
     )
