@@ -423,11 +423,6 @@ class HubSettings(BaseSettings):
                 "HUB_ENVIRONMENT=production refuses the development pseudonym secret: set "
                 "HUB_PSEUDONYM_SECRET to the employment area's key"
             )
-        if self.uses_dev_kek:
-            refusals.append(
-                "HUB_ENVIRONMENT=production refuses the development key-encryption key: set "
-                "HUB_KEK or HUB_KEK_FILE, or HUB_KMS=vault"
-            )
         has_identity = self.kafka_uses_sasl or self.kafka_ssl_certfile is not None
         if not (self.kafka_uses_tls and has_identity):
             refusals.append(

@@ -108,6 +108,7 @@ def test_every_hub_workload_passes_production_validation(
         settings = _settings(workload, f"{name}-0", monkeypatch)
 
         assert settings.environment == "production"
+        assert settings.kms == "vault" and not settings.uses_dev_kek
         assert settings.kafka_security_protocol == "SASL_SSL"
         assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
         port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
@@ -332,9 +333,13 @@ def _assert_scraped(workload: dict[str, Any]) -> None:
 
 
 def test_no_manifest_names_a_path_outside_its_mounts() -> None:
-    """Every file a workload's settings name lies in one of its mounted volumes."""
+    """Every file a workload's settings name lies in one of its mounted volumes (the Vault
+    Agent injector mounts /vault/secrets into a pod annotated for it)."""
     for name, workload in _workloads().items():
         mounts = [m["mountPath"] for m in _container(workload)["volumeMounts"]]
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("vault.hashicorp.com/agent-inject") == "true":
+            mounts.append("/vault/secrets")
         for variable, value in _environment(workload, f"{name}-0").items():
             if value.startswith("/etc/") or variable.endswith(("_FILE", "_CAFILE")):
                 assert any(Path(value).is_relative_to(m) for m in mounts), (name, variable)

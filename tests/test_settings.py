@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from hub.kafka.clients import security_options
 from hub.settings import HubSettings
@@ -61,12 +61,15 @@ def test_development_is_the_default_and_warns_about_the_secret() -> None:
     assert HubSettings(pseudonym_secret=REAL_SECRET, kek=REAL_KEK).development_warnings() == []
 
 
-def test_production_refuses_the_development_key_encryption_key() -> None:
-    with pytest.raises(ValidationError, match="refuses the development key-encryption key"):
-        HubSettings(environment="production", pseudonym_secret=REAL_SECRET, **_tls_scram())
-    HubSettings(
-        environment="production", pseudonym_secret=REAL_SECRET, kek=REAL_KEK, **_tls_scram()
-    )
+def test_production_refuses_the_development_key_encryption_key_where_keys_are_used() -> None:
+    """A production reporting job holds no key access and needs no KEK; a process that builds
+    the key-encryption keys with the development one is refused."""
+    from hub.privacy.kek import KekError, build_kek
+
+    production = HubSettings(environment="production", pseudonym_secret=REAL_SECRET, **_tls_scram())
+    with pytest.raises(KekError, match="refuses the development key-encryption key"):
+        build_kek(production)
+    build_kek(production.model_copy(update={"kek": SecretStr(REAL_KEK)}))
 
 
 def test_vault_needs_an_address_and_exactly_one_token_source(tmp_path: Path) -> None:

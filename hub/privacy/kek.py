@@ -71,6 +71,12 @@ class KeyEncryptionKeys(Protocol):
         """The same data keys wrapped by the current KEK (Vault does it without disclosing them)."""
         ...
 
+    def rotate_primary(self) -> str:
+        """Make a new KEK the one that wraps new keys, where the keeper can (Vault: a new
+        transit key version); the reference of the new primary. Stored keys then move with
+        :meth:`rewrap`. KekError where rotation is configuration (the local keyring)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -154,6 +160,12 @@ class LocalKeyEncryptionKeys:
     def rewrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[WrappedKey]:
         return self.wrap(self.unwrap(wrapped, contexts), contexts)
 
+    def rotate_primary(self) -> str:
+        raise KekError(
+            "a local keyring is rotated in its configuration: put a new '<id>:<base64>' first "
+            "in HUB_KEK or HUB_KEK_FILE (keep the old one after it), restart, then rewrap"
+        )
+
     def close(self) -> None:
         return None
 
@@ -174,6 +186,13 @@ def build_kek(settings: HubSettings) -> KeyEncryptionKeys:
                 f"HUB_KEK_FILE {settings.kek_file}: cannot be read ({error.strerror})"
             ) from None
         return LocalKeyEncryptionKeys.from_text(text)
+    if settings.environment == "production":
+        # Refused here, where keys are needed, not in the settings: a reporting job in
+        # production never holds key access and needs no key-encryption key at all.
+        raise KekError(
+            "HUB_ENVIRONMENT=production refuses the development key-encryption key: set "
+            "HUB_KEK or HUB_KEK_FILE, or HUB_KMS=vault"
+        )
     return LocalKeyEncryptionKeys.from_text(DEV_KEK)
 
 
