@@ -108,7 +108,8 @@ def test_every_hub_workload_passes_production_validation(
         settings = _settings(workload, f"{name}-0", monkeypatch)
 
         assert settings.environment == "production"
-        assert settings.kms == "vault" and not settings.uses_dev_kek
+        assert settings.kms == "vault"
+        assert not settings.uses_dev_kek
         assert settings.kafka_security_protocol == "SASL_SSL"
         assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
         port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
