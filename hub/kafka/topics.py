@@ -28,6 +28,13 @@ DEAD_LETTER_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
 DEAD_LETTER_PARTITIONS = 3
 RECEIPT_PARTITIONS = 6
 OUTBOX_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
+PERSON_KEY_PARTITIONS = 6
+#: Person-keys topic: a segment is rolled (and so can be compacted) after an hour at most, any
+#: record waits at most a day for compaction, and a tombstone stays readable for a day after
+#: compaction (a follower offline longer still refuses the keys: the forgotten marker stays).
+PERSON_KEY_SEGMENT_MS = 60 * 60 * 1000
+PERSON_KEY_MAX_COMPACTION_LAG_MS = 24 * 60 * 60 * 1000
+PERSON_KEY_DELETE_RETENTION_MS = 24 * 60 * 60 * 1000
 # The configs `hub topics describe` shows: the ones the specs set, plus the size limit.
 DESCRIBED_CONFIGS = (
     "cleanup.policy",
@@ -160,6 +167,38 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
             ),
         ),
     ]
+
+
+def person_keys_spec(settings: HubSettings) -> TopicSpec:
+    """The compacted topic of the per-person data keys (see :mod:`hub.privacy.keystore`).
+
+    Compaction is what forgets: a tombstone removes the wrapped key from the broker's log once
+    the segment holding it is compacted, so segments roll hourly, any record is compacted
+    within a day (``max.compaction.lag.ms``) and a tombstone itself is kept a day
+    (``delete.retention.ms``) for followers that were away. Never ``delete`` retention: that
+    would erase everybody's personal fields when the retention ran out.
+    """
+    rf = settings.topic_replication_factor
+    return TopicSpec(
+        name=settings.topic_person_keys,
+        partitions=min(PERSON_KEY_PARTITIONS, settings.topic_partitions),
+        replication_factor=rf,
+        configs={
+            "cleanup.policy": "compact",
+            "min.insync.replicas": str(min(2, rf)),
+            "segment.ms": str(PERSON_KEY_SEGMENT_MS),
+            "min.cleanable.dirty.ratio": "0.01",
+            "min.compaction.lag.ms": "0",
+            "max.compaction.lag.ms": str(PERSON_KEY_MAX_COMPACTION_LAG_MS),
+            "delete.retention.ms": str(PERSON_KEY_DELETE_RETENTION_MS),
+        },
+        purpose=(
+            "Per-person data keys wrapped by the key-encryption key, record key "
+            "<pseudonym>/<key id>, all of a person's records in the partition of the pseudonym; "
+            "a tombstone deletes a key and <pseudonym>/forgotten marks the person forgotten "
+            "(crypto-shredding: their sealed personal fields can no longer be read)."
+        ),
+    )
 
 
 def outbox_topic(settings: HubSettings, destination: str) -> str:

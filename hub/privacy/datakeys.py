@@ -159,6 +159,11 @@ class KeyDirectory:
             person = self._people.get(subject)
             return None if person is None else person.forgotten
 
+    def all_forgotten(self) -> list[Forgotten]:
+        """Every forgotten marker (``hub keys status``, retention jobs)."""
+        with self._lock:
+            return [p.forgotten for p in self._people.values() if p.forgotten is not None]
+
     def knows(self, subject: str, key_id: UUID) -> bool:
         """Whether the key is live (stored and not deleted)."""
         with self._lock:
