@@ -494,3 +494,22 @@ async def test_asyncapi_page_and_document_are_served_from_the_hub_itself(
         assert answer.status_code == 200, reference
         assert len(answer.content) > 10_000, reference
     assert missing.status_code == 404  # only the page's own files
+
+
+def test_receivers_are_told_personal_fields_in_their_plaintext_type_never_sealed_bytes() -> None:
+    """The log holds a pii field as a union with sealed bytes; a receiver always gets the
+    opened value, so the webhook body schema names the plaintext type only."""
+    from hub.docs.webhooks import body_schema
+    from hub.serde import default_catalog
+
+    schema = body_schema(
+        "JobseekerRegistered", default_catalog().current("JobseekerRegistered").raw
+    )
+    payload = schema["properties"]["data"]["properties"]["payload"]["properties"]
+    personal = {name: field for name, field in payload.items() if "x-pii" in field}
+    assert len(personal) == 7
+    assert personal["personal_identity_code"]["type"] == "string"
+    for name, field in personal.items():
+        members = field.get("anyOf", [field])
+        assert all(m.get("description") != "Hexadecimal." for m in members), name
+        assert {m["type"] for m in members} <= {"null", "string", "boolean"}, name

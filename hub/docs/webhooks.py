@@ -98,13 +98,23 @@ def json_schema_of_avro(
         named[schema["name"]] = result
     if kind in ("record", "error"):
         for field in schema["fields"]:
-            converted = json_schema_of_avro(field["type"], named)
+            converted = json_schema_of_avro(_as_delivered(field), named)
             if "doc" in field:
                 converted = {**converted, "description": field["doc"]}
             if "pii" in field:
                 converted = {**converted, "x-pii": field["pii"]}
             result["properties"][field["name"]] = converted
     return result
+
+
+def _as_delivered(field: Mapping[str, Any]) -> Any:
+    """A field's type as a receiver sees it: a ``pii`` field's sealed ``bytes`` member never
+    reaches a receiver (delivery opens the value, or the record is a dead letter)."""
+    kind = field["type"]
+    if "pii" not in field or not isinstance(kind, list) or kind[-1:] != ["bytes"]:
+        return kind
+    plain = kind[:-1]
+    return plain[0] if len(plain) == 1 else plain
 
 
 def body_schema(type_name: str, avro: Mapping[str, Any]) -> dict[str, Any]:
