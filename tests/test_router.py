@@ -28,6 +28,8 @@ from hub.identity import Pseudonymizer, make_business_id
 from hub.kafka.clients import librdkafka_config
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
 from hub.kafka.publisher import encode_event
+from hub.privacy.datakeys import KeyDirectory
+from hub.privacy.kek import DEV_KEK, LocalKeyEncryptionKeys
 from hub.routing.outbox import OutboxCodec
 from hub.routing.projection import project
 from hub.routing.resolve import PersonState, Routed
@@ -56,6 +58,8 @@ from tests.conftest import REPO_ROOT
 
 SECRET = "test-secret-of-sufficient-length"
 LOG = "test.log"
+KEYS = KeyDirectory(LocalKeyEncryptionKeys.from_text(DEV_KEK))
+"""No person forgotten: the plaintext events of these tests route as they always did."""
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def config(settings: HubSettings) -> RoutesConfig:
 
 @pytest.fixture(scope="module")
 def handler(settings: HubSettings, config: RoutesConfig) -> RecordHandler:
-    return RecordHandler(settings, config, serializer=SingleObjectSerializer())
+    return RecordHandler(settings, config, keys=KEYS, serializer=SingleObjectSerializer())
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +244,7 @@ class _RegistryDown:
 def test_an_unreachable_registry_is_retried_not_dead_lettered(
     settings: HubSettings, config: RoutesConfig
 ) -> None:
-    handler = RecordHandler(settings, config, serializer=_RegistryDown(), codec=OutboxCodec([]))
+    handler = RecordHandler(settings, config, keys=KEYS, serializer=_RegistryDown(), codec=OutboxCodec([]))
     with pytest.raises(RegistryUnavailable):
         handler.handle(LogRecord(LOG, 0, 0, b"k", b"\x00\x00\x00\x00\x01x"), PersonStates().batch())
 
@@ -379,7 +383,7 @@ def test_confluent_framed_values_are_decoded_through_the_registry_and_its_outage
     reader = ConfluentSerializer(
         SchemaRegistryClient("http://registry", transport=httpx.MockTransport(registry)), catalog
     )
-    handler = RecordHandler(settings, config, serializer=reader)
+    handler = RecordHandler(settings, config, keys=KEYS, serializer=reader)
     record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
     with pytest.raises(RegistryUnavailable):
         handler.handle(record, PersonStates().batch())
@@ -493,7 +497,7 @@ def test_a_registry_that_refuses_or_does_not_answer_is_unavailable_not_poison(
     reader = ConfluentSerializer(
         SchemaRegistryClient("http://registry", transport=httpx.MockTransport(registry))
     )
-    handler = RecordHandler(settings, config, serializer=reader)
+    handler = RecordHandler(settings, config, keys=KEYS, serializer=reader)
     record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
     with pytest.raises(RegistryUnavailable):
         handler.handle(record, PersonStates().batch())
@@ -512,7 +516,7 @@ def test_a_registry_404_without_the_schema_error_code_is_a_dead_letter(
             transport=httpx.MockTransport(lambda request: httpx.Response(404, text="no")),
         )
     )
-    handler = RecordHandler(settings, config, serializer=reader)
+    handler = RecordHandler(settings, config, keys=KEYS, serializer=reader)
     record = LogRecord(LOG, 0, 5, event.envelope.subject.encode(), value, [])
     outcome = handler.handle(record, PersonStates().batch())
     assert outcome.dead_letter is DeadLetterStage.DECODE
@@ -623,7 +627,7 @@ def test_a_batch_aborted_inside_consume_is_routed_again_not_skipped(
     router = Router(
         settings,
         config,
-        handler=RecordHandler(settings, config, serializer=SingleObjectSerializer()),
+        handler=RecordHandler(settings, config, keys=KEYS, serializer=SingleObjectSerializer()),
         progress_every_s=3600,
     )
     router._consumer = cast(Any, consumer)
@@ -662,8 +666,8 @@ def test_the_fast_path_writes_the_bytes_of_the_projected_record_for_every_type_a
         for path in simulate(SimulationConfig(jobseekers=400, seed=11), Pseudonymizer(SECRET))
         for e in path
     ]
-    fast = RecordHandler(settings, config, serializer=SingleObjectSerializer())
-    typed = RecordHandler(settings, config, serializer=SingleObjectSerializer())
+    fast = RecordHandler(settings, config, keys=KEYS, serializer=SingleObjectSerializer())
+    typed = RecordHandler(settings, config, keys=KEYS, serializer=SingleObjectSerializer())
     typed._raw_readers = {}  # every value through the serializer and the projection
     fast_states, typed_states = PersonStates().batch(), PersonStates().batch()
     seen: set[tuple[str, str, str]] = set()

@@ -7,6 +7,11 @@ each has an HTTP connection pool of its own. The transport of a destination come
 routes file: webhook (:class:`~connectors.webhook.transport.WebhookTransport`) or X-Road REST
 (:class:`~connectors.xroad.transport.XRoadTransport`).
 
+Personal fields: the outbox holds them as the log does (sealed with the person's data key).
+The process follows the person-keys topic (:class:`~hub.privacy.keystore.KafkaPersonKeys`,
+one for all its workers) when a destination named gets personal fields; a worker opens exactly
+the granted sealed fields of a record in memory, right before it builds the body.
+
 SIGTERM or SIGINT: every worker stops taking records, waits up to ``--drain`` seconds for the
 requests in flight, commits what is settled and the command exits 0, printing one summary line
 per destination (delivered, duplicates the receivers reported, retried, dead letters).
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import click
 import httpx
@@ -70,6 +76,24 @@ def _transport_factory(
     return transport_for
 
 
+def _gets_personal_fields(config: RoutesConfig, names: list[str]) -> bool:
+    """Whether a route grants a pii class to one of the destinations (its workers open keys)."""
+    return any(
+        route.grants and name in config.destinations_of(route)
+        for route in config.routes
+        for name in names
+    )
+
+
+def _open_keys(settings: HubSettings) -> Any:
+    """The person-keys topic followed for this process (read to its end), started."""
+    from hub.privacy.keystore import KafkaPersonKeys
+
+    keys = KafkaPersonKeys(settings)
+    keys.start()
+    return keys
+
+
 def _check_secrets(settings: HubSettings, destination: Destination) -> None:
     """In production every endpoint's secret must be readable and usable before the first
     record: a missing one, or one the Standard Webhooks signer refuses (``whsec_`` alone, not
@@ -117,8 +141,18 @@ async def _deliver(
             xroad_client.append(XRoadClient.from_settings(settings))
         return xroad_client[0]
 
+    person_keys = (
+        await asyncio.to_thread(_open_keys, settings)
+        if _gets_personal_fields(config, names)
+        else None
+    )
     disclosure_log = DisclosureLog(settings)
-    await disclosure_log.start()
+    try:
+        await disclosure_log.start()
+    except BaseException:
+        if person_keys is not None:
+            person_keys.close()
+        raise
     workers: list[DeliveryWorker] = []
     try:
         for name in names:
@@ -143,6 +177,7 @@ async def _deliver(
                     drain_s=drain_s,
                     progress_interval_s=progress_s,
                     commit_interval_s=commit_s,
+                    keys=person_keys,
                 )
             )
 
@@ -170,6 +205,8 @@ async def _deliver(
         results = [o for o in outcomes if isinstance(o, DeliveryStats)]
     finally:
         await disclosure_log.stop()
+        if person_keys is not None:
+            await asyncio.to_thread(person_keys.close)
         for http in clients:
             await http.aclose()
         for client in xroad_client:

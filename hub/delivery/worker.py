@@ -79,6 +79,18 @@ from hub.kafka.clients import make_consumer, make_producer
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
 from hub.kafka.topics import outbox_topic
 from hub.logging import get_logger
+from hub.privacy.fields import SealedFields
+from hub.privacy.kek import KekError, KekUnavailable
+from hub.privacy.sealing import DataKey, KeyErased, KeyUnknown, SealBroken, SealError
+from hub.routing.outbox import (
+    KeyPair,
+    PersonKeys,
+    available_keys,
+    granted_values,
+    key_unavailable,
+    plaintext_restricted,
+    restricted,
+)
 from hub.routing.resolve import router_for
 from hub.routing.routes import RoutesConfig
 from hub.settings import HubSettings
@@ -96,6 +108,8 @@ REVOKE_WAIT_S: Final = 3.0
 _KAFKA_RETRY_MAX_S: Final = 30.0
 #: Longest the dispatch loop sleeps without looking at the heap again (a guard, not a tick).
 _MAX_WAIT_S: Final = 60.0
+#: Longest wait before the data keys of a record are asked for again (the keeper was away).
+_KEYS_RETRY_MAX_S: Final = 60.0
 
 
 class DeliveryFatal(RuntimeError):
@@ -258,6 +272,22 @@ class _Failure:
     error_class: str
     reason: str
     metric_reason: str
+    keep_value: bool = True
+    """False: the outbox value holds personal fields in plaintext (a person forgotten since):
+    the dead letter points at it (source offset) instead of copying it."""
+
+
+class _Found:
+    """:class:`~hub.privacy.fields.KeyLookup` over keys fetched for a batch."""
+
+    def __init__(self, found: dict[KeyPair, DataKey]) -> None:
+        self._found = found
+
+    def data_key(self, subject: str, key_id: Any) -> DataKey:
+        key = self._found.get((subject, key_id))
+        if key is None:
+            raise KeyUnknown(subject, key_id)
+        return key
 
 
 @dataclass(slots=True, eq=False)
@@ -284,6 +314,14 @@ class _Pending:
     attempts: int = 0
     first_attempt_at: datetime | None = None
     last_attempt_at: datetime | None = None
+    sealed_paths: tuple[str, ...] = ()
+    """Granted personal fields that are sealed in the outbox record: opened for the body."""
+    pairs: tuple[KeyPair, ...] = ()
+    """The data keys they need: (person, key id)."""
+    keys_used: tuple[tuple[str, datetime], ...] = ()
+    """(person, key created at) of the keys the body was opened with: checked before each
+    attempt, so that a person forgotten while the record waits for a retry is not sent."""
+    keys_wait_s: float = 0.0
 
 
 @dataclass(eq=False)
@@ -328,12 +366,18 @@ class DeliveryWorker:
         drain_s: float = 10.0,
         instance_id: str | None = None,
         rng: random.Random | None = None,
+        keys: PersonKeys | None = None,
+        sealed: SealedFields | None = None,
     ) -> None:
         """``disclosures``: every settled record is recorded there (and awaited) before its
         offset may be committed; None writes no disclosure log (tests of the loop alone).
         ``instance_id``: static group membership (KIP-345), so a restarted process with the
-        same id gets its partitions back without waiting for the session timeout."""
+        same id gets its partitions back without waiting for the session timeout.
+        ``keys``: the person keys the granted sealed fields are opened with, in memory, right
+        before the body is built (None: a record with sealed fields is a dead letter)."""
         self.settings = settings
+        self.keys = keys
+        self._sealed = sealed if sealed is not None else SealedFields()
         self.target = target
         self.decoder = decoder
         self.metrics = metrics or DeliveryMetrics()
@@ -512,17 +556,24 @@ class DeliveryWorker:
                 )
                 await asyncio.sleep(_KAFKA_RETRY_S)
                 continue
-            now = time.monotonic()
+            prepared: list[tuple[PartitionProgress[_Pending], int, _Pending]] = []
             for tp, records in batches.items():
                 progress = self._progress.get(tp.partition)
                 if progress is None:
                     continue  # revoked while the batch was on its way
                 for record in records:
-                    item = self._prepare(progress, record)
-                    item.fetched_at = now
-                    self.stats.taken += 1
-                    if progress.take(record.offset, record.key, item):
-                        self._push(now, item)
+                    prepared.append((progress, tp.partition, self._prepare(progress, record)))
+            sealed = [item for _, _, item in prepared if item.pairs and item.failure is None]
+            if sealed:
+                await self._open_sealed(sealed)  # one look-up for the batch's data keys
+            now = time.monotonic()
+            for progress, partition, item in prepared:
+                if self._progress.get(partition) is not progress:
+                    continue  # revoked while the keys were fetched
+                item.fetched_at = now
+                self.stats.taken += 1
+                if progress.take(item.offset, item.key, item):
+                    self._push(now, item)
             if batches:
                 self._wake.set()
 
@@ -608,13 +659,128 @@ class DeliveryWorker:
                 "endpoint-unusable",
             )
             return item
-        item.request = DeliveryRequest(
+        subject = envelope.get("subject")
+        fields = self._sealed.fields(item.type_name)
+        values = (
+            granted_values(decoded.record, str(subject), [(f.path, f.parts) for f in fields])
+            if fields
+            else None
+        )
+        if values is not None:
+            if values.broken:
+                broken = SealBroken("a sealed value is cut short or not of format A5 01")
+                item.failure = self._key_failure(item, values.broken, broken)
+                return item
+            if values.plain and self.keys is not None:
+                mark = self.keys.forgotten(str(subject))
+                if mark is not None and restricted(mark, decoded.record):
+                    why = plaintext_restricted(item.route, self.target.name, values.plain, mark)
+                    item.failure = _Failure(
+                        DeadLetterStage.DELIVER,
+                        why.error_class,
+                        why.reason + "; the value is not copied (plaintext): the outbox keeps "
+                        "it at the source offset",
+                        "personal-data-restricted",
+                        keep_value=False,
+                    )
+                    return item
+            if values.pairs:
+                item.sealed_paths, item.pairs = values.sealed, values.pairs
+                return item  # the body is built once the keys are here (_open_sealed)
+        item.request = self._request(item, decoded.record)
+        return item
+
+    def _request(self, item: _Pending, record: dict[str, Any]) -> DeliveryRequest:
+        return DeliveryRequest(
             event_id=item.event_id,
             type_name=item.type_name,
-            body=json_body(item.type_name, decoded.record),
+            body=json_body(item.type_name, record),
             headers=static_headers(item.event_id),
         )
-        return item
+
+    def _key_failure(
+        self,
+        item: _Pending,
+        paths: Iterable[str],
+        error: BaseException,
+    ) -> _Failure:
+        mark = None
+        if self.keys is not None and item.subject is not None:
+            with contextlib.suppress(Exception):
+                mark = self.keys.forgotten(item.subject)
+        why = key_unavailable(item.route, self.target.name, tuple(paths), error, mark)
+        metric = {
+            "PersonalDataErased": "personal-data-erased",
+            "DataKeyUnknown": "data-key-unknown",
+            "SealBroken": "seal-broken",
+        }.get(why.error_class, "data-key-unreadable")
+        return _Failure(DeadLetterStage.DELIVER, why.error_class, why.reason, metric)
+
+    async def _open_sealed(self, items: Sequence[_Pending]) -> None:
+        """Fetch the data keys of ``items`` in one batch (off the loop: a remote keeper may
+        answer slowly), open exactly their granted sealed fields in memory and build the
+        bodies; the plaintext exists only in the body. A key erased or unknown: a dead
+        letter with the reason. The keeper unreachable: the items wait (no request yet) and
+        are tried again later, never dead-lettered for it."""
+        if self.keys is None:
+            for item in items:
+                item.failure = self._key_failure(
+                    item,
+                    item.sealed_paths,
+                    KekError("this delivery worker was started without access to the keys"),
+                )
+            return
+        pairs = [pair for item in items for pair in item.pairs]
+        try:
+            found, failed = await asyncio.to_thread(available_keys, self.keys, pairs)
+        except KekUnavailable as error:
+            log.warning(
+                "delivery.keys_unavailable",
+                destination=self.target.name,
+                records=len(items),
+                error_class=type(error).__name__,
+            )
+            return
+        lookup = _Found(found)
+        for item in items:
+            problem = next((failed[p] for p in item.pairs if p in failed), None)
+            if problem is not None:
+                item.failure = self._key_failure(item, item.sealed_paths, problem)
+                continue
+            assert item.record is not None
+            opened = self._sealed.open(item.type_name, item.record, lookup, item.sealed_paths)
+            if opened.failed:
+                why: SealError = opened.error or SealBroken("a sealed value does not open")
+                item.failure = self._key_failure(item, opened.failed, why)
+                continue
+            item.keys_used = tuple(
+                dict.fromkeys(
+                    (key.subject, key.created_at) for key in map(found.get, item.pairs) if key
+                )
+            )
+            item.request = self._request(item, opened.record)
+
+    async def _await_keys(self, item: _Pending) -> None:
+        """A record whose keys the keeper did not give (unreachable): ask again, later."""
+        await self._open_sealed([item])
+        if not self._is_current(item):
+            return
+        if item.request is None and item.failure is None:
+            item.keys_wait_s = min(max(1.0, 2 * item.keys_wait_s), _KEYS_RETRY_MAX_S)
+            self._push(time.monotonic() + item.keys_wait_s, item)
+        else:
+            self._push(item.fetched_at, item)
+
+    def _erased_since(self, item: _Pending) -> KeyErased | None:
+        """The person was forgotten after the body was opened (a record waiting for its
+        retry): the body is not sent."""
+        if self.keys is None:
+            return None
+        for subject, created_at in item.keys_used:
+            mark = self.keys.forgotten(subject)
+            if mark is not None and created_at <= mark.forgotten_at:
+                return KeyErased(subject, None, mark.forgotten_at)
+        return None
 
     def _channel(self, endpoint: str | None) -> _Channel:
         channel = self._channels.get(endpoint)
@@ -664,6 +830,9 @@ class DeliveryWorker:
     def _dispatch(self, item: _Pending) -> None:
         if item.failure is not None:
             self._start(self._dead_letter(item), item.partition)
+            return
+        if item.request is None:
+            self._start(self._await_keys(item), item.partition)
             return
         channel = self._channels[item.endpoint]
         if not channel.breaker.allow():
@@ -727,6 +896,12 @@ class DeliveryWorker:
 
     async def _attempt(self, item: _Pending, channel: _Channel) -> None:
         assert item.request is not None
+        erased = self._erased_since(item)
+        if erased is not None:
+            item.request = None  # the opened body goes with it
+            item.failure = self._key_failure(item, item.sealed_paths, erased)
+            await self._dead_letter(item)
+            return
         item.attempts += 1
         item.last_attempt_at = datetime.now(UTC)
         if item.first_attempt_at is None:
@@ -821,11 +996,12 @@ class DeliveryWorker:
             event_type=item.type_name or None,
         )
         headers = with_dead_letter_headers(list(item.headers), letter)
+        value = item.value if failure.keep_value else None
         backoff = _KAFKA_RETRY_S
         while True:
             try:
                 await self._producer.send_and_wait(
-                    self.settings.topic_dead_letter, value=item.value, key=item.key, headers=headers
+                    self.settings.topic_dead_letter, value=value, key=item.key, headers=headers
                 )
                 break
             except KafkaError as error:

@@ -19,13 +19,26 @@ Kafka record (written by the router): key = the log record's key (the person's p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
 
 from fastavro import parse_schema
 
 from hub.events.sensitivity import Sensitivity
+from hub.privacy.datakeys import Forgotten
+from hub.privacy.kek import KekError, KekUnavailable
+from hub.privacy.sealing import (
+    DataKey,
+    KeyErased,
+    KeyUnknown,
+    SealBroken,
+    SealError,
+    is_sealed,
+    sealed_key_id,
+)
 from hub.routing.projection import projected_schema, without_logical_types
 from hub.routing.resolve import Routed
 from hub.routing.routes import RoutesConfig
@@ -214,14 +227,225 @@ class OutboxCodec:
         return OutboxRecord(schema.type_name, schema.destination, decoded.record)
 
 
+# -- sealed personal fields of routed records ------------------------------------------------------
+#
+# The outboxes are Kafka topics too: a granted personal field is copied into its outbox record
+# as it is in the log (sealed bytes, or the plaintext of a record written before encryption).
+# The router checks that the person's data key can still be had before it routes a record that
+# a delivery worker will have to open; the worker opens the granted fields in memory, right
+# before it builds the body. Both look keys up in batches and share these helpers.
+
+KeyPair = tuple[str, UUID]
+"""(person pseudonym, data key id)."""
+
+
+class PersonKeys(Protocol):
+    """What the router and the delivery workers need of the person keys: batch look-up and the
+    forgotten marks (``KafkaPersonKeys`` of :mod:`hub.privacy.keystore`, or a ``KeyDirectory``)."""
+
+    def data_keys(self, pairs: Iterable[KeyPair]) -> dict[KeyPair, DataKey]: ...
+
+    def forgotten(self, subject: str) -> Forgotten | None: ...
+
+
+def available_keys(
+    keys: PersonKeys, pairs: Iterable[KeyPair]
+) -> tuple[dict[KeyPair, DataKey], dict[KeyPair, SealError | KekError]]:
+    """The data keys of ``pairs`` in as few batch calls as the answers allow, and why the others
+    cannot be had (erased, unknown, a wrapping that does not open).
+
+    ``data_keys`` raises for the first key it cannot give; that pair (or every pair of the
+    person, when the error names no key id) is set aside and the rest asked again, so one
+    forgotten person costs one more call, not one call per record. :class:`KekUnavailable`
+    (the keeper does not answer) is raised: nothing is known about any key, retry later. Any
+    other KekError of a batch is narrowed down to the pairs that fail on their own."""
+    pending = list(dict.fromkeys(pairs))
+    found: dict[KeyPair, DataKey] = {}
+    failed: dict[KeyPair, SealError | KekError] = {}
+    while pending:
+        try:
+            found.update(keys.data_keys(pending))
+            break
+        except SealError as error:  # KeyErased, KeyUnknown, a key record that is broken
+            subject = getattr(error, "subject", None)
+            named = (subject, getattr(error, "key_id", None))
+            culprits = (
+                [named]
+                if named in pending
+                else [p for p in pending if p[0] == subject] or pending[:1]
+            )
+            for pair in culprits:
+                failed[pair] = error
+            pending = [p for p in pending if p not in culprits]
+        except KekUnavailable:
+            raise
+        except KekError as error:
+            if len(pending) == 1:
+                failed[pending[0]] = error
+                break
+            for pair in pending:
+                one, bad = available_keys(keys, [pair])
+                found.update(one)
+                failed.update(bad)
+            break
+    return found, failed
+
+
+@dataclass(frozen=True, slots=True)
+class SealedPaths:
+    """What of one record a route's grant reaches: sealed values and their keys, plaintext
+    personal values (records written before encryption)."""
+
+    sealed: tuple[str, ...]
+    pairs: tuple[KeyPair, ...]
+    plain: tuple[str, ...]
+    broken: tuple[str, ...] = ()
+    """Sealed-looking values too short to carry a key id (tampered): never routed."""
+
+
+def _at(record: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
+    node: Any = record
+    for part in parts:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+        if node is None:
+            return None
+    return node
+
+
+def granted_values(
+    record: Mapping[str, Any], subject: str, paths: Iterable[tuple[str, tuple[str, ...]]]
+) -> SealedPaths | None:
+    """The personal values at ``paths`` ((dotted, split) of the fields a route grants), or
+    None when all of them are null or absent."""
+    sealed: list[str] = []
+    pairs: list[KeyPair] = []
+    plain: list[str] = []
+    broken: list[str] = []
+    for path, parts in paths:
+        value = _at(record, parts)
+        if value is None:
+            continue
+        if is_sealed(value):
+            try:
+                pair = (subject, sealed_key_id(value))
+            except SealBroken:
+                broken.append(path)
+                continue
+            sealed.append(path)
+            if pair not in pairs:
+                pairs.append(pair)
+        elif type(value) is bytes:
+            broken.append(path)
+        else:
+            plain.append(path)
+    if not (sealed or plain or broken):
+        return None
+    return SealedPaths(tuple(sealed), tuple(pairs), tuple(plain), tuple(broken))
+
+
+def recorded_at(record: Mapping[str, Any]) -> datetime | None:
+    """The envelope's recorded_at, read with or without logical types (int milliseconds)."""
+    value = (record.get("envelope") or {}).get("recorded_at")
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    return None
+
+
+def restricted(mark: Forgotten | None, record: Mapping[str, Any]) -> bool:
+    """Whether plaintext personal values of the record are held back: the person was forgotten
+    after it was recorded (a record of unknown time counts as before)."""
+    if mark is None:
+        return False
+    when = recorded_at(record)
+    return when is None or when <= mark.forgotten_at
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Why a route's record of a person is not sent: a dead letter's error class and reason."""
+
+    error_class: str
+    reason: str
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else f" on {moment.astimezone(UTC).isoformat(timespec='seconds')}"
+
+
+def key_unavailable(
+    route: str | None,
+    destination: str,
+    paths: Iterable[str],
+    error: BaseException,
+    forgotten: Forgotten | None = None,
+) -> Unavailable:
+    """The dead-letter error class and reason of personal fields that cannot be opened. The
+    reason names the route, the destination, the field paths and when the person was
+    forgotten; never a value, a key or the person."""
+    fields = ", ".join(paths) or "personal fields"
+    where = f"route {route}: destination {destination}" if route else f"destination {destination}"
+    if isinstance(error, KeyErased):
+        when = error.forgotten_at or (forgotten.forgotten_at if forgotten else None)
+        return Unavailable(
+            "PersonalDataErased",
+            f"{where} needs {fields}, but the person's data key was erased{_when(when)} "
+            "(person forgotten or retention expired): the fields can no longer be read, "
+            "so the event is not sent",
+        )
+    if isinstance(error, KeyUnknown):
+        return Unavailable(
+            "DataKeyUnknown",
+            f"{where} needs {fields}, sealed with data key {error.key_id}, which is not a "
+            "key of the event's person in the person-keys topic (a lost key record, another "
+            "cluster, or a value copied from another person's event)",
+        )
+    if isinstance(error, SealBroken):
+        return Unavailable(
+            "SealBroken",
+            f"{where} needs {fields}, which do not open: {error} (changed, or moved from "
+            "another event or field)",
+        )
+    if isinstance(error, KekError):
+        return Unavailable(
+            "DataKeyUnreadable",
+            f"{where} needs {fields}, but the person's data key does not unwrap: {error}",
+        )
+    return Unavailable(type(error).__name__, f"{where} needs {fields}: {type(error).__name__}")
+
+
+def plaintext_restricted(
+    route: str | None, destination: str, paths: Iterable[str], mark: Forgotten
+) -> Unavailable:
+    where = f"route {route}: destination {destination}" if route else f"destination {destination}"
+    return Unavailable(
+        "PersonalDataRestricted",
+        f"{where} needs {', '.join(paths)}, written in plaintext before encryption by a "
+        f"person forgotten{_when(mark.forgotten_at)}: held back (forgetting also restricts "
+        "what the log still holds in clear)",
+    )
+
+
 __all__ = [
     "HEADER_DESTINATION",
     "HEADER_ENDPOINT",
     "HEADER_ROUTE",
     "HEADER_SOURCE",
     "DerivedSchema",
+    "KeyPair",
     "OutboxCodec",
     "OutboxRecord",
+    "PersonKeys",
     "RawWriter",
+    "SealedPaths",
+    "Unavailable",
+    "available_keys",
+    "granted_values",
+    "key_unavailable",
+    "plaintext_restricted",
+    "restricted",
     "single_object_dataschema",
 ]

@@ -55,10 +55,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, NamedTuple, cast
+from uuid import UUID
 
 from confluent_kafka import (
     Consumer,
@@ -77,10 +78,26 @@ from hub.kafka.clients import librdkafka_config
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
 from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
 from hub.logging import get_logger, redact_text
-from hub.routing.outbox import OutboxCodec, RawWriter, single_object_dataschema
+from hub.privacy.fields import SealedFields
+from hub.privacy.kek import KekError, KekUnavailable
+from hub.privacy.sealing import DataKey, KeyUnknown, SealBroken, SealError
+from hub.routing.outbox import (
+    KeyPair,
+    OutboxCodec,
+    PersonKeys,
+    RawWriter,
+    Unavailable,
+    available_keys,
+    granted_values,
+    key_unavailable,
+    plaintext_restricted,
+    restricted,
+    single_object_dataschema,
+)
 from hub.routing.projection import encoding_shape, without_logical_types
 from hub.routing.resolve import Unroutable, next_state, route_event, router_for
 from hub.routing.routes import RoutesConfig
+from hub.routing.routes import Transport as RouteTransport
 from hub.routing.state import PersonStates, StateBatch, restore_partitions
 from hub.serde import DecodedEvent, EventSerializer, SerdeError, build_serializer
 from hub.serde.avro_body import BodyReader, decode_body
@@ -113,6 +130,10 @@ TRANSACTIONS = PromCounter("hub_router_transactions", "Router transactions by ou
 REGISTRY_UNAVAILABLE = PromCounter(
     "hub_router_registry_unavailable",
     "Batches put back because the schema registry did not answer a writer-schema look-up",
+)
+KEYS_UNAVAILABLE = PromCounter(
+    "hub_router_keys_unavailable",
+    "Batches put back because the key-encryption key's keeper did not answer",
 )
 LAG = Gauge("hub_router_lag", "Log records not yet routed, per owned partition", ["partition"])
 
@@ -174,17 +195,46 @@ class OutRecord(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyNeed:
+    """An outbox record (``index`` in its Outcome's records) whose granted sealed fields need
+    the person's data keys: checked for the whole batch at once
+    (:meth:`RecordHandler.handle_many`)."""
+
+    index: int
+    route: str
+    destination: str
+    paths: tuple[str, ...]
+    pairs: tuple[KeyPair, ...]
+    record: LogRecord
+    event_type: str
+    event_id: str | None
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one log record became: outbox records (with their destinations) or a dead letter,
-    plus a state change."""
+    plus a state change. A record whose one route cannot have the person's fields (forgotten)
+    has that route's dead letter among outbox records of its other routes: ``dead_count``."""
 
     records: list[OutRecord]
     destinations: list[str] = field(default_factory=list)
     dead_letter: DeadLetterStage | None = None
+    dead_count: int = 1
+    needs: tuple[KeyNeed, ...] = ()
 
 
 class RegistryUnavailable(RuntimeError):
     """The schema registry did not answer a writer-schema look-up: retry, not a poison record."""
+
+
+def open_person_keys_for(settings: HubSettings) -> Any:
+    """The person keys of the deployment (the person-keys topic, followed), started."""
+    from hub.privacy.keystore import KafkaPersonKeys  # the Kafka client only where needed
+
+    keys = KafkaPersonKeys(settings)
+    keys.start()
+    return keys
 
 
 class RecordHandler:
@@ -208,9 +258,14 @@ class RecordHandler:
         *,
         serializer: EventSerializer | None = None,
         codec: OutboxCodec | None = None,
+        keys: PersonKeys | None = None,
     ) -> None:
+        """``keys``: the person keys (data keys and forgotten marks); None opens the
+        person-keys topic the first time a record needs them (:meth:`close` closes it)."""
         self.settings = settings
         self.config = config
+        self.keys = keys
+        self._opened_keys: Any = None
         self.serializer = serializer if serializer is not None else build_serializer(settings)
         self.codec = codec if codec is not None else OutboxCodec.for_routes(config)
         self._router = router_for(config)
@@ -224,6 +279,55 @@ class RecordHandler:
         self._raw_readers = _raw_readers(self._catalog)
         self._state_topic = settings.topic_router_state
         self._dead_letter_topic = settings.topic_dead_letter
+        self._sealed = SealedFields(self._catalog) if self._catalog is not None else SealedFields()
+        self._guards: dict[tuple[str, str, str], tuple[tuple[str, tuple[str, ...]], ...]] = {}
+
+    # -- personal fields ---------------------------------------------------------------------
+
+    def person_keys(self) -> PersonKeys:
+        if self.keys is None:
+            self._opened_keys = open_person_keys_for(self.settings)
+            self.keys = self._opened_keys
+        assert self.keys is not None
+        return self.keys
+
+    def close(self) -> None:
+        """Close the person keys this handler opened itself."""
+        if self._opened_keys is not None:
+            with contextlib.suppress(Exception):
+                self._opened_keys.close()
+            self._opened_keys = None
+            self.keys = None
+
+    def needs_keys(self) -> bool:
+        """Whether any route delivers personal fields (sealed ones are opened on delivery)."""
+        return any(
+            route.grants and self.config.destinations[d].transport is not RouteTransport.OUTBOX
+            for route in self.config.routes
+            for d in self.config.destinations_of(route)
+        )
+
+    def _guard(
+        self, route: str, destination: str, type_name: str
+    ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The personal fields a route sends a destination (dotted, split), when a delivery
+        worker opens them: none for a route granting no class, or a destination whose reader
+        pulls its outbox itself (reporting: it never gets keys, sealed values stay sealed)."""
+        slot = (route, destination, type_name)
+        found = self._guards.get(slot)
+        if found is None:
+            chosen = self.config.route(route)
+            if not chosen.grants or (
+                self.config.destinations[destination].transport is RouteTransport.OUTBOX
+            ):
+                found = ()
+            else:
+                sent = set(self._router.compiled(chosen, destination, type_name).fields)
+                found = tuple(
+                    (f.path, f.parts) for f in self._sealed.fields(type_name) if f.path in sent
+                )
+            self._guards[slot] = found
+        return found
 
     def outbox(self, destination: str) -> str:
         topic = self._outbox_topics.get(destination)
@@ -253,18 +357,141 @@ class RecordHandler:
         return found
 
     def handle(self, record: LogRecord, states: StateBatch) -> Outcome:
+        """One record's outcome, its data keys checked (see :meth:`handle_many`)."""
+        return self.handle_many([record], states)[0]
+
+    def handle_many(self, records: Sequence[LogRecord], states: StateBatch) -> list[Outcome]:
+        """The outcomes of records in order; the data keys their granted sealed fields need are
+        looked up once for all (one batch call to the key-encryption keeper for the keys not
+        yet unwrapped). A route whose record needs a key that is erased or unknown gets a dead
+        letter in its place; the record's other routes are untouched. KekUnavailable: the
+        keeper did not answer, nothing is decided (the router retries the batch)."""
+        decoded = [self._decode_record(record) for record in records]
+        state_keys = self._state_keys(decoded)
+        outcomes = [
+            d if isinstance(d, Outcome) else self._handle(record, states, d[0], d[1], state_keys)
+            for record, d in zip(records, decoded, strict=True)
+        ]
+        wanted = [pair for o in outcomes for need in o.needs for pair in need.pairs]
+        if not wanted:
+            return outcomes
+        _found, failed = available_keys(self.person_keys(), wanted)
+        if not failed:
+            return outcomes
+        return [self._settle_needs(o, failed) for o in outcomes]
+
+    def _settle_needs(
+        self, outcome: Outcome, failed: Mapping[KeyPair, SealError | KekError]
+    ) -> Outcome:
+        if not outcome.needs:
+            return outcome
+        records = list(outcome.records)
+        destinations = list(outcome.destinations)
+        dead = 0 if outcome.dead_letter is None else outcome.dead_count
+        for need in outcome.needs:
+            problem = next((failed[p] for p in need.pairs if p in failed), None)
+            if problem is None:
+                continue
+            mark = None
+            with contextlib.suppress(Exception):
+                mark = self.person_keys().forgotten(need.subject)
+            why = key_unavailable(need.route, need.destination, need.paths, problem, mark)
+            records[need.index] = self._route_letter(
+                need.record, why, need.destination, need.event_type, need.event_id, need.subject
+            )
+            destinations.remove(need.destination)
+            dead += 1
+        if not dead:
+            return Outcome(records, destinations)
+        return Outcome(records, destinations, DeadLetterStage.ROUTE, dead)
+
+    def _route_letter(
+        self,
+        record: LogRecord,
+        why: Unavailable,
+        destination: str,
+        event_type: str,
+        event_id: str | None,
+        subject: str,
+        *,
+        keep_value: bool = True,
+    ) -> OutRecord:
+        """One route's dead letter for personal fields it may not have. ``keep_value`` False:
+        the log value holds the fields in plaintext (written before encryption), so it is not
+        copied once more; the letter points at it (its source offset)."""
+        reason = why.reason
+        if not keep_value:
+            reason += "; the value is not copied (plaintext): the log keeps it at the source offset"
+        outcome = self._dead_letter(
+            record if keep_value else record._replace(value=None),
+            DeadLetterStage.ROUTE,
+            why.error_class,
+            reason,
+            event_type=event_type,
+            event_id=event_id,
+            subject=subject,
+            destination=destination,
+        )
+        return outcome.records[0]
+
+    def _decode_record(self, record: LogRecord) -> tuple[DecodedEvent, BodyReader | None] | Outcome:
+        """The decoded event (and its raw reader), or the decode stage's dead letter."""
         if record.value is None:
             return self._dead_letter(
                 record, DeadLetterStage.DECODE, "EmptyValue", "the log record has no value"
             )
         try:
-            decoded, raw = self._decode(record.value)
+            return self._decode(record.value)
         except SchemaRegistryError as error:
             if not schema_is_missing(error):
                 raise RegistryUnavailable(str(error)) from error
             return self._dead_letter(record, DeadLetterStage.DECODE, type(error).__name__, error)
         except SerdeError as error:
             return self._dead_letter(record, DeadLetterStage.DECODE, type(error).__name__, error)
+
+    def _state_keys(
+        self, decoded: Sequence[tuple[DecodedEvent, BodyReader | None] | Outcome]
+    ) -> _BatchKeys | None:
+        """The data keys of the sealed fields the person state is learnt from (a registration's
+        fund membership: who pays the person), fetched for the batch in one call."""
+        wanted: list[KeyPair] = []
+        for item in decoded:
+            if isinstance(item, Outcome):
+                continue
+            type_name = item[0].type_name.rpartition(".")[2]
+            paths = _STATE_FIELDS.get(type_name)
+            if not paths:
+                continue
+            event = item[0].record
+            subject = (event.get("envelope") or {}).get("subject")
+            found = granted_values(event, str(subject), paths)
+            if found is not None:
+                wanted.extend(found.pairs)
+        if not wanted:
+            return None
+        keys, failed = available_keys(self.person_keys(), wanted)
+        return _BatchKeys(keys, failed)
+
+    def _state_view(
+        self, type_name: str, event: dict[str, Any], keys: _BatchKeys | None
+    ) -> dict[str, Any] | None:
+        """The event as :func:`next_state` reads it: a sealed field the state is learnt from
+        opened, in memory only (the outbox values are written from the sealed event). None: a
+        field does not open (the person forgotten), so the event teaches nothing."""
+        paths = _STATE_FIELDS.get(type_name)
+        if not paths or keys is None:
+            return event
+        opened = self._sealed.open(type_name, event, keys, [p for p, _ in paths])
+        return None if opened.failed else opened.record
+
+    def _handle(
+        self,
+        record: LogRecord,
+        states: StateBatch,
+        decoded: DecodedEvent,
+        raw: BodyReader | None,
+        state_keys: _BatchKeys | None = None,
+    ) -> Outcome:
         type_name = decoded.type_name.rpartition(".")[2]
         event = decoded.record
         envelope = event.get("envelope") or {}
@@ -285,12 +512,17 @@ class RecordHandler:
         assert person is not None
         key = record.key
         before = states.get(record.partition, person)
-        after = next_state(before, type_name, event)
+        if type_name in _STATE_FIELDS:
+            learnt = self._state_view(type_name, event, state_keys)
+            after = before if learnt is None else next_state(before, type_name, learnt)
+        else:
+            after = next_state(before, type_name, event)
         # (route, destination, endpoint, value, ce_dataschema header) per outbox record
         sends: list[tuple[str, str, str | None, bytes, tuple[str, bytes] | None]] = []
         try:
             if raw is not None:
                 # The log body as it is, when written with the current schema (no resolution).
+                assert record.value is not None  # decoded
                 body = record.value[SINGLE_OBJECT_HEADER_SIZE:] if raw.reader is None else None
                 for target in self._router.targets(type_name, event, after):
                     writer, same = self._raw_writer(target.destination, type_name)
@@ -329,11 +561,60 @@ class RecordHandler:
                 subject=person,
             )
         out: list[OutRecord] = []
+        routed: list[str] = []
+        needs: list[KeyNeed] = []
+        dead = 0
         if sends:
             base = self._base_headers(record)
             for route, destination, endpoint, value, dataschema in sends:
+                guard = self._guard(route, destination, type_name)
+                found = granted_values(event, person, guard) if guard else None
+                if found is not None:
+                    why: Unavailable | None = None
+                    plaintext = False
+                    if found.broken:
+                        why = key_unavailable(
+                            route,
+                            destination,
+                            found.broken,
+                            SealBroken("a sealed value is cut short or not of format A5 01"),
+                        )
+                    elif found.plain:
+                        mark = self.person_keys().forgotten(person)
+                        if mark is not None and restricted(mark, event):
+                            why = plaintext_restricted(route, destination, found.plain, mark)
+                            plaintext = True
+                    if why is not None:
+                        out.append(
+                            self._route_letter(
+                                record,
+                                why,
+                                destination,
+                                type_name,
+                                event_id,
+                                person,
+                                keep_value=not plaintext,
+                            )
+                        )
+                        dead += 1
+                        continue
+                    if found.pairs:
+                        needs.append(
+                            KeyNeed(
+                                len(out),
+                                route,
+                                destination,
+                                found.sealed,
+                                found.pairs,
+                                record,
+                                type_name,
+                                event_id,
+                                person,
+                            )
+                        )
                 headers = [*base, *self._routed_headers(route, destination, endpoint, dataschema)]
                 out.append(OutRecord(self.outbox(destination), key, value, headers))
+                routed.append(destination)
         if after != before:
             states.put(record.partition, person, after)
             out.append(
@@ -344,7 +625,9 @@ class RecordHandler:
                     partition=record.partition,
                 )
             )
-        return Outcome(out, [send[1] for send in sends])
+        if dead:
+            return Outcome(out, routed, DeadLetterStage.ROUTE, dead, tuple(needs))
+        return Outcome(out, routed, needs=tuple(needs))
 
     def _base_headers(self, record: LogRecord) -> tuple[tuple[str, bytes], ...]:
         """The log record's CloudEvents headers (``ce_dataschema`` is replaced: it names the
@@ -401,6 +684,7 @@ class RecordHandler:
         event_type: str | None = None,
         event_id: str | None = None,
         subject: str | None = None,
+        destination: str | None = None,
     ) -> Outcome:
         """The original key and value with the reason in headers; a key that is not a
         pseudonym (an identity code, say) never reaches the dead-letter topic: the letter is
@@ -429,6 +713,7 @@ class RecordHandler:
             source_offset=record.offset,
             event_id=event_id,
             event_type=event_type,
+            destination=destination,
         )
         out = OutRecord(
             self._dead_letter_topic,
@@ -437,6 +722,33 @@ class RecordHandler:
             with_dead_letter_headers(list(record.headers), letter),
         )
         return Outcome([out], dead_letter=stage)
+
+
+_STATE_FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "JobseekerRegistered": (
+        ("payload.unemployment_fund_code", ("payload", "unemployment_fund_code")),
+    ),
+}
+"""Personal fields :func:`~hub.routing.resolve.next_state` learns the person's payer from."""
+
+
+class _BatchKeys:
+    """:class:`~hub.privacy.fields.KeyLookup` over the keys fetched for one batch."""
+
+    def __init__(
+        self, found: Mapping[KeyPair, DataKey], failed: Mapping[KeyPair, SealError | KekError]
+    ) -> None:
+        self._found = found
+        self._failed = failed
+
+    def data_key(self, subject: str, key_id: UUID) -> DataKey:
+        key = self._found.get((subject, key_id))
+        if key is not None:
+            return key
+        problem = self._failed.get((subject, key_id))
+        if isinstance(problem, SealError):
+            raise problem
+        raise KeyUnknown(subject, key_id)
 
 
 def schema_is_missing(error: SchemaRegistryError) -> bool:
@@ -618,6 +930,8 @@ class Router:
             raise RouterFatal(f"cannot take transactional id: {error.args[0]}") from error
         self._producer = producer
         self._check_state_partitions(producer)
+        if self.handler.keys is None and self.handler.needs_keys():
+            self.handler.person_keys()  # the person-keys topic read to its end before routing
         consumer = Consumer(self.consumer_config())
         consumer.subscribe(
             [self._log_topic],
@@ -682,6 +996,7 @@ class Router:
                     with contextlib.suppress(KafkaException):
                         self._producer.flush(10)
                 self._producer = None
+            self.handler.close()
 
     # -- rebalance ----------------------------------------------------------------------------
 
@@ -819,6 +1134,19 @@ class Router:
             first.setdefault(message.partition() or 0, message.offset() or 0)
         try:
             prepared = self._prepare(records, first)
+        except KekUnavailable as unavailable:
+            # As a registry that does not answer: nothing about the records is known, so the
+            # batch is put back and tried again (never a dead letter of a person's event).
+            ok = self._settle(consumer) if self._committing is not None else True
+            self._rewind(consumer, first, keep_earlier=not ok)
+            delay = min(max(1.0, 2 * self._registry_backoff_s), REGISTRY_BACKOFF_MAX_S)
+            self._registry_backoff_s = delay
+            log.error(
+                "router.keys_unavailable", error=redact_text(str(unavailable)), retry_in_s=delay
+            )
+            KEYS_UNAVAILABLE.inc()
+            self._stop.wait(delay)
+            return
         except RegistryUnavailable as unavailable:
             ok = self._settle(consumer) if self._committing is not None else True
             self._rewind(consumer, first, keep_earlier=not ok)
@@ -847,22 +1175,22 @@ class Router:
         batch = self.states.batch(after)
         prepared = _Prepared(batch=batch, first=first, records=len(records))
         log_topic = self._log_topic
-        handle = self.handler.handle
         out = prepared.out
+        logged: list[LogRecord] = []
         for message in records:
             partition = message.partition() or 0
             offset = message.offset() or 0
             prepared.next_offsets[partition] = offset + 1
-            outcome = handle(
+            logged.append(
                 LogRecord(
                     log_topic, partition, offset, message.key(), message.value(), _headers(message)
-                ),
-                batch,
+                )
             )
+        for outcome in self.handler.handle_many(logged, batch):
             out.extend(outcome.records)
             prepared.routed.update(outcome.destinations)
             if outcome.dead_letter is not None:
-                prepared.dead[outcome.dead_letter.value] += 1
+                prepared.dead[outcome.dead_letter.value] += outcome.dead_count
         return prepared
 
     def _begin(self, consumer: Consumer, prepared: _Prepared) -> None:

@@ -1,0 +1,416 @@
+"""The router and sealed personal fields, without Kafka: what a route may have of a person.
+
+Events are sealed at the edge as the publisher seals them (``encode_event`` with the person's
+data key, :class:`MemoryPersonKeys` holding the keys). The router copies sealed values into
+the outboxes of the routes that grant them and never opens one; it checks, for a batch at once,
+that the data keys of the granted sealed fields can still be had, and dead-letters a route's
+record of a forgotten person (the event's other routes flow).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+from pydantic import SecretStr
+
+from connectors.simulator import SimulationConfig, simulate
+from hub.events import CustomerPathEvent
+from hub.identity import Pseudonymizer
+from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
+from hub.kafka.publisher import encode_event
+from hub.privacy.datakeys import Forgotten, MemoryPersonKeys
+from hub.privacy.fields import SealedFields
+from hub.privacy.kek import DEV_KEK, KekUnavailable, LocalKeyEncryptionKeys
+from hub.privacy.sealing import DataKey, is_sealed
+from hub.routing.router import DESTINATION_HEADER, LogRecord, Outcome, RecordHandler
+from hub.routing.routes import RoutesConfig, load_routes
+from hub.routing.state import PersonStates
+from hub.serde import SingleObjectSerializer
+from hub.settings import HubSettings
+
+SECRET = "privacy-routing-secret-of-length"
+LOG = "test.log"
+DLQ = "test.dlq"
+STATEMENT = "LabourPolicyStatementIssued"
+CODE_PATH = "payload.personal_identity_code"
+
+
+@pytest.fixture(scope="module")
+def settings() -> HubSettings:
+    return HubSettings(
+        topic_customer_path=LOG,
+        topic_outbox_prefix="test.outbox.",
+        topic_router_state="test.state",
+        topic_dead_letter=DLQ,
+        pseudonym_secret=SecretStr(SECRET),
+    )
+
+
+@pytest.fixture(scope="module")
+def config(settings: HubSettings) -> RoutesConfig:
+    return load_routes(settings)
+
+
+@pytest.fixture(scope="module")
+def events() -> list[CustomerPathEvent]:
+    paths = simulate(SimulationConfig(jobseekers=80, seed=5), Pseudonymizer(SECRET))
+    return [event for path in paths for event in path]
+
+
+class CountingKeys:
+    """The person keys, counting the batch calls (a remote KMS: one call per batch, not per
+    record) and able to play a keeper that does not answer."""
+
+    def __init__(self, keys: MemoryPersonKeys) -> None:
+        self.keys = keys
+        self.calls: list[int] = []
+        self.down = False
+
+    def data_keys(self, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], DataKey]:
+        wanted = list(pairs)
+        self.calls.append(len(wanted))
+        if self.down:
+            raise KekUnavailable("the key keeper did not answer (test)")
+        return self.keys.directory.data_keys(wanted)
+
+    def forgotten(self, subject: str) -> Forgotten | None:
+        return self.keys.directory.forgotten(subject)
+
+
+def _keys() -> MemoryPersonKeys:
+    return MemoryPersonKeys(LocalKeyEncryptionKeys.from_text(DEV_KEK))
+
+
+def _sealed(
+    events: Iterable[CustomerPathEvent], keys: MemoryPersonKeys | None
+) -> Iterator[LogRecord]:
+    """Log records as the publisher writes them (``keys`` None: plaintext, as before)."""
+    serializer = SingleObjectSerializer()
+    for offset, event in enumerate(events):
+        subject = event.envelope.subject
+        key = None if keys is None else keys.ensure([subject])[subject]
+        encoded = encode_event(serializer, event, key)
+        yield LogRecord(LOG, 0, offset, encoded.key, encoded.value, encoded.headers)
+
+
+def _statements(events: list[CustomerPathEvent], people: int) -> list[CustomerPathEvent]:
+    """The statements of ``people`` persons who each have one."""
+    subjects: list[str] = []
+    for event in events:
+        if event.event_type == STATEMENT and event.envelope.subject not in subjects:
+            subjects.append(event.envelope.subject)
+    chosen = set(subjects[:people])
+    assert len(chosen) == people
+    return [e for e in events if e.event_type == STATEMENT and e.envelope.subject in chosen]
+
+
+def _by_destination(outcome: Outcome) -> dict[str, bytes]:
+    return {
+        dict(r.headers)[DESTINATION_HEADER].decode(): r.value or b""
+        for r in outcome.records
+        if r.topic.startswith("test.outbox.")
+    }
+
+
+def _letters(outcome: Outcome) -> list[tuple[DeadLetter, bytes | None]]:
+    return [
+        (DeadLetter.from_headers(r.headers), r.value) for r in outcome.records if r.topic == DLQ
+    ]
+
+
+def _identity_code(event: CustomerPathEvent) -> str:
+    return str(event.to_avro()["payload"]["personal_identity_code"])
+
+
+def test_a_sealed_statement_goes_to_its_payer_sealed_and_reporting_gets_no_identity_code(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    keys = _keys()
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys.directory
+    )
+    statements = _statements(events, 5)
+    fields = SealedFields()
+    payers = 0
+    for event, record in zip(statements, _sealed(statements, keys), strict=True):
+        outcome = handler.handle(record, PersonStates().batch())
+        assert outcome.dead_letter is None
+        sent = _by_destination(outcome)
+        assert "reporting" in sent
+        code = _identity_code(event).encode()
+        for destination, value in sent.items():
+            assert code not in value, f"identity code in clear in the {destination} outbox"
+            decoded = handler.codec.decode(value).record
+            if destination == "reporting":
+                assert "personal_identity_code" not in decoded["payload"]
+                continue
+            payers += 1
+            sealed = decoded["payload"]["personal_identity_code"]
+            assert is_sealed(sealed)
+            opened = fields.open(STATEMENT, decoded, keys, [CODE_PATH])
+            assert opened.opened == (CODE_PATH,)
+            assert opened.record["payload"]["personal_identity_code"] == _identity_code(event)
+    assert payers == len(statements)
+
+
+def test_a_forgotten_persons_payer_route_dead_letters_with_the_reason_the_rest_flows(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    memory = _keys()
+    keys = CountingKeys(memory)
+    handler = RecordHandler(settings, config, serializer=SingleObjectSerializer(), keys=keys)
+    statements = _statements(events, 6)
+    records = list(_sealed(statements, memory))
+    forgotten = statements[0].envelope.subject
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    memory.forget(forgotten, "test: the person asked to be forgotten", at=at)
+    outcomes = handler.handle_many(records, PersonStates().batch())
+    assert len(keys.calls) <= 2, "the batch's data keys are asked for in one call (+1 to retry)"
+    letters = Counter[str]()
+    for event, outcome in zip(statements, outcomes, strict=True):
+        sent = _by_destination(outcome)
+        assert "reporting" in sent, "reporting never needs keys: a forgotten person still counts"
+        if event.envelope.subject != forgotten:
+            assert outcome.dead_letter is None
+            assert len(sent) == 2
+            continue
+        assert set(sent) == {"reporting"}
+        assert outcome.dead_letter is DeadLetterStage.ROUTE
+        assert outcome.destinations == ["reporting"]
+        [(letter, value)] = _letters(outcome)
+        assert value == records[statements.index(event)].value  # sealed: safe to keep
+        assert letter.stage is DeadLetterStage.ROUTE
+        assert letter.error_class == "PersonalDataErased"
+        assert letter.destination in {"kela", "funds"}
+        assert "route statement-to-payer" in letter.reason
+        assert f"destination {letter.destination}" in letter.reason
+        assert CODE_PATH in letter.reason
+        assert "2026-03-01T12:00:00+00:00" in letter.reason
+        assert forgotten not in letter.reason
+        letters[letter.error_class] += 1
+    assert letters["PersonalDataErased"] == sum(e.envelope.subject == forgotten for e in statements)
+
+
+def test_a_sealed_value_moved_from_another_persons_event_is_a_dead_letter_not_routed(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    keys = _keys()
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys.directory
+    )
+    first, second = (
+        _statements(events, 2)[:1]
+        + [
+            e
+            for e in _statements(events, 2)
+            if e.envelope.subject != _statements(events, 2)[0].envelope.subject
+        ][:1]
+    )
+    serializer = SingleObjectSerializer()
+    fields = SealedFields()
+    sealed = {
+        e.envelope.subject: fields.seal(
+            STATEMENT, e.to_avro(), keys.ensure([e.envelope.subject])[e.envelope.subject]
+        )
+        for e in (first, second)
+    }
+    # The identity code of the second person's statement, pasted into the first's.
+    record = sealed[first.envelope.subject]
+    record["payload"] = {
+        **record["payload"],
+        "personal_identity_code": sealed[second.envelope.subject]["payload"][
+            "personal_identity_code"
+        ],
+    }
+    encoded = encode_event(serializer, first)
+    value = serializer.encode(first.full_name(), record)
+    outcome = handler.handle(
+        LogRecord(LOG, 0, 0, encoded.key, value, encoded.headers), PersonStates().batch()
+    )
+    assert set(_by_destination(outcome)) == {"reporting"}
+    [(letter, _)] = _letters(outcome)
+    assert letter.error_class == "DataKeyUnknown"
+    assert CODE_PATH in letter.reason
+    assert "another person" in letter.reason
+
+
+def test_a_sealed_value_cut_short_is_a_dead_letter_and_plain_bytes_too(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    keys = _keys()
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys.directory
+    )
+    event = _statements(events, 1)[0]
+    serializer = SingleObjectSerializer()
+    subject = event.envelope.subject
+    sealed = SealedFields().seal(STATEMENT, event.to_avro(), keys.ensure([subject])[subject])
+    encoded = encode_event(serializer, event)
+    for broken in (sealed["payload"]["personal_identity_code"][:20], b"\x00raw bytes"):
+        record = {**sealed, "payload": {**sealed["payload"], "personal_identity_code": broken}}
+        value = serializer.encode(event.full_name(), record)
+        outcome = handler.handle(
+            LogRecord(LOG, 0, 0, encoded.key, value, encoded.headers), PersonStates().batch()
+        )
+        assert set(_by_destination(outcome)) == {"reporting"}
+        [(letter, _)] = _letters(outcome)
+        assert letter.error_class == "SealBroken"
+
+
+def test_old_plaintext_of_a_forgotten_person_is_held_back_and_not_copied(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    keys = _keys()
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys.directory
+    )
+    statements = _statements(events, 4)
+    plain = list(_sealed(statements, None))  # written before encryption
+    before = [handler.handle(r, PersonStates().batch()) for r in plain]
+    assert all(o.dead_letter is None for o in before)
+    for event, outcome in zip(statements, before, strict=True):
+        code = _identity_code(event).encode()
+        assert any(code in v for d, v in _by_destination(outcome).items() if d != "reporting")
+    forgotten = statements[0].envelope.subject
+    recorded = statements[0].envelope.recorded_at
+    keys.forget(forgotten, "test", at=recorded + timedelta(days=1))
+    after = [handler.handle(r, PersonStates().batch()) for r in plain]
+    for event, old, new in zip(statements, before, after, strict=True):
+        if event.envelope.subject != forgotten:
+            assert new == old, "another person's plaintext records route as before"
+            continue
+        assert set(_by_destination(new)) == {"reporting"}
+        assert _by_destination(new)["reporting"] == _by_destination(old)["reporting"]
+        [(letter, value)] = _letters(new)
+        assert value is None, "the plaintext is not copied into the dead-letter topic"
+        assert letter.error_class == "PersonalDataRestricted"
+        assert CODE_PATH in letter.reason
+        assert "route statement-to-payer" in letter.reason
+    # Recorded after the person was forgotten (a new relationship): not held back.
+    keys2 = _keys()
+    keys2.forget(forgotten, "test", at=recorded - timedelta(days=1))
+    handler2 = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys2.directory
+    )
+    again = handler2.handle(plain[0], PersonStates().batch())
+    assert again == before[0]
+
+
+def test_the_key_keeper_not_answering_puts_the_batch_back_not_a_dead_letter(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    memory = _keys()
+    keys = CountingKeys(memory)
+    handler = RecordHandler(settings, config, serializer=SingleObjectSerializer(), keys=keys)
+    records = list(_sealed(_statements(events, 3), memory))
+    keys.down = True
+    with pytest.raises(KekUnavailable):
+        handler.handle_many(records, PersonStates().batch())
+    keys.down = False
+    assert all(o.dead_letter is None for o in handler.handle_many(records, PersonStates().batch()))
+
+
+class NoKeys:
+    """Person keys that fail the test when asked: a route granting no class needs none."""
+
+    def data_keys(self, pairs: Iterable[tuple[str, UUID]]) -> dict[Any, DataKey]:
+        raise AssertionError("keys asked for a record no delivered route gets personal data of")
+
+    def forgotten(self, subject: str) -> Forgotten | None:
+        raise AssertionError(
+            "forgotten asked for a record no delivered route gets personal data of"
+        )
+
+
+def test_events_without_personal_fields_for_a_receiver_never_need_keys(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    """Interviews, plans, offers, accruals go to reporting only (it reads its outbox itself and
+    never gets keys): their records route without a key look-up."""
+    keys = _keys()
+    handler = RecordHandler(settings, config, serializer=SingleObjectSerializer(), keys=NoKeys())
+    types = {
+        "InitialInterviewHeld",
+        "EmploymentPlanAgreed",
+        "JobSearchConversationHeld",
+        "JobOfferMade",
+        "JobOfferOutcomeRecorded",
+        "BenefitDaysAccrued",
+    }
+    chosen = [e for e in events if e.event_type in types]
+    assert {e.event_type for e in chosen} == types
+    for record in _sealed(chosen, keys):
+        outcome = handler.handle(record, PersonStates().batch())
+        assert outcome.dead_letter is None
+        assert "reporting" in _by_destination(outcome)
+
+
+def test_sealed_fields_a_route_does_not_grant_are_dropped_by_the_projection(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    """A registration's sealed identity code, names and contact details never reach the
+    reporting outbox (granted membership only: the fund code is copied sealed)."""
+    keys = _keys()
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys.directory
+    )
+    registrations = [e for e in events if e.event_type == "JobseekerRegistered"][:20]
+    members = 0
+    for event, record in zip(registrations, _sealed(registrations, keys), strict=True):
+        outcome = handler.handle(record, PersonStates().batch())
+        assert outcome.dead_letter is None
+        value = _by_destination(outcome)["reporting"]
+        decoded = handler.codec.decode(value).record
+        registered = event.to_avro()["payload"]
+        for name in ("personal_identity_code", "first_name", "last_name", "email", "phone"):
+            assert name not in decoded["payload"]
+            if registered.get(name):
+                assert str(registered[name]).encode() not in value
+        fund = decoded["payload"].get("unemployment_fund_code")
+        assert fund is None or is_sealed(fund)
+        members += fund is not None
+    assert members
+
+
+def test_sealed_events_route_where_their_plaintext_did_and_the_payer_is_learnt_sealed(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    """Every simulated event routes to the same destinations sealed as in plaintext: the payer
+    a job start goes to is learnt from the registration's sealed fund code (opened in memory
+    for the person state). A forgotten person's registration teaches nothing."""
+    keys = _keys()
+    plain = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=_keys().directory
+    )
+    sealed = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=keys.directory
+    )
+    plain_states, sealed_states = PersonStates().batch(), PersonStates().batch()
+    destinations: Counter[str] = Counter()
+    records = list(_sealed(events, keys))
+    for a, b in zip(_sealed(events, None), records, strict=True):
+        x, y = plain.handle(a, plain_states), sealed.handle(b, sealed_states)
+        assert x.destinations == y.destinations
+        assert x.dead_letter == y.dead_letter
+        destinations.update(y.destinations)
+    assert destinations["funds"]
+    assert destinations["kela"]
+    registration = next(
+        e
+        for e in events
+        if e.event_type == "JobseekerRegistered"
+        and e.to_avro()["payload"]["unemployment_fund_code"]
+    )
+    subject = registration.envelope.subject
+    keys.forget(subject, "test")
+    record = records[events.index(registration)]  # sealed with the key now erased
+    fresh = PersonStates().batch()
+    outcome = sealed.handle(record, fresh)
+    assert outcome.dead_letter is None
+    assert "reporting" in outcome.destinations
+    assert fresh.get(0, subject) is None, "nothing learnt from a fund code that cannot be read"
