@@ -244,7 +244,9 @@ class _RegistryDown:
 def test_an_unreachable_registry_is_retried_not_dead_lettered(
     settings: HubSettings, config: RoutesConfig
 ) -> None:
-    handler = RecordHandler(settings, config, keys=KEYS, serializer=_RegistryDown(), codec=OutboxCodec([]))
+    handler = RecordHandler(
+        settings, config, keys=KEYS, serializer=_RegistryDown(), codec=OutboxCodec([])
+    )
     with pytest.raises(RegistryUnavailable):
         handler.handle(LogRecord(LOG, 0, 0, b"k", b"\x00\x00\x00\x00\x01x"), PersonStates().batch())
 
