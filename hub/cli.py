@@ -26,6 +26,8 @@ from hub.events.cli import schemas
 from hub.inspect.cli import tail_command
 from hub.kafka.cli import topics
 from hub.logging import redact_text
+from hub.privacy.person_cli import keys, person
+from hub.privacy.scan_cli import privacy
 from hub.reporting.archive_cli import archive_command
 from hub.reporting.replay_cli import replay_command
 from hub.reporting.report_cli import report_command
@@ -94,6 +96,9 @@ cli.add_command(dlq)
 cli.add_command(archive_command)
 cli.add_command(replay_command)
 cli.add_command(report_command)
+cli.add_command(privacy)
+cli.add_command(person)
+cli.add_command(keys)
 
 
 def main() -> None:

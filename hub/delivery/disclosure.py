@@ -78,6 +78,13 @@ class DisclosureStatus(StrEnum):
     """The receiver answered 2xx (or said it already had the event)."""
     DEAD_LETTERED = "dead-lettered"
     """The receiver saw the event but refused it, or the retries ran out; see the dead letters."""
+    ERASED = "erased"
+    """The person's data keys were deleted (``hub person forget``, a retention rule): the
+    personal fields of ``fields`` (sensitivity classes) became unreadable everywhere; chain
+    ``person-keys/<partition of the person-keys topic>`` (:mod:`hub.privacy.access_log`)."""
+    REVEALED = "revealed"
+    """An operator saw the person's personal fields in the clear (``hub tail --reveal``);
+    chain ``reveal/<operator>``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +109,13 @@ class Disclosure:
     outbox_offset: int
     endpoint: str | None = None
     """The directory key of the receiver (fund code, business ID, area code), if any."""
+    event_ids: Sequence[str] = ()
+    """More events of the same entry (a reveal covers a batch); in the entry only when given,
+    so the entries of deliveries keep their content and hash."""
 
     def to_json(self) -> dict[str, Any]:
         """The entry's content as JSON values (times ISO 8601 UTC)."""
+        extra: dict[str, Any] = {"event_ids": list(self.event_ids)} if self.event_ids else {}
         return {
             "destination": self.destination,
             "endpoint": self.endpoint,
@@ -120,6 +131,7 @@ class Disclosure:
             "last_attempt_at": _iso(self.last_attempt_at),
             "outbox_partition": self.outbox_partition,
             "outbox_offset": self.outbox_offset,
+            **extra,
         }
 
     @classmethod
@@ -140,6 +152,7 @@ class Disclosure:
             last_attempt_at=datetime.fromisoformat(entry["last_attempt_at"]),
             outbox_partition=int(entry["outbox_partition"]),
             outbox_offset=int(entry["outbox_offset"]),
+            event_ids=tuple(entry.get("event_ids") or ()),
         )
 
 
@@ -256,11 +269,16 @@ class DisclosureLog:
             self._producer = None
         self._started = False
 
-    async def record(self, entry: Disclosure, partition: int) -> None:
-        """Append *entry* to the chain of (its destination, outbox *partition*); acks=all."""
+    async def record(
+        self, entry: Disclosure, partition: int, chain_name: str | None = None
+    ) -> None:
+        """Append *entry* to the chain of (its destination, outbox *partition*); acks=all.
+
+        ``chain_name`` names another chain (the reveals of one operator, ``reveal/<operator>``).
+        """
         if not self._started:
             raise RuntimeError("DisclosureLog.record before start()")
-        chain = self._chain(entry.destination, partition)
+        chain = self._chain(entry.destination, partition, chain_name)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         chain.pending.append(_Pending(entry, done, chain.epoch))
         if chain.writer is None or chain.writer.done():
@@ -292,8 +310,8 @@ class DisclosureLog:
         chain = self._chains.get(chain_key(destination, partition))
         return None if chain is None else chain.head
 
-    def _chain(self, destination: str, partition: int) -> _Chain:
-        key = chain_key(destination, partition)
+    def _chain(self, destination: str, partition: int, name: str | None = None) -> _Chain:
+        key = name if name is not None else chain_key(destination, partition)
         chain = self._chains.get(key)
         if chain is None:
             chain = _Chain(key, partition_for_key(key, self._partitions))
@@ -423,8 +441,10 @@ class MemoryDisclosureLog:
     async def stop(self) -> None:
         """Nothing to close."""
 
-    async def record(self, entry: Disclosure, partition: int) -> None:
-        key = chain_key(entry.destination, partition)
+    async def record(
+        self, entry: Disclosure, partition: int, chain_name: str | None = None
+    ) -> None:
+        key = chain_name if chain_name is not None else chain_key(entry.destination, partition)
         seq, prev = self._heads.get(key, (-1, GENESIS_HASH))
         chained = chained_entry(entry, key, seq + 1, prev, datetime.now(UTC))
         self._heads[key] = (seq + 1, chained["hash"])

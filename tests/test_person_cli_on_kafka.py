@@ -1,0 +1,249 @@
+"""``hub person forget``, ``hub keys status`` / ``rotate`` and the erasure and reveal receipts of
+the disclosure log, on the session broker (the CLI as a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from hub.delivery.audit import person_disclosures, read_entries, verify_chains
+from hub.identity import Pseudonymizer
+from hub.identity.hetu import make_test_identity_code
+from hub.privacy.access_log import _write_chain, erasure_entry, record_erasures, record_reveal
+from hub.privacy.keystore import ForgetResult, open_person_keys
+from hub.privacy.sealing import KeyErased
+from hub.settings import HubSettings
+from tests.conftest import hub_environment, settings_for
+from tests.hub_process import REPO_ROOT, hub_command
+
+pytestmark = pytest.mark.kafka
+
+OLD = "old:" + base64.b64encode(b"o" * 32).decode()
+NEW = "new:" + base64.b64encode(b"n" * 32).decode()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str) -> HubSettings:
+    base = settings_for(kafka_bootstrap, partitions=3, kek=SecretStr(OLD))
+    return base.model_copy(
+        update={"topic_person_keys": f"test.person-keys.{uuid.uuid4().hex[:12]}"}
+    )
+
+
+def hub(settings: HubSettings, cwd: Path, *args: str, stdin: str | None = None, **env: str):
+    environment = {
+        k: v for k, v in hub_environment(settings, **env).items() if k.startswith("HUB_")
+    }
+    if stdin is None:
+        return hub_command(*args, env=environment, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        input=stdin,
+        env={**environment, "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_forget_by_identity_code_erases_and_records_it(
+    settings: HubSettings, tmp_path: Path
+) -> None:
+    code = make_test_identity_code(date(1979, 3, 14), 931)
+    person = Pseudonymizer.from_settings(settings).pseudonym(code)
+    other = uuid.uuid4().hex
+    with open_person_keys(settings) as store:
+        made = store.ensure([person, other])
+    done = hub(settings, tmp_path, "person", "forget", code, "--reason", "GDPR art. 17 request")
+    assert done.returncode == 0, done.stderr
+    assert code not in done.stdout + done.stderr
+    assert f"person {person} forgotten at " in done.stdout
+    assert str(made[person].key_id) in done.stdout
+    assert "status erased" in done.stdout
+    with open_person_keys(settings) as fresh:
+        with pytest.raises(KeyErased):
+            fresh.data_key(person, made[person].key_id)
+        assert fresh.data_key(other, made[other].key_id).secret == made[other].secret
+        partition = fresh.partition_of(person)
+
+    verified = hub(settings, tmp_path, "audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert f"chain person-keys/{partition}: 1 entries" in verified.stdout
+
+    listed = hub(settings, tmp_path, "audit", "person", "--json", code)
+    assert listed.returncode == 0, listed.stderr
+    [entry] = json.loads(listed.stdout)
+    assert entry["status"] == "erased"
+    assert entry["subject"] == person
+    assert entry["chain"] == f"person-keys/{partition}"
+    assert set(entry["fields"]) == {"direct", "contact", "health", "membership"}
+    assert set(entry["legal_basis"].values()) == {"GDPR art. 17 request"}
+    assert entry["event_ids"] == [str(made[person].key_id)]
+    table = hub(settings, tmp_path, "audit", "person", code)
+    assert "erased" in table.stdout
+    assert code not in table.stdout + table.stderr
+
+    # Forgetting by pseudonym (retention jobs), from standard input too; the chain continues.
+    again = hub(settings, tmp_path, "person", "forget", "--pseudonym", other, "--json")
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["key_ids"] == [str(made[other].key_id)]
+    stdin = hub(settings, tmp_path, "person", "forget", "-", stdin=code + "\n")
+    assert stdin.returncode == 0, stdin.stderr
+    assert "data keys deleted: none" in stdin.stdout
+    assert code not in stdin.stdout + stdin.stderr
+    report = asyncio.run(verify_chains(settings))
+    assert report.ok, report.problems
+    assert sum(c.entries for n, c in report.chains.items() if n.startswith("person-keys/")) == 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        make_test_identity_code(date(1979, 3, 14), 931)[:-1] + "Z",  # wrong check character
+        "311399-9319",  # no such date
+        "not-a-code",
+    ],
+)
+def test_forget_refuses_a_bad_identity_code_without_echoing_it(
+    settings: HubSettings, tmp_path: Path, text: str
+) -> None:
+    refused = hub(settings, tmp_path, "person", "forget", text)
+    assert refused.returncode == 2
+    assert "IDENTITY_CODE" in refused.stderr
+    assert "identity code" in refused.stderr
+    assert text not in refused.stdout + refused.stderr
+    assert text[:6] not in refused.stderr.replace("IDENTITY_CODE", "")
+
+
+def test_forget_needs_one_person_and_a_reason(settings: HubSettings, tmp_path: Path) -> None:
+    neither = hub(settings, tmp_path, "person", "forget")
+    assert neither.returncode == 2
+    assert "--pseudonym" in neither.stderr
+    bad = hub(settings, tmp_path, "person", "forget", "--pseudonym", "XYZ")
+    assert bad.returncode == 2
+    assert "32 lowercase hex" in bad.stderr
+    code = make_test_identity_code(date(1990, 1, 2), 955)
+    leaky = hub(
+        settings, tmp_path, "person", "forget", "--pseudonym", "a" * 32, "--reason", f"ask {code}"
+    )
+    assert leaky.returncode == 2
+    assert code not in leaky.stderr
+
+
+def test_keys_status_and_rotate(settings: HubSettings, tmp_path: Path) -> None:
+    people = [uuid.uuid4().hex for _ in range(12)]
+    with open_person_keys(settings) as store:
+        made = store.ensure(people)
+        store.forget(people[0], "test")
+    status = hub(settings, tmp_path, "keys", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)
+    assert counts["people_with_keys"] == 11
+    assert counts["keys_by_kek"] == {"local:old": 11}
+    assert counts["forgotten"] == 1
+    assert counts["keys_not_on_current_kek"] == 0
+    assert counts["current_kek"] == "local:old"
+
+    refused = hub(settings, tmp_path, "keys", "rotate", "--new-version")
+    assert refused.returncode == 1
+    assert "no new local KEK version made" in refused.stderr
+    assert "first in HUB_KEK" in refused.stderr
+
+    both = f"{NEW},{OLD}"
+    before = hub(settings, tmp_path, "keys", "status", HUB_KEK=both)
+    assert "keys not on current KEK:  11" in before.stdout
+    assert "hub keys rotate" in before.stdout
+    rotated = hub(settings, tmp_path, "keys", "rotate", HUB_KEK=both)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "rewrapped 11 key(s), 0 already on the current KEK" in rotated.stdout
+    assert "local:new 11" in rotated.stdout
+    for output in (status, before, rotated):
+        assert OLD.split(":")[1] not in output.stdout + output.stderr
+        assert NEW.split(":")[1] not in output.stdout + output.stderr
+    after = json.loads(hub(settings, tmp_path, "keys", "status", "--json", HUB_KEK=NEW).stdout)
+    assert after["keys_by_kek"] == {"local:new": 11}
+    new_only = settings.model_copy(update={"kek": SecretStr(NEW)})
+    with open_person_keys(new_only) as store:
+        for person in people[1:]:
+            assert store.data_key(person, made[person].key_id).secret == made[person].secret
+
+
+def test_reveals_are_chained_per_operator_and_listed_for_the_person(
+    settings: HubSettings, tmp_path: Path
+) -> None:
+    code = make_test_identity_code(date(1988, 8, 8), 912)
+    person = Pseudonymizer.from_settings(settings).pseudonym(code)
+    other = uuid.uuid4().hex
+    events = [str(uuid.uuid4()) for _ in range(3)]
+    written = asyncio.run(
+        record_reveal(
+            settings,
+            "alice",
+            [person, other],
+            events,
+            ["payload.first_name", "payload.email"],
+            "customer called to check the address",
+            events=[(person, events[0]), (person, events[1]), (other, events[2])],
+        )
+    )
+    assert [w.subject for w in written] == sorted([person, other])
+    asyncio.run(record_reveal(settings, "alice", [person], events[:1], ["payload.x"], "again"))
+    asyncio.run(record_reveal(settings, "bob", [other], events[2:], ["payload.x"], "check"))
+    report = asyncio.run(verify_chains(settings))
+    assert report.ok, report.problems
+    assert report.chains["reveal/alice"].entries == 3
+    assert report.chains["reveal/bob"].entries == 1
+    mine = asyncio.run(person_disclosures(settings, person))
+    assert [e["status"] for e in mine] == ["revealed", "revealed"]
+    assert mine[0]["event_ids"] == events[:2]
+    assert mine[0]["endpoint"] == "alice"
+    assert mine[0]["legal_basis"] == {"reveal": "customer called to check the address"}
+    table = hub(settings, tmp_path, "audit", "person", code)
+    assert "reveal/alice" in table.stdout
+    assert "revealed" in table.stdout
+
+
+def _result(subject: str, partition: int, offset: int) -> ForgetResult:
+    return ForgetResult(subject, (uuid.uuid4(),), datetime.now(UTC), partition, offset, ())
+
+
+def test_concurrent_writers_of_one_chain_do_not_fork_it(settings: HubSettings) -> None:
+    """Two erasures of one partition written at once (two processes' worth of producers with
+    the chain's transactional id): the later start fences the earlier, which retries."""
+
+    async def main() -> None:
+        await record_erasures(settings, [_result(uuid.uuid4().hex, 0, 0)], "seed")
+        results = [_result(uuid.uuid4().hex, 0, n) for n in range(1, 7)]
+        await asyncio.gather(
+            *(
+                _write_chain(
+                    settings,
+                    "person-keys/0",
+                    [(erasure_entry(r, "race", "test", settings.topic_person_keys), 0)],
+                )
+                for r in results
+            )
+        )
+
+    asyncio.run(main())
+    report = asyncio.run(verify_chains(settings))
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.chains["person-keys/0"].entries == 7
+    assert report.chains["person-keys/0"].seq == 6
+
+    async def seqs() -> list[int]:
+        return [i.entry["seq"] async for i in read_entries(settings) if i.entry is not None]
+
+    assert sorted(asyncio.run(seqs())) == list(range(7))
