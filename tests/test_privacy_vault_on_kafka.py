@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +19,7 @@ from hub.privacy.keystore import KafkaPersonKeys, open_person_keys
 from hub.privacy.sealing import KeyErased, open_value, seal_value
 from hub.privacy.vault import VaultTransitKeys, ciphertext_version
 from hub.settings import HubSettings
-from tests.conftest import settings_for
+from tests.conftest import hub_environment, settings_for
 from tests.test_privacy_keystore_on_kafka import raw_records
 from tests.test_privacy_vault import (  # noqa: F401  (fixtures)
     MOUNT,
@@ -131,5 +133,50 @@ def test_vault_unavailable_during_rotation_then_rotation_completes(
         assert (result.rewrapped, result.failed) == (10, ())
     with open_person_keys(settings) as store:
         assert store.status().keys_by_kek == {f"vault:{MOUNT}/{fake_transit.key}:v2": 10}
+        for person in people:
+            assert store.data_key(person, made[person].key_id).secret == made[person].secret
+
+
+def test_hub_keys_rotate_new_version_with_vault(
+    kafka_bootstrap: str, fake_transit: Transit
+) -> None:
+    """`hub keys rotate --new-version` and `hub keys status` as an operator runs them (the
+    client's requests against OpenBao are the ones of the test above)."""
+    engine = fake_transit
+    settings = _settings(kafka_bootstrap, engine)
+    people = [uuid.uuid4().hex for _ in range(5)]
+    with open_person_keys(settings) as store:
+        made = store.ensure(people)
+    environment = hub_environment(settings)
+
+    def hub(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hub", *args],
+            env=environment, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    rotated = hub("keys", "rotate", "--new-version")
+    assert rotated.returncode == 0, rotated.stderr
+    ref = f"vault:{MOUNT}/{engine.key}"
+    assert f"new KEK version {ref}:v2 wraps from now on" in rotated.stdout
+    assert "rewrapped 5 key(s)" in rotated.stdout
+    status = hub("keys", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)
+    assert counts["keys_by_kek"] == {f"{ref}:v2": 5}
+    assert counts["keys_not_on_current_kek"] == 0
+    assert counts["current_kek"] == f"{ref}:v2"
+    for output in (rotated.stdout, rotated.stderr, status.stdout, status.stderr):
+        assert engine.token not in output
+
+    environment["HUB_VAULT_TOKEN"] = "hvs.wrong"
+    refused = hub("keys", "rotate", "--new-version")
+    assert refused.returncode != 0
+    assert "403 permission denied" in refused.stderr
+    assert "'update' capability" in refused.stderr
+    assert "hvs.wrong" not in refused.stderr
+
+    engine.admin.set_min_decryption_version(MOUNT, engine.key, 2)
+    with open_person_keys(settings) as store:
         for person in people:
             assert store.data_key(person, made[person].key_id).secret == made[person].secret
