@@ -35,6 +35,7 @@ from hub.kafka.topics import ensure_topics
 from hub.logging import REDACTED_IDENTITY_CODE
 from hub.serde import SingleObjectSerializer, default_catalog
 from hub.settings import HubSettings
+from tests.conftest import hub_environment
 from tests.ingest_fakes import (
     MUNICIPAL_KEY,
     NOW,
@@ -261,12 +262,8 @@ async def test_tail_masks_identity_codes_anywhere_unless_revealed(
         )
     finally:
         await producer.stop()
-    env = {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": hub_settings.kafka_bootstrap,
-        "HUB_TOPIC_CUSTOMER_PATH": hub_settings.topic_customer_path,
-        "HUB_STATE_DIR": str(tmp_path),
-    }
+    # Every topic of the test's own (a reveal is recorded in its disclosure log).
+    env = hub_environment(hub_settings, HUB_STATE_DIR=str(tmp_path))
 
     def tail(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -285,8 +282,8 @@ async def test_tail_masks_identity_codes_anywhere_unless_revealed(
     assert decoded["event"]["payload"]["handled_by"]["expert_id"] == REDACTED_IDENTITY_CODE
     assert decoded["headers"]["x-note"] == f"about{REDACTED_IDENTITY_CODE}"
     assert any(e["key"] == REDACTED_IDENTITY_CODE for e in entries)
-    revealed = tail("--reveal")
-    assert STRAY in revealed.stdout
+    revealed = tail("--reveal", "--reason", "test: stray codes are shown")
+    assert STRAY in revealed.stdout, revealed.stderr
 
 
 # --- ids that name requests and sources -----------------------------------------------------

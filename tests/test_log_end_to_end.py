@@ -52,7 +52,11 @@ def simulated_log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     assert published.returncode == 0, published.stderr[-3000:]
     tail = _run(["tail", "--from-beginning", "--limit", "100000"], settings, workdir)
     assert tail.returncode == 0, tail.stderr[-3000:]
-    revealed = _run(["tail", "--from-beginning", "--limit", "50", "--reveal"], settings, workdir)
+    revealed = _run(
+        ["tail", "--from-beginning", "--limit", "50", "--reveal", "--reason", "test"],
+        settings,
+        workdir,
+    )
     config = SimulationConfig(jobseekers=1000, seed=7)
     paths = list(simulate(config, Pseudonymizer(SECRET)))
     return {
