@@ -409,3 +409,38 @@ def test_local_keyring_without_the_key_is_a_clear_error(settings: HubSettings) -
         pytest.raises(KeyRecordBroken, match="does not hold"),
     ):
         store.data_key(person, made.key_id)
+
+
+def test_threads_ensuring_one_new_person_make_one_key(keys: KafkaPersonKeys) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    person = subject()
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: keys.ensure([person])[person].key_id, range(16)))
+    assert len(set(made)) == 1
+    assert [k.key_id for k in keys.directory.stored(person)] == made[:1]
+
+
+def test_many_people_at_once(settings: HubSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    """20 000 new people in one ensure; a fresh follower reads them and unwraps them in one go
+    (figures printed with -s; no timing is asserted)."""
+    import time
+
+    people = [subject() for _ in range(20_000)]
+    with open_person_keys(settings) as store:
+        started = time.perf_counter()
+        made = store.ensure(people)
+        made_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with open_person_keys(settings) as fresh:
+        loaded_s = time.perf_counter() - started
+        assert fresh.status().people_with_keys == 20_000
+        started = time.perf_counter()
+        found = fresh.data_keys([(p, made[p].key_id) for p in people])
+        unwrap_s = time.perf_counter() - started
+        assert all(found[(p, made[p].key_id)].secret == made[p].secret for p in people)
+    with capsys.disabled():
+        print(
+            f"\n[person keys] 20000 new keys acknowledged in {made_s:.2f} s, topic read by a "
+            f"fresh follower in {loaded_s:.2f} s, 20000 unwrapped in {unwrap_s:.2f} s"
+        )

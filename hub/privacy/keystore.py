@@ -57,7 +57,14 @@ from hub.privacy.datakeys import (
     encode_stored,
     record_key,
 )
-from hub.privacy.kek import KekError, KekUnavailable, KeyEncryptionKeys, build_kek, key_context
+from hub.privacy.kek import (
+    KekError,
+    KekUnavailable,
+    KeyEncryptionKeys,
+    WrappedKey,
+    build_kek,
+    key_context,
+)
 from hub.privacy.sealing import DataKey, KeyUnknown, SealBroken
 from hub.settings import HubSettings
 
@@ -689,7 +696,7 @@ class KafkaPersonKeys:
     def status(self) -> KeyStatus:
         """Counts for ``hub keys status``."""
         stored = self.directory.all_stored()
-        by_kek = Counter(k.wrapped.kek for k in stored)
+        by_kek = Counter(kek_label(k.wrapped) for k in stored)
         subjects = {k.subject for k in stored}
         awaiting = 0
         not_current = 0
@@ -711,6 +718,16 @@ class KafkaPersonKeys:
             bad_records=self.bad_records,
             bad_examples=tuple(self.bad_examples),
         )
+
+
+def kek_label(wrapped: WrappedKey) -> str:
+    """What wrapped a key, with the version for Vault (``vault:transit/key:v2``)."""
+    text = wrapped.ciphertext[:16]
+    if wrapped.kek.startswith("vault:") and text.startswith(b"vault:v"):
+        version = text[7:].split(b":", 1)[0]
+        if version.isdigit():
+            return f"{wrapped.kek}:v{version.decode()}"
+    return wrapped.kek
 
 
 def _topic_resource(name: str) -> Any:
