@@ -400,6 +400,10 @@ def test_fake_answering_503_or_hanging_is_unavailable(fake_engine: VaultTransitF
         fake_engine.fail_status = 429
         with pytest.raises(KekUnavailable, match="answered 429"):
             kek.rewrap(wrapped, contexts)
+        fake_engine.fail_status = 307  # a standby that redirects: named, not followed
+        with pytest.raises(KekError, match=r"redirect \(307\)") as failure:
+            kek.unwrap(wrapped, contexts)
+        assert not isinstance(failure.value, KekUnavailable)
         fake_engine.fail_status = None
         fake_engine.hang = True
         with pytest.raises(KekUnavailable, match=r"did not answer .* within 0.5 s"):

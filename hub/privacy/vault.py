@@ -380,6 +380,11 @@ class VaultTransitKeys:
                 f"Vault at {self.addr} answered {status} to the {what} (sealed, a standby, or "
                 f"overloaded){self._errors_of(body)}; retry later"
             )
+        if 300 <= status < 400:
+            raise KekError(
+                f"Vault answered the {what} with a redirect ({status}): set HUB_VAULT_ADDR to "
+                "the active node or its load balancer (the token is never sent after a redirect)"
+            )
         if status == 404:
             raise KekError(
                 f"Vault answered 404 to the {what}: is a transit engine mounted at "
