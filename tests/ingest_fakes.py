@@ -5,7 +5,9 @@ write per dedupe key, the original receipt for a repeated key, all or nothing pe
 same conflict and event-id refusals, from the same :class:`~hub.sink.ReceiptBook`), and
 ``SinkUnavailable`` with nothing written while ``available`` is false. It encodes every event as
 the Kafka sink does (:func:`~hub.sink.encoding.encode_new`), so a request that validates but
-could not be written to the real log fails here too, with the same error.
+could not be written to the real log fails here too, with the same error, and seals every
+event with its person's data key first (a :class:`~hub.privacy.datakeys.MemoryPersonKeys`), so
+``records`` holds what the real log would.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.intake.enrolments import DirectoryCatchingUp, Enrolment
 from hub.intake.examples import ENROLMENT_ID, EXAMPLES, PROVIDER_BUSINESS_ID
+from hub.kafka.publisher import EncodedEvent
+from hub.privacy.datakeys import MemoryPersonKeys
+from hub.privacy.kek import DEV_KEK, LocalKeyEncryptionKeys
 from hub.serde import SingleObjectSerializer, default_catalog
 from hub.settings import HubSettings
 from hub.sink import Receipt, ReceiptBook, SinkUnavailable, SourcePosition, Submission
-from hub.sink.encoding import encode_new
+from hub.sink.encoding import encode_new, subjects_to_seal
 
 
 class FakeSink:
@@ -34,6 +39,9 @@ class FakeSink:
         self.calls = 0
         self.positions: dict[str, str] = {}
         self._serializer = SingleObjectSerializer(default_catalog())
+        self.person_keys = MemoryPersonKeys(LocalKeyEncryptionKeys.from_text(DEV_KEK))
+        #: The encoded (sealed) records, as the log would hold them.
+        self.records: list[EncodedEvent] = []
 
     async def submit(
         self, submissions: Sequence[Submission], position: SourcePosition | None = None
@@ -42,7 +50,9 @@ class FakeSink:
         if not self.available:
             raise SinkUnavailable("fake broker down", retry_after_s=self.retry_after_s)
         settled = self.receipts.settle(submissions)
-        encode_new(self._serializer, submissions, settled.new)  # all or nothing, as on Kafka
+        keys = self.person_keys.ensure(subjects_to_seal(s for s, _ in settled.new))
+        # all or nothing, as on Kafka
+        self.records.extend(encode_new(self._serializer, submissions, settled.new, keys))
         self.receipts.record(receipt for _, receipt in settled.new)
         self.events.extend(submission.event for submission, _ in settled.new)
         if position is not None:

@@ -27,6 +27,7 @@ from hub.identity import Pseudonymizer
 from hub.intake.examples import EXAMPLES
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
+from hub.privacy.sealing import is_sealed, new_data_key, seal_value
 from hub.serde import EncodeError, SingleObjectSerializer, default_catalog
 from hub.settings import HubSettings
 from hub.sink import EventSink
@@ -99,10 +100,20 @@ UNWRITABLE = "Unwritable"
 
 
 class _RefusesOneName(SingleObjectSerializer):
+    """The serializer sees personal values sealed only (never the name itself), so it refuses
+    a first name sealed from as many bytes as UNWRITABLE has (the examples' "Maija" passes)."""
+
     def encode(self, type_name: str, record: dict[str, Any]) -> bytes:
-        if record["payload"].get("first_name") == UNWRITABLE:
+        name = record["payload"].get("first_name")
+        assert name is None or is_sealed(name), "a personal value reached the serializer unsealed"
+        if name is not None and len(name) == len(seal_value(_PROBE, _PROBE_ID, "x", _NAME)):
             raise EncodeError(f"cannot encode {type_name}")
         return super().encode(type_name, record)
+
+
+_NAME = UNWRITABLE.encode()
+_PROBE = new_data_key("probe", UUID(int=1), NOW)
+_PROBE_ID = UUID(int=2)
 
 
 @pytest.fixture(params=["kafka", "memory"])

@@ -35,6 +35,7 @@ from hub.identity import Pseudonymizer, contains_identity_code
 from hub.kafka.cli_support import run_kafka_command
 from hub.kafka.topics import ensure_topics
 from hub.logging import configure_logging, get_logger
+from hub.privacy.kek import KekError
 from hub.settings import HubSettings, get_settings
 from hub.sink import SinkUnavailable
 from hub.sink.kafka import MAX_TRANSACTION_SUBMISSIONS, open_kafka_sink, writer_settings
@@ -180,7 +181,13 @@ def import_command(
         summary = run_kafka_command(
             settings, _import(settings, file, fmt, rejects, options, console)
         )
-    except (ImportInterrupted, SinkUnavailable, FileChangedError, click.ClickException) as error:
+    except (
+        ImportInterrupted,
+        SinkUnavailable,
+        KekError,
+        FileChangedError,
+        click.ClickException,
+    ) as error:
         message = error.format_message() if isinstance(error, click.ClickException) else str(error)
         raise _NotFinished(message) from error
     for line in summary_lines(summary):

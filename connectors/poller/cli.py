@@ -12,6 +12,7 @@ from connectors.poller.poller import PollStats, RegisterPoller
 from connectors.xroad.client import XRoadClient, XRoadMisconfigured, XRoadService
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging, get_logger
+from hub.privacy.kek import KekError
 from hub.settings import HubSettings, get_settings
 from hub.sink.kafka import open_kafka_sink, writer_settings
 
@@ -73,7 +74,7 @@ def poll_command(service_id: str | None, once: bool, until_idle: bool) -> None:
         stats = run_kafka_command(
             settings, _poll(settings, client, service, 1 if once else None, until_idle)
         )
-    except (XRoadMisconfigured, CursorFileError) as exc:
+    except (XRoadMisconfigured, CursorFileError, KekError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{service.id}: {stats.pages} page(s), {stats.items} item(s), {stats.written} event(s) "

@@ -17,6 +17,7 @@ from hub.intake.enrolments import KafkaEnrolmentDirectory
 from hub.kafka.probe import connection_problem
 from hub.kafka.topics import ensure_topics
 from hub.logging import configure_logging, get_logger
+from hub.privacy.kek import KekError, build_kek
 from hub.settings import HubSettings, get_settings
 from hub.sink.kafka import KafkaEventSink
 
@@ -32,6 +33,11 @@ def build_server_app(settings: HubSettings) -> FastAPI:
             f"{settings.ingest_clients_file} is not a valid clients file "
             f"(check it with `hub clients check`):\n{error}"
         ) from error
+    try:  # the key-encryption key the sink's person keys are wrapped with, checked up front
+        build_kek(settings).close()
+    except KekError as error:
+        raise click.ClickException(f"cannot start the ingest API: {error}") from error
+    # The sink follows the person-keys topic itself: every event is sealed before it is written.
     sink = KafkaEventSink(settings)
     enrolments = KafkaEnrolmentDirectory(settings)
     app = create_app(settings, sink, clients, enrolments)

@@ -12,7 +12,9 @@ from connectors.simulator.config import SimulationConfig
 from connectors.simulator.run import print_summary, run_simulation
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
+from hub.privacy.kek import KekError
 from hub.settings import get_settings
+from hub.sink import SinkUnavailable
 
 
 @click.command("simulate")
@@ -60,5 +62,10 @@ def simulate_command(
             "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in error.errors())
         ) from error
     console = Console()
-    summary = run_kafka_command(settings, run_simulation(settings, config, Console(stderr=True)))
+    try:
+        summary = run_kafka_command(
+            settings, run_simulation(settings, config, Console(stderr=True))
+        )
+    except (SinkUnavailable, KekError) as error:  # keys not had: nothing of that window sent
+        raise click.ClickException(f"cannot seal the events' personal fields: {error}") from error
     print_summary(summary, console)

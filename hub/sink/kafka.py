@@ -26,6 +26,16 @@ commits it as one transaction. Every call is settled and encoded BEFORE the tran
 so a call that is refused (conflict, taken event id) or whose event cannot be encoded fails
 alone with its own error while the others of the batch are written; any failure inside the
 transaction drops the producer, and the next one (same id) fences it, aborting what was open.
+
+Encryption at the edge. Before a batch is encoded, the data keys of the persons of every
+submission the receipts do not answer are had in ONE call of the person-keys store
+(:func:`~hub.sink.sealing.ensure_keys`; a new key is acknowledged in its compacted topic before
+the call returns), and every event's personal fields are sealed with its own person's key. Keys
+that cannot be had (key topic down, the key-encryption keeper down, a timeout) fail the whole
+batch with :class:`~hub.sink.sealing.KeysUnavailable` (a SinkUnavailable): nothing is written,
+never in plaintext. A crash after a key was stored and before the events were committed leaves
+the key without values (harmless); the retry finds and reuses it. The sink follows the
+person-keys topic itself (``KafkaPersonKeys``, started with it) unless given ``person_keys``.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from hub.kafka.clients import make_consumer, make_producer
 from hub.kafka.probe import broker_answers
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import partition_ids
+from hub.privacy.sealing import DataKey
 from hub.serde import ConfluentSerializer, EventSerializer, build_serializer
 from hub.settings import HubSettings
 from hub.sink.base import (
@@ -61,8 +72,9 @@ from hub.sink.base import (
     SubmissionRefused,
     Unrecorded,
 )
-from hub.sink.encoding import encode_new
+from hub.sink.encoding import encode_new, subjects_to_seal
 from hub.sink.receipt_store import SqliteReceipts, store_path
+from hub.sink.sealing import PersonKeys, ensure_keys
 
 log = structlog.get_logger(__name__)
 
@@ -271,9 +283,18 @@ class ReceiptFollower:
 class KafkaEventSink:
     """:class:`~hub.sink.EventSink` on Kafka transactions (see the module docstring)."""
 
-    def __init__(self, settings: HubSettings, serializer: EventSerializer | None = None) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        serializer: EventSerializer | None = None,
+        person_keys: PersonKeys | None = None,
+    ) -> None:
         self._settings = settings
         self._serializer = serializer or build_serializer(settings)
+        #: The data keys events are sealed with; None until start() when the sink owns them.
+        self._person_keys = person_keys
+        self._owns_keys = person_keys is None
+        self._keys_started = False
         self._store = SqliteReceipts(store_path(settings.state_dir, settings.topic_ingest_receipts))
         self._receipts = ReceiptBook(self._store)
         self._follower = ReceiptFollower(settings, self._store)
@@ -294,6 +315,13 @@ class KafkaEventSink:
         """
         if isinstance(self._serializer, ConfluentSerializer):
             await self._serializer.aprepare()  # encoding never waits for the registry
+        if self._person_keys is None:
+            from hub.privacy.keystore import KafkaPersonKeys  # needs Kafka: imported late
+
+            keys = KafkaPersonKeys(self._settings)
+            self._person_keys = keys
+            await asyncio.to_thread(keys.start)
+            self._keys_started = True
         await self._ready_producer()  # unbounded: a new cluster creates its transaction log
         self._follower.start()
         self._writer = asyncio.create_task(self._write_loop(), name="kafka-sink-writer")
@@ -309,10 +337,17 @@ class KafkaEventSink:
         await self._follower.stop()
         await self._close_producer()
         self._store.close()
+        keys, owned = self._person_keys, self._owns_keys
+        if owned and keys is not None and hasattr(keys, "close"):
+            self._person_keys, self._keys_started = None, False
+            with suppress(Exception):
+                await asyncio.to_thread(keys.close)
 
     async def ready(self) -> bool:
-        """The broker answers and the receipts are read up to (about) now."""
+        """The broker answers, the receipts are read up to (about) now and keys can be had."""
         if not (self._follower.caught_up_once.is_set() and self._follower.following):
+            return False
+        if self._person_keys is None:
             return False
         return await broker_answers(self._settings, 2.0)
 
@@ -362,13 +397,21 @@ class KafkaEventSink:
         # Never write before the receipts are current; caught up AFTER every call of the batch
         # arrived, so a receipt another replica committed before a retry came is known.
         await self._follower.catch_up(timeout)
+        # The data keys of every person this batch may write, in one call (nothing written
+        # when they cannot be had: KeysUnavailable fails every call of the batch).
+        assert self._person_keys is not None, "the sink is not started"
+        submissions = [s for pending in batch for s in pending.submissions]
+        known = self._store.by_keys({s.dedupe_key for s in submissions})
+        keys = await ensure_keys(
+            self._person_keys, sorted(subjects_to_seal(submissions, known)), timeout
+        )
         unrecorded = Unrecorded()
         staged: list[tuple[_Pending, Settled]] = []
         records: list[_Record] = []
         for pending in batch:
             try:
                 settled = self._receipts.settle(pending.submissions, unrecorded)
-                call_records = self._records(pending, settled)
+                call_records = self._records(pending, settled, keys)
             except (SubmissionRefused, SinkUnavailable) as exc:  # this call alone fails
                 log.info("ingest.submission_refused", reason=type(exc).__name__)
                 pending.fail(exc)
@@ -387,10 +430,12 @@ class KafkaEventSink:
             if not pending.done.done():
                 pending.done.set_result(settled.receipts)
 
-    def _records(self, pending: _Pending, settled: Settled) -> list[_Record]:
-        """The call's records: each event and its receipt, then the position if any."""
+    def _records(
+        self, pending: _Pending, settled: Settled, keys: dict[str, DataKey]
+    ) -> list[_Record]:
+        """The call's records: each event (sealed) and its receipt, then the position if any."""
         records: list[_Record] = []
-        events = encode_new(self._serializer, pending.submissions, settled.new)
+        events = encode_new(self._serializer, pending.submissions, settled.new, keys)
         for event, (submission, receipt) in zip(events, settled.new, strict=True):
             records.append(
                 _Record(self._settings.topic_customer_path, event.key, event.value, event.headers)
