@@ -64,6 +64,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from hub.broker.local import _parent_death_signal  # bao dies with pytest, as test brokers do
+
 AEAD_TYPES = ("aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305")
 MAX_JSON_STRINGS = 1000
 DENIED_BAD_TOKEN = ["permission denied"]
@@ -548,7 +550,7 @@ class OpenBaoDevServer:
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_parent_death_signal(),
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
