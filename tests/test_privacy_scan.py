@@ -1,0 +1,370 @@
+"""The scanner of personal data in clear (hub.privacy.scan): what it finds in bytes, what it
+must not mistake for personal data (UUIDs, digests, base64, dates, business IDs, ciphertext),
+sealed values skipped, Avro container blocks decompressed, and the command on files only."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from fastavro import parse_schema, writer
+
+from connectors.simulator.names import FIRST_NAMES, LAST_NAMES
+from hub.identity import make_test_identity_code
+from hub.identity.hetu import check_character
+from hub.privacy.scan import (
+    AvroFileError,
+    Kind,
+    Scanner,
+    avro_blocks,
+    blank_sealed,
+    names_pattern,
+    scan_segments,
+)
+from hub.privacy.sealing import new_data_key, seal_value
+from tests.conftest import REPO_ROOT
+
+NAMES = [*FIRST_NAMES, *LAST_NAMES]
+SCANNER = Scanner(NAMES)
+
+
+def kinds(data: bytes, scanner: Scanner = SCANNER) -> list[Kind]:
+    return [m.kind for m in scanner.scan(data)]
+
+
+def avro_string(text: str) -> bytes:
+    raw = text.encode()
+    assert len(raw) < 64
+    return bytes([len(raw) << 1]) + raw
+
+
+# -- identity codes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("modern", [False, True])
+@pytest.mark.parametrize("year", [1899, 1975, 2004])
+def test_identity_codes_of_every_century_sign_are_found(year: int, modern: bool) -> None:
+    code = make_test_identity_code(date(year, 3, 14), 917, modern_sign=modern)
+    for framing in (avro_string(code), json.dumps({"hetu": code}).encode(), code.encode()):
+        found = SCANNER.scan(b"\x00\x02" + framing + b"\x10")
+        assert [m.kind for m in found] == [Kind.IDENTITY_CODE], framing
+        assert found[0].mask == "•" * 11
+
+
+@pytest.mark.parametrize("sign", "-YXWVUABCDEF")
+def test_each_2023_century_sign(sign: str) -> None:
+    digits = "010594" + "921"
+    code = f"{digits[:6]}{sign}{digits[6:]}{check_character(digits)}"
+    assert kinds(avro_string(code)) == [Kind.IDENTITY_CODE]
+
+
+def test_an_identity_code_glued_into_other_text_is_found_when_valid_and_upper_case() -> None:
+    code = make_test_identity_code(date(1994, 5, 1), 903, modern_sign=True)
+    assert kinds(b"abc" + code.encode() + b"def") == [Kind.IDENTITY_CODE]
+    # SQLite puts one column's text right after another's.
+    assert kinds(b"x" * 20 + code.encode() + str(uuid.uuid4()).encode()) == [Kind.IDENTITY_CODE]
+
+
+def test_code_shaped_text_that_is_no_code() -> None:
+    glued_invalid = b"abc010594Y9033def"  # check character wrong, glued: not a code
+    assert kinds(glued_invalid) == []
+    assert kinds(b"2026-01-05T10:00:00.000+00:00 1767225600000 0101 091") == []
+
+
+def test_uuids_never_give_an_identity_code_or_phone() -> None:
+    # A UUID whose first two groups read as a valid code: 6 digits, "-", 3 digits, check.
+    digits = next(
+        d for n in range(902, 999) if check_character(d := f"010594{n}") in "0123456789ABCDEF"
+    )
+    check = check_character(digits)
+    text = f"ab{digits[:6]}-{digits[6:]}{check.lower()}-4abc-8def-0123456789ab"
+    shaped = str(uuid.UUID(text)).encode()
+    assert kinds(shaped) == []
+    assert kinds(shaped.upper()) == []
+    many = b" ".join(str(uuid.uuid4()).encode() for _ in range(20_000))
+    assert kinds(many) == []
+
+
+# -- e-mail, phone ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "email", ["matti.virtanen123@example.fi", "a.b@te-palvelut.fi", "x+tag@sub.example.com"]
+)
+def test_emails(email: str) -> None:
+    found = SCANNER.scan(b"\x12" + avro_string(email) + b"\x00")
+    assert [m.kind for m in found] == [Kind.EMAIL]
+    assert "@" in found[0].mask
+    assert not any(c.isalnum() for c in found[0].mask)
+
+
+def test_what_is_no_email() -> None:
+    assert kinds(b"user@localhost no-at-sign.fi @example.fi a@b.c") == []
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+358 40 1234567",
+        "+358401234567",
+        "00358 50 123 4567",
+        "+358 (0)9 1234567",
+        "040 123 4567",
+        "040-1234567",
+        "0401234567",
+        "09 1234 5678",
+        "(09) 123 4567",
+    ],
+)
+def test_finnish_phone_numbers(phone: str) -> None:
+    assert kinds(avro_string(phone)) == [Kind.PHONE], phone
+    assert kinds(json.dumps({"phone": phone}).encode()) == [Kind.PHONE], phone
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0201256-6",  # a business ID
+        "2026-01-05",
+        "05-01-2026",
+        "1767225600000",
+        "offset 0123",
+        "abc0401234567",  # glued to a word
+        "12.0401234567",
+    ],
+)
+def test_what_is_no_phone(text: str) -> None:
+    assert Kind.PHONE not in kinds(avro_string(text))
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+def test_names_as_words_in_avro_json_and_json_escapes() -> None:
+    assert kinds(avro_string("Matti") + avro_string("Virtanen")) == [Kind.NAME, Kind.NAME]
+    assert kinds(json.dumps({"last_name": "Mäkinen"}).encode()) == [Kind.NAME]
+    assert kinds(json.dumps({"last_name": "Mäkinen"}, ensure_ascii=False).encode()) == [Kind.NAME]
+    assert kinds(b"KORHONEN") == [Kind.NAME]
+
+
+def test_names_inside_other_words_are_not_names() -> None:
+    assert kinds(b"Annankatu Salonenkatu Mattila") == [Kind.NAME]  # Mattila is a surname
+    assert kinds(b"Salon Timoteus") == []
+    assert kinds(b"xAnna") == []
+
+
+def test_short_names_only_quoted_or_behind_their_avro_length() -> None:
+    assert kinds(avro_string("Li")) == [Kind.NAME]
+    assert kinds(b'{"first_name": "Li"}') == [Kind.NAME]
+    assert kinds(b"Lisa List Li ") == []
+
+
+def test_a_names_file_replaces_the_default() -> None:
+    scanner = Scanner(["# comment", "Ronja", " ", "Öhman"])
+    assert scanner.name_count == 2
+    assert kinds(avro_string("Ronja") + avro_string("Öhman"), scanner) == [Kind.NAME, Kind.NAME]
+    assert kinds(avro_string("Matti"), scanner) == []
+    assert names_pattern([]) is None
+    assert kinds(avro_string("Matti"), Scanner([])) == []
+
+
+# -- nothing in random or encoded data ------------------------------------------------------------
+
+
+def test_nothing_in_hex_base64_and_digests() -> None:
+    rng = __import__("random").Random(9)
+    raw = bytes(rng.getrandbits(8) for _ in range(300_000))
+    assert kinds(raw.hex().encode()) == []
+    assert kinds(base64.b64encode(raw)) == []
+
+
+def test_masks_never_hold_a_letter_or_digit() -> None:
+    code = make_test_identity_code(date(1980, 1, 2), 950)
+    text = f"{code} Matti matti.virtanen1@example.fi +358 40 7654321".encode()
+    found = SCANNER.scan(b" " + text)
+    assert sorted(m.kind for m in found) == sorted(
+        [Kind.IDENTITY_CODE, Kind.NAME, Kind.EMAIL, Kind.PHONE]
+    )
+    for m in found:
+        assert not any(c.isalnum() for c in m.mask), m.kind
+
+
+# -- sealed values ---------------------------------------------------------------------------
+
+
+def sealed(plaintext: bytes) -> bytes:
+    key = new_data_key("subject", uuid.uuid4(), datetime.now(UTC))
+    return seal_value(key, uuid.uuid4(), "payload.first_name", plaintext)
+
+
+def test_sealed_values_are_blanked_whole_and_nothing_else() -> None:
+    value = sealed(b"Matti")
+    assert len(value) < 64
+    long_value = sealed(b"matti.virtanen123@example.fi" * 3)  # a 2-byte Avro length
+    data = b"Anna" + avro_string("x") + bytes([len(value) << 1]) + value
+    data += bytes([(len(long_value) << 1) & 0x7F | 0x80, len(long_value) >> 6]) + long_value
+    data += b"\x00Korhonen"
+    blanked, count = blank_sealed(data)
+    assert count == 2
+    assert blanked.startswith(b"Anna")
+    assert blanked.endswith(b"\x00Korhonen")
+    assert value not in blanked
+    assert long_value not in blanked
+    assert len(blanked) == len(data)
+
+
+def test_a_prefix_without_a_fitting_length_is_not_blanked() -> None:
+    data = b"\x00\xa5\x01Matti" + b"\x00" * 10
+    assert blank_sealed(data) == (data, 0)
+    assert kinds(data) == [Kind.NAME]
+
+
+def test_ciphertext_is_searched_with_include_sealed_only() -> None:
+    values = b"".join(bytes([len(v) << 1]) + v for v in (sealed(os.urandom(10)) for _ in range(9)))
+    scanner = Scanner(NAMES, skip_sealed=False)
+    _, count = Scanner(NAMES).scan_counting(values)
+    assert count == 9
+    assert scanner.scan_counting(values)[1] == 0
+
+
+def test_segments_are_scanned_as_one_and_mapped_back() -> None:
+    code = make_test_identity_code(date(1990, 2, 3), 977).encode()
+    segments = [b"key-1", avro_string("nothing"), b"", b"\x16" + code, b"x" * 5 + b" Matti"]
+    found, scanned, _ = scan_segments(SCANNER, segments)
+    assert [(i, m.kind, m.start) for i, m in found] == [
+        (3, Kind.IDENTITY_CODE, 1),
+        (4, Kind.NAME, 6),
+    ]
+    assert scanned == sum(map(len, segments)) + len(segments) - 1
+    # A pattern never reaches across two segments.
+    assert scan_segments(SCANNER, [b"matti@exam", b"ple.fi"])[0] == []
+
+
+# -- Avro container files --------------------------------------------------------------------
+
+SCHEMA = parse_schema(
+    {
+        "type": "record",
+        "name": "T",
+        "fields": [{"name": "s", "type": "string"}, {"name": "b", "type": "bytes"}],
+    }
+)
+
+
+def container(codec: str, records: list[dict[str, object]]) -> bytes:
+    out = io.BytesIO()
+    writer(out, SCHEMA, records, codec=codec, sync_interval=200)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate", "zstandard", "bzip2", "xz"])
+def test_avro_blocks_are_decompressed(codec: str) -> None:
+    records = [{"s": f"Korhonen {i} " * 20, "b": sealed(b"Matti")} for i in range(40)]
+    data = container(codec, records)
+    blocks = list(avro_blocks(data))
+    assert len(blocks) > 1
+    assert sum(b.records for b in blocks) == 40
+    found = [m for b in blocks for m in SCANNER.scan(b.data)]
+    assert len(found) == 40 * 20
+    assert {m.kind for m in found} == {Kind.NAME}
+    if codec != "null":
+        assert b"Korhonen 1 Korhonen" not in data  # compressed: a raw scan would not see them
+
+
+def test_a_damaged_avro_file_is_an_error_after_its_good_blocks() -> None:
+    data = container("deflate", [{"s": "x" * 100, "b": b""} for _ in range(30)])
+    blocks = list(avro_blocks(data))
+    cut = data[: blocks[2].offset + 5]
+    with pytest.raises(AvroFileError):
+        list(avro_blocks(cut))
+    assert len(list(_good_blocks(cut))) == 2
+    with pytest.raises(AvroFileError):
+        list(avro_blocks(b"Obj\x01\x02"))
+    with pytest.raises(AvroFileError):
+        list(avro_blocks(b"not avro"))
+
+
+def _good_blocks(data: bytes) -> list[object]:
+    good = []
+    try:
+        for block in avro_blocks(data):
+            good.append(block)
+    except AvroFileError:
+        pass
+    return good
+
+
+# -- the command on files (no broker) --------------------------------------------------------
+
+
+def run_scan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(
+        HUB_ARCHIVE_DIR=str(tmp_path / "archive"),
+        HUB_STATE_DIR=str(tmp_path / "state"),
+        HUB_LOG_LEVEL="WARNING",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "hub", "privacy", "scan", "--no-kafka", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_command_exits_1_naming_where_and_never_the_value(tmp_path: Path) -> None:
+    archive = tmp_path / "archive" / "te.customer-path.v1" / "date=2026-01-05"
+    archive.mkdir(parents=True)
+    code = make_test_identity_code(date(1971, 8, 9), 931, modern_sign=True)
+    email = "laura.salo77@example.fi"
+    (archive / "part-0-0.avro").write_bytes(
+        container("zstandard", [{"s": f"{code} {email}", "b": sealed(b"Laura")}] * 3)
+    )
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "notes.txt").write_text("nothing personal here 2026-01-05\n")
+    done = run_scan(tmp_path, "--json", f"--path={clean}")
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    archive_place = next(p for p in result["places"] if p["what"] == "archive")
+    assert archive_place["scanned"] == 1
+    assert archive_place["blocks"] == 1
+    assert archive_place["hits"] == {"identity-code": 3, "name": 0, "e-mail": 3, "phone": 0}
+    assert archive_place["sealed_skipped"] == 3
+    wheres = {f["where"].split(" @ ")[0] for f in archive_place["findings"]}
+    assert wheres == {"te.customer-path.v1/date=2026-01-05/part-0-0.avro block 0"}
+    path_place = next(p for p in result["places"] if p["what"] == "path")
+    assert path_place["scanned"] == 1
+    assert sum(path_place["hits"].values()) == 0
+    for output in (done.stdout, done.stderr):
+        assert code not in output
+        assert email not in output
+        assert "Laura" not in output
+    table = run_scan(tmp_path)
+    assert table.returncode == 1
+    assert "part-0-0.avro block 0" in table.stdout
+    assert code not in table.stdout + table.stderr
+    assert email not in table.stdout
+
+
+def test_the_command_exits_0_on_clean_files_and_2_on_a_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "x.avro").write_bytes(container("deflate", [{"s": "Ok", "b": b""}]))
+    done = run_scan(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No identity code, name, e-mail or phone in clear" in done.stdout
+    missing = run_scan(tmp_path, f"--path={tmp_path / 'nope'}")
+    assert missing.returncode == 2
+    names = tmp_path / "names.txt"
+    names.write_text("Ok\n")  # a short name, as the Avro string of the record holds it
+    assert run_scan(tmp_path, f"--names={names}").returncode == 1
