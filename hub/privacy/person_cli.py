@@ -20,6 +20,7 @@ import click
 from hub.identity import InvalidIdentityCode, Pseudonymizer
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
+from hub.privacy.expire_cli import expire_command
 from hub.settings import HubSettings, get_settings
 
 DEFAULT_REASON = "GDPR art. 17 request (right to erasure)"
@@ -300,3 +301,6 @@ def rotate_command(new_version: bool) -> None:
             click.echo(f"NOT rewrapped: person {subject} key {key_id}: {problem}", err=True)
         click.echo(f"{len(result.failed)} key(s) could not be rewrapped", err=True)
         sys.exit(1)
+
+
+person.add_command(expire_command)

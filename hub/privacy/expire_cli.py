@@ -1,0 +1,311 @@
+"""``hub person expire``: forget the people whose personal data has outlived the retention rule.
+
+From the reporting store (pseudonyms and their job-search spells, as known now) every person
+whose customer relationship ended (no spell open; the last spell ended) longer ago than the
+rule in force on ``--as-of`` says (:mod:`hub.rules.retention`,
+``hub/rules/data/personal_data_retention.csv``) is forgotten by pseudonym: the person-keys
+topic gets the forgotten marker and a tombstone per key (:meth:`KafkaPersonKeys.forget`), and
+the disclosure log an ``erased`` receipt naming the rule (:func:`record_erasures`). From then
+on their sealed personal fields are unreadable everywhere and routes that need them
+dead-letter; their pseudonymous facts stay in the reports.
+
+The command never holds the key-encryption key: forgetting writes records and unwraps nothing
+(the key store is given a keeper that refuses every unwrap). It never sees an identity code:
+the store holds pseudonyms only, and it prints counts, never pseudonyms, except the few it
+could forget but not record (so that ``hub person forget --pseudonym`` can record them).
+
+A rule whose figure is not verified against the statute (``verified=no``) is applied only
+with ``--accept-unverified-rule``; ``--dry-run`` counts without forgetting anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+from zoneinfo import ZoneInfo
+
+import click
+
+from hub.kafka.cli_support import run_kafka_command
+from hub.logging import configure_logging
+from hub.privacy.kek import KekError, WrappedKey
+from hub.reporting.store import ReportingStore, StoreError
+from hub.reporting.tables import live_sql
+from hub.rules.effective import NoRuleInForce, Period
+from hub.rules.retention import RetentionRule, Spell, is_expired, retention_rule
+from hub.settings import HubSettings, get_settings
+
+if TYPE_CHECKING:
+    from hub.privacy.keystore import ForgetResult, KafkaPersonKeys
+
+FINLAND: Final = ZoneInfo("Europe/Helsinki")
+RECORD_BATCH: Final = 100
+"""Forgotten persons whose erasure receipts are written in one transaction."""
+PROGRESS_EVERY: Final = 10_000
+
+
+class _NoUnwrap:
+    """A key-encryption keeper that refuses everything: forgetting needs no key in the clear."""
+
+    name = "none"
+
+    def wrap(self, secrets: Sequence[bytes], contexts: Sequence[bytes]) -> list[WrappedKey]:
+        raise KekError("hub person expire holds no key-encryption key")
+
+    def unwrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[bytes]:
+        raise KekError("hub person expire holds no key-encryption key")
+
+    def is_current(self, wrapped: WrappedKey) -> bool:
+        return False
+
+    def rewrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[WrappedKey]:
+        raise KekError("hub person expire holds no key-encryption key")
+
+    def rotate_primary(self) -> str:
+        raise KekError("hub person expire holds no key-encryption key")
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class Summary:
+    checked: int = 0
+    expired: int = 0
+    """Whose data has outlived the rule and who were (or, dry, would be) forgotten now."""
+    already_forgotten: int = 0
+    open_spell: int = 0
+    within_period: int = 0
+    without_keys: int = 0
+    """Expired people with no data key stored (records of before field encryption only)."""
+    left_for_later: int = 0
+    """Expired people beyond ``--limit``."""
+    unrecorded: list[str] = field(default_factory=list)
+
+
+def persons_with_spells(
+    store: ReportingStore, known_at: datetime
+) -> Iterator[tuple[str, list[Spell]]]:
+    """``(pseudonym, spells)`` of every person with a spell or a spell end in the store, as
+    known at ``known_at`` (corrections and retractions applied); an end without its
+    registration in the store counts as a spell of that one day."""
+    query = f"""
+        WITH s AS ({live_sql("spells")}), e AS (
+            SELECT subject, correlation_id, max(ended_on) AS ended_on
+            FROM ({live_sql("spell_ends")}) GROUP BY subject, correlation_id
+        )
+        SELECT coalesce(s.subject, e.subject) AS subject,
+               coalesce(s.job_search_started_on, e.ended_on) AS started_on,
+               e.ended_on
+        FROM s FULL OUTER JOIN e
+          ON s.subject = e.subject AND s.correlation_id = e.correlation_id
+        ORDER BY 1
+    """
+    cursor = store.con.execute(query, {"as_of": known_at.replace(tzinfo=None)})
+    current: str | None = None
+    spells: list[Spell] = []
+    while rows := cursor.fetchmany(10_000):
+        for subject, started_on, ended_on in rows:
+            if subject != current:
+                if current is not None:
+                    yield current, spells
+                current, spells = subject, []
+            spells.append(Spell(started_on, ended_on))
+    if current is not None:
+        yield current, spells
+
+
+def _rule(as_of: date) -> Period[RetentionRule]:
+    try:
+        return retention_rule(as_of)
+    except NoRuleInForce as error:
+        raise click.ClickException(f"no retention rule in force on {as_of}: {error}") from None
+
+
+def _key_store(settings: HubSettings, timeout_s: float) -> KafkaPersonKeys:
+    from hub.privacy.keystore import KafkaPersonKeys
+
+    keys = KafkaPersonKeys(settings, _NoUnwrap())
+    try:
+        keys.start(timeout_s)
+    except Exception as error:  # PersonKeysError, KafkaException, a timeout: one line
+        keys.close()
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise click.ClickException(
+            f"person-keys topic {settings.topic_person_keys} at {settings.kafka_bootstrap} "
+            f"is not reachable ({text})"
+        ) from None
+    return keys
+
+
+def _already_forgotten(keys: KafkaPersonKeys, subject: str) -> bool:
+    """Forgotten before, and no key made since (a key made after the mark is live again)."""
+    return keys.forgotten(subject) is not None and keys.directory.newest(subject) is None
+
+
+@click.command("expire")
+@click.option(
+    "--as-of",
+    "as_of_text",
+    default=None,
+    help="The day of the check (YYYY-MM-DD; default: today in Finland): the rule in force "
+    "then, and how long ago each relationship ended.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="DuckDB file of the reporting store.  [default: HUB_REPORTING_STORE]",
+)
+@click.option("--dry-run", is_flag=True, help="Count who would be forgotten; forget nobody.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Forget at most N people.")
+@click.option(
+    "--accept-unverified-rule",
+    is_flag=True,
+    help="Apply a rule whose period is not verified against the statute (verified=no).",
+)
+@click.option(
+    "--keys-timeout", type=float, default=30.0, show_default=True,
+    help="Seconds to wait for the person-keys topic.",
+)  # fmt: skip
+def expire_command(
+    as_of_text: str | None,
+    store_path: Path | None,
+    dry_run: bool,
+    limit: int | None,
+    accept_unverified_rule: bool,
+    keys_timeout: float,
+) -> None:
+    """Forget the people whose customer relationship ended longer ago than retention allows.
+
+    Reads the reporting store (hub replay fills it); forgets by pseudonym, records each
+    erasure in the disclosure log with the rule's id. Prints counts, never identity codes.
+    """
+    settings = get_settings()
+    configure_logging(settings)
+    try:
+        as_of = date.fromisoformat(as_of_text) if as_of_text else datetime.now(FINLAND).date()
+    except ValueError:
+        raise click.BadParameter("a day as YYYY-MM-DD", param_hint="--as-of") from None
+    period = _rule(as_of)
+    rule = period.value
+    until = period.valid_to.isoformat() if period.valid_to else ""
+    click.echo(
+        f"rule {rule.rule_id}: personal data kept {rule.years} years after the "
+        f"{rule.counts_from.replace('_', ' ')} (in force {period.valid_from}–{until}"
+        f"{'' if rule.verified else '; NOT VERIFIED against the statute'}), as of {as_of}"
+    )
+    if not rule.verified and not dry_run and not accept_unverified_rule:
+        raise click.ClickException(
+            f"rule {rule.rule_id} is not verified against the statute (see "
+            "hub/rules/data/personal_data_retention.csv): forgetting is irreversible; confirm "
+            "the period and set verified=yes, or pass --accept-unverified-rule"
+        )
+    path = store_path or settings.reporting_store
+    if not Path(path).exists():
+        raise click.ClickException(f"no reporting store at {path}: run hub replay first")
+    try:
+        store = ReportingStore(path, read_only=True)
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
+    keys = _key_store(settings, keys_timeout)
+    summary = Summary()
+    try:
+        with store:
+            people = persons_with_spells(store, datetime.now(UTC))
+            _expire(settings, keys, people, as_of, rule, dry_run, limit, summary)
+    finally:
+        keys.close()
+    _print_summary(settings, summary, dry_run)
+    if summary.unrecorded:
+        raise click.ClickException(
+            f"{len(summary.unrecorded)} person(s) forgotten but their erasure not recorded in "
+            "the disclosure log; record each with hub person forget --pseudonym <p> --reason "
+            f"'{rule.reason()}': {' '.join(summary.unrecorded)}"
+        )
+
+
+def _expire(
+    settings: HubSettings,
+    keys: KafkaPersonKeys,
+    people: Iterator[tuple[str, list[Spell]]],
+    as_of: date,
+    rule: RetentionRule,
+    dry_run: bool,
+    limit: int | None,
+    summary: Summary,
+) -> None:
+    pending: list[ForgetResult] = []
+    forgotten_now = 0
+    for subject, spells in people:
+        summary.checked += 1
+        if summary.checked % PROGRESS_EVERY == 0:
+            click.echo(f"checked {summary.checked} person(s), {summary.expired} expired", err=True)
+        if not is_expired(spells, as_of, rule):
+            if any(s.ended_on is None for s in spells):
+                summary.open_spell += 1
+            else:
+                summary.within_period += 1
+            continue
+        if _already_forgotten(keys, subject):
+            summary.already_forgotten += 1
+            continue
+        if limit is not None and forgotten_now >= limit:
+            summary.left_for_later += 1
+            continue
+        summary.expired += 1
+        forgotten_now += 1
+        if not keys.directory.stored(subject):
+            summary.without_keys += 1
+        if dry_run:
+            continue
+        pending.append(keys.forget(subject, reason=rule.reason()))
+        if len(pending) >= RECORD_BATCH:
+            _record(settings, pending, rule, summary)
+    if pending:
+        _record(settings, pending, rule, summary)
+
+
+def _record(
+    settings: HubSettings, results: list[ForgetResult], rule: RetentionRule, summary: Summary
+) -> None:
+    from hub.privacy.access_log import record_erasures
+
+    try:
+        run_kafka_command(
+            settings,
+            record_erasures(
+                settings, results, rule.reason(), via=f"hub person expire: {rule.rule_id}"
+            ),
+        )
+        click.echo(f"forgot {len(results)} person(s), erasures recorded", err=True)
+    except Exception as error:  # the keys are gone: say whose receipt is missing
+        text = error.message if isinstance(error, click.ClickException) else str(error)
+        first = (text.splitlines() or [type(error).__name__])[0]
+        click.echo(f"recording {len(results)} erasure(s) failed: {first}", err=True)
+        summary.unrecorded.extend(r.subject for r in results)
+    results.clear()
+
+
+def _print_summary(settings: HubSettings, summary: Summary, dry_run: bool) -> None:
+    verb = "would forget" if dry_run else "forgot"
+    click.echo(
+        f"checked {summary.checked} person(s): {summary.expired} expired ({verb} them), "
+        f"{summary.already_forgotten} already forgotten, {summary.open_spell} with an open "
+        f"spell, {summary.within_period} within the retention period"
+    )
+    if summary.left_for_later:
+        click.echo(
+            f"{summary.left_for_later} more expired person(s) left for a later run (--limit)"
+        )
+    if summary.without_keys:
+        click.echo(
+            f"{summary.without_keys} of the expired had no data key: only records of before "
+            "field encryption, which forgetting does not make unreadable"
+        )
+    if not dry_run and summary.expired:
+        click.echo(f"erasures recorded in {settings.topic_disclosures} (status erased)")
