@@ -51,7 +51,6 @@ async def test_events_published_in_confluent_framing_decode_by_registry_id(
             from_beginning=True,
             limit=None,
             follow=False,
-            reveal=True,
         )
     ]
     assert [e.error for e in entries if e.error] == []
