@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from hub.inspect.tail import (
     _with_stray_codes,
     mask_sensitive,
 )
-from hub.kafka.clients import make_producer
+from hub.kafka.clients import make_admin, make_producer
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.privacy.fields import SEALED_PLACEHOLDER, SealedFields
@@ -45,6 +46,7 @@ from hub.settings import HubSettings
 from tests.conftest import REPO_ROOT, SIMULATION_SECRET, hub_environment, settings_for
 
 KEK = "t1:" + base64.b64encode(b"k" * 32).decode()
+MOVED = uuid.UUID("6b0f3c1e-9d2a-4c5b-8e7f-0a1b2c3d4e5f")
 OTHER_KEK = "t2:" + base64.b64encode(b"o" * 32).decode()
 
 
@@ -157,6 +159,14 @@ def log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Log:
             key = got[event.envelope.subject]
             sealed = fields.seal(event.full_name(), event.to_avro(), key)
             records.append((event.envelope.subject, serializer.encode(event.full_name(), sealed)))
+        # The live person's sealed values moved into another event (a new event id): the
+        # associated data no longer matches, so they must stay sealed even with the key.
+        moved = live[0].model_copy(
+            update={"envelope": live[0].envelope.model_copy(update={"event_id": MOVED})}
+        )
+        sealed = fields.seal(live[0].full_name(), live[0].to_avro(), got[live[0].envelope.subject])
+        copied = {**sealed, "envelope": moved.to_avro()["envelope"]}
+        records.append((live[0].envelope.subject, serializer.encode(moved.full_name(), copied)))
         asyncio.run(_write(settings, records))
         keys.forget(forgotten[0].envelope.subject, reason="test: forgotten on request")
     people = (plain, live, forgotten)
@@ -214,10 +224,11 @@ def _registration(entries: dict[str, dict[str, Any]], events: list[CustomerPathE
 @pytest.mark.kafka
 def test_tail_without_reveal_shows_sealed_and_masked_values_and_needs_no_key(log: Log) -> None:
     # A broken KEK setting and an unreachable key topic change nothing: tail never asks.
-    done = _tail(log, HUB_KEK="not a keyring", HUB_TOPIC_PERSON_KEYS="test.no-such-topic")
+    untouched = f"test.person-keys-untouched.{uuid.uuid4().hex[:8]}"
+    done = _tail(log, HUB_KEK="not a keyring", HUB_TOPIC_PERSON_KEYS=untouched)
     assert done.returncode == 0, done.stderr
     entries = _entries(done)
-    assert len(entries) == len(log.plain) + len(log.live) + len(log.forgotten)
+    assert len(entries) == len(log.plain) + len(log.live) + len(log.forgotten) + 1
     for code in log.codes.values():
         assert code not in done.stdout
     for name in log.names.values():
@@ -227,6 +238,16 @@ def test_tail_without_reveal_shows_sealed_and_masked_values_and_needs_no_key(log
     assert _registration(entries, log.plain)["personal_identity_code"] == "***"
     assert "<erased>" not in done.stdout
     assert "disclosure" not in done.stderr
+    assert untouched not in asyncio.run(_topics(log.settings))  # never even looked for
+
+
+async def _topics(settings: HubSettings) -> set[str]:
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 @pytest.mark.kafka
@@ -246,6 +267,11 @@ def test_reveal_opens_live_keys_erases_the_forgotten_and_records_the_access(log:
     assert erased["last_name"] == "<erased>"
     assert log.codes[forgotten] not in done.stdout
     assert log.names[forgotten] not in done.stdout
+    moved = entries[str(MOVED)]["event"]["payload"]
+    assert moved["personal_identity_code"] == SEALED_PLACEHOLDER  # moved: fails to open
+    assert moved["last_name"] == SEALED_PLACEHOLDER
+    assert re.search(r"[1-9][0-9]* other value\(s\) left sealed", done.stderr), done.stderr
+    assert str(MOVED).encode() not in asyncio.run(_disclosure_bytes(log.settings))
     # The disclosure log names who, why and which events; never the values.
     disclosed = asyncio.run(_disclosure_bytes(log.settings))
     assert reason.encode() in disclosed
