@@ -577,6 +577,18 @@ class OpenBaoDevServer:
         """SIGSTOP: the port still accepts connections, nothing answers (a hung Vault)."""
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGSTOP)
+        # A group stop reaches each thread on its own: wait until every one of them is stopped.
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                with contextlib.suppress(OSError):
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.01)
+        raise RuntimeError("bao did not stop on SIGSTOP")
 
     def resume(self) -> None:
         assert self.process is not None
