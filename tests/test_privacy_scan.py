@@ -368,3 +368,21 @@ def test_the_command_exits_0_on_clean_files_and_2_on_a_missing_path(tmp_path: Pa
     names = tmp_path / "names.txt"
     names.write_text("Ok\n")  # a short name, as the Avro string of the record holds it
     assert run_scan(tmp_path, f"--names={names}").returncode == 1
+
+
+def test_large_data_is_scanned_in_chunks_each_match_counted_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hub.privacy import scan
+
+    monkeypatch.setattr(scan, "CHUNK", 4096)
+    code = make_test_identity_code(date(1960, 6, 7), 966).encode()
+    places = [100, 4096 - 5, 4096 - 600, 3 * 4096 - 3000, 5 * 4096 + 17]  # cut, in overlaps
+    data = bytearray(b"." * (6 * 4096))
+    for at in places:
+        data[at - 1 : at + 12] = b" " + code + b" "
+    tally = scan.Tally("p", "file")
+    scan.scan_into(SCANNER, tally, "f", bytes(data))
+    assert tally.hits == {Kind.IDENTITY_CODE: len(places)}
+    assert [f.where for f in tally.findings] == [f"f @ byte {at}" for at in sorted(places)]
+    assert tally.scanned_bytes == len(data)

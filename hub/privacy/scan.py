@@ -477,13 +477,31 @@ class Tally:
                 self.findings.append(Finding(self.place, where, m.kind, m.mask))
 
 
-def scan_into(scanner: Scanner, tally: Tally, where: str, data: bytes) -> None:
-    """Scan ``data`` and count it in ``tally``; ``where`` names it (``@ byte N`` is added)."""
-    tally.scanned_bytes += len(data)
-    matches, sealed = scanner.scan_counting(data)
-    tally.sealed += sealed
-    for m in matches:
-        tally.add(f"{where} @ byte {m.start}", [m])
+CHUNK: Final = 16 * 1024 * 1024
+"""Bytes scanned at once: a large file (or memory map) is scanned in chunks of this size."""
+OVERLAP: Final = 1024
+"""Bytes of a chunk scanned again with the next one, so a match across the cut is found (the
+longest match, an e-mail address, has at most 64 + 1 + 253 + 1 + 24 characters)."""
+
+
+def scan_into(scanner: Scanner, tally: Tally, where: str, data: Any) -> None:
+    """Scan ``data`` (bytes, or a memory map of a file) and count it in ``tally``; ``where``
+    names it (``@ byte N`` is added). Large data is scanned in overlapping chunks, each match
+    counted once."""
+    size = len(data)
+    tally.scanned_bytes += size
+    start = 0
+    while True:
+        end = min(size, start + CHUNK)
+        last = end >= size
+        matches, sealed = scanner.scan_counting(bytes(data[start:end]))
+        tally.sealed += sealed
+        for m in matches:
+            if last or m.start < end - start - OVERLAP:  # the rest: the next chunk's
+                tally.add(f"{where} @ byte {start + m.start}", [m])
+        if last:
+            return
+        start = end - OVERLAP
 
 
 # -- Avro object container files -----------------------------------------------------------------
@@ -495,7 +513,7 @@ class AvroFileError(ValueError):
     """Not an Avro object container file, or damaged; the text quotes no content."""
 
 
-def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+def _read_long(data: Any, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data):
@@ -542,9 +560,9 @@ class AvroBlock:
     """Decompressed."""
 
 
-def avro_codec(data: bytes) -> tuple[str, int, bytes]:
+def avro_codec(data: Any) -> tuple[str, int, bytes]:
     """``(codec, end of header, sync marker)`` of an Avro container file's bytes."""
-    if not data.startswith(AVRO_MAGIC):
+    if data[: len(AVRO_MAGIC)] != AVRO_MAGIC:
         raise AvroFileError("not an Avro object container file")
     pos = len(AVRO_MAGIC)
     meta: dict[str, bytes] = {}
@@ -568,7 +586,7 @@ def avro_codec(data: bytes) -> tuple[str, int, bytes]:
     return meta.get("avro.codec", b"null").decode(errors="replace") or "null", pos + 16, sync
 
 
-def avro_blocks(data: bytes) -> Iterator[AvroBlock]:
+def avro_blocks(data: Any) -> Iterator[AvroBlock]:
     """The blocks of an Avro container file, decompressed; AvroFileError at a damaged one
     (the blocks before it have been yielded)."""
     codec, pos, sync = avro_codec(data)

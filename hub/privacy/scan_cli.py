@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import re
 import time
@@ -188,15 +189,22 @@ def scan_file(scanner: Scanner, tally: Tally, path: Path, shown: str) -> None:
     """Raw bytes of ``path``; an Avro container file's blocks also decompressed (its raw scan
     is then its header, plus its blocks when they are not compressed: a compressed block's
     bytes hold nothing in clear that its decompressed data does not, and would only give
-    random matches)."""
+    random matches). The file is memory-mapped: a large one is scanned in chunks."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fo:
+            tally.units += 1
+            if os.fstat(fo.fileno()).st_size == 0:
+                return
+            with mmap.mmap(fo.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                _scan_mapped(scanner, tally, data, shown)
     except OSError as error:
         raise ScanFailed(
             f"{shown}: cannot be read ({error.strerror or type(error).__name__})"
         ) from None
-    tally.units += 1
-    if not data.startswith(AVRO_MAGIC):
+
+
+def _scan_mapped(scanner: Scanner, tally: Tally, data: mmap.mmap, shown: str) -> None:
+    if data[: len(AVRO_MAGIC)] != AVRO_MAGIC:
         scan_into(scanner, tally, shown, data)
         return
     try:
