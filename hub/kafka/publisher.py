@@ -31,7 +31,7 @@ from hub.privacy.fields import SealedFields
 from hub.privacy.sealing import DataKey
 from hub.serde import ConfluentSerializer, EventSerializer, build_serializer, cloudevent_headers
 from hub.settings import HubSettings
-from hub.sink.sealing import PersonKeys, ensure_keys, key_of
+from hub.sink.sealing import PersonKeys, ensure_keys, key_of, start_person_keys
 
 log = structlog.get_logger(__name__)
 
@@ -200,11 +200,8 @@ async def open_publisher(
 @asynccontextmanager
 async def started_person_keys(settings: HubSettings) -> AsyncIterator[PersonKeys]:
     """The person-keys topic of ``settings`` followed (KafkaPersonKeys), closed afterwards."""
-    from hub.privacy.keystore import KafkaPersonKeys  # the key store needs Kafka; import late
-
-    keys = KafkaPersonKeys(settings)
+    keys = await start_person_keys(settings)
     try:
-        await asyncio.to_thread(keys.start)
         yield keys
     finally:
         await asyncio.to_thread(keys.close)

@@ -74,7 +74,7 @@ from hub.sink.base import (
 )
 from hub.sink.encoding import encode_new, subjects_to_seal
 from hub.sink.receipt_store import SqliteReceipts, store_path
-from hub.sink.sealing import PersonKeys, ensure_keys
+from hub.sink.sealing import PersonKeys, ensure_keys, start_person_keys
 
 log = structlog.get_logger(__name__)
 
@@ -294,7 +294,6 @@ class KafkaEventSink:
         #: The data keys events are sealed with; None until start() when the sink owns them.
         self._person_keys = person_keys
         self._owns_keys = person_keys is None
-        self._keys_started = False
         self._store = SqliteReceipts(store_path(settings.state_dir, settings.topic_ingest_receipts))
         self._receipts = ReceiptBook(self._store)
         self._follower = ReceiptFollower(settings, self._store)
@@ -316,12 +315,7 @@ class KafkaEventSink:
         if isinstance(self._serializer, ConfluentSerializer):
             await self._serializer.aprepare()  # encoding never waits for the registry
         if self._person_keys is None:
-            from hub.privacy.keystore import KafkaPersonKeys  # needs Kafka: imported late
-
-            keys = KafkaPersonKeys(self._settings)
-            self._person_keys = keys
-            await asyncio.to_thread(keys.start)
-            self._keys_started = True
+            self._person_keys = await start_person_keys(self._settings)
         await self._ready_producer()  # unbounded: a new cluster creates its transaction log
         self._follower.start()
         self._writer = asyncio.create_task(self._write_loop(), name="kafka-sink-writer")
@@ -339,7 +333,7 @@ class KafkaEventSink:
         self._store.close()
         keys, owned = self._person_keys, self._owns_keys
         if owned and keys is not None and hasattr(keys, "close"):
-            self._person_keys, self._keys_started = None, False
+            self._person_keys = None
             with suppress(Exception):
                 await asyncio.to_thread(keys.close)
 

@@ -18,15 +18,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
 from hub.privacy.kek import KekError, KekUnavailable
 from hub.privacy.sealing import DataKey
+from hub.settings import HubSettings
 from hub.sink.base import SinkUnavailable
 
+if TYPE_CHECKING:
+    from hub.privacy.keystore import KafkaPersonKeys
+
 log = structlog.get_logger(__name__)
+
+#: Starts of the key store tried before giving up (a topic just created may not be described
+#: by the broker yet, and the store's start then fails once).
+START_ATTEMPTS = 5
 
 
 @runtime_checkable
@@ -94,3 +103,26 @@ def key_of(keys: Mapping[str, DataKey], subject: str) -> DataKey:
     if key is None or key.subject != subject:
         raise KeysUnavailable("no data key of the event's person was had; nothing was written")
     return key
+
+
+async def start_person_keys(settings: HubSettings) -> KafkaPersonKeys:
+    """The person-keys topic of ``settings`` followed and read to its end (a writer's keys).
+
+    A start that fails (the topic just created and not yet described, a broker that is only
+    coming up) is tried again a few times with a new store, then its error is raised.
+    """
+    from hub.privacy.keystore import KafkaPersonKeys  # needs Kafka: imported where used
+
+    for attempt in range(1, START_ATTEMPTS + 1):
+        keys = KafkaPersonKeys(settings)
+        try:
+            await asyncio.to_thread(keys.start)
+            return keys
+        except Exception as exc:
+            with suppress(Exception):
+                await asyncio.to_thread(keys.close)
+            if attempt == START_ATTEMPTS or isinstance(exc, KekError):
+                raise
+            log.warning("edge.keys_start_retried", error=type(exc).__name__, attempt=attempt)
+            await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
