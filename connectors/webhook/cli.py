@@ -87,11 +87,9 @@ def _gets_personal_fields(config: RoutesConfig, names: list[str]) -> bool:
 
 def _open_keys(settings: HubSettings) -> Any:
     """The person-keys topic followed for this process (read to its end), started."""
-    from hub.privacy.keystore import KafkaPersonKeys
+    from hub.routing.router import open_person_keys_for
 
-    keys = KafkaPersonKeys(settings)
-    keys.start()
-    return keys
+    return open_person_keys_for(settings)
 
 
 def _check_secrets(settings: HubSettings, destination: Destination) -> None:
@@ -141,11 +139,12 @@ async def _deliver(
             xroad_client.append(XRoadClient.from_settings(settings))
         return xroad_client[0]
 
-    person_keys = (
-        await asyncio.to_thread(_open_keys, settings)
-        if _gets_personal_fields(config, names)
-        else None
-    )
+    person_keys = None
+    if _gets_personal_fields(config, names):
+        try:
+            person_keys = await asyncio.to_thread(_open_keys, settings)
+        except Exception as error:  # PersonKeysError, KekError: one line, no key material
+            raise click.ClickException(f"person keys: {type(error).__name__}: {error}") from None
     disclosure_log = DisclosureLog(settings)
     try:
         await disclosure_log.start()

@@ -403,6 +403,11 @@ def key_unavailable(
             "key of the event's person in the person-keys topic (a lost key record, another "
             "cluster, or a value copied from another person's event)",
         )
+    if isinstance(error, SealBroken) and getattr(error, "key_id", None) is not None:
+        return Unavailable(  # the stored key record itself (KeyRecordBroken of the key store)
+            "DataKeyUnreadable",
+            f"{where} needs {fields}, but the person's data key record cannot be used: {error}",
+        )
     if isinstance(error, SealBroken):
         return Unavailable(
             "SealBroken",

@@ -228,13 +228,36 @@ class RegistryUnavailable(RuntimeError):
     """The schema registry did not answer a writer-schema look-up: retry, not a poison record."""
 
 
+PERSON_KEYS_START_TRIES = 5
+
+
 def open_person_keys_for(settings: HubSettings) -> Any:
-    """The person keys of the deployment (the person-keys topic, followed), started."""
+    """The person keys of the deployment (the person-keys topic, followed), started.
+
+    A Kafka error at start (a broker that does not know a topic it has just created yet) is
+    tried again a few times, a second apart and doubling; a key-encryption key that cannot be
+    built (KekError) is not."""
     from hub.privacy.keystore import KafkaPersonKeys  # the Kafka client only where needed
 
-    keys = KafkaPersonKeys(settings)
-    keys.start()
-    return keys
+    delay = 1.0
+    for attempt in range(1, PERSON_KEYS_START_TRIES + 1):
+        keys = KafkaPersonKeys(settings)
+        try:
+            keys.start()
+            return keys
+        except KekError:
+            raise
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                keys.close()
+            if attempt == PERSON_KEYS_START_TRIES:
+                raise
+            log.warning(
+                "router.person_keys_start_retried", attempt=attempt, error=type(error).__name__
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class RecordHandler:
@@ -931,7 +954,12 @@ class Router:
         self._producer = producer
         self._check_state_partitions(producer)
         if self.handler.keys is None and self.handler.needs_keys():
-            self.handler.person_keys()  # the person-keys topic read to its end before routing
+            # The person-keys topic read to its end before routing (the router checks that the
+            # data keys of the personal fields it routes to a receiver can still be had).
+            try:
+                self.handler.person_keys()
+            except Exception as error:  # PersonKeysError, KekError: one line, no key material
+                raise RouterFatal(f"person keys: {type(error).__name__}: {error}") from error
         consumer = Consumer(self.consumer_config())
         consumer.subscribe(
             [self._log_topic],
