@@ -386,3 +386,17 @@ def test_large_data_is_scanned_in_chunks_each_match_counted_once(
     assert tally.hits == {Kind.IDENTITY_CODE: len(places)}
     assert [f.where for f in tally.findings] == [f"f @ byte {at}" for at in sorted(places)]
     assert tally.scanned_bytes == len(data)
+
+
+def test_plaintext_behind_a_forged_sealed_header_is_found_when_the_key_ids_are_known() -> None:
+    key = new_data_key("subject", uuid.uuid4(), datetime.now(UTC))
+    real = seal_value(key, uuid.uuid4(), "payload.last_name", b"Virtanen")
+    forged_plain = b"\xa5\x01" + uuid.uuid4().bytes + b"\x00" * 12 + b" Matti Korhonen " + bytes(16)
+    data = b"".join(bytes([len(v) << 1]) + v for v in (real, forged_plain))
+    trusting = Scanner(NAMES)
+    assert trusting.scan_counting(data) == ([], 2)  # any well-formed header is skipped
+    checking = Scanner(NAMES, known_keys={key.key_id.bytes})
+    found, skipped = checking.scan_counting(data)
+    assert skipped == 1
+    assert [m.kind for m in found] == [Kind.NAME, Kind.NAME]
+    assert Scanner(NAMES, known_keys=set()).scan_counting(bytes([len(real) << 1]) + real)[1] == 0

@@ -22,7 +22,10 @@ What counts, on bytes (UTF-8 text inside Avro, JSON, SQLite pages all read the s
 after its Avro length) is AES-GCM ciphertext: it holds no plaintext by construction, but its
 random bytes would, once in some megabytes, spell a short name or something e-mail shaped. Its
 bytes are blanked before matching (everything else is searched, the sealed value's Avro length
-included).
+included), when it names a data key the person-keys topic knows (``known_keys``): plaintext
+behind a forged header is searched. A key whose record compaction removed (a person forgotten
+long ago) is unknown, so their ciphertext is searched too: a random match there is possible,
+if rare.
 
 **Avro container files** (the archive): :func:`avro_blocks` gives each block's data
 decompressed (null, deflate, zstandard, snappy, bzip2, xz), because a compressed block would hide
@@ -38,13 +41,13 @@ import re
 import zlib
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 from hub.identity.hetu import identity_code_spans
-from hub.privacy.sealing import HEADER_SIZE, SEALED_PREFIX, TAG_SIZE
+from hub.privacy.sealing import HEADER_SIZE, KEY_ID_SIZE, SEALED_PREFIX, TAG_SIZE
 
 
 class Kind(StrEnum):
@@ -233,9 +236,13 @@ def _length_before(data: bytes | bytearray, at: int) -> int | None:
     return None
 
 
-def blank_sealed(data: bytes) -> tuple[bytes, int]:
+def blank_sealed(data: bytes, known_keys: Set[bytes] | None = None) -> tuple[bytes, int]:
     """``data`` with the bytes of every sealed value (``A5 01`` header, key id, nonce,
-    ciphertext, tag, as long as its Avro length says) set to zero; how many were blanked."""
+    ciphertext, tag, as long as its Avro length says) set to zero; how many were blanked.
+
+    With ``known_keys`` (16-byte data key ids: what the person-keys topic names), a value is
+    blanked only when sealed with one of them: plaintext behind a forged ``A5 01`` header and
+    a made-up key id is searched like any other bytes."""
     at = data.find(SEALED_PREFIX)
     if at < 0:
         return data, 0
@@ -243,7 +250,8 @@ def blank_sealed(data: bytes) -> tuple[bytes, int]:
     count = 0
     while at >= 0:
         length = _length_before(data, at)
-        if length is None:
+        known = known_keys is None or bytes(data[at + 2 : at + 2 + KEY_ID_SIZE]) in known_keys
+        if length is None or not known:
             at = data.find(SEALED_PREFIX, at + 1)
             continue
         out[at : at + length] = bytes(length)
@@ -317,11 +325,19 @@ _ALNUM: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 class Scanner:
     """Finds personal data in clear in bytes; thread-safe (compiled patterns only)."""
 
-    def __init__(self, names: Iterable[str] = (), *, skip_sealed: bool = True) -> None:
+    def __init__(
+        self,
+        names: Iterable[str] = (),
+        *,
+        skip_sealed: bool = True,
+        known_keys: Set[bytes] | None = None,
+    ) -> None:
         listed = [n.strip() for n in names if n.strip() and not n.strip().startswith("#")]
         self._names = names_pattern(listed)
         self.name_count = len(set(listed))
         self.skip_sealed = skip_sealed
+        self.known_keys = known_keys
+        """Data key ids whose sealed values are skipped (None: every well-formed one)."""
 
     def scan(self, data: bytes) -> list[Match]:
         """Every match in ``data``, by position; overlapping matches of two kinds both count."""
@@ -331,7 +347,7 @@ class Scanner:
         """:meth:`scan` and how many sealed values were skipped."""
         sealed = 0
         if self.skip_sealed:
-            data, sealed = blank_sealed(data)
+            data, sealed = blank_sealed(data, self.known_keys)
         return self._matches(data), sealed
 
     def scan_blanked(self, data: bytes) -> list[Match]:
@@ -422,7 +438,7 @@ def scan_segments(
     position = 0
     for segment in segments:
         if scanner.skip_sealed and SEALED_PREFIX in segment:
-            segment, count = blank_sealed(segment)
+            segment, count = blank_sealed(segment, scanner.known_keys)
             sealed += count
         starts.append(position)
         parts.append(segment)
@@ -465,6 +481,8 @@ class Tally:
     findings: list[Finding] = field(default_factory=list)
     note: str | None = None
     max_findings: int = 1000
+    record_keys: list[bytes] | None = None
+    """Kafka record keys kept while scanning (the person-keys topic's: the key ids)."""
 
     @property
     def total(self) -> int:

@@ -20,6 +20,7 @@ import mmap
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class ScanFailed(click.ClickException):
 def hub_topic_names(settings: HubSettings, existing: set[str]) -> list[str]:
     """The hub's topics among ``existing``: the fixed ones, then every outbox, by name."""
     fixed = [
+        settings.topic_person_keys,  # first: the data key ids whose sealed values are skipped
         settings.topic_customer_path,
         *sorted(t for t in existing if t.startswith(settings.topic_outbox_prefix)),
         settings.topic_dead_letter,
@@ -77,9 +79,20 @@ def hub_topic_names(settings: HubSettings, existing: set[str]) -> list[str]:
         settings.topic_source_positions,
         settings.topic_router_state,
         settings.topic_disclosures,
-        settings.topic_person_keys,
     ]
     return [t for t in dict.fromkeys(fixed) if t in existing]
+
+
+def _key_ids(record_keys: list[bytes] | None) -> set[bytes]:
+    """The data key ids named by person-keys record keys (``<pseudonym>/<key id>``)."""
+    found = set()
+    for key in record_keys or ():
+        _, _, name = key.decode("utf-8", errors="replace").partition("/")
+        try:
+            found.add(uuid.UUID(name).bytes)
+        except ValueError:
+            continue  # <pseudonym>/forgotten, or a record of another shape
+    return found
 
 
 def _header_label(name: str, index: int) -> str:
@@ -115,12 +128,16 @@ async def scan_topics(
     try:
         for topic in topics:
             tally = Tally(topic, "topic", max_findings=max_findings)
+            if topic == settings.topic_person_keys:
+                tally.record_keys = []
             tallies.append(tally)
             tps = [TopicPartition(topic, p) for p in partitions.get(topic, [])]
             if not tps:
                 tally.note = "no partitions"
                 continue
             await _scan_topic(consumer, tps, scanner, tally, progress)
+            if topic == settings.topic_person_keys:
+                scanner.known_keys = _key_ids(tally.record_keys)
     finally:
         await consumer.stop()
     return tallies
@@ -149,6 +166,8 @@ async def _scan_topic(
                 if record.offset >= end[tp]:
                     continue  # written after the scan started
                 tally.units += 1
+                if tally.record_keys is not None and record.key is not None:
+                    tally.record_keys.append(record.key)
                 where = f"partition {tp.partition} offset {record.offset}"
                 if record.key is not None:
                     segments.append(record.key)
