@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from hub.delivery.audit import person_disclosures, read_entries, verify_chains
 from hub.identity import Pseudonymizer
 from hub.identity.hetu import make_test_identity_code
-from hub.privacy.access_log import _write_chain, erasure_entry, record_erasures, record_reveal
+from hub.privacy.access_log import record_erasures, record_reveal
 from hub.privacy.keystore import ForgetResult, open_person_keys
 from hub.privacy.sealing import KeyErased
 from hub.settings import HubSettings
@@ -219,31 +219,74 @@ def _result(subject: str, partition: int, offset: int) -> ForgetResult:
     return ForgetResult(subject, (uuid.uuid4(),), datetime.now(UTC), partition, offset, ())
 
 
+WRITER = """
+import asyncio, sys, uuid
+from datetime import UTC, datetime
+from hub.privacy.access_log import record_erasures
+from hub.privacy.keystore import ForgetResult
+from hub.settings import HubSettings
+settings = HubSettings()
+results = [
+    ForgetResult(uuid.uuid4().hex, (uuid.uuid4(),), datetime.now(UTC), 0, n, ())
+    for n in range(3)
+]
+print("ready", flush=True)
+sys.stdin.readline()
+for result in results:
+    asyncio.run(record_erasures(settings, [result], "race", "test"))
+print("done", flush=True)
+"""
+
+
 def test_concurrent_writers_of_one_chain_do_not_fork_it(settings: HubSettings) -> None:
-    """Two erasures of one partition written at once (two processes' worth of producers with
-    the chain's transactional id): the later start fences the earlier, which retries."""
-
-    async def main() -> None:
-        await record_erasures(settings, [_result(uuid.uuid4().hex, 0, 0)], "seed")
-        results = [_result(uuid.uuid4().hex, 0, n) for n in range(1, 7)]
-        await asyncio.gather(
-            *(
-                _write_chain(
-                    settings,
-                    "person-keys/0",
-                    [(erasure_entry(r, "race", "test", settings.topic_person_keys), 0)],
-                )
-                for r in results
-            )
+    """Three processes and six tasks of this one writing erasures of one partition at once:
+    the chain stays one sequence (a writer that starts fences the one before, which retries;
+    the test fails when each writer has a transactional id of its own)."""
+    asyncio.run(record_erasures(settings, [_result(uuid.uuid4().hex, 0, 0)], "seed"))
+    env = hub_environment(settings)
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+            cwd=REPO_ROOT,
         )
+        for _ in range(3)
+    ]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None
+            while (line := writer.stdout.readline()) and line.strip() != "ready":
+                pass
+        for writer in writers:
+            assert writer.stdin is not None
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
 
-    asyncio.run(main())
+        async def here() -> None:
+            await asyncio.gather(
+                *(
+                    record_erasures(settings, [_result(uuid.uuid4().hex, 0, n)], "race", "t")
+                    for n in range(6)
+                )
+            )
+
+        asyncio.run(here())
+        for writer in writers:
+            out, _ = writer.communicate(timeout=120)
+            assert writer.returncode == 0
+            assert out.strip().endswith("done")
+    finally:
+        for writer in writers:
+            writer.kill()
     report = asyncio.run(verify_chains(settings))
     assert report.ok, [str(p) for p in report.problems]
-    assert report.chains["person-keys/0"].entries == 7
-    assert report.chains["person-keys/0"].seq == 6
+    assert report.chains["person-keys/0"].entries == 16
+    assert report.chains["person-keys/0"].seq == 15
 
     async def seqs() -> list[int]:
         return [i.entry["seq"] async for i in read_entries(settings) if i.entry is not None]
 
-    assert sorted(asyncio.run(seqs())) == list(range(7))
+    assert sorted(asyncio.run(seqs())) == list(range(16))
