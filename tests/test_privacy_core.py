@@ -374,3 +374,75 @@ def test_a_record_of_another_shape_is_refused(key: bytes, value: bytes, message:
 def test_an_unknown_key_is_unknown_not_erased() -> None:
     with pytest.raises(KeyUnknown):
         KeyDirectory(_kek()).data_key(SUBJECT, UUID(int=1))
+
+
+def test_a_running_reader_drops_a_cached_key_as_soon_as_it_reads_the_forgotten_mark() -> None:
+    """A router that opened a person's values keeps the key cached; the mark alone (a forget
+    that crashed before its tombstones) must erase it in that process too."""
+    store = MemoryPersonKeys(_kek())
+    key = store.ensure([SUBJECT])[SUBJECT]
+    other = store.ensure([OTHER])[OTHER]
+    assert store.data_key(SUBJECT, key.key_id) == key  # cached now
+    mark = Forgotten(SUBJECT, datetime.now(UTC) + timedelta(seconds=1), "retention")
+    store.directory.apply(record_key(SUBJECT, "forgotten"), encode_forgotten(mark))
+    assert store.directory.cached(SUBJECT, key.key_id) is None
+    with pytest.raises(KeyErased):
+        store.data_key(SUBJECT, key.key_id)
+    assert store.data_key(OTHER, other.key_id) == other
+
+
+def test_a_cached_key_older_than_a_mark_is_refused_even_if_it_stayed_in_the_cache() -> None:
+    store = MemoryPersonKeys(_kek())
+    key = store.ensure([SUBJECT])[SUBJECT]
+    person = store.directory._people[SUBJECT]
+    person.forgotten = Forgotten(SUBJECT, datetime.now(UTC) + timedelta(seconds=1), "test")
+    with pytest.raises(KeyErased):
+        store.data_key(SUBJECT, key.key_id)
+
+
+def test_a_restriction_is_recorded_and_lifted_and_keeps_the_keys() -> None:
+    store = MemoryPersonKeys(_kek())
+    key = store.ensure([SUBJECT])[SUBJECT]
+    store.restrict(SUBJECT, "GDPR art. 18(1)(a): accuracy contested")
+    mark = store.directory.restricted(SUBJECT)
+    assert mark is not None
+    assert mark.basis.startswith("GDPR art. 18")
+    assert store.data_key(SUBJECT, key.key_id) == key
+    assert store.directory.restricted(OTHER) is None
+    fresh = KeyDirectory(store.directory.kek)
+    for record, value in store.records:
+        fresh.apply(record, value)
+    assert fresh.restricted(SUBJECT) is not None
+    store.lift_restriction(SUBJECT)
+    assert store.directory.restricted(SUBJECT) is None
+
+
+def test_opening_looks_each_key_up_once_per_record() -> None:
+    """A remote keeper must not be asked once per sealed value (seven in a registration)."""
+    store = MemoryPersonKeys(_kek())
+    key = store.ensure([SUBJECT])[SUBJECT]
+    calls: list[UUID] = []
+
+    class Counting:
+        def data_key(self, subject: str, key_id: UUID) -> Any:
+            calls.append(key_id)
+            return store.data_key(subject, key_id)
+
+    sealed = SealedFields()
+    record = {
+        "envelope": {"event_id": uuid4(), "subject": SUBJECT},
+        "payload": {
+            "personal_identity_code": "131052-308T",
+            "first_name": "Aino",
+            "last_name": "Virtanen",
+            "email": "aino@example.fi",
+            "phone": "0401234567",
+            "unemployment_fund_code": "X",
+            "reduced_work_ability": True,
+        },
+    }
+    out = sealed.open(
+        "JobseekerRegistered", sealed.seal("JobseekerRegistered", record, key), Counting()
+    )
+    assert out.record == record
+    assert calls == [key.key_id]

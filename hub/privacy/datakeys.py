@@ -7,7 +7,11 @@ Topic records (compacted, JSON values):
   a tombstone (null value) deletes it;
 * key ``<pseudonym>/forgotten``: ``{"v": 1, "subject", "forgotten_at", "reason"}``, kept so
   that a reader started after compaction removed the tombstones still knows why a key is gone
-  (and that records recorded before that moment lost their personal fields).
+  (and that records recorded before that moment lost their personal fields); a reader drops
+  the unwrapped keys it erases as soon as it reads it;
+* key ``<pseudonym>/restricted``: ``{"v": 1, "subject", "restricted_at", "basis"}``: processing
+  restricted (GDPR art. 18), the keys stay but no route gets the personal fields; a tombstone
+  lifts the restriction.
 
 A person may have several keys (two writers creating one at once, a new key after being
 forgotten); every key stays valid until the person is forgotten, and new values are sealed
@@ -33,6 +37,7 @@ from hub.privacy.kek import KeyEncryptionKeys, WrappedKey, key_context
 from hub.privacy.sealing import DataKey, KeyErased, KeyUnknown, new_data_key
 
 FORGOTTEN: Final = "forgotten"
+RESTRICTED: Final = "restricted"
 RECORD_VERSION: Final = 1
 UNWRAPPED_CACHE: Final = 100_000
 """Data keys kept unwrapped in memory per process (about 150 B each)."""
@@ -94,11 +99,32 @@ def decode_record(key: bytes, value: bytes | None) -> tuple[str, str, dict[str, 
     return subject, name, body
 
 
+@dataclass(frozen=True, slots=True)
+class Restricted:
+    """Processing restricted (GDPR art. 18): the keys stay, personal fields are not routed."""
+
+    subject: str
+    restricted_at: datetime
+    basis: str
+
+
+def encode_restricted(mark: Restricted) -> bytes:
+    return json.dumps(
+        {
+            "v": RECORD_VERSION,
+            "subject": mark.subject,
+            "restricted_at": mark.restricted_at.isoformat(),
+            "basis": mark.basis,
+        }
+    ).encode()
+
+
 @dataclass
 class _Person:
     keys: dict[UUID, StoredKey] = field(default_factory=dict)
     deleted: set[UUID] = field(default_factory=set)
     forgotten: Forgotten | None = None
+    restricted: Restricted | None = None
 
 
 class KeyDirectory:
@@ -125,6 +151,16 @@ class KeyDirectory:
                     person.forgotten = Forgotten(
                         subject, datetime.fromisoformat(body["forgotten_at"]), body["reason"]
                     )
+                    self._drop_erased(subject, person.forgotten)
+                return
+            if name == RESTRICTED:
+                person.restricted = (
+                    None
+                    if body is None
+                    else Restricted(
+                        subject, datetime.fromisoformat(body["restricted_at"]), body["basis"]
+                    )
+                )
                 return
             key_id = UUID(name)
             if body is None:
@@ -143,6 +179,12 @@ class KeyDirectory:
             if cached is not None and cached.created_at != person.keys[key_id].created_at:
                 self._clear.pop((subject, key_id), None)
 
+    def _drop_erased(self, subject: str, mark: Forgotten) -> None:
+        """Forget the unwrapped keys the mark erases at once, not when a tombstone comes."""
+        for cached in [k for k in self._clear.values() if k.subject == subject]:
+            if cached.created_at <= mark.forgotten_at:
+                self._clear.pop((subject, cached.key_id), None)
+
     # -- reading ---------------------------------------------------------------------------------
 
     def stored(self, subject: str) -> list[StoredKey]:
@@ -158,6 +200,12 @@ class KeyDirectory:
         with self._lock:
             person = self._people.get(subject)
             return None if person is None else person.forgotten
+
+    def restricted(self, subject: str) -> Restricted | None:
+        """The person's restriction of processing in force, if any (a tombstone lifts it)."""
+        with self._lock:
+            person = self._people.get(subject)
+            return None if person is None else person.restricted
 
     def all_forgotten(self) -> list[Forgotten]:
         """Every forgotten marker (``hub keys status``, retention jobs)."""
@@ -187,12 +235,16 @@ class KeyDirectory:
         missing: list[StoredKey] = []
         with self._lock:
             for subject, key_id in dict.fromkeys(wanted):
+                person = self._people.get(subject)
                 cached = self._clear.get((subject, key_id))
                 if cached is not None:
+                    mark = None if person is None else person.forgotten
+                    if mark is not None and cached.created_at <= mark.forgotten_at:
+                        self._clear.pop((subject, key_id), None)
+                        raise KeyErased(subject, key_id, mark.forgotten_at)
                     self._clear.move_to_end((subject, key_id))
                     found[(subject, key_id)] = cached
                     continue
-                person = self._people.get(subject)
                 stored = None if person is None else person.keys.get(key_id)
                 mark = None if person is None else person.forgotten
                 if (
@@ -234,6 +286,8 @@ class KeyDirectory:
         """Cache a key this process just created (its record is acknowledged)."""
         with self._lock:
             self._clear[(key.subject, key.key_id)] = key
+            while len(self._clear) > UNWRAPPED_CACHE:
+                self._clear.popitem(last=False)
 
     def new_keys(self, subjects: Iterable[str]) -> list[tuple[DataKey, StoredKey]]:
         """Fresh data keys for ``subjects``, wrapped by the current KEK (not yet stored)."""
@@ -283,6 +337,15 @@ class MemoryPersonKeys:
 
     def data_key(self, subject: str, key_id: UUID) -> DataKey:
         return self.directory.data_key(subject, key_id)
+
+    def restrict(self, subject: str, basis: str, at: datetime | None = None) -> None:
+        self._write(
+            record_key(subject, RESTRICTED),
+            encode_restricted(Restricted(subject, at or datetime.now(UTC), basis)),
+        )
+
+    def lift_restriction(self, subject: str) -> None:
+        self._write(record_key(subject, RESTRICTED), None)
 
     def forget(self, subject: str, reason: str, at: datetime | None = None) -> list[UUID]:
         """Tombstone every key of the person and mark them forgotten; the key ids deleted."""

@@ -24,6 +24,7 @@ from hub.privacy.sealing import (
     DataKey,
     SealBroken,
     SealError,
+    event_bytes,
     is_sealed,
     open_value,
     seal_value,
@@ -157,7 +158,7 @@ class SealedFields:
         fields = self.fields(type_name)
         if not fields:
             return record
-        event_id = record["envelope"]["event_id"]
+        event_id = event_bytes(record["envelope"]["event_id"])
         out = dict(record)
         copied = {id(out)}
         for field in fields:
@@ -198,12 +199,13 @@ class SealedFields:
         decides (a route dead-letters, ``hub tail --reveal`` shows it sealed).
         """
         subject = record["envelope"]["subject"]
-        event_id = record["envelope"]["event_id"]
+        event: bytes | None = None
         out = record
         copied: set[int] = set()
         opened: list[str] = []
         failed: list[str] = []
         error: SealError | None = None
+        found: dict[UUID, DataKey | SealError] = {}  # each key looked up once per record
         for field in self.fields(type_name):
             if paths is not None and field.path not in paths:
                 continue
@@ -211,8 +213,18 @@ class SealedFields:
             if not is_sealed(value):
                 continue
             try:
-                key = keys.data_key(subject, sealed_key_id(value))
-                plain = _value(field, open_value(key, event_id, field.path, value))
+                key_id = sealed_key_id(value)
+                key = found.get(key_id)
+                if key is None:
+                    try:
+                        key = found[key_id] = keys.data_key(subject, key_id)
+                    except SealError as problem:
+                        key = found[key_id] = problem
+                if isinstance(key, SealError):
+                    raise key
+                if event is None:
+                    event = event_bytes(record["envelope"]["event_id"])
+                plain = _value(field, open_value(key, event, field.path, value))
             except SealError as problem:
                 failed.append(field.path)
                 error = error or problem

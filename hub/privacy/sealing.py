@@ -13,7 +13,7 @@ field fails to open instead of disclosing a value under a wrong label.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 from uuid import UUID
@@ -40,10 +40,11 @@ class KeyErased(SealError):
         self.subject = subject
         self.key_id = key_id
         self.forgotten_at = forgotten_at
+        which = f"data key {key_id}" if key_id else "data key"
         when = f" on {forgotten_at.isoformat()}" if forgotten_at else ""
         super().__init__(
-            f"the person's data key {key_id or ''} was deleted{when} (person forgotten or "
-            "retention expired): their personal fields can no longer be read".replace("  ", " ")
+            f"the person's {which} was deleted{when} (person forgotten or retention expired): "
+            "their personal fields can no longer be read"
         )
 
 
@@ -64,48 +65,40 @@ class SealBroken(SealError):
 
 @dataclass(frozen=True, slots=True)
 class DataKey:
-    """One person's data key in the clear: held in memory only, never logged or written."""
+    """One person's data key in the clear: held in memory only, never logged or written.
+
+    The AES-GCM object lives and dies with the key (building one costs about as much as
+    sealing a value): when the key directory drops a forgotten person's key, nothing else in
+    the process keeps its secret.
+    """
 
     subject: str
     """The person pseudonym the key belongs to."""
     key_id: UUID
-    secret: bytes
+    secret: bytes = field(repr=False)
     created_at: datetime
+    cipher: AESGCM = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.secret) != DATA_KEY_SIZE:
             raise ValueError(f"a data key has {DATA_KEY_SIZE} bytes, not {len(self.secret)}")
-
-    def __repr__(self) -> str:  # never print the secret
-        return f"DataKey(subject={self.subject!r}, key_id={self.key_id})"
+        object.__setattr__(self, "cipher", AESGCM(self.secret))
 
 
 def new_data_key(subject: str, key_id: UUID, created_at: datetime) -> DataKey:
     return DataKey(subject, key_id, AESGCM.generate_key(bit_length=256), created_at)
 
 
-_CIPHERS: dict[bytes, AESGCM] = {}
-_MAX_CIPHERS: Final = 65536
+def event_bytes(event_id: UUID | str) -> bytes:
+    """The event id part of the associated data (parse it once per record, not per value)."""
+    return (event_id if isinstance(event_id, UUID) else UUID(str(event_id))).bytes
 
 
-def _cipher(secret: bytes) -> AESGCM:
-    """AESGCM objects are cached: building one costs about as much as sealing a value."""
-    cipher = _CIPHERS.get(secret)
-    if cipher is None:
-        if len(_CIPHERS) >= _MAX_CIPHERS:
-            _CIPHERS.clear()
-        cipher = _CIPHERS[secret] = AESGCM(secret)
-    return cipher
-
-
-def associated_data(event_id: UUID | str, path: str) -> bytes:
-    event = event_id if isinstance(event_id, UUID) else UUID(str(event_id))
-    return event.bytes + path.encode()
-
-
-def seal_value(key: DataKey, event_id: UUID | str, path: str, plaintext: bytes) -> bytes:
+def seal_value(key: DataKey, event_id: UUID | str | bytes, path: str, plaintext: bytes) -> bytes:
+    """``event_id``: the id, its text, or :func:`event_bytes` of it."""
+    event = event_id if isinstance(event_id, bytes) else event_bytes(event_id)
     nonce = os.urandom(NONCE_SIZE)
-    sealed = _cipher(key.secret).encrypt(nonce, plaintext, associated_data(event_id, path))
+    sealed = key.cipher.encrypt(nonce, plaintext, event + path.encode())
     return SEALED_PREFIX + key.key_id.bytes + nonce + sealed
 
 
@@ -119,14 +112,14 @@ def sealed_key_id(value: bytes) -> UUID:
     return UUID(bytes=value[2 : 2 + KEY_ID_SIZE])
 
 
-def open_value(key: DataKey, event_id: UUID | str, path: str, value: bytes) -> bytes:
+def open_value(key: DataKey, event_id: UUID | str | bytes, path: str, value: bytes) -> bytes:
+    """``event_id``: the id, its text, or :func:`event_bytes` of it."""
     if sealed_key_id(value) != key.key_id:
         raise SealBroken(f"the value at {path} is sealed with another data key")
+    event = event_id if isinstance(event_id, bytes) else event_bytes(event_id)
     nonce = value[2 + KEY_ID_SIZE : HEADER_SIZE]
     try:
-        return _cipher(key.secret).decrypt(
-            nonce, value[HEADER_SIZE:], associated_data(event_id, path)
-        )
+        return key.cipher.decrypt(nonce, value[HEADER_SIZE:], event + path.encode())
     except InvalidTag:
         raise SealBroken(
             f"the sealed value at {path} fails authentication (changed, or moved from another "
