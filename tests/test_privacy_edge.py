@@ -23,7 +23,7 @@ from hub.privacy.sealing import DataKey, SealBroken, is_sealed, open_value, seal
 from hub.serde import SingleObjectSerializer
 from hub.sink import Receipt, SinkUnavailable, Submission
 from hub.sink.encoding import encode_new, subjects_to_seal
-from hub.sink.sealing import KeysUnavailable, ensure_keys
+from hub.sink.sealing import KeysRefused, KeysUnavailable, ensure_keys
 
 KEK = LocalKeyEncryptionKeys.from_text(
     "edge-test:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
@@ -226,15 +226,43 @@ def test_the_publisher_sends_nothing_when_keys_cannot_be_had(
     events = events_of(simulated_paths, 5)
     producer = FakeProducer()
 
-    async def publish() -> None:
-        keys = FailingKeys(KekUnavailable("down"))
-        publisher = EventPublisher(producer, SERIALIZER, "log", keys)  # type: ignore[arg-type]
+    async def publish(error: Exception) -> None:
+        keys = FailingKeys(error)
+        publisher = EventPublisher(producer, SERIALIZER, "log", keys, 2.5)  # type: ignore[arg-type]
         async for _ in publisher.publish_all(events):
             pass
 
     with pytest.raises(KeysUnavailable):
-        asyncio.run(publish())
+        asyncio.run(publish(KekUnavailable("down")))  # asked again until the time is up
+    with pytest.raises(KeysRefused):
+        asyncio.run(publish(KekError("refused")))  # not asked again
     assert producer.sent == []
+
+
+class DownOnce(CountingKeys):
+    """The key store does not answer the first time (a broker restarting), then does."""
+
+    def ensure(self, subjects: Iterable[str]) -> dict[str, DataKey]:
+        found = super().ensure(subjects)
+        if len(self.calls) == 1:
+            raise OSError("connection refused")
+        return found
+
+
+def test_the_publisher_waits_for_a_key_store_that_comes_back(
+    simulated_paths: list[list[CustomerPathEvent]],
+) -> None:
+    events = events_of(simulated_paths, 5)
+    producer = FakeProducer()
+    keys = DownOnce()
+
+    async def publish() -> int:
+        publisher = EventPublisher(producer, SERIALIZER, "log", keys, 30)  # type: ignore[arg-type]
+        return len([e async for e in publisher.publish_all(events)])
+
+    assert asyncio.run(publish()) == len(events)
+    assert len(keys.calls) == 2
+    assert len(producer.sent) == len(events)
 
 
 def _two_events() -> tuple[CustomerPathEvent, CustomerPathEvent]:

@@ -31,7 +31,14 @@ from hub.privacy.fields import SealedFields
 from hub.privacy.sealing import DataKey
 from hub.serde import ConfluentSerializer, EventSerializer, build_serializer, cloudevent_headers
 from hub.settings import HubSettings
-from hub.sink.sealing import PersonKeys, ensure_keys, key_of, start_person_keys
+from hub.sink.sealing import (
+    KeysRefused,
+    KeysUnavailable,
+    PersonKeys,
+    ensure_keys,
+    key_of,
+    start_person_keys,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -114,10 +121,21 @@ class EventPublisher:
         self._keys_timeout_s = keys_timeout_s
 
     async def keys_for(self, events: Sequence[CustomerPathEvent]) -> dict[str, DataKey]:
-        """The data keys of the events' persons, in one call (KeysUnavailable if not had)."""
-        return await ensure_keys(
-            self._person_keys, (e.envelope.subject for e in events), self._keys_timeout_s
-        )
+        """The data keys of the events' persons, in one call; asked again while the key store
+        does not answer (a broker restarting: the producer waits for it too) until
+        ``keys_timeout_s`` has passed, then KeysUnavailable. Nothing is sent meanwhile."""
+        subjects = list(dict.fromkeys(e.envelope.subject for e in events))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._keys_timeout_s
+        while True:
+            left = deadline - loop.time()
+            try:
+                return await ensure_keys(self._person_keys, subjects, max(1.0, left))
+            except KeysUnavailable as exc:
+                if loop.time() + 1.0 >= deadline or isinstance(exc, KeysRefused):
+                    raise
+                log.warning("publisher.keys_retried", persons=len(subjects))
+                await asyncio.sleep(1.0)
 
     async def send(self, record: EncodedEvent) -> asyncio.Future[RecordMetadata]:
         """Hand an encoded event to the producer; the future resolves on the broker's ack."""
@@ -193,7 +211,8 @@ async def open_publisher(
             serializer,
             settings.topic_customer_path,
             person_keys,
-            keys_timeout_s=max(10.0, settings.ingest_write_timeout_s),
+            # As patient as the producer (delivery.timeout of aiokafka: 120 s by default).
+            keys_timeout_s=120.0,
         )
 
 

@@ -51,6 +51,11 @@ class KeysUnavailable(SinkUnavailable):
     """The persons' data keys cannot be had now; nothing was written, retry later."""
 
 
+class KeysRefused(KeysUnavailable):
+    """The key-encryption keeper refused (misconfigured, no permission): an operator must act;
+    still a 503 at the API (the request itself is fine), not retried by tools."""
+
+
 async def ensure_keys(
     keys: PersonKeys, subjects: Iterable[str], timeout_s: float
 ) -> dict[str, DataKey]:
@@ -75,7 +80,7 @@ async def ensure_keys(
         ) from exc
     except KekError as exc:  # misconfigured or refused: an operator must act, still no write
         log.error("edge.keys_refused", error=type(exc).__name__, persons=len(wanted))
-        raise KeysUnavailable(
+        raise KeysRefused(
             f"the key-encryption key refused to wrap the persons' data keys "
             f"({type(exc).__name__}); nothing was written, retry later",
             retry_after_s=30,
