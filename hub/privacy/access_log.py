@@ -26,7 +26,7 @@ import asyncio
 import random
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
@@ -117,13 +117,16 @@ async def record_reveal(
     reason: str,
     *,
     events: Iterable[tuple[str, str | UUID]] | None = None,
+    fields_of: Mapping[str, Iterable[str]] | None = None,
     at: datetime | None = None,
 ) -> list[Disclosure]:
     """Write a ``revealed`` receipt per person whose personal fields ``operator`` saw.
 
     ``events`` (``(subject, event id)`` pairs), when given, says which events are whose;
-    otherwise every receipt lists all ``event_ids`` of the batch. Returns the receipts, each
-    acknowledged (acks=all) before this returns: the caller shows the values only after.
+    otherwise every receipt lists all ``event_ids`` of the batch. ``fields_of``, when given,
+    says which fields were revealed of whose events (a person it does not name gets
+    ``fields``). Returns the receipts, each acknowledged (acks=all) before this returns: the
+    caller shows the values only after.
     """
     if not operator.strip():
         raise ValueError("a reveal is recorded under an operator name")
@@ -148,7 +151,9 @@ async def record_reveal(
                 event_id=uuid.uuid5(batch, subject),
                 subject=subject,
                 event_type="PersonalFieldsRevealed",
-                fields=shown,
+                fields=shown
+                if fields_of is None or subject not in fields_of
+                else sorted(set(fields_of[subject])),
                 legal_basis={"reveal": reason},
                 status=DisclosureStatus.REVEALED,
                 attempts=1,
