@@ -4,14 +4,17 @@ Without ``--reveal`` the command holds no key: sealed personal values print as `
 ``--reveal --reason TEXT`` opens them with the person keys (the configured key-encryption
 key and the person-keys topic; it refuses with one line when either cannot be had), says on
 stderr that the access is recorded, and records every revealed event in the disclosure log
-(:func:`hub.privacy.access_log.record_reveal`) before the event is printed.
+(:func:`hub.privacy.access_log.record_reveal`) before the event is printed: one receipt per
+person of whom something was shown, listing the fields shown of that person's events. What
+the routes hold back (a restricted person, plaintext of a person forgotten since) is shown
+``<restricted>`` and recorded for nobody.
 """
 
 from __future__ import annotations
 
 import getpass
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -92,7 +95,9 @@ def tail_command(
             keys.close()
         click.echo(
             f"{shown.revealed} event(s) revealed and recorded; {shown.erased} value(s) of "
-            f"forgotten persons erased, {shown.closed} other value(s) left sealed",
+            f"forgotten persons erased, {shown.closed} other value(s) left sealed, "
+            f"{shown.withheld} value(s) held back as <restricted> (processing restricted, or "
+            "plaintext of a person forgotten since)",
             err=True,
         )
     if failed:
@@ -133,13 +138,32 @@ def _disclosure_recorder() -> Callable[[HubSettings, str, str, list[LogEntry]], 
     async def record(
         settings: HubSettings, operator: str, reason: str, entries: list[LogEntry]
     ) -> None:
-        subjects = sorted({e.subject for e in entries if e.subject is not None})
-        event_ids = [e.event_id for e in entries if e.event_id is not None]
-        fields = sorted({path for e in entries for path in e.revealed})
-        whose = [(e.subject, e.event_id) for e in entries if e.subject and e.event_id]
-        await record_reveal(settings, operator, subjects, event_ids, fields, reason, events=whose)
+        shown = [e for e in entries if e.revealed]  # nothing shown of a person: no receipt
+        fields_of = revealed_fields(shown)
+        event_ids = [e.event_id for e in shown if e.event_id is not None]
+        fields = sorted({path for e in shown for path in e.revealed})
+        whose = [(e.subject, e.event_id) for e in shown if e.subject and e.event_id]
+        await record_reveal(
+            settings,
+            operator,
+            sorted(fields_of),
+            event_ids,
+            fields,
+            reason,
+            events=whose,
+            fields_of=fields_of,
+        )
 
     return record
+
+
+def revealed_fields(entries: Iterable[LogEntry]) -> dict[str, list[str]]:
+    """Person → the fields revealed of that person's own events (their receipt's fields)."""
+    found: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.subject is not None and entry.revealed:
+            found.setdefault(entry.subject, set()).update(entry.revealed)
+    return {subject: sorted(paths) for subject, paths in sorted(found.items())}
 
 
 def _person_keys(settings: HubSettings, timeout_s: float) -> KafkaPersonKeys:
@@ -205,6 +229,7 @@ class _Shown:
         self.revealed = 0
         self.erased = 0
         self.closed = 0
+        self.withheld = 0
 
 
 async def _tail(
@@ -248,6 +273,7 @@ async def _tail(
             erased = _value_at(entry.event, path) == ERASED_PLACEHOLDER
             shown.erased += erased
             shown.closed += not erased
+        shown.withheld += len(entry.withheld)
         pending.append(entry)
         if follow or len(pending) >= REVEAL_BATCH:
             await flush()
