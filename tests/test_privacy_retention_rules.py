@@ -95,3 +95,26 @@ def test_the_period_comes_from_the_rule_not_the_code() -> None:
 
 def test_the_reason_names_the_rule() -> None:
     assert FIVE.reason().startswith("retention: test-5y")
+
+
+def test_facts_after_the_last_spell_extend_the_relationship() -> None:
+    # The spell ended 30.6.2015; a statement issued 14.9.2016 and a service attended until
+    # 2.3.2018 (the last fact): the relationship ended 2.3.2018, kept through 2.3.2023.
+    spells = [Spell(date(2014, 2, 3), date(2015, 6, 30))]
+    assert relationship_end(spells, last_fact=date(2018, 3, 2)) == date(2018, 3, 2)
+    assert kept_until(spells, FIVE, last_fact=date(2018, 3, 2)) == date(2023, 3, 2)
+    assert not is_expired(spells, date(2021, 1, 1), FIVE, last_fact=date(2018, 3, 2))
+    assert not is_expired(spells, date(2023, 3, 2), FIVE, last_fact=date(2018, 3, 2))
+    assert is_expired(spells, date(2023, 3, 3), FIVE, last_fact=date(2018, 3, 2))
+    # A fact before the spell's end changes nothing; an open spell stays open whatever came.
+    assert relationship_end(spells, last_fact=date(2015, 1, 5)) == date(2015, 6, 30)
+    still = [Spell(date(2014, 2, 3), None)]
+    assert relationship_end(still, last_fact=date(2016, 1, 1)) is None
+
+
+def test_a_person_with_no_spell_but_other_facts_ended_on_their_last_fact() -> None:
+    # Only a service enrolment (3.5.2017) and participation reported until 29.12.2017.
+    assert relationship_end([], last_fact=date(2017, 12, 29)) == date(2017, 12, 29)
+    assert not is_expired([], date(2022, 12, 29), FIVE, last_fact=date(2017, 12, 29))
+    assert is_expired([], date(2022, 12, 30), FIVE, last_fact=date(2017, 12, 29))
+    assert relationship_end([], last_fact=None) is None

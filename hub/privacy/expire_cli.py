@@ -1,13 +1,26 @@
 """``hub person expire``: forget the people whose personal data has outlived the retention rule.
 
-From the reporting store (pseudonyms and their job-search spells, as known now) every person
-whose customer relationship ended (no spell open; the last spell ended) longer ago than the
-rule in force on ``--as-of`` says (:mod:`hub.rules.retention`,
-``hub/rules/data/personal_data_retention.csv``) is forgotten by pseudonym: the person-keys
-topic gets the forgotten marker and a tombstone per key (:meth:`KafkaPersonKeys.forget`), and
-the disclosure log an ``erased`` receipt naming the rule (:func:`record_erasures`). From then
-on their sealed personal fields are unreadable everywhere and routes that need them
-dead-letter; their pseudonymous facts stay in the reports.
+From the reporting store (pseudonyms, their job-search spells and their other facts, as known
+now) every person whose customer relationship ended longer ago than the rule in force on
+``--as-of`` says (:mod:`hub.rules.retention`, ``hub/rules/data/personal_data_retention.csv``)
+is forgotten by pseudonym: the person-keys topic gets the forgotten marker and a tombstone per
+key (:meth:`KafkaPersonKeys.forget`), and the disclosure log an ``erased`` receipt naming the
+rule (:func:`record_erasures`). From then on their sealed personal fields are unreadable
+everywhere and routes that need them dead-letter; their pseudonymous facts stay in the reports.
+
+Every person with a fact in any table of the store is checked, not only those with a spell
+(someone who only enrolled in a service or had a statement issued has a relationship too). The
+relationship has ended when no spell is open, and it ended on the later of the last spell's
+end (``ended_on``) and the day of the person's last other fact. That day is the fact's event
+time (``occurred_at``, as a day in Finland): when the person dealt with the services. Not its
+knowledge time (``recorded_at``): a fact recorded late (a backfill, an archive replayed into a
+new store, a correction of an old fact) must not restart the clock of a relationship that ended
+long before; ``recorded_at`` only says which facts are known (the store as known now, each
+fact's latest version, retracted facts left out).
+
+:meth:`KafkaPersonKeys.forget` has no batch form (one person's marker and tombstones,
+acknowledged, at a time); the erasure receipts are written in batches of
+:data:`RECORD_BATCH`, and each batch says how many were forgotten so far.
 
 The command never holds the key-encryption key: forgetting writes records and unwraps nothing
 (the key store is given a keeper that refuses every unwrap). It never sees an identity code:
@@ -25,15 +38,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-from zoneinfo import ZoneInfo
 
 import click
 
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
 from hub.privacy.kek import KekError, WrappedKey
+from hub.reporting.indicators.frame import FINLAND
 from hub.reporting.store import ReportingStore, StoreError
-from hub.reporting.tables import live_sql
+from hub.reporting.tables import FACT_TABLES, live_sql
 from hub.rules.effective import NoRuleInForce, Period
 from hub.rules.retention import RetentionRule, Spell, is_expired, retention_rule
 from hub.settings import HubSettings, get_settings
@@ -41,7 +54,8 @@ from hub.settings import HubSettings, get_settings
 if TYPE_CHECKING:
     from hub.privacy.keystore import ForgetResult, KafkaPersonKeys
 
-FINLAND: Final = ZoneInfo("Europe/Helsinki")
+SPELL_TABLES: Final = ("spells", "spell_ends")
+"""The tables of the spells themselves; every other fact table holds the person's other facts."""
 RECORD_BATCH: Final = 100
 """Forgotten persons whose erasure receipts are written in one transaction."""
 PROGRESS_EVERY: Final = 10_000
@@ -83,15 +97,26 @@ class Summary:
     """Expired people with no data key stored (records of before field encryption only)."""
     left_for_later: int = 0
     """Expired people beyond ``--limit``."""
+    forgotten: int = 0
+    """Forgotten by this run (their erasure recorded or not)."""
     unrecorded: list[str] = field(default_factory=list)
 
 
 def persons_with_spells(
     store: ReportingStore, known_at: datetime
-) -> Iterator[tuple[str, list[Spell]]]:
-    """``(pseudonym, spells)`` of every person with a spell or a spell end in the store, as
-    known at ``known_at`` (corrections and retractions applied); an end without its
-    registration in the store counts as a spell of that one day."""
+) -> Iterator[tuple[str, list[Spell], date | None]]:
+    """``(pseudonym, spells, day of the last other fact)`` of every person with any fact in the
+    store, as known at ``known_at`` (corrections and retractions applied), in pseudonym order.
+
+    An end without its registration in the store counts as a spell of that one day. The last
+    other fact is the latest ``occurred_at`` (a day in Finland) of the person's facts in the
+    tables other than the spells' (:data:`SPELL_TABLES`); None when there is none.
+    """
+    others = " UNION ALL ".join(
+        f"SELECT subject, occurred_at FROM ({live_sql(t.name)})"
+        for t in FACT_TABLES
+        if t.name not in SPELL_TABLES
+    )
     query = f"""
         WITH s AS ({live_sql("spells")}), e AS (
             SELECT subject, correlation_id, max(ended_on) AS ended_on
@@ -99,23 +124,30 @@ def persons_with_spells(
         )
         SELECT coalesce(s.subject, e.subject) AS subject,
                coalesce(s.job_search_started_on, e.ended_on) AS started_on,
-               e.ended_on
+               e.ended_on AS ended_on, CAST(NULL AS TIMESTAMP) AS last_at
         FROM s FULL OUTER JOIN e
           ON s.subject = e.subject AND s.correlation_id = e.correlation_id
+        UNION ALL
+        SELECT subject, CAST(NULL AS DATE), CAST(NULL AS DATE), max(occurred_at)
+        FROM ({others}) GROUP BY subject
         ORDER BY 1
     """
     cursor = store.con.execute(query, {"as_of": known_at.replace(tzinfo=None)})
     current: str | None = None
     spells: list[Spell] = []
+    last: date | None = None
     while rows := cursor.fetchmany(10_000):
-        for subject, started_on, ended_on in rows:
+        for subject, started_on, ended_on, last_at in rows:
             if subject != current:
                 if current is not None:
-                    yield current, spells
-                current, spells = subject, []
-            spells.append(Spell(started_on, ended_on))
+                    yield current, spells, last
+                current, spells, last = subject, [], None
+            if last_at is not None:  # the store's times are UTC without a zone
+                last = last_at.replace(tzinfo=UTC).astimezone(FINLAND).date()
+            elif started_on is not None:
+                spells.append(Spell(started_on, ended_on))
     if current is not None:
-        yield current, spells
+        yield current, spells, last
 
 
 def _rule(as_of: date) -> Period[RetentionRule]:
@@ -232,7 +264,7 @@ def expire_command(
 def _expire(
     settings: HubSettings,
     keys: KafkaPersonKeys,
-    people: Iterator[tuple[str, list[Spell]]],
+    people: Iterator[tuple[str, list[Spell], date | None]],
     as_of: date,
     rule: RetentionRule,
     dry_run: bool,
@@ -241,11 +273,11 @@ def _expire(
 ) -> None:
     pending: list[ForgetResult] = []
     forgotten_now = 0
-    for subject, spells in people:
+    for subject, spells, last_fact in people:
         summary.checked += 1
         if summary.checked % PROGRESS_EVERY == 0:
             click.echo(f"checked {summary.checked} person(s), {summary.expired} expired", err=True)
-        if not is_expired(spells, as_of, rule):
+        if not is_expired(spells, as_of, rule, last_fact):
             if any(s.ended_on is None for s in spells):
                 summary.open_spell += 1
             else:
@@ -263,7 +295,8 @@ def _expire(
             summary.without_keys += 1
         if dry_run:
             continue
-        pending.append(keys.forget(subject, reason=rule.reason()))
+        pending.append(keys.forget(subject, reason=rule.reason()))  # no batch form: one by one
+        summary.forgotten += 1
         if len(pending) >= RECORD_BATCH:
             _record(settings, pending, rule, summary)
     if pending:
@@ -282,7 +315,11 @@ def _record(
                 settings, results, rule.reason(), via=f"hub person expire: {rule.rule_id}"
             ),
         )
-        click.echo(f"forgot {len(results)} person(s), erasures recorded", err=True)
+        click.echo(
+            f"forgot {len(results)} person(s), erasures recorded ({summary.forgotten} "
+            "forgotten so far)",
+            err=True,
+        )
     except Exception as error:  # the keys are gone: say whose receipt is missing
         text = error.message if isinstance(error, click.ClickException) else str(error)
         first = (text.splitlines() or [type(error).__name__])[0]

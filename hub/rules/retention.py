@@ -1,17 +1,22 @@
 """How long a person's personal data is kept after their customer relationship ends, as dated data.
 
 The rule lives in ``data/personal_data_retention.csv``: one row per period of law, with the
-rule id, what the period counts from (``customer_relationship_end``: the day the person's last
-job-search spell ended, with no spell open), the period in years, whether the figure has been
-verified against the statute, and the source. The rule applied is the one in force on the day
-the check is made (``as_of``): the law in force then says how long data may still be kept.
+rule id, what the period counts from (``customer_relationship_end``), the period in years,
+whether the figure has been verified against the statute, and the source. The rule applied is
+the one in force on the day the check is made (``as_of``): the law in force then says how long
+data may still be kept.
 
-A relationship has ended when the person has at least one spell and none is open; its end is
-the latest end day. The data is kept *for* the period: on the day the period runs out (the
-same calendar day ``years`` later; 29 February counts to 28 February) it is still kept, from
-the next day on it has expired. A new spell reopens the relationship, and its end starts the
-clock again. Pure functions only: :mod:`hub.privacy.expire_cli` reads the spells from the
-reporting store and forgets the expired persons.
+The customer relationship is the person's job-search spells *and* everything else the hub
+holds of them (service enrolments and participation, statements, offers, plans...): a
+relationship has ended when no spell is open, and it ended on the later of the last spell's end
+and the day of the person's last other fact (``last_fact``; a person with no spell at all but
+other facts ended on that day). A statement issued, or a service attended, after the last
+spell ended keeps the relationship going until then. The data is kept *for* the period: on the
+day the period runs out (the same calendar day ``years`` later; 29 February counts to 28
+February) it is still kept, from the next day on it has expired. A new spell reopens the
+relationship, and its end (or a later fact) starts the clock again. Pure functions only:
+:mod:`hub.privacy.expire_cli` reads the spells and the last facts from the reporting store and
+forgets the expired persons.
 """
 
 from __future__ import annotations
@@ -76,26 +81,39 @@ def add_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
-def relationship_end(spells: Iterable[Spell]) -> date | None:
-    """The day the customer relationship ended: the latest spell end, None while a spell is
-    open (or there is none, or a spell started after the last end)."""
+def relationship_end(spells: Iterable[Spell], last_fact: date | None = None) -> date | None:
+    """The day the customer relationship ended: the later of the latest spell end and
+    ``last_fact`` (the day of the person's last fact that is not a spell); None while a spell is
+    open (or a spell started after the last end), or when there is neither a spell nor a fact."""
     spells = list(spells)
-    if not spells or any(s.ended_on is None for s in spells):
+    if any(s.ended_on is None for s in spells):
         return None
-    end = max(s.ended_on for s in spells if s.ended_on is not None)
-    if any(s.started_on > end for s in spells):  # a later spell without its end (data gap)
-        return None
-    return end
+    ends = [s.ended_on for s in spells if s.ended_on is not None]
+    if ends:
+        spell_end = max(ends)
+        if any(s.started_on > spell_end for s in spells):  # a later spell without its end
+            return None
+        ends = [spell_end]
+    if last_fact is not None:
+        ends.append(last_fact)
+    return max(ends) if ends else None
 
 
-def kept_until(spells: Iterable[Spell], rule: RetentionRule) -> date | None:
+def kept_until(
+    spells: Iterable[Spell], rule: RetentionRule, last_fact: date | None = None
+) -> date | None:
     """The last day the person's data is kept, None while the relationship lasts."""
-    end = relationship_end(spells)
+    end = relationship_end(spells, last_fact)
     return None if end is None else add_years(end, rule.years)
 
 
-def is_expired(spells: Iterable[Spell], as_of: date, rule: RetentionRule | None = None) -> bool:
+def is_expired(
+    spells: Iterable[Spell],
+    as_of: date,
+    rule: RetentionRule | None = None,
+    last_fact: date | None = None,
+) -> bool:
     """Whether the person's personal data has outlived the rule in force on ``as_of``."""
     rule = rule if rule is not None else retention_rule(as_of).value
-    last = kept_until(spells, rule)
+    last = kept_until(spells, rule, last_fact)
     return last is not None and as_of > last
