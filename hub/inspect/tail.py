@@ -32,18 +32,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, S
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from uuid import UUID
 
 from hub.events.sensitivity import sensitive_fields
 from hub.kafka.reading import read_topic
 from hub.logging import redact_text
-from hub.privacy.datakeys import KeyDirectory
 from hub.privacy.fields import SEALED_PLACEHOLDER, SealedFields
 from hub.privacy.sealing import DataKey, KeyErased, SealError, is_sealed, sealed_key_id
-from hub.routing.outbox import restricted as held_back_after_forgetting
 from hub.serde import EventSerializer, SchemaCatalog, SerdeError
 from hub.settings import HubSettings
+
+if TYPE_CHECKING:  # plain hub tail loads no key code (the directory and the router's rules)
+    from hub.privacy.datakeys import KeyDirectory
 
 MASK = "***"
 ERASED_PLACEHOLDER: Final = "<erased>"
@@ -392,6 +393,8 @@ def _revealed(
         for path in held:
             event = _set(event, path, RESTRICTED_PLACEHOLDER)
         return _masked(dataclasses.replace(entry, event=event, withheld=tuple(held)))
+    from hub.routing.outbox import restricted as held_back_after_forgetting
+
     mark = directory.forgotten(subject) if subject is not None else None
     forgotten_before = held_back_after_forgetting(mark, record)
     opened = sealed.open(type_name, record, found)
