@@ -1,9 +1,10 @@
 """``hub person expire`` on the real broker: only the person whose relationship ended longer ago
 than the rule allows is forgotten, and their keys then refuse as erased.
 
-Three people in a reporting store: A's only spell ended in 2015, B's ended a month before the
-check, C's has been open since 2020. The check day is 1.12.2026; the rule in force then keeps
-data five years (``personal_data_retention.csv``), so only A has expired.
+Four people in a reporting store: A's only spell ended in 2015, B's ended a month before the
+check, C's has been open since 2020, D never had a spell: only a service enrolment in 2016 and a
+participation report of 2017. The check day is 1.12.2026; the rule in force then keeps data
+five years (``personal_data_retention.csv``), so A and D have expired.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ import pytest
 
 from connectors.simulator import SimulationConfig, simulate
 from hub.events import CustomerPathEvent
-from hub.events.customer_path import JobSearchEnded, JobseekerRegistered
+from hub.events.customer_path import (
+    JobSearchEnded,
+    JobseekerRegistered,
+    ServiceEnrolled,
+    ServiceParticipationReported,
+)
 from hub.identity import Pseudonymizer
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
@@ -87,6 +93,7 @@ class World:
     recent: str
     open: str
     keys: dict[str, UUID]
+    no_spell: str = ""
 
 
 @contextlib.contextmanager
@@ -121,14 +128,18 @@ def world(kafka_bootstrap: str, tmp_path: Path) -> World:
     asyncio.run(ensure_topics(settings))
     config = SimulationConfig(jobseekers=30, seed=97)
     events = [e for p in simulate(config, Pseudonymizer(SIMULATION_SECRET)) for e in p]
-    registrations = [e for e in events if isinstance(e, JobseekerRegistered)][:3]
+    registrations = [e for e in events if isinstance(e, JobseekerRegistered)][:4]
     template = next(e for e in events if isinstance(e, JobSearchEnded))
-    old, recent, still = registrations
+    old, recent, still, without = registrations
+    enrolment = next(e for e in events if isinstance(e, ServiceEnrolled))
+    participation = next(e for e in events if isinstance(e, ServiceParticipationReported))
     store_events = [
         *_spell(old, template, date(2014, 2, 3), date(2015, 6, 30)),
         *_spell(recent, template, date(2019, 1, 7), date(2020, 1, 31)),
         *_spell(recent, template, date(2026, 3, 2), AS_OF - timedelta(days=30)),  # a new spell
         *_spell(still, template, date(2020, 5, 4), None),
+        _moved(enrolment, without.envelope.subject, date(2016, 5, 3)),
+        _moved(participation, without.envelope.subject, date(2017, 3, 31)),
     ]
     path = tmp_path / "store.duckdb"
     with ReportingStore(path) as store:
@@ -136,7 +147,19 @@ def world(kafka_bootstrap: str, tmp_path: Path) -> World:
     subjects = [r.envelope.subject for r in registrations]
     with started_person_keys(settings) as keys:
         made = keys.ensure(subjects)
-    return World(settings, path, *subjects, keys={s: k.key_id for s, k in made.items()})
+    return World(
+        settings, path, subjects[0], subjects[1], subjects[2],
+        keys={s: k.key_id for s, k in made.items()}, no_spell=subjects[3],
+    )  # fmt: skip
+
+
+def _moved(event: CustomerPathEvent, subject: str, day: date) -> CustomerPathEvent:
+    """A simulated event of another person, on ``day`` (a fact that is not a spell)."""
+    at = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
+    envelope = event.envelope.model_copy(
+        update={"event_id": uuid.uuid4(), "subject": subject, "occurred_at": at, "recorded_at": at}
+    )
+    return event.model_copy(update={"envelope": envelope})
 
 
 def _expire(world: World, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -169,17 +192,19 @@ def test_only_the_person_whose_relationship_ended_long_ago_is_forgotten(world: W
         assert "not verified against the statute" in refused.stderr
     dry = _expire(world, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "checked 3 person(s): 1 expired (would forget them), 0 already forgotten" in dry.stdout
+    assert "checked 4 person(s): 2 expired (would forget them), 0 already forgotten" in dry.stdout
     assert "1 with an open spell, 1 within the retention period" in dry.stdout
-    for subject in (world.old, world.recent, world.open):
+    for subject in (world.old, world.recent, world.open, world.no_spell):
         assert subject not in dry.stdout + dry.stderr  # counts only
     with started_person_keys(world.settings) as keys:
         assert keys.forgotten(world.old) is None  # the dry run forgot nobody
+        assert keys.forgotten(world.no_spell) is None
 
     done = _expire(world, "--accept-unverified-rule")
     assert done.returncode == 0, done.stderr
-    assert "checked 3 person(s): 1 expired (forgot them), 0 already forgotten" in done.stdout
+    assert "checked 4 person(s): 2 expired (forgot them), 0 already forgotten" in done.stdout
     assert "erasures recorded" in done.stdout
+    assert "forgot 2 person(s), erasures recorded (2 forgotten so far)" in done.stderr
 
     with started_person_keys(world.settings) as keys:
         mark = keys.forgotten(world.old)
@@ -187,6 +212,9 @@ def test_only_the_person_whose_relationship_ended_long_ago_is_forgotten(world: W
         assert mark.reason == rule.reason()
         with pytest.raises(KeyErased):  # what a route needing A's fields dead-letters with
             keys.data_key(world.old, world.keys[world.old])
+        assert keys.forgotten(world.no_spell) is not None  # no spell: ended on the last fact
+        with pytest.raises(KeyErased):
+            keys.data_key(world.no_spell, world.keys[world.no_spell])
         assert keys.forgotten(world.recent) is None
         assert keys.forgotten(world.open) is None
         assert keys.data_key(world.recent, world.keys[world.recent]).subject == world.recent
@@ -194,13 +222,14 @@ def test_only_the_person_whose_relationship_ended_long_ago_is_forgotten(world: W
 
     disclosed = asyncio.run(_disclosures(world.settings))
     assert world.old.encode() in disclosed
+    assert world.no_spell.encode() in disclosed
     assert rule.rule_id.encode() in disclosed
     assert world.recent.encode() not in disclosed
     assert world.open.encode() not in disclosed
 
     again = _expire(world, "--accept-unverified-rule")
     assert again.returncode == 0, again.stderr
-    assert "0 expired (forgot them), 1 already forgotten" in again.stdout
+    assert "0 expired (forgot them), 2 already forgotten" in again.stdout
 
 
 def test_expire_refuses_a_missing_store_and_an_unreachable_key_topic(
