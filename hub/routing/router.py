@@ -304,6 +304,11 @@ class RecordHandler:
         self._dead_letter_topic = settings.topic_dead_letter
         self._sealed = SealedFields(self._catalog) if self._catalog is not None else SealedFields()
         self._guards: dict[tuple[str, str, str], tuple[tuple[str, tuple[str, ...]], ...]] = {}
+        self._state_fingerprints = frozenset(
+            fingerprint
+            for fingerprint, reader in self._raw_readers.items()
+            if reader.type_name.rpartition(".")[2] in _STATE_FIELDS
+        )
 
     # -- personal fields ---------------------------------------------------------------------
 
@@ -389,12 +394,8 @@ class RecordHandler:
         yet unwrapped). A route whose record needs a key that is erased or unknown gets a dead
         letter in its place; the record's other routes are untouched. KekUnavailable: the
         keeper did not answer, nothing is decided (the router retries the batch)."""
-        decoded = [self._decode_record(record) for record in records]
-        state_keys = self._state_keys(decoded)
-        outcomes = [
-            d if isinstance(d, Outcome) else self._handle(record, states, d[0], d[1], state_keys)
-            for record, d in zip(records, decoded, strict=True)
-        ]
+        state_keys = self._state_keys(records)
+        outcomes = [self._handle(record, states, state_keys) for record in records]
         wanted = [pair for o in outcomes for need in o.needs for pair in need.pairs]
         if not wanted:
             return outcomes
@@ -472,28 +473,40 @@ class RecordHandler:
         except SerdeError as error:
             return self._dead_letter(record, DeadLetterStage.DECODE, type(error).__name__, error)
 
-    def _state_keys(
-        self, decoded: Sequence[tuple[DecodedEvent, BodyReader | None] | Outcome]
-    ) -> _BatchKeys | None:
+    def _state_keys(self, records: Sequence[LogRecord]) -> _BatchKeys:
         """The data keys of the sealed fields the person state is learnt from (a registration's
-        fund membership: who pays the person), fetched for the batch in one call."""
+        fund membership: who pays the person), fetched for the batch in one call. Only the
+        records whose ``ce_type`` names such a type are decoded for it (and not kept: a batch of
+        decoded records held alive costs the collector more than the second decode of a few);
+        a key missed here is looked up when the record is handled."""
         wanted: list[KeyPair] = []
-        for item in decoded:
-            if isinstance(item, Outcome):
+        learning = self._state_fingerprints
+        for record in records:
+            value = record.value
+            if value is None:
                 continue
-            type_name = item[0].type_name.rpartition(".")[2]
-            paths = _STATE_FIELDS.get(type_name)
+            if value[:2] == SINGLE_OBJECT_MAGIC and value[2:10] in self._raw_readers:
+                if value[2:10] not in learning:  # the hot path: one look-up per record
+                    continue
+            else:
+                kind = next((v for k, v in record.headers if k == "ce_type"), b"")
+                if kind.rpartition(b".")[2].decode("utf-8", "replace") not in _STATE_FIELDS:
+                    continue
+            try:
+                decoded, _ = self._decode(value)
+            except (SchemaRegistryError, SerdeError):
+                continue  # handled (and dead-lettered, or retried) with the record itself
+            paths = _STATE_FIELDS.get(decoded.type_name.rpartition(".")[2])
             if not paths:
                 continue
-            event = item[0].record
-            subject = (event.get("envelope") or {}).get("subject")
-            found = granted_values(event, str(subject), paths)
+            event = decoded.record
+            found = granted_values(event, str((event.get("envelope") or {}).get("subject")), paths)
             if found is not None:
                 wanted.extend(found.pairs)
         if not wanted:
-            return None
+            return _BatchKeys(self, {}, {})
         keys, failed = available_keys(self.person_keys(), wanted)
-        return _BatchKeys(keys, failed)
+        return _BatchKeys(self, keys, failed)
 
     def _state_view(
         self, type_name: str, event: dict[str, Any], keys: _BatchKeys | None
@@ -502,19 +515,19 @@ class RecordHandler:
         opened, in memory only (the outbox values are written from the sealed event). None: a
         field does not open (the person forgotten), so the event teaches nothing."""
         paths = _STATE_FIELDS.get(type_name)
-        if not paths or keys is None:
+        if not paths:
             return event
+        keys = keys if keys is not None else _BatchKeys(self, {}, {})
         opened = self._sealed.open(type_name, event, keys, [p for p, _ in paths])
         return None if opened.failed else opened.record
 
     def _handle(
-        self,
-        record: LogRecord,
-        states: StateBatch,
-        decoded: DecodedEvent,
-        raw: BodyReader | None,
-        state_keys: _BatchKeys | None = None,
+        self, record: LogRecord, states: StateBatch, state_keys: _BatchKeys | None = None
     ) -> Outcome:
+        result = self._decode_record(record)
+        if isinstance(result, Outcome):
+            return result
+        decoded, raw = result
         type_name = decoded.type_name.rpartition(".")[2]
         event = decoded.record
         envelope = event.get("envelope") or {}
@@ -756,11 +769,16 @@ _STATE_FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 
 
 class _BatchKeys:
-    """:class:`~hub.privacy.fields.KeyLookup` over the keys fetched for one batch."""
+    """:class:`~hub.privacy.fields.KeyLookup` over the keys fetched for one batch; a key not
+    fetched (a record whose ``ce_type`` header did not say what it is) is asked for alone."""
 
     def __init__(
-        self, found: Mapping[KeyPair, DataKey], failed: Mapping[KeyPair, SealError | KekError]
+        self,
+        handler: RecordHandler,
+        found: Mapping[KeyPair, DataKey],
+        failed: Mapping[KeyPair, SealError | KekError],
     ) -> None:
+        self._handler = handler
         self._found = found
         self._failed = failed
 
@@ -769,6 +787,12 @@ class _BatchKeys:
         if key is not None:
             return key
         problem = self._failed.get((subject, key_id))
+        if problem is None:
+            found, failed = available_keys(self._handler.person_keys(), [(subject, key_id)])
+            key = found.get((subject, key_id))
+            if key is not None:
+                return key
+            problem = failed.get((subject, key_id))
         if isinstance(problem, SealError):
             raise problem
         raise KeyUnknown(subject, key_id)
