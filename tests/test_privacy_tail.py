@@ -1,8 +1,10 @@
 """``hub tail`` holds no key; ``hub tail --reveal`` opens sealed fields only with key access.
 
-A log on the real broker holds three people: one written in plaintext before field encryption,
-one sealed with a live data key, one sealed and then forgotten. Expected values come from the
-simulated events the test wrote, never from the command.
+A log on the real broker holds five people: one written in plaintext before field encryption,
+one sealed with a live data key, one sealed and then forgotten, one written in plaintext before
+field encryption and then forgotten, and one sealed whose processing is restricted (GDPR
+art. 18). Expected values come from the simulated events the test wrote, never from the
+command.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.inspect.tail import (
     BYTES_PLACEHOLDER,
+    RESTRICTED_PLACEHOLDER,
     STRAY_CODES,
     LogEntry,
     _with_stray_codes,
@@ -38,6 +41,7 @@ from hub.inspect.tail import (
 from hub.kafka.clients import make_admin, make_producer
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
+from hub.privacy.datakeys import RESTRICTED, Restricted, encode_restricted, record_key
 from hub.privacy.fields import SEALED_PLACEHOLDER, SealedFields
 from hub.privacy.kek import LocalKeyEncryptionKeys
 from hub.privacy.sealing import DataKey, seal_value
@@ -109,6 +113,8 @@ class Log:
     plain: list[CustomerPathEvent]
     live: list[CustomerPathEvent]
     forgotten: list[CustomerPathEvent]
+    plain_forgotten: list[CustomerPathEvent]
+    restricted: list[CustomerPathEvent]
     codes: dict[str, str]
     """pseudonym → identity code"""
     names: dict[str, str]
@@ -118,7 +124,8 @@ def _people() -> list[list[CustomerPathEvent]]:
     paths = list(
         simulate(SimulationConfig(jobseekers=3, seed=93), Pseudonymizer(SIMULATION_SECRET))
     )
-    assert len({p[0].envelope.subject for p in paths}) == 3
+    paths += simulate(SimulationConfig(jobseekers=2, seed=94), Pseudonymizer(SIMULATION_SECRET))
+    assert len({p[0].envelope.subject for p in paths}) == 5
     return paths
 
 
@@ -144,18 +151,18 @@ def log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Log:
         kek=KEK,
     )
     asyncio.run(ensure_topics(settings))
-    plain, live, forgotten = _people()
+    plain, live, forgotten, plain_forgotten, restricted = _people()
     serializer = SingleObjectSerializer()
     fields = SealedFields()
     records: list[tuple[str, bytes]] = []
     kek = LocalKeyEncryptionKeys.from_text(KEK)
     with started_person_keys(settings, kek) as keys:
-        got = keys.ensure([live[0].envelope.subject, forgotten[0].envelope.subject])
-        for event in plain:  # written before field encryption
+        got = keys.ensure([p[0].envelope.subject for p in (live, forgotten, restricted)])
+        for event in plain + plain_forgotten:  # written before field encryption
             records.append(
                 (event.envelope.subject, serializer.encode(event.full_name(), event.to_avro()))
             )
-        for event in live + forgotten:
+        for event in live + forgotten + restricted:
             key = got[event.envelope.subject]
             sealed = fields.seal(event.full_name(), event.to_avro(), key)
             records.append((event.envelope.subject, serializer.encode(event.full_name(), sealed)))
@@ -169,10 +176,27 @@ def log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Log:
         records.append((live[0].envelope.subject, serializer.encode(moved.full_name(), copied)))
         asyncio.run(_write(settings, records))
         keys.forget(forgotten[0].envelope.subject, reason="test: forgotten on request")
-    people = (plain, live, forgotten)
+        keys.forget(plain_forgotten[0].envelope.subject, reason="test: forgotten, no key")
+        asyncio.run(_restrict(settings, restricted[0].envelope.subject))
+    people = (plain, live, forgotten, plain_forgotten, restricted)
     codes = {p[0].envelope.subject: p[0].payload.personal_identity_code for p in people}  # type: ignore[attr-defined]
     names = {p[0].envelope.subject: p[0].payload.last_name for p in people}  # type: ignore[attr-defined]
-    return Log(settings, plain, live, forgotten, codes, names)
+    return Log(settings, plain, live, forgotten, plain_forgotten, restricted, codes, names)
+
+
+async def _restrict(settings: HubSettings, subject: str) -> None:
+    """The restriction marker of the person-keys topic, written as the key store writes it."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        mark = Restricted(subject, datetime.now(UTC), "GDPR art. 18: accuracy contested")
+        await producer.send_and_wait(
+            settings.topic_person_keys,
+            key=record_key(subject, RESTRICTED),
+            value=encode_restricted(mark),
+        )
+    finally:
+        await producer.stop()
 
 
 @contextlib.contextmanager
@@ -228,7 +252,8 @@ def test_tail_without_reveal_shows_sealed_and_masked_values_and_needs_no_key(log
     done = _tail(log, HUB_KEK="not a keyring", HUB_TOPIC_PERSON_KEYS=untouched)
     assert done.returncode == 0, done.stderr
     entries = _entries(done)
-    assert len(entries) == len(log.plain) + len(log.live) + len(log.forgotten) + 1
+    people = (log.plain, log.live, log.forgotten, log.plain_forgotten, log.restricted)
+    assert len(entries) == sum(len(p) for p in people) + 1
     for code in log.codes.values():
         assert code not in done.stdout
     for name in log.names.values():
@@ -329,3 +354,58 @@ def test_a_reveal_that_unmasks_a_stray_identity_code_records_it() -> None:
     clean = {"envelope": {"subject": "s", "event_id": "e"}, "payload": {"code": "010594Y9032"}}
     opened = LogEntry("t", 0, 0, 0, None, {}, "X", None, clean, None, revealed=("payload.code",))
     assert _with_stray_codes(opened).revealed == ("payload.code",)  # the opened field only
+
+
+async def _reveal_receipts(settings: HubSettings, reason: str) -> dict[str, dict[str, Any]]:
+    """The ``revealed`` receipts of one reveal (its reason), by person."""
+    found = {}
+    async for record in read_topic(settings, settings.topic_disclosures):
+        entry = json.loads(record.value or b"{}")
+        if entry.get("status") == "revealed" and entry.get("legal_basis") == {"reveal": reason}:
+            found[entry["subject"]] = entry
+    return found
+
+
+@pytest.mark.kafka
+def test_reveal_holds_back_the_restricted_and_forgotten_plaintext_and_receipts_are_per_person(
+    log: Log,
+) -> None:
+    reason = f"test held back {uuid.uuid4().hex[:8]}"
+    done = _tail(log, "--reveal", "--reason", reason, "--operator", "tester-g")
+    assert done.returncode == 0, done.stderr
+    entries = _entries(done)
+    held = (log.plain_forgotten, log.restricted)
+    for events in held:
+        subject = events[0].envelope.subject
+        payload = _registration(entries, events)
+        assert payload["personal_identity_code"] == RESTRICTED_PLACEHOLDER
+        assert payload["last_name"] == RESTRICTED_PLACEHOLDER
+        assert log.codes[subject] not in done.stdout
+        assert f'"{log.names[subject]}"' not in done.stdout
+    assert re.search(r"[1-9][0-9]* value\(s\) held back as <restricted>", done.stderr)
+    receipts = asyncio.run(_reveal_receipts(log.settings, reason))
+    live, plain = log.live[0].envelope.subject, log.plain[0].envelope.subject
+    assert receipts.keys() == {live, plain}  # nothing shown of the others: no receipt
+    for subject, events in ((live, log.live), (plain, log.plain)):
+        # The person's events that hold a personal value (the others reveal nothing).
+        own = {str(e.envelope.event_id) for e in events if _pii_paths([e])}
+        assert own
+        assert set(receipts[subject]["event_ids"]) == own
+        # Exactly the fields that person's events hold (the simulated events say which).
+        assert receipts[subject]["fields"] == sorted(_pii_paths(events))
+    assert _pii_paths(log.live) != _pii_paths(log.plain)  # a union would overstate one of them
+
+
+def _pii_paths(events: list[CustomerPathEvent]) -> set[str]:
+    """The personal field paths that hold a value in the events (from the catalog's pii)."""
+    fields = SealedFields()
+    found = set()
+    for event in events:
+        body = event.to_avro()
+        for path in fields.paths(event.full_name()):
+            node: Any = body
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                found.add(path)
+    return found
