@@ -18,6 +18,7 @@ from hub.privacy.datakeys import (
     Forgotten,
     KeyDirectory,
     MemoryPersonKeys,
+    context_of,
     encode_forgotten,
     encode_stored,
     record_key,
@@ -279,9 +280,7 @@ def test_rotation_rewraps_so_the_old_key_encryption_key_can_be_removed() -> None
         directory.apply(key, value)
     stale = [k for k in directory.all_stored() if not rotated.is_current(k.wrapped)]
     assert len(stale) == 2
-    rewrapped = rotated.rewrap(
-        [k.wrapped for k in stale], [key_context(k.subject, k.key_id.bytes) for k in stale]
-    )
+    rewrapped = rotated.rewrap([k.wrapped for k in stale], [context_of(k) for k in stale])
     new_only = KeyDirectory(LocalKeyEncryptionKeys([("2026-12", b"\x09" * 32)]))
     for stored, wrapped in zip(stale, rewrapped, strict=True):
         assert wrapped.kek == "local:2026-12"
@@ -446,3 +445,63 @@ def test_opening_looks_each_key_up_once_per_record() -> None:
     )
     assert out.record == record
     assert calls == [key.key_id]
+
+
+def test_erasure_is_by_position_not_by_the_clocks_of_two_hosts() -> None:
+    """A writer whose clock runs ahead makes a key "after" the forget by its time, but its
+    record came before the mark in the partition: it is erased (and gets a tombstone)."""
+    store = MemoryPersonKeys(_kek())
+    key = store.ensure([SUBJECT])[SUBJECT]
+    record, value = store.records[-1]
+    skewed = store.directory.stored(SUBJECT)[0]
+    fresh = KeyDirectory(store.directory.kek)
+    fresh.apply(record, value)
+    mark = Forgotten(SUBJECT, skewed.created_at - timedelta(minutes=10), "clock behind")
+    fresh.apply(record_key(SUBJECT, "forgotten"), encode_forgotten(mark))
+    assert fresh.is_erased(SUBJECT, key.key_id)
+    assert [k.key_id for k in fresh.erased_stored(SUBJECT)] == [key.key_id]
+    assert fresh.newest(SUBJECT) is None
+    with pytest.raises(KeyErased):
+        fresh.data_key(SUBJECT, key.key_id)
+
+
+def test_a_key_record_written_again_after_its_tombstone_stays_erased() -> None:
+    """Someone re-producing an erased key's old record (before compaction removed it, or with
+    a new creation time) brings nothing back."""
+    store = MemoryPersonKeys(_kek())
+    key = store.ensure([SUBJECT])[SUBJECT]
+    original = store.records[-1]
+    store.forget(SUBJECT, "test")
+    store.directory.apply(*original)
+    with pytest.raises(KeyErased):
+        store.data_key(SUBJECT, key.key_id)
+    assert store.directory.newest(SUBJECT) is None
+    body = json.loads(original[1])
+    body["created_at"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    fresh = KeyDirectory(store.directory.kek)
+    fresh.apply(original[0], json.dumps(body).encode())
+    with pytest.raises(KekError, match="fails authentication"):
+        fresh.data_key(SUBJECT, key.key_id)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("forgotten", {"forgotten_at": "2020-01-01T00:00:00", "reason": "x"}, "no time zone"),
+        ("forgotten", {"reason": "x"}, "forgotten_at is missing"),
+        ("restricted", {"restricted_at": 5, "basis": "x"}, "restricted_at is missing or not"),
+    ],
+)
+def test_markers_need_aware_times_and_text(name: str, body: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        KeyDirectory(_kek()).apply(
+            record_key(SUBJECT, name), json.dumps({"subject": SUBJECT, **body}).encode()
+        )
+
+
+def test_a_huge_or_deeply_nested_value_is_refused_unparsed() -> None:
+    directory = KeyDirectory(_kek())
+    with pytest.raises(ValueError, match="at most"):
+        directory.apply(record_key(SUBJECT, "forgotten"), b"[" * 400_000 + b"]" * 400_000)
+    with pytest.raises(ValueError, match="nested too deep"):
+        directory.apply(record_key(SUBJECT, "forgotten"), b"[" * 8000 + b"]" * 8000)

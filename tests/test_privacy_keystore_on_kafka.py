@@ -261,14 +261,15 @@ def test_a_crash_between_marker_and_tombstones_still_erases(
         keys.forget(person, "test")
     monkeypatch.undo()
     with open_person_keys(settings) as fresh:
-        assert fresh.directory.knows(person, made.key_id)  # the wrapped key is still stored
+        stored = [k.key_id for k in fresh.directory.erased_stored(person)]
+        assert stored == [made.key_id]  # the wrapped key is still in the topic, erased
         with pytest.raises(KeyErased):
             fresh.data_key(person, made.key_id)
         assert fresh.status().awaiting_tombstone == 1
         assert fresh.ensure([person])[person].key_id != made.key_id
         result = fresh.rotate()
         assert result.erased == 1
-        assert not fresh.directory.knows(person, made.key_id)
+        assert made.key_id not in [k.key_id for k in fresh.directory.stored(person)]
     latest = {k: v for _, _, k, v in raw_records(settings)}
     assert latest[record_key(person, made.key_id)] is None
 
@@ -327,7 +328,11 @@ def test_a_wrapped_key_copied_to_another_person_does_not_unwrap(
     [
         (b"nokey", b"{}", "<pseudonym>/<key id>"),
         (b"%s/not-a-uuid", b'{"v":1,"subject":"%s"}', "not a UUID"),
-        (b"%s/" + str(uuid.uuid4()).encode(), b'{"v":1,"subject":"%s"}', "member 'kek'"),
+        (
+            b"%s/" + str(uuid.uuid4()).encode(),
+            b'{"v":1,"subject":"%s"}',
+            "kek is missing or not text",
+        ),
         (b"%s/" + str(uuid.uuid4()).encode(), b"\xff\xfe not json", "not UTF-8"),
         (b"%s/" + str(uuid.uuid4()).encode(), b"[1, 2]", "another subject"),
         (

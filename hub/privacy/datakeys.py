@@ -58,6 +58,30 @@ class Forgotten:
     reason: str
 
 
+MAX_RECORD_BYTES: Final = 16_384
+"""A person-keys value is a few hundred bytes; a larger one is refused unparsed."""
+
+
+def context_of(key: StoredKey) -> bytes:
+    """What the wrapping of a stored key is bound to: person, key id and creation time (so a
+    record with a changed time does not unwrap)."""
+    return key_context(key.subject, key.key_id.bytes, key.created_at)
+
+
+def _aware(body: dict[str, Any], name: str) -> datetime:
+    value = datetime.fromisoformat(_text(body, name))
+    if value.tzinfo is None:
+        raise ValueError(f"{name} has no time zone")
+    return value
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is missing or not text")
+    return value
+
+
 def record_key(subject: str, key_id: UUID | str) -> bytes:
     return f"{subject}/{key_id}".encode()
 
@@ -93,7 +117,12 @@ def decode_record(key: bytes, value: bytes | None) -> tuple[str, str, dict[str, 
         raise ValueError("a person-keys record key is <pseudonym>/<key id>")
     if value is None:
         return subject, name, None
-    body = json.loads(value)
+    if len(value) > MAX_RECORD_BYTES:
+        raise ValueError(f"a person-keys value of {len(value)} bytes (at most {MAX_RECORD_BYTES})")
+    try:
+        body = json.loads(value)
+    except RecursionError:
+        raise ValueError("a person-keys value nested too deep") from None
     if not isinstance(body, dict) or body.get("subject") != subject:
         raise ValueError("a person-keys record names another subject than its key")
     return subject, name, body
@@ -122,7 +151,10 @@ def encode_restricted(mark: Restricted) -> bytes:
 @dataclass
 class _Person:
     keys: dict[UUID, StoredKey] = field(default_factory=dict)
-    deleted: set[UUID] = field(default_factory=set)
+    erased: set[UUID] = field(default_factory=set)
+    """Key ids erased by a tombstone, or by a forgotten mark that came after their record:
+    by position in the partition, never by comparing two hosts' clocks. An erased id is
+    never live again, whatever record of it comes later."""
     forgotten: Forgotten | None = None
     restricted: Restricted | None = None
 
@@ -149,48 +181,66 @@ class KeyDirectory:
             if name == FORGOTTEN:
                 if body is not None:
                     person.forgotten = Forgotten(
-                        subject, datetime.fromisoformat(body["forgotten_at"]), body["reason"]
+                        subject, _aware(body, "forgotten_at"), _text(body, "reason")
                     )
-                    self._drop_erased(subject, person.forgotten)
+                    self._erase(subject, person, set(person.keys))
                 return
             if name == RESTRICTED:
                 person.restricted = (
                     None
                     if body is None
-                    else Restricted(
-                        subject, datetime.fromisoformat(body["restricted_at"]), body["basis"]
-                    )
+                    else Restricted(subject, _aware(body, "restricted_at"), _text(body, "basis"))
                 )
                 return
             key_id = UUID(name)
             if body is None:
                 person.keys.pop(key_id, None)
-                person.deleted.add(key_id)
-                self._clear.pop((subject, key_id), None)
+                self._erase(subject, person, {key_id})
                 return
-            person.deleted.discard(key_id)
-            person.keys[key_id] = StoredKey(
+            stored = StoredKey(
                 subject,
                 key_id,
-                WrappedKey(body["kek"], base64.b64decode(body["wrapped"])),
-                datetime.fromisoformat(body["created_at"]),
+                WrappedKey(_text(body, "kek"), base64.b64decode(_text(body, "wrapped"))),
+                _aware(body, "created_at"),
             )
+            person.keys[key_id] = stored  # present in the topic, live or not
             cached = self._clear.get((subject, key_id))
-            if cached is not None and cached.created_at != person.keys[key_id].created_at:
+            if cached is not None and cached.created_at != stored.created_at:
                 self._clear.pop((subject, key_id), None)
 
-    def _drop_erased(self, subject: str, mark: Forgotten) -> None:
-        """Forget the unwrapped keys the mark erases at once, not when a tombstone comes."""
-        for cached in [k for k in self._clear.values() if k.subject == subject]:
-            if cached.created_at <= mark.forgotten_at:
-                self._clear.pop((subject, cached.key_id), None)
+    def _erase(self, subject: str, person: _Person, key_ids: set[UUID]) -> None:
+        """Erase key ids at once: unwrapped copies go from the cache too."""
+        person.erased |= key_ids
+        for key_id in key_ids:
+            self._clear.pop((subject, key_id), None)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def stored(self, subject: str) -> list[StoredKey]:
+        """Every key record of the person still in the topic, live or erased, oldest first."""
         with self._lock:
             person = self._people.get(subject)
             return [] if person is None else sorted(person.keys.values(), key=_age)
+
+    def erased_stored(self, subject: str) -> list[StoredKey]:
+        """Key records still in the topic although erased: they want a tombstone."""
+        return [k for k in self.stored(subject) if self.is_erased(subject, k.key_id)]
+
+    def is_erased(self, subject: str, key_id: UUID) -> bool:
+        """Erased by a tombstone or a later forgotten mark; or created before a mark by its
+        (authenticated) creation time: a record written again after its tombstone was
+        compacted away does not come back to life."""
+        with self._lock:
+            person = self._people.get(subject)
+            if person is None:
+                return False
+            if key_id in person.erased:
+                return True
+            stored = person.keys.get(key_id)
+            mark = person.forgotten
+            return (
+                stored is not None and mark is not None and stored.created_at <= mark.forgotten_at
+            )
 
     def all_stored(self) -> list[StoredKey]:
         with self._lock:
@@ -213,16 +263,16 @@ class KeyDirectory:
             return [p.forgotten for p in self._people.values() if p.forgotten is not None]
 
     def knows(self, subject: str, key_id: UUID) -> bool:
-        """Whether the key is live (stored and not deleted)."""
+        """Whether the key is live (stored and not erased)."""
         with self._lock:
             person = self._people.get(subject)
-            return person is not None and key_id in person.keys
+            return (
+                person is not None and key_id in person.keys and not self.is_erased(subject, key_id)
+            )
 
     def newest(self, subject: str) -> StoredKey | None:
         """The key new values of the person are sealed with (created after any forgetting)."""
-        keys = self.stored(subject)
-        mark = self.forgotten(subject)
-        live = [k for k in keys if mark is None or k.created_at > mark.forgotten_at]
+        live = [k for k in self.stored(subject) if not self.is_erased(subject, k.key_id)]
         return live[-1] if live else None
 
     def data_key(self, subject: str, key_id: UUID) -> DataKey:
@@ -236,33 +286,23 @@ class KeyDirectory:
         with self._lock:
             for subject, key_id in dict.fromkeys(wanted):
                 person = self._people.get(subject)
+                if self.is_erased(subject, key_id):
+                    self._clear.pop((subject, key_id), None)
+                    mark = None if person is None else person.forgotten
+                    raise KeyErased(subject, key_id, mark.forgotten_at if mark else None)
                 cached = self._clear.get((subject, key_id))
                 if cached is not None:
-                    mark = None if person is None else person.forgotten
-                    if mark is not None and cached.created_at <= mark.forgotten_at:
-                        self._clear.pop((subject, key_id), None)
-                        raise KeyErased(subject, key_id, mark.forgotten_at)
                     self._clear.move_to_end((subject, key_id))
                     found[(subject, key_id)] = cached
                     continue
                 stored = None if person is None else person.keys.get(key_id)
-                mark = None if person is None else person.forgotten
-                if (
-                    stored is not None
-                    and mark is not None
-                    and stored.created_at <= mark.forgotten_at
-                ):
-                    raise KeyErased(subject, key_id, mark.forgotten_at)  # tombstone not yet read
                 if stored is None:
-                    if person is not None and (key_id in person.deleted or person.forgotten):
-                        mark = person.forgotten
-                        raise KeyErased(subject, key_id, mark.forgotten_at if mark else None)
                     raise KeyUnknown(subject, key_id)
                 missing.append(stored)
         if missing:
             secrets = self.kek.unwrap(
                 [s.wrapped for s in missing],
-                [key_context(s.subject, s.key_id.bytes) for s in missing],
+                [context_of(s) for s in missing],
             )
             with self._lock:
                 for stored, secret in zip(missing, secrets, strict=True):
@@ -296,7 +336,8 @@ class KeyDirectory:
         if not made:
             return []
         wrapped = self.kek.wrap(
-            [k.secret for k in made], [key_context(k.subject, k.key_id.bytes) for k in made]
+            [k.secret for k in made],
+            [key_context(k.subject, k.key_id.bytes, k.created_at) for k in made],
         )
         return [
             (k, StoredKey(k.subject, k.key_id, w, k.created_at))
@@ -351,7 +392,7 @@ class MemoryPersonKeys:
         """Tombstone every key of the person and mark them forgotten; the key ids deleted."""
         mark = Forgotten(subject, at or datetime.now(UTC), reason)
         self._write(record_key(subject, FORGOTTEN), encode_forgotten(mark))
-        deleted = [k.key_id for k in self.directory.stored(subject)]
+        deleted = [k.key_id for k in self.directory.erased_stored(subject)]
         for key_id in deleted:
             self._write(record_key(subject, key_id), None)
         return deleted

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -196,6 +197,10 @@ def build_kek(settings: HubSettings) -> KeyEncryptionKeys:
     return LocalKeyEncryptionKeys.from_text(DEV_KEK)
 
 
-def key_context(subject: str, key_id: bytes) -> bytes:
-    """What a wrapping is bound to: the person pseudonym and the data key's id."""
-    return subject.encode() + b"/" + key_id
+def key_context(subject: str, key_id: bytes, created_at: datetime | None = None) -> bytes:
+    """What a wrapping is bound to: the person pseudonym, the data key's id and (for stored
+    keys) its creation time, so a key record written again with another time fails."""
+    context = subject.encode() + b"/" + key_id
+    if created_at is not None:
+        context += b"/" + created_at.isoformat().encode()
+    return context

@@ -53,6 +53,7 @@ from hub.privacy.datakeys import (
     Forgotten,
     KeyDirectory,
     StoredKey,
+    context_of,
     encode_forgotten,
     encode_stored,
     record_key,
@@ -63,7 +64,6 @@ from hub.privacy.kek import (
     KeyEncryptionKeys,
     WrappedKey,
     build_kek,
-    key_context,
 )
 from hub.privacy.sealing import DataKey, KeyUnknown, SealBroken
 from hub.settings import HubSettings
@@ -366,7 +366,7 @@ class KafkaPersonKeys:
             if key is None:
                 raise ValueError("a person-keys record without a key")
             self.directory.apply(key, message.value())
-        except (ValueError, KeyError, TypeError) as problem:
+        except Exception as problem:
             self.bad_records += 1
             text = _problem_text(problem)
             if len(self.bad_examples) < BAD_RECORDS_KEPT:
@@ -596,7 +596,7 @@ class KafkaPersonKeys:
         return self._tombstone(mark, partition, marker_offset)
 
     def _tombstone(self, mark: Forgotten, partition: int, marker_offset: int) -> ForgetResult:
-        doomed = [k.key_id for k in self.directory.stored(mark.subject) if _erased(k, mark)]
+        doomed = [k.key_id for k in self.directory.erased_stored(mark.subject)]
         written = self._write([(mark.subject, record_key(mark.subject, k), None) for k in doomed])
         log.info(
             "person_keys.forgotten",
@@ -624,8 +624,7 @@ class KafkaPersonKeys:
         leftovers: list[StoredKey] = []
         current = 0
         for key in self.directory.all_stored():
-            mark = self.directory.forgotten(key.subject)
-            if mark is not None and _erased(key, mark):
+            if self.directory.is_erased(key.subject, key.key_id):
                 leftovers.append(key)
             elif self.kek.is_current(key.wrapped):
                 current += 1
@@ -646,11 +645,7 @@ class KafkaPersonKeys:
             # A forget that ran meanwhile may have tombstoned a key before this batch wrote it
             # again: tombstone it once more, so no wrapped key of a forgotten person stays.
             self.catch_up(CATCH_UP_S)
-            revived = [
-                k
-                for k in rewrapped
-                if (m := self.directory.forgotten(k.subject)) is not None and _erased(k, m)
-            ]
+            revived = [k for k in rewrapped if self.directory.is_erased(k.subject, k.key_id)]
             if revived:
                 self._write([(k.subject, record_key(k.subject, k.key_id), None) for k in revived])
             done += len(batch)
@@ -670,7 +665,7 @@ class KafkaPersonKeys:
     def _rewrap(
         self, batch: list[StoredKey]
     ) -> tuple[list[StoredKey], list[tuple[str, UUID, str]]]:
-        contexts = [key_context(k.subject, k.key_id.bytes) for k in batch]
+        contexts = [context_of(k) for k in batch]
         try:
             wrapped = self.kek.rewrap([k.wrapped for k in batch], contexts)
             return [
@@ -701,8 +696,7 @@ class KafkaPersonKeys:
         awaiting = 0
         not_current = 0
         for key in stored:
-            mark = self.directory.forgotten(key.subject)
-            if mark is not None and _erased(key, mark):
+            if self.directory.is_erased(key.subject, key.key_id):
                 awaiting += 1
             elif not self.kek.is_current(key.wrapped):
                 not_current += 1
@@ -734,10 +728,6 @@ def _topic_resource(name: str) -> Any:
     from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
     return ConfigResource("topic", name)
-
-
-def _erased(key: StoredKey, mark: Forgotten) -> bool:
-    return key.created_at <= mark.forgotten_at
 
 
 def _problem_text(problem: BaseException) -> str:
