@@ -505,3 +505,15 @@ def test_a_huge_or_deeply_nested_value_is_refused_unparsed() -> None:
         directory.apply(record_key(SUBJECT, "forgotten"), b"[" * 400_000 + b"]" * 400_000)
     with pytest.raises(ValueError, match="nested too deep"):
         directory.apply(record_key(SUBJECT, "forgotten"), b"[" * 8000 + b"]" * 8000)
+
+
+def test_a_key_encryption_key_that_opens_no_stored_key_is_refused() -> None:
+    store = MemoryPersonKeys(_kek("right"))
+    store.ensure([SUBJECT, OTHER])
+    store.directory.check_kek()  # the right one passes
+    wrong = KeyDirectory(_kek("wrong"))
+    for record, value in store.records:
+        wrong.apply(record, value)
+    with pytest.raises(KekError, match="opens none of the 2 newest stored data keys"):
+        wrong.check_kek()
+    KeyDirectory(_kek("wrong")).check_kek()  # an empty topic: nothing to check against

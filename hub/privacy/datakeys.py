@@ -33,7 +33,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
-from hub.privacy.kek import KeyEncryptionKeys, WrappedKey, key_context
+from hub.privacy.kek import (
+    KekError,
+    KekUnavailable,
+    KeyEncryptionKeys,
+    WrappedKey,
+    key_context,
+)
 from hub.privacy.sealing import DataKey, KeyErased, KeyUnknown, new_data_key
 
 FORGOTTEN: Final = "forgotten"
@@ -317,6 +323,35 @@ class KeyDirectory:
                 while len(self._clear) > UNWRAPPED_CACHE:
                     self._clear.popitem(last=False)
         return found
+
+    def check_kek(self, sample: int = 8) -> None:
+        """Refuse a key-encryption key that opens none of the stored live data keys: a writer
+        with a wrong KEK would otherwise wrap new people's keys with it, keys no reader can
+        unwrap (their data lost), and every reader would fail on the rest."""
+        with self._lock:
+            live = [
+                k
+                for p in self._people.values()
+                for k in p.keys.values()
+                if not self.is_erased(k.subject, k.key_id)
+            ]
+        if not live:
+            return
+        live.sort(key=_age, reverse=True)  # the newest are on the KEK in use now
+        for stored in live[:sample]:
+            try:
+                self.kek.unwrap([stored.wrapped], [context_of(stored)])
+                return
+            except KekUnavailable:
+                raise
+            except KekError:
+                continue
+        labels = sorted({k.wrapped.kek for k in live})
+        raise KekError(
+            f"the key-encryption key opens none of the {min(sample, len(live))} newest stored "
+            f"data keys (wrapped by {', '.join(labels[:5])}): a wrong HUB_KEK / Vault key? "
+            "Refusing to wrap new keys with it"
+        )
 
     def cached(self, subject: str, key_id: UUID) -> DataKey | None:
         with self._lock:
