@@ -166,7 +166,7 @@ async def _publish_v2_plaintext(settings: HubSettings, events: list[CustomerPath
     await producer.start()
     try:
         for event in events:
-            plain = encode_event(serializer, event)
+            plain = encode_event(serializer, event, None)
             value = encode_body(
                 SINGLE_OBJECT_MAGIC + old.fingerprint, old.parsed, old.type_name, event.to_avro()
             )
@@ -187,7 +187,7 @@ def _expected_body_sha(settings: HubSettings, event: CustomerPathEvent) -> str:
         serializer=SingleObjectSerializer(),
         keys=KeyDirectory(LocalKeyEncryptionKeys.from_text(KEK_OLD)),
     )
-    encoded = encode_event(SingleObjectSerializer(), event)
+    encoded = encode_event(SingleObjectSerializer(), event, None)
     record = LogRecord(settings.topic_customer_path, 0, 0, encoded.key, encoded.value)
     outcome = handler.handle(record, PersonStates().batch())
     [kela] = [r for r in outcome.records if r.topic == outbox_topic(settings, "kela")]
@@ -299,8 +299,10 @@ async def test_sealed_statements_routed_delivered_forgotten_and_the_kek_rotated(
             "forget",
             "--pseudonym",
             early,
+            "--basis",
+            "order",
             "--reason",
-            "test",
+            "test: erasure ordered",
             kek=KEK_OLD,
         )
         routed = _hub(settings, tmp_path, "route", "--until-idle", kek=KEK_OLD)
@@ -327,8 +329,10 @@ async def test_sealed_statements_routed_delivered_forgotten_and_the_kek_rotated(
             "forget",
             "--pseudonym",
             late,
+            "--basis",
+            "order",
             "--reason",
-            "test",
+            "test: erasure ordered",
             kek=KEK_OLD,
         )
         deliverer = Deliverer(settings, tmp_path, KEK_OLD)
