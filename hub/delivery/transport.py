@@ -24,6 +24,7 @@ from enum import Enum, StrEnum
 from typing import Any, Final, Protocol
 from uuid import UUID
 
+from hub.identity.contact import redact_contacts
 from hub.logging import redact_text
 
 PROBLEM_MAX_CHARS: Final = 300
@@ -32,9 +33,6 @@ REDACTED_PROBLEM: Final = "[REDACTED]"
 #: Shortest value of the sent body that is cut out of a problem text (shorter ones, a code
 #: like "A" or "no", say nothing about a person and would shred the text).
 _MIN_SCRUB_CHARS: Final = 3
-_EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-#: Digit runs with phone separators; redacted when they hold 7 digits or more.
-_PHONE: Final = re.compile(r"\+?\d[\d \t().\-/]{4,}\d")
 #: Statuses that say "not now" rather than "never": timeout, conflict, throttled.
 RETRYABLE_4XX: Final = frozenset({408, 409, 429})
 
@@ -155,11 +153,6 @@ def _sent_values(body: bytes | None) -> tuple[list[str], list[str]]:
     return sorted(cut, key=len, reverse=True), keep
 
 
-def _phone(match: re.Match[str]) -> str:
-    text = match.group(0)
-    return REDACTED_PROBLEM if sum(c.isdigit() for c in text) >= 7 else text
-
-
 def problem_text(text: str | None, sent: bytes | None = None) -> str | None:
     """A receiver's text as it may be kept: whitespace folded; every value of the ``sent``
     body, e-mail addresses, phone numbers and identity codes cut out; at most
@@ -176,8 +169,7 @@ def problem_text(text: str | None, sent: bytes | None = None) -> str | None:
         pattern = re.compile("|".join(re.escape(v) for v in cut), re.IGNORECASE)
         folded = pattern.sub(REDACTED_PROBLEM, folded)
     folded = redact_text(folded)  # identity codes first: the phone pattern would split them
-    folded = _EMAIL.sub(REDACTED_PROBLEM, folded)
-    folded = _PHONE.sub(_phone, folded)
+    folded = redact_contacts(folded, REDACTED_PROBLEM)
     for mark, value in marks.items():
         folded = folded.replace(mark, value)
     return folded[:PROBLEM_MAX_CHARS] or None

@@ -10,11 +10,10 @@ What counts, on bytes (UTF-8 text inside Avro, JSON, SQLite pages all read the s
 * **identity code** (henkilötunnus): the rules of :func:`hub.identity.identity_code_spans` (a
   code-shaped token of its own with any century sign, the 2023 signs included, valid or not; a
   code glued to other characters when upper case and valid);
-* **e-mail**: ``local@domain.tld`` in ASCII;
-* **phone**: Finnish numbers, ``+358`` / ``00358`` or a leading ``0`` (``040 123 4567``,
-  ``+358 40 1234567``, ``(09) 123 4567``, ``09-1234567``), 7 to 12 digits after the prefix; a
-  business ID (``0201256-6``) or a date is none;
-* **name**: each name of a list (the simulator's first and last names by default), as a word of
+* **e-mail** and **phone** (Finnish numbers): :mod:`hub.identity.contact`, the definition the
+  report's redaction and receivers' problem texts use too, on bytes; a phone inside an identity
+  code or a UUID written as text is none;
+* **name**: each name of a list (``hub privacy scan --names FILE``; none without it), as a word of
   its own (no letter before it, no lower-case letter after it), as written, in capitals and as
   JSON escapes it; a name shorter than 4 characters only when quoted or behind its Avro length.
 
@@ -46,6 +45,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from hub.identity import contact
+from hub.identity.contact import email_spans, phone_spans
 from hub.identity.hetu import identity_code_spans
 from hub.privacy.sealing import HEADER_SIZE, KEY_ID_SIZE, SEALED_PREFIX, TAG_SIZE
 
@@ -53,8 +54,8 @@ from hub.privacy.sealing import HEADER_SIZE, KEY_ID_SIZE, SEALED_PREFIX, TAG_SIZ
 class Kind(StrEnum):
     IDENTITY_CODE = "identity-code"
     NAME = "name"
-    EMAIL = "e-mail"
-    PHONE = "phone"
+    EMAIL = contact.EMAIL
+    PHONE = contact.PHONE
 
 
 KINDS: Final = tuple(Kind)
@@ -82,41 +83,7 @@ def mask(value: bytes, kind: Kind) -> str:
     return "".join(MASK_CHAR if (c.isalnum() or not c.isascii()) else c for c in text)
 
 
-# -- the patterns ------------------------------------------------------------------------------
-
-#: Finnish phone numbers: an international prefix (+358, 00358, optionally "(0)") or a trunk 0
-#: (optionally in brackets with the area code), then digits with single spaces or dashes.
-#: Not after a letter, digit, "+" or "." (a decimal), nor after "x-" (inside a UUID or a date);
-#: not before a
-#: letter or digit, nor "-x" (the next group of a UUID).
-_PHONE: Final = re.compile(
-    rb"(?:(?:\+|00)358[ -]?(?:\(0\)[ -]?)?|\(0|0)"
-    rb"[1-9][0-9]{0,2}\)?"
-    rb"(?:[ -]?[0-9]){4,11}"
-    rb"(?!-?[0-9A-Za-z])"
-)
-_PHONE_NOT_AFTER: Final = frozenset(
-    bytes([b]) for b in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+."
-)
-_NOT_PHONE: Final = (
-    re.compile(rb"[0-9]{7}-[0-9]"),  # business ID
-    re.compile(rb"[0-9]{2}-[0-9]{2}-[0-9]{4}"),  # a date, day first
-    re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}"),  # an ISO date
-)
-_NON_DIGIT: Final = re.compile(rb"[^0-9]")
-PHONE_DIGITS: Final = (7, 12)
-"""Digits after the prefix (+358 or the trunk 0) of what counts as a phone number."""
-
-
-def _phone_digits(found: bytes) -> int:
-    digits = _NON_DIGIT.sub(b"", found)
-    if found.startswith(b"+358") or found.startswith(b"00358"):
-        digits = digits[3:] if found.startswith(b"+") else digits[5:]
-        if b"(0)" in found:
-            digits = digits[1:]
-    else:
-        digits = digits[1:]
-    return len(digits)
+# -- names ---------------------------------------------------------------------------------------
 
 
 def _name_variants(name: str) -> set[bytes]:
@@ -313,15 +280,6 @@ def _in_uuid(data: bytes, start: int, end: int) -> bool:
     return False
 
 
-_LOCAL: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
-_DOMAIN: Final = re.compile(
-    rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-    rb"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
-)
-_ALNUM: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-
-
 class Scanner:
     """Finds personal data in clear in bytes; thread-safe (compiled patterns only)."""
 
@@ -380,45 +338,17 @@ class Scanner:
 
     @staticmethod
     def _emails(data: bytes) -> Iterator[Match]:
-        """Around every ``@``: a local part of 2-64 characters before it, a domain after."""
-        at = data.find(b"@")
-        while at >= 0:
-            start = at
-            while start > 0 and at - start < 65 and data[start - 1] in _LOCAL:
-                start -= 1
-            domain = _DOMAIN.match(data, at + 1)
-            while start < at and data[start] not in _ALNUM:
-                start += 1  # a local part starts with a letter or digit
-            if (
-                domain is not None
-                and 2 <= at - start <= 64
-                and domain.group().rindex(b".") >= 2  # a domain name of 2 or more characters
-            ):
-                end = domain.end()
-                yield Match(Kind.EMAIL, start, end, mask(data[start:end], Kind.EMAIL))
-                at = data.find(b"@", end)
-            else:
-                at = data.find(b"@", at + 1)
+        for start, end in email_spans(data):
+            yield Match(Kind.EMAIL, start, end, mask(data[start:end], Kind.EMAIL))
 
     @staticmethod
     def _phones(data: bytes, codes: list[tuple[int, int]]) -> Iterator[Match]:
-        for m in _PHONE.finditer(data):
-            start = m.start()
-            before = data[max(0, start - 2) : start]
-            if before[-1:] in _PHONE_NOT_AFTER or (
-                before[-1:] == b"-" and before[:1] in _PHONE_NOT_AFTER
-            ):
-                continue  # glued to a word or number, or the next group of a UUID or date
-            found = m.group()
-            if any(p.fullmatch(found) for p in _NOT_PHONE):
-                continue
-            if not PHONE_DIGITS[0] <= _phone_digits(found) <= PHONE_DIGITS[1]:
-                continue
-            if any(s < m.end() and m.start() < e for s, e in codes):
+        for start, end in phone_spans(data):
+            if any(s < end and start < e for s, e in codes):
                 continue  # the digits of an identity code
-            if _in_uuid(data, m.start(), m.end()):
+            if _in_uuid(data, start, end):
                 continue
-            yield Match(Kind.PHONE, m.start(), m.end(), mask(found, Kind.PHONE))
+            yield Match(Kind.PHONE, start, end, mask(data[start:end], Kind.PHONE))
 
 
 SEPARATOR: Final = b"\n"

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hub.identity import contains_identity_code
+from hub.identity.contact import contact_kind
 from hub.logging import get_logger
 from hub.reporting.indicators.frame import OUTPUT_SCHEMA
 
@@ -59,31 +60,18 @@ SORT_KEYS: Final = ("indicator", "measure", "level", "code", "period", "breakdow
 #: Indicator names become file names.
 _INDICATOR_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
-_EMAIL: Final = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
-# A phone number: optional +, then 7-15 digits with spaces, dashes, dots or brackets between.
-_PHONE: Final = re.compile(r"\+?\(?[0-9][0-9 ()./-]{5,}[0-9]")
-_BUSINESS_ID: Final = re.compile(r"[0-9]{7}-[0-9]")
-_DATE_LIKE: Final = re.compile(r"[0-9]{4}-[0-9]{2}(-[0-9]{2})?")
-
 
 def personal_data_kind(text: str) -> str | None:
     """What personal data *text* looks like (``identity-code``, ``e-mail``, ``phone``), or None.
 
-    A business ID (``1234567-8``) and a date or month are not phone numbers; a code of a few
-    digits (municipality ``091``, employment area ``0101``) is too short to be one.
+    E-mail addresses and phone numbers as :mod:`hub.identity.contact` defines them (phone: any
+    phone-shaped run of 7 to 15 digits). A business ID (``1234567-8``) and a date or month are
+    not phone numbers; a code of a few digits (municipality ``091``, employment area ``0101``)
+    is too short to be one.
     """
     if contains_identity_code(text):
         return "identity-code"
-    if _EMAIL.search(text):
-        return "e-mail"
-    for match in _PHONE.finditer(text):
-        found = match.group()
-        digits = re.sub(r"[^0-9]", "", found)
-        if 7 <= len(digits) <= 15 and not (
-            _BUSINESS_ID.fullmatch(found) or _DATE_LIKE.fullmatch(found)
-        ):
-            return "phone"
-    return None
+    return contact_kind(text)
 
 
 def _redacted_code(text: str) -> str:
