@@ -46,6 +46,7 @@ from pydantic import SecretStr
 
 from connectors.receivers.runner import ReceiversClient, receivers_subprocess
 from connectors.simulator import SimulationConfig, simulate
+from connectors.simulator.names import FIRST_NAMES, LAST_NAMES
 from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.kafka.publisher import open_publisher
@@ -379,10 +380,14 @@ async def test_a_forgotten_person_is_unreadable_everywhere_counted_and_nothing_i
     assert sum(copies[f"outbox {d}"] for d in WORKERS) > 0  # routed before the forgetting
 
     # (a) nothing in clear: the scan, and every exact value of every simulated person.
-    scan = _hub(env, tmp_path, "privacy", "scan", "--json", ok=False)
+    names = tmp_path / "names.txt"  # the simulator's names: the hub has no list of its own
+    names.write_text("\n".join([*FIRST_NAMES, *LAST_NAMES]) + "\n", encoding="utf-8")
+    scan = _hub(env, tmp_path, "privacy", "scan", "--json", f"--names={names}", ok=False)
     assert scan.returncode == 0, scan.stdout[-4000:] + scan.stderr[-2000:]
     result = json.loads(scan.stdout)
     assert result["found"] == 0
+    assert result["names_searched"] is True
+    assert result["names"] == len({*FIRST_NAMES, *LAST_NAMES})
     places = {p["place"]: p for p in result["places"]}
     log_place = places[settings.topic_customer_path]
     assert log_place["scanned"] == sum(len(p) for p in paths) + len(resent)
@@ -431,14 +436,23 @@ async def test_a_forgotten_person_is_unreadable_everywhere_counted_and_nothing_i
         f"{forgotten[0].payload.last_name},{email},{phone}\n",
         encoding="utf-8",
     )
-    control = _hub(env, tmp_path, "privacy", "scan", "--json", f"--path={leak.parent}", ok=False)
+    control = _hub(
+        env,
+        tmp_path,
+        "privacy",
+        "scan",
+        "--json",
+        f"--names={names}",
+        f"--path={leak.parent}",
+        ok=False,
+    )
     assert control.returncode == 1, control.stdout[-3000:] + control.stderr[-2000:]
     leaked = json.loads(control.stdout)
     [export] = [p for p in leaked["places"] if p["what"] == "path"]
     assert export["hits"] == {"identity-code": 1, "name": 2, "e-mail": 1, "phone": 1}
     assert leaked["found"] == 5
     assert {f["where"].split(" @ ")[0] for f in export["findings"]} == {"people.csv"}
-    table = _hub(env, tmp_path, "privacy", "scan", f"--path={leak}", ok=False)
+    table = _hub(env, tmp_path, "privacy", "scan", f"--names={names}", f"--path={leak}", ok=False)
     assert table.returncode == 1
     assert "people.csv" in table.stdout
     for output in (control.stdout, control.stderr, table.stdout, table.stderr):

@@ -31,6 +31,7 @@ from hub.privacy.scan import (
 )
 from hub.privacy.sealing import new_data_key, seal_value
 from tests.conftest import REPO_ROOT
+from tests.test_privacy_scan_contact import EMAILS, FINNISH_PHONES
 
 NAMES = [*FIRST_NAMES, *LAST_NAMES]
 SCANNER = Scanner(NAMES)
@@ -96,9 +97,7 @@ def test_uuids_never_give_an_identity_code_or_phone() -> None:
 # -- e-mail, phone ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "email", ["matti.virtanen123@example.fi", "a.b@te-palvelut.fi", "x+tag@sub.example.com"]
-)
+@pytest.mark.parametrize("email", EMAILS)
 def test_emails(email: str) -> None:
     found = SCANNER.scan(b"\x12" + avro_string(email) + b"\x00")
     assert [m.kind for m in found] == [Kind.EMAIL]
@@ -110,20 +109,7 @@ def test_what_is_no_email() -> None:
     assert kinds(b"user@localhost no-at-sign.fi @example.fi a@b.c") == []
 
 
-@pytest.mark.parametrize(
-    "phone",
-    [
-        "+358 40 1234567",
-        "+358401234567",
-        "00358 50 123 4567",
-        "+358 (0)9 1234567",
-        "040 123 4567",
-        "040-1234567",
-        "0401234567",
-        "09 1234 5678",
-        "(09) 123 4567",
-    ],
-)
+@pytest.mark.parametrize("phone", FINNISH_PHONES)
 def test_finnish_phone_numbers(phone: str) -> None:
     assert kinds(avro_string(phone)) == [Kind.PHONE], phone
     assert kinds(json.dumps({"phone": phone}).encode()) == [Kind.PHONE], phone
@@ -322,6 +308,12 @@ def run_scan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def names_file(tmp_path: Path, names: list[str] = NAMES) -> Path:
+    path = tmp_path / "names.txt"
+    path.write_text("# the simulator's names\n" + "\n".join(names) + "\n", encoding="utf-8")
+    return path
+
+
 def test_the_command_exits_1_naming_where_and_never_the_value(tmp_path: Path) -> None:
     archive = tmp_path / "archive" / "te.customer-path.v1" / "date=2026-01-05"
     archive.mkdir(parents=True)
@@ -333,9 +325,12 @@ def test_the_command_exits_1_naming_where_and_never_the_value(tmp_path: Path) ->
     clean = tmp_path / "clean"
     clean.mkdir()
     (clean / "notes.txt").write_text("nothing personal here 2026-01-05\n")
-    done = run_scan(tmp_path, "--json", f"--path={clean}")
+    names = names_file(tmp_path)
+    done = run_scan(tmp_path, "--json", f"--names={names}", f"--path={clean}")
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
+    assert result["names"] == len(set(NAMES))
+    assert result["names_searched"] is True
     archive_place = next(p for p in result["places"] if p["what"] == "archive")
     assert archive_place["scanned"] == 1
     assert archive_place["blocks"] == 1
@@ -350,9 +345,10 @@ def test_the_command_exits_1_naming_where_and_never_the_value(tmp_path: Path) ->
         assert code not in output
         assert email not in output
         assert "Laura" not in output
-    table = run_scan(tmp_path)
+    table = run_scan(tmp_path, f"--names={names}")
     assert table.returncode == 1
     assert "part-0-0.avro block 0" in table.stdout
+    assert "not searched" not in table.stdout
     assert code not in table.stdout + table.stderr
     assert email not in table.stdout
 
@@ -360,14 +356,63 @@ def test_the_command_exits_1_naming_where_and_never_the_value(tmp_path: Path) ->
 def test_the_command_exits_0_on_clean_files_and_2_on_a_missing_path(tmp_path: Path) -> None:
     (tmp_path / "archive").mkdir()
     (tmp_path / "archive" / "x.avro").write_bytes(container("deflate", [{"s": "Ok", "b": b""}]))
-    done = run_scan(tmp_path)
+    names = names_file(tmp_path, ["Anna"])
+    done = run_scan(tmp_path, f"--names={names}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No identity code, name, e-mail or phone in clear" in done.stdout
     missing = run_scan(tmp_path, f"--path={tmp_path / 'nope'}")
     assert missing.returncode == 2
-    names = tmp_path / "names.txt"
-    names.write_text("Ok\n")  # a short name, as the Avro string of the record holds it
+    names = names_file(tmp_path, ["Ok"])  # a short name, as the record's Avro string holds it
     assert run_scan(tmp_path, f"--names={names}").returncode == 1
+
+
+def test_without_a_names_file_the_command_says_that_names_were_not_searched(
+    tmp_path: Path,
+) -> None:
+    """The hub has no list of names of its own (the simulator's is a connector's data): with no
+    --names, a name in clear is not found, and the output says names were not searched."""
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "x.avro").write_bytes(container("deflate", [{"s": "Anna", "b": b""}]))
+    table = run_scan(tmp_path)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert "names were not searched (no --names FILE given)" in table.stdout
+    assert "No identity code, e-mail or phone in clear" in table.stdout
+    assert "name, e-mail" not in table.stdout
+    assert "not searched" in table.stdout.split("note:")[0]  # the table's names column
+    result = json.loads(run_scan(tmp_path, "--json").stdout)
+    assert result["names"] == 0
+    assert result["names_searched"] is False
+    with_names = run_scan(tmp_path, "--json", f"--names={names_file(tmp_path, ['Anna'])}")
+    assert with_names.returncode == 1
+    assert json.loads(with_names.stdout)["names_searched"] is True
+
+
+def test_a_names_file_that_lists_no_name_or_is_no_utf8_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "archive").mkdir()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n\n   \n", encoding="utf-8")
+    done = run_scan(tmp_path, f"--names={empty}")
+    assert done.returncode == 2
+    assert "lists no name" in done.stderr
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Öhman\n".encode("latin-1"))
+    done = run_scan(tmp_path, f"--names={latin}")
+    assert done.returncode == 2
+    assert "cannot be read as UTF-8" in done.stderr
+    assert "hman" not in done.stderr  # no part of the name
+
+
+def test_the_scan_command_imports_no_connector() -> None:
+    """The core never imports a connector: the scan's names come from --names only."""
+    code = (
+        "import sys, hub.privacy.scan_cli, hub.privacy.scan\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'connectors'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_large_data_is_scanned_in_chunks_each_match_counted_once(

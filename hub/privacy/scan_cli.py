@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 from aiokafka import TopicPartition
@@ -286,21 +286,23 @@ def receipt_store_files(settings: HubSettings) -> list[Path]:
 # -- names -------------------------------------------------------------------------------------
 
 
-def default_names() -> list[str]:
-    """The simulator's first and last names (every simulated person has two of them). Imported
-    here, when a scan runs without --names: the hub's core does not depend on a connector."""
-    from connectors.simulator.names import FIRST_NAMES, LAST_NAMES
-
-    return [*FIRST_NAMES, *LAST_NAMES]
-
-
 def _names_from(path: Path) -> list[str]:
+    """The names of a ``--names`` file: one a line, UTF-8, ``#`` starts a comment line. The
+    hub has no list of its own (the core knows no connector's data): a file that lists no
+    name is refused, since "no name found" would then say nothing."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ScanFailed(
             f"--names {path}: cannot be read as UTF-8 text ({type(error).__name__})"
         ) from None
+    names = [n.strip() for n in lines if n.strip() and not n.strip().startswith("#")]
+    if not names:
+        raise ScanFailed(f"--names {path}: lists no name")
+    return names
+
+
+NAMES_NOT_SEARCHED: Final = "names were not searched (no --names FILE given)"
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -317,9 +319,9 @@ def privacy() -> None:
     "names_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Names to look for, one a line ('#' starts a comment); default: the simulator's.",
+    help="Names to look for, one a line, UTF-8 ('#' starts a comment); without it, no name is "
+    "searched (the output says so).",
 )
-@click.option("--no-names", is_flag=True, help="Do not look for names.")
 @click.option(
     "--path",
     "paths",
@@ -349,7 +351,6 @@ def privacy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def scan_command(
     names_file: Path | None,
-    no_names: bool,
     paths: tuple[Path, ...],
     archive_dir: Path | None,
     no_kafka: bool,
@@ -366,12 +367,7 @@ def scan_command(
     for path in paths:
         if not path.exists():
             raise ScanFailed(f"--path {path}: does not exist")
-    if no_names:
-        names: list[str] = []
-    elif names_file is not None:
-        names = _names_from(names_file)
-    else:
-        names = default_names()
+    names = _names_from(names_file) if names_file is not None else []
     scanner = Scanner(names, skip_sealed=not include_sealed)
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -420,6 +416,7 @@ def _as_json(tallies: list[Tally], seconds: float, scanner: Scanner) -> dict[str
         "found": sum(t.total for t in tallies),
         "seconds": round(seconds, 3),
         "names": scanner.name_count,
+        "names_searched": scanner.name_count > 0,
         "places": [
             {
                 "place": t.place,
@@ -458,7 +455,12 @@ def _print(
             scanned,
             f"{t.scanned_bytes / 1e6:.2f}",
             str(t.sealed),
-            *(_hits(t.hits.get(kind, 0)) for kind in KINDS),
+            *(
+                "not searched"
+                if kind is Kind.NAME and not scanner.name_count
+                else _hits(t.hits.get(kind, 0))
+                for kind in KINDS
+            ),
         )
     console.print(table)
     for t in tallies:
@@ -472,8 +474,11 @@ def _print(
         f"{records} records in {sum(t.what == 'topic' for t in tallies)} topics and {files} "
         f"files, {megabytes:.1f} MB, in {seconds:.1f} s (names: {scanner.name_count})"
     )
+    if not scanner.name_count:
+        console.print(f"note: {NAMES_NOT_SEARCHED}")
     if not found:
-        console.print(f"No identity code, name, e-mail or phone in clear: {what}.")
+        kinds = "name, e-mail" if scanner.name_count else "e-mail"
+        console.print(f"No identity code, {kinds} or phone in clear: {what}.")
         return
     console.print(
         f"[bold red]Personal data in clear: {found} match(es)[/bold red] in "
