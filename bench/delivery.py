@@ -109,7 +109,7 @@ def outbox_records(config: RoutesConfig, count: int, seed: int) -> list[Record]:
     )
     records: list[Record] = []
     for event in in_time_order(paths):
-        encoded = encode_event(serializer, event)
+        encoded = encode_event(serializer, event, None)
         decoded = serializer.decode(encoded.value)
         type_name = decoded.type_name.rsplit(".", 1)[-1]
         for routed in route_event(config, type_name, decoded.record, None):

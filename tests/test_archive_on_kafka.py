@@ -92,7 +92,7 @@ async def _produce(
     await producer.start()
     try:
         for index, event in enumerate(events):
-            encoded = encode_event(serializer, event)
+            encoded = encode_event(serializer, event, None)
             moment = timestamps[index] if timestamps else None
             meta = await producer.send_and_wait(
                 settings.topic_customer_path,

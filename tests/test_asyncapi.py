@@ -368,7 +368,7 @@ def test_log_headers_of_an_encoded_event_match_its_message(
     for path in simulated_paths[:60]:
         for event in path:
             assert isinstance(event, CustomerPathEvent)
-            record = encode_event(serializer, event)
+            record = encode_event(serializer, event, None)
             headers = {k: v.decode() for k, v in record.headers}
             _json_validator(document, messages[event.event_type]["headers"]).validate(headers)
             seen.add(event.event_type)

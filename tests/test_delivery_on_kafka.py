@@ -156,7 +156,7 @@ async def fill_outboxes(
         pending: list[asyncio.Future[Any]] = []
         offset = 0
         for event in in_time_order(paths):
-            encoded = encode_event(serializer, event)
+            encoded = encode_event(serializer, event, None)
             decoded = serializer.decode(encoded.value)
             type_name = decoded.type_name.rsplit(".", 1)[-1]
             for routed in route_event(config, type_name, decoded.record, None):

@@ -95,7 +95,7 @@ class Letters:
                 ("statement", "LabourPolicyStatementIssued", None),
             ):
                 event = _event(paths, type_name)
-                encoded = encode_event(serializer, event)
+                encoded = encode_event(serializer, event, None)
                 log_record = LogRecord(
                     settings.topic_customer_path, 1, 10, encoded.key, encoded.value, encoded.headers
                 )
@@ -126,7 +126,7 @@ class Letters:
 
             # route-stage: a log record the router could not route then (fixed since)
             registration = _event(paths, "JobseekerRegistered")
-            encoded = encode_event(serializer, registration)
+            encoded = encode_event(serializer, registration, None)
             letter = DeadLetter(
                 stage=DeadLetterStage.ROUTE,
                 error_class="Unroutable",
@@ -380,7 +380,7 @@ async def _fill_alpha(settings: HubSettings, config: RoutesConfig) -> list[str]:
     await producer.start()
     try:
         for offset, event in enumerate(e for path in paths for e in path):
-            encoded = encode_event(serializer, event)
+            encoded = encode_event(serializer, event, None)
             decoded = serializer.decode(encoded.value)
             type_name = decoded.type_name.rsplit(".", 1)[-1]
             for routed in route_event(config, type_name, decoded.record, None):

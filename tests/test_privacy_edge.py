@@ -286,7 +286,7 @@ def test_plaintext_encoding_stays_possible_only_without_a_key() -> None:
     """encode_event without a key writes the records of before field encryption (tests and
     tools that write old records on purpose); every hub writer passes a key."""
     event, _ = _two_events()
-    record = decoded(encode_event(SERIALIZER, event))
+    record = decoded(encode_event(SERIALIZER, event, None))
     assert (
         record["payload"]["personal_identity_code"]
         == event.to_avro()["payload"]["personal_identity_code"]

@@ -227,7 +227,7 @@ def test_a_sealed_value_moved_from_another_persons_event_is_a_dead_letter_not_ro
             "personal_identity_code"
         ],
     }
-    encoded = encode_event(serializer, first)
+    encoded = encode_event(serializer, first, None)
     value = serializer.encode(first.full_name(), record)
     outcome = handler.handle(
         LogRecord(LOG, 0, 0, encoded.key, value, encoded.headers), PersonStates().batch()
@@ -250,7 +250,7 @@ def test_a_sealed_value_cut_short_is_a_dead_letter_and_plain_bytes_too(
     serializer = SingleObjectSerializer()
     subject = event.envelope.subject
     sealed = SealedFields().seal(STATEMENT, event.to_avro(), keys.ensure([subject])[subject])
-    encoded = encode_event(serializer, event)
+    encoded = encode_event(serializer, event, None)
     for broken in (sealed["payload"]["personal_identity_code"][:20], b"\x00raw bytes"):
         record = {**sealed, "payload": {**sealed["payload"], "personal_identity_code": broken}}
         value = serializer.encode(event.full_name(), record)

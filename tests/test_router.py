@@ -91,7 +91,7 @@ def paths() -> list[list[CustomerPathEvent]]:
 def _records(events: list[CustomerPathEvent], partition: int = 2) -> Iterator[LogRecord]:
     serializer = SingleObjectSerializer()
     for offset, event in enumerate(events):
-        encoded = encode_event(serializer, event)
+        encoded = encode_event(serializer, event, None)
         yield LogRecord(LOG, partition, offset, encoded.key, encoded.value, encoded.headers)
 
 
@@ -370,7 +370,7 @@ def test_confluent_framed_values_are_decoded_through_the_registry_and_its_outage
     catalog = default_catalog()
     writer = ConfluentSerializer(SchemaRegistryClient("http://registry"), catalog)
     writer.prime({event.full_name(): 42})
-    value = encode_event(writer, event).value
+    value = encode_event(writer, event, None).value
     answers = {"status": 503}
     asked: list[str] = []
 
@@ -420,7 +420,7 @@ def test_a_record_not_keyed_by_its_subject_is_a_route_dead_letter_never_an_outbo
     event = paths[0][0]
     subject = event.envelope.subject.encode()
     identity_code = str(cast(Any, event.payload).personal_identity_code)
-    encoded = encode_event(SingleObjectSerializer(), event)
+    encoded = encode_event(SingleObjectSerializer(), event, None)
     other = paths[1][0].envelope.subject.encode()
     cases = {
         identity_code.encode(): (subject, "not a pseudonym", "keyed by envelope.subject"),
@@ -455,7 +455,7 @@ def test_outbox_and_state_records_are_keyed_by_the_validated_subject(
     handler: RecordHandler, paths: list[list[CustomerPathEvent]]
 ) -> None:
     event = paths[0][0]
-    encoded = encode_event(SingleObjectSerializer(), event)
+    encoded = encode_event(SingleObjectSerializer(), event, None)
     record = LogRecord(LOG, 3, 11, encoded.key, encoded.value, encoded.headers)
     outcome = handler.handle(record, PersonStates().batch())
     assert outcome.dead_letter is None
@@ -487,7 +487,7 @@ def test_a_registry_that_refuses_or_does_not_answer_is_unavailable_not_poison(
     event = paths[0][0]
     writer = ConfluentSerializer(SchemaRegistryClient("http://registry"), default_catalog())
     writer.prime({event.full_name(): 42})
-    value = encode_event(writer, event).value
+    value = encode_event(writer, event, None).value
 
     def registry(request: httpx.Request) -> httpx.Response:
         if status is None:
@@ -511,7 +511,7 @@ def test_a_registry_404_without_the_schema_error_code_is_a_dead_letter(
     event = paths[0][0]
     writer = ConfluentSerializer(SchemaRegistryClient("http://registry"), default_catalog())
     writer.prime({event.full_name(): 42})
-    value = encode_event(writer, event).value
+    value = encode_event(writer, event, None).value
     reader = ConfluentSerializer(
         SchemaRegistryClient(
             "http://registry",
@@ -706,7 +706,7 @@ def test_the_stripped_encoding_equals_the_codec_encoding_of_the_projection(
     serializer = SingleObjectSerializer()
     compared = 0
     for event in {e.event_type: e for path in paths for e in path}.values():
-        value = encode_event(serializer, event).value
+        value = encode_event(serializer, event, None).value
         typed = serializer.decode(value).record
         raw, reader = handler._decode(value)
         assert reader is not None

@@ -351,7 +351,7 @@ async def routed_log(
         update={"envelope": events[5].envelope.model_copy(update={"event_id": uuid.uuid4()})}
     )
     identity_code = str(cast(Any, copy.payload).personal_identity_code)
-    mis_keyed = (identity_code.encode(), encode_event(SingleObjectSerializer(), copy).value)
+    mis_keyed = (identity_code.encode(), encode_event(SingleObjectSerializer(), copy, None).value)
     expected = expected_outbox(routes, events)
     log = [*events[:1000], poison, *events[1000:2000], unroutable, mis_keyed, *events[2000:]]
     await publish(settings, routes, log)

@@ -74,14 +74,15 @@ def sealed_record(
 def encode_event(
     serializer: EventSerializer,
     event: CustomerPathEvent,
-    data_key: DataKey | None = None,
+    data_key: DataKey | None,
     fields: SealedFields | None = None,
 ) -> EncodedEvent:
     """The event's Kafka record; raises SerdeError (or ValueError) for an unwritable event.
 
-    With ``data_key`` (the key of the event's subject) every personal field is sealed; without
-    it the record is plaintext, as before field encryption (tests and tools only: every writer
-    of the hub passes a key). Separate from sending so a transactional writer encodes first.
+    With ``data_key`` (the key of the event's subject) every personal field is sealed; ``None``
+    writes plaintext, as before field encryption: never a default, so only a test or tool that
+    means to write an old-style record says so. Separate from sending so a transactional writer
+    encodes first.
     """
     envelope = event.envelope
     record = event.to_avro() if data_key is None else sealed_record(event, data_key, fields)
