@@ -32,6 +32,14 @@ whose schedule ran out. A dead letter is acknowledged by the broker before its r
 as settled, and so is the disclosure entry (``disclosures``), so a crash in between sends
 the event again rather than losing either.
 
+Personal fields: an outbox record holds the granted ones sealed, as the log does. The
+fetch loop gets the data keys of a batch's records in one call (off the loop), and opens
+exactly the sealed fields the record holds, in memory, right before it builds the body: the
+plaintext exists only there. A key erased or unknown, or a value that does not open (changed,
+moved from another event), is a dead letter at once; before every attempt the worker checks
+that the person was not forgotten meanwhile. The key keeper not answering is waited out (the
+record is asked for again, doubling to a minute), never a dead letter.
+
 Stopping (:meth:`DeliveryWorker.stop`, SIGTERM in ``hub deliver``): no new record is taken or
 sent, requests in flight get ``drain_s`` to finish, settled progress is committed.
 """

@@ -61,7 +61,9 @@ def route_command(
     """Route the customer-path log to the destinations' outbox topics, exactly once.
 
     Reads the routes file (HUB_ROUTES_FILE, or the packaged default), creates the outbox topics
-    that are missing, joins the router group and routes until SIGINT/SIGTERM.
+    that are missing, follows the person-keys topic when a route grants personal fields to a
+    receiver (a forgotten person's record for it is a dead letter), joins the router group and
+    routes until SIGINT/SIGTERM.
     """
     settings = get_settings()
     configure_logging(settings)

@@ -35,6 +35,18 @@ is produced only after N committed (see :meth:`Router.run`). The rebalance callb
 inside ``consume()``: ``on_revoke`` first settles a transaction still committing (committed,
 or aborted when the group has moved on), so partitions are never given up with one open.
 
+Personal fields: the log holds them sealed with the person's data key (:mod:`hub.privacy`),
+and the outboxes get them exactly so (the derived schemas keep the ``bytes`` member of a
+granted field's union, so the raw path copies sealed bytes); the router opens none of them.
+For the routes that grant a ``pii`` class to a destination a delivery worker serves, it checks
+for the whole batch, in one ``data_keys`` call, that the data keys of the granted sealed
+values can still be had: a record of a person whose key is erased (forgotten) or unknown
+becomes that route's dead letter (``PersonalDataErased``, ``DataKeyUnknown``), the event's
+other routes flow. Plaintext written before encryption by a person forgotten since is held
+back the same way (``PersonalDataRestricted``, the value not copied). The person state opens
+the one sealed field it learns from (a registration's fund membership) in memory. The key
+keeper not answering (``KekUnavailable``) is handled as the registry not answering.
+
 Failures: a record that cannot be decoded (stage ``decode``) or whose route cannot resolve
 its destination (``Unroutable``, stage ``route``) becomes a dead letter with the original key
 and value, in the same transaction; the rest of the batch flows. An abortable Kafka error
