@@ -5,6 +5,7 @@ receivers' problem texts on text. The same value is found in all three, or in no
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -45,28 +46,21 @@ def test_the_kinds_are_the_scans_kinds() -> None:
     assert Kind.PHONE.value == contact.PHONE
 
 
-@pytest.mark.parametrize("email", EMAILS)
-def test_an_email_is_found_by_all_three_whole(email: str) -> None:
-    data = email.encode()
-    assert list(email_spans(b"<" + data + b">")) == [(1, 1 + len(data))]
-    assert [m.kind for m in Scanner().scan(json.dumps({"e": email}).encode())] == [Kind.EMAIL]
-    assert personal_data_kind(email) == "e-mail"
-    assert personal_data_kind(f"expert {email}") == "e-mail"
-    assert redact_contacts(f"to {email}, now", "[R]") == "to [R], now"
-    problem = problem_text(f"unknown recipient {email} here")
-    assert problem == f"unknown recipient {REDACTED_PROBLEM} here"
-
-
-@pytest.mark.parametrize("phone", FINNISH_PHONES)
-def test_a_finnish_phone_is_found_by_all_three(phone: str) -> None:
-    data = phone.encode()
-    assert list(phone_spans(b" " + data + b" ")) == [(1, 1 + len(data))]
-    assert [m.kind for m in Scanner().scan(json.dumps({"p": phone}).encode())] == [Kind.PHONE]
-    assert personal_data_kind(phone) == "phone"
-    problem = problem_text(f"call {phone} now")
-    assert problem is not None
-    assert "4567" not in problem
-    assert REDACTED_PROBLEM in problem
+@pytest.mark.parametrize(
+    ("value", "spans", "kind"),
+    [(e, email_spans, Kind.EMAIL) for e in EMAILS]
+    + [(p, phone_spans, Kind.PHONE) for p in FINNISH_PHONES],
+)
+def test_each_email_and_finnish_phone_is_found_by_all_three_whole(
+    value: str, spans: Callable[[bytes], Iterator[tuple[int, int]]], kind: Kind
+) -> None:
+    data = value.encode()
+    assert list(spans(b" " + data + b" ")) == [(1, 1 + len(data))]
+    assert [m.kind for m in Scanner().scan(json.dumps({"v": value}).encode())] == [kind]
+    assert personal_data_kind(value) == kind.value
+    assert personal_data_kind(f"team {value}") == kind.value
+    assert redact_contacts(f"to {value}, now", "[R]") == "to [R], now"
+    assert problem_text(f"unknown {value} here") == f"unknown {REDACTED_PROBLEM} here"
 
 
 @pytest.mark.parametrize("text", NOT_CONTACTS)
