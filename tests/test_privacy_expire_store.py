@@ -154,3 +154,19 @@ def test_a_dry_run_counts_the_people_without_spells_and_the_later_facts(
     assert summary.forgotten == 0  # dry
     for subject in who.values():
         assert subject not in capsys.readouterr().out
+
+
+def test_a_day_to_come_is_refused_unless_dry_run(store: tuple[Path, dict[str, str]]) -> None:
+    """Forgetting cannot be undone: --as-of 2099-01-01 would erase people whose retention still
+    runs. The refusal comes before the store or the keys are touched."""
+    from click.testing import CliRunner
+
+    from hub.privacy.expire_cli import expire_command
+
+    path, _ = store
+    result = CliRunner().invoke(
+        expire_command, ["--as-of", "2099-01-01", "--store", str(path), "--accept-unverified-rule"]
+    )
+    assert result.exit_code == 2
+    assert "after today" in result.output
+    assert "--dry-run only" in result.output

@@ -223,6 +223,13 @@ def expire_command(
         as_of = date.fromisoformat(as_of_text) if as_of_text else datetime.now(FINLAND).date()
     except ValueError:
         raise click.BadParameter("a day as YYYY-MM-DD", param_hint="--as-of") from None
+    today = datetime.now(FINLAND).date()
+    if as_of > today and not dry_run:
+        # Forgetting cannot be undone: a day to come would erase people retention still keeps.
+        raise click.BadParameter(
+            f"{as_of} is after today ({today} in Finland); a day to come is for --dry-run only",
+            param_hint="--as-of",
+        )
     period = _rule(as_of)
     rule = period.value
     until = period.valid_to.isoformat() if period.valid_to else ""
