@@ -414,3 +414,27 @@ def test_sealed_events_route_where_their_plaintext_did_and_the_payer_is_learnt_s
     assert outcome.dead_letter is None
     assert "reporting" in outcome.destinations
     assert fresh.get(0, subject) is None, "nothing learnt from a fund code that cannot be read"
+
+
+def test_the_routers_batch_path_writes_what_handle_many_decides(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    """``route_batch`` (the loop's path, outcomes not held) writes the records, counts and
+    dead letters of ``handle_many``, a forgotten person's route letter in its place."""
+    memory = _keys()
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=memory.directory
+    )
+    records = list(_sealed(events[:400], memory))
+    forgotten = _statements(events[:400], 1)[0].envelope.subject
+    memory.forget(forgotten, "test")
+    outcomes = handler.handle_many(records, PersonStates().batch())
+    out: list[Any] = []
+    routed: Counter[str] = Counter()
+    dead: Counter[str] = Counter()
+    handler.route_batch(records, PersonStates().batch(), out, routed, dead)
+    expected = [r for o in outcomes for r in o.records]
+    assert [(r.topic, r.key, r.value) for r in out] == [(r.topic, r.key, r.value) for r in expected]
+    assert routed == Counter(d for o in outcomes for d in o.destinations)
+    assert dead == Counter({"route": sum(o.dead_count for o in outcomes if o.dead_letter)})
+    assert dead["route"] >= 1

@@ -416,6 +416,53 @@ class RecordHandler:
             return outcomes
         return [self._settle_needs(o, failed) for o in outcomes]
 
+    def route_batch(
+        self,
+        records: Sequence[LogRecord],
+        states: StateBatch,
+        out: list[OutRecord],
+        routed: Counter[str],
+        dead: Counter[str],
+    ) -> None:
+        """:meth:`handle_many` for the router's loop: the records' outcomes appended to ``out``
+        (destinations counted in ``routed``, dead letters per stage in ``dead``) as they are
+        made, so that no per-record outcome is held for the batch (the collector's work grows
+        with what stays alive); then the data keys of the batch, at once, and a dead letter in
+        the place of each route's record whose key cannot be had."""
+        state_keys = self._state_keys(records)
+        needs: list[tuple[int, KeyNeed]] = []
+        for record in records:
+            outcome = self._handle(record, states, state_keys)
+            at = len(out)
+            out.extend(outcome.records)
+            routed.update(outcome.destinations)
+            if outcome.dead_letter is not None:
+                dead[outcome.dead_letter.value] += outcome.dead_count
+            for need in outcome.needs:
+                needs.append((at + need.index, need))
+        if not needs:
+            return
+        wanted = [pair for _, need in needs for pair in need.pairs]
+        _found, failed = available_keys(self.person_keys(), wanted)
+        for position, need in needs:
+            problem = next((failed[p] for p in need.pairs if p in failed), None)
+            if problem is None:
+                continue
+            out[position] = self._need_letter(need, problem)
+            routed[need.destination] -= 1
+            if routed[need.destination] <= 0:
+                del routed[need.destination]
+            dead[DeadLetterStage.ROUTE.value] += 1
+
+    def _need_letter(self, need: KeyNeed, problem: SealError | KekError) -> OutRecord:
+        mark = None
+        with contextlib.suppress(Exception):
+            mark = self.person_keys().forgotten(need.subject)
+        why = key_unavailable(need.route, need.destination, need.paths, problem, mark)
+        return self._route_letter(
+            need.record, why, need.destination, need.event_type, need.event_id, need.subject
+        )
+
     def _settle_needs(
         self, outcome: Outcome, failed: Mapping[KeyPair, SealError | KekError]
     ) -> Outcome:
@@ -428,13 +475,7 @@ class RecordHandler:
             problem = next((failed[p] for p in need.pairs if p in failed), None)
             if problem is None:
                 continue
-            mark = None
-            with contextlib.suppress(Exception):
-                mark = self.person_keys().forgotten(need.subject)
-            why = key_unavailable(need.route, need.destination, need.paths, problem, mark)
-            records[need.index] = self._route_letter(
-                need.record, why, need.destination, need.event_type, need.event_id, need.subject
-            )
+            records[need.index] = self._need_letter(need, problem)
             destinations.remove(need.destination)
             dead += 1
         if not dead:
@@ -1250,11 +1291,7 @@ class Router:
                     log_topic, partition, offset, message.key(), message.value(), _headers(message)
                 )
             )
-        for outcome in self.handler.handle_many(logged, batch):
-            out.extend(outcome.records)
-            prepared.routed.update(outcome.destinations)
-            if outcome.dead_letter is not None:
-                prepared.dead[outcome.dead_letter.value] += outcome.dead_count
+        self.handler.route_batch(logged, batch, out, prepared.routed, prepared.dead)
         return prepared
 
     def _begin(self, consumer: Consumer, prepared: _Prepared) -> None:
