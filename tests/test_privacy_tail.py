@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from connectors.simulator import SimulationConfig, simulate
@@ -409,3 +410,25 @@ def _pii_paths(events: list[CustomerPathEvent]) -> set[str]:
             if node is not None:
                 found.add(path)
     return found
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("phoned by dmitri.ahonen219@example.fi", "e-mail"),
+        ("call back +358 40 6045845", "phone"),
+        ("asked about 131052-308T", "identity code"),
+    ],
+)
+def test_a_reveal_reason_holding_personal_data_is_refused(reason: str, kind: str) -> None:
+    """The reason is kept for good in the disclosure log: it must not become a copy of the
+    personal data it is about (attack: an e-mail and a phone ended up there in clear)."""
+    from hub.inspect.cli import _reveal_access
+
+    with pytest.raises(click.UsageError, match=f"personal data \\({kind} found\\)") as caught:
+        _reveal_access(reason, "operator")
+    assert reason.split()[-1] not in str(caught.value)
+    assert _reveal_access("audit of case 2026-12", "operator") == (
+        "operator",
+        "audit of case 2026-12",
+    )

@@ -155,6 +155,17 @@ def contact_kind(text: str) -> str | None:
     return None
 
 
+def personal_data_kind(text: str) -> str | None:
+    """What personal data a free text holds (an identity code, an e-mail address, something
+    phone-shaped), or None: for texts the hub keeps for good, such as the reason of a reveal or
+    an erasure in the disclosure log, which must not become a copy of what they are about."""
+    from hub.identity.hetu import identity_code_spans
+
+    if next(iter(identity_code_spans(text)), None) is not None:
+        return "identity code"
+    return contact_kind(text)
+
+
 def redact_contacts(text: str, replacement: str) -> str:
     """``text`` with every e-mail address, then every phone-shaped run, replaced."""
     for spans in (email_spans, phone_shaped_spans):
