@@ -79,7 +79,10 @@ def test_reveal_needs_a_reason_and_refuses_an_identity_code_in_it(tmp_path: Path
     for extra, said in (
         ([], "--reveal needs --reason"),
         (["--reason", "  "], "--reveal needs --reason"),
-        (["--reason", "asked by 010594Y9032"], "--reason must not hold an identity code"),
+        (
+            ["--reason", "asked by 010594Y9032"],
+            "--reason must not hold personal data (identity code found)",
+        ),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "hub", "tail", "--reveal", *extra],
