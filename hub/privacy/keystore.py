@@ -18,8 +18,14 @@ event loop.
   read the key record that was acknowledged before the event was written.
 * :meth:`~KafkaPersonKeys.forget` writes the ``<pseudonym>/forgotten`` marker first, then a
   tombstone per key. A crash between them still leaves the person forgotten: every follower
-  refuses keys created before the mark; running forget again writes the missing tombstones
-  (so does ``hub keys rotate``).
+  refuses keys recorded before the mark; :meth:`~KafkaPersonKeys.complete_forget` writes the
+  missing tombstones without a new marker (so does ``hub keys rotate``). ``forget`` again
+  would be a new erasure: it erases keys made since for new events too.
+* :meth:`~KafkaPersonKeys.restrict` / :meth:`~KafkaPersonKeys.lift_restriction` write the
+  ``<pseudonym>/restricted`` marker (GDPR art. 18) or its tombstone.
+* :func:`open_person_keys_for` is the one way a command opens the store: the KEK built (or
+  :class:`NoUnwrap` for work that only writes markers), started, any failure one line
+  (:class:`PersonKeysUnavailable`).
 * :meth:`~KafkaPersonKeys.rotate` rewraps every stored key that is not on the current KEK,
   writing the same record key again (the event log is never touched).
 """
@@ -50,11 +56,14 @@ from hub.kafka.topics import TopicSpec, person_keys_spec
 from hub.logging import get_logger
 from hub.privacy.datakeys import (
     FORGOTTEN,
+    RESTRICTED,
     Forgotten,
     KeyDirectory,
+    Restricted,
     StoredKey,
     context_of,
     encode_forgotten,
+    encode_restricted,
     encode_stored,
     record_key,
 )
@@ -117,6 +126,19 @@ class ForgetResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RestrictionResult:
+    """A restriction of processing written (``basis`` set) or lifted (``basis`` None)."""
+
+    subject: str
+    at: datetime
+    partition: int
+    offset: int
+    basis: str | None
+    earlier: Restricted | None
+    """The restriction in force before (None: there was none)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RotateResult:
     kek: str
     """The keeper (``local`` / ``vault``) whose current KEK now wraps every key."""
@@ -158,11 +180,18 @@ def _noop(done: int, total: int) -> None:
 class KafkaPersonKeys:
     """The person keys of the compacted topic ``settings.topic_person_keys``."""
 
-    def __init__(self, settings: HubSettings, kek: KeyEncryptionKeys | None = None) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        kek: KeyEncryptionKeys | None = None,
+        *,
+        own_kek: bool | None = None,
+    ) -> None:
+        """``own_kek``: whether :meth:`close` closes the keeper (default: only one it built)."""
         self.settings = settings
         self.topic = settings.topic_person_keys
         self.kek = kek if kek is not None else build_kek(settings)
-        self._own_kek = kek is None
+        self._own_kek = kek is None if own_kek is None else own_kek
         self.directory = KeyDirectory(self.kek)
         self._partitions: list[int] = []
         self._positions: dict[int, int] = {}
@@ -178,6 +207,8 @@ class KafkaPersonKeys:
         self.records_read = 0
         self.bad_records = 0
         self.bad_examples: list[BadRecord] = []
+        self._marks: dict[str, tuple[int, int]] = {}
+        self._tombstones: dict[str, list[tuple[int, UUID]]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -275,7 +306,30 @@ class KafkaPersonKeys:
         self.close()
 
     def _ensure_topic(self, base: dict[str, Any], spec: TopicSpec, timeout_s: float) -> None:
+        """Create the topic when the broker does not list it (a deployment's users have no
+        Create ACL: an existing topic is never asked to be created), then check its policy."""
         admin = AdminClient(base)
+        if not self._listed(admin, spec.name, timeout_s):
+            self._create_topic(admin, spec, timeout_s)
+        configs = self._topic_configs(admin, spec.name, timeout_s)
+        policy = configs.get("cleanup.policy")
+        value = "" if policy is None else str(policy.value)
+        if "compact" not in value or "delete" in value:
+            raise PersonKeysError(
+                f"person-keys topic {spec.name} has cleanup.policy={value or '?'}: it must "
+                "be compact alone (delete retention would lose every person's keys)"
+            )
+
+    @staticmethod
+    def _listed(admin: AdminClient, name: str, timeout_s: float) -> bool:
+        try:
+            metadata = admin.list_topics(name, timeout=max(1.0, timeout_s))
+        except KafkaException:
+            return False  # creating it says what is wrong
+        topic = metadata.topics.get(name)
+        return topic is not None and topic.error is None and bool(topic.partitions)
+
+    def _create_topic(self, admin: AdminClient, spec: TopicSpec, timeout_s: float) -> None:
         futures = admin.create_topics(
             [
                 NewTopic(
@@ -297,16 +351,32 @@ class KafkaPersonKeys:
                 raise PersonKeysError(
                     f"creating person-keys topic {spec.name} failed: {error}"
                 ) from None
-        described = admin.describe_configs([_topic_resource(spec.name)])
-        for future in described.values():
-            configs = future.result(timeout=timeout_s)
-            policy = configs.get("cleanup.policy")
-            value = "" if policy is None else str(policy.value)
-            if "compact" not in value or "delete" in value:
-                raise PersonKeysError(
-                    f"person-keys topic {spec.name} has cleanup.policy={value or '?'}: it must "
-                    "be compact alone (delete retention would lose every person's keys)"
+
+    def _topic_configs(self, admin: AdminClient, name: str, timeout_s: float) -> dict[str, Any]:
+        """The topic's configs; asked again (bounded by ``timeout_s``) while the broker does not
+        know a topic it has just created (UNKNOWN_TOPIC_OR_PART and the other not-ready errors
+        of :meth:`_end_offsets`), so no caller of :meth:`start` needs a retry loop of its own."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.1
+        while True:
+            try:
+                [future] = admin.describe_configs([_topic_resource(name)]).values()
+                configs: dict[str, Any] = future.result(
+                    timeout=max(1.0, deadline - time.monotonic())
                 )
+                return configs
+            except KafkaException as exception:
+                error = exception.args[0]
+                soon = isinstance(error, KafkaError) and (
+                    error.retriable() or error.code() in _NOT_READY
+                )
+                if not soon or time.monotonic() + delay > deadline:
+                    raise PersonKeysError(
+                        f"configs of person-keys topic {name} not readable: {error}"
+                    ) from None
+                log.info("person_keys.topic_not_ready", topic=name, error=error.str())
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     def _partition_ids(self, timeout_s: float) -> list[int]:
         assert self._meta is not None
@@ -365,7 +435,9 @@ class KafkaPersonKeys:
         try:
             if key is None:
                 raise ValueError("a person-keys record without a key")
-            self.directory.apply(key, message.value())
+            value = message.value()
+            self.directory.apply(key, value)
+            self._note_position(key, value, partition, offset)
         except Exception as problem:
             self.bad_records += 1
             text = _problem_text(problem)
@@ -378,6 +450,16 @@ class KafkaPersonKeys:
                 offset=offset,
                 problem=text,
             )
+
+    def _note_position(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
+        """Where the person's forgotten marker is, and the tombstones of their keys (what an
+        erasure receipt written later names)."""
+        subject, _, name = key.decode().partition("/")
+        with self._cond:
+            if name == FORGOTTEN and value is not None:
+                self._marks[subject] = (partition, offset)
+            elif value is None and name not in (FORGOTTEN, RESTRICTED):
+                self._tombstones.setdefault(subject, []).append((offset, UUID(name)))
 
     def _end_offsets(self, timeout_s: float) -> dict[int, int]:
         """The high watermark of every partition now (asked again while a leader is elected)."""
@@ -595,6 +677,75 @@ class KafkaPersonKeys:
             )
         return self._tombstone(mark, partition, marker_offset)
 
+    def marker_place(self, subject: str) -> tuple[int, int] | None:
+        """``(partition, offset)`` of the person's forgotten marker as the follower read it."""
+        with self._cond:
+            return self._marks.get(subject)
+
+    def live_keys(self, subject: str) -> list[StoredKey]:
+        """The person's keys that are not erased: after a forgetting, those made since (for new
+        events of the person), oldest first."""
+        return [
+            k
+            for k in self.directory.stored(subject)
+            if not self.directory.is_erased(subject, k.key_id)
+        ]
+
+    def complete_forget(self, subject: str) -> ForgetResult:
+        """The person's existing forgetting, finished: tombstones for keys it erased that are
+        still stored (a forget that crashed before them), no new marker, so keys made since the
+        marker stay. The result has the marker's own time and place, and every key id whose
+        tombstone after the marker the topic still holds. PersonKeysError without a marker."""
+        self._check_started()
+        self.catch_up(CATCH_UP_S)
+        mark = self.directory.forgotten(subject)
+        place = self.marker_place(subject)
+        if mark is None or place is None:
+            raise PersonKeysError(f"person {subject} has no forgotten marker in {self.topic}")
+        partition, marker_offset = place
+        result = self._tombstone(mark, partition, marker_offset)
+        self.catch_up(CATCH_UP_S)
+        key_ids = tuple(dict.fromkeys([*self.erased_key_ids(subject), *result.key_ids]))
+        return ForgetResult(
+            subject, key_ids, mark.forgotten_at, partition, marker_offset, result.tombstone_offsets
+        )
+
+    def erased_key_ids(self, subject: str) -> tuple[UUID, ...]:
+        """Ids of the keys whose tombstones after the person's forgotten marker the topic still
+        holds (as the follower read them): what that erasure deleted."""
+        with self._cond:
+            place = self._marks.get(subject)
+            if place is None:
+                return ()
+            return tuple(
+                dict.fromkeys(k for o, k in self._tombstones.get(subject, ()) if o > place[1])
+            )
+
+    def restrict(self, subject: str, basis: str) -> RestrictionResult:
+        """Restrict the processing of the person's data (GDPR art. 18): the
+        ``<pseudonym>/restricted`` marker, acknowledged (acks=all). The keys stay; routes and
+        ``hub tail --reveal`` hold the personal fields back while it is in force."""
+        self._check_started()
+        if not basis.strip():
+            raise ValueError("a restriction is recorded with its basis")
+        earlier = self.directory.restricted(subject)
+        mark = Restricted(subject, datetime.now(UTC), basis)
+        [(partition, offset)] = self._write(
+            [(subject, record_key(subject, RESTRICTED), encode_restricted(mark))]
+        )
+        log.info("person_keys.restricted", subject=subject, partition=partition, offset=offset)
+        return RestrictionResult(subject, mark.restricted_at, partition, offset, basis, earlier)
+
+    def lift_restriction(self, subject: str) -> RestrictionResult:
+        """Lift the person's restriction: a tombstone of the marker, acknowledged (written
+        also when none is in force: the result's ``earlier`` says which was)."""
+        self._check_started()
+        self.catch_up(CATCH_UP_S)
+        earlier = self.directory.restricted(subject)
+        [(partition, offset)] = self._write([(subject, record_key(subject, RESTRICTED), None)])
+        log.info("person_keys.restriction_lifted", subject=subject, partition=partition)
+        return RestrictionResult(subject, datetime.now(UTC), partition, offset, None, earlier)
+
     def _tombstone(self, mark: Forgotten, partition: int, marker_offset: int) -> ForgetResult:
         doomed = [k.key_id for k in self.directory.erased_stored(mark.subject)]
         written = self._write([(mark.subject, record_key(mark.subject, k), None) for k in doomed])
@@ -761,3 +912,82 @@ def open_person_keys(
         yield keys
     finally:
         keys.close()
+
+
+class NoUnwrap:
+    """A key-encryption keeper that refuses everything: for work that writes markers and
+    tombstones only (``hub person forget|restrict``, ``hub person expire``) and so must not hold
+    a key that unwraps anybody's data key."""
+
+    name = "none"
+
+    def wrap(self, secrets: Sequence[bytes], contexts: Sequence[bytes]) -> list[WrappedKey]:
+        raise KekError("this command holds no key-encryption key")
+
+    def unwrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[bytes]:
+        raise KekError("this command holds no key-encryption key")
+
+    def is_current(self, wrapped: WrappedKey) -> bool:
+        return False
+
+    def rewrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[WrappedKey]:
+        raise KekError("this command holds no key-encryption key")
+
+    def rotate_primary(self) -> str:
+        raise KekError("this command holds no key-encryption key")
+
+    def close(self) -> None:
+        return None
+
+
+class PersonKeysUnavailable(PersonKeysError):
+    """The person keys cannot be opened (no KEK, topic not reachable); the message is one line
+    that quotes no value."""
+
+
+@contextmanager
+def open_person_keys_for(
+    settings: HubSettings,
+    *,
+    needs_unwrap: bool,
+    kek: KeyEncryptionKeys | None = None,
+    timeout_s: float = 30,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[KafkaPersonKeys]:
+    """The deployment's person keys, started, closed afterwards (with the keeper).
+
+    ``needs_unwrap=False`` gives a keeper that refuses every wrap and unwrap (:class:`NoUnwrap`):
+    forgetting and restricting write markers and tombstones only. ``kek`` is a keeper already
+    built (closed with the store). Any failure to open is :class:`PersonKeysUnavailable` with a
+    one-line message; a failure inside the ``with`` block is not touched."""
+    keeper: KeyEncryptionKeys
+    if kek is not None:
+        keeper = kek
+    elif not needs_unwrap:
+        keeper = NoUnwrap()
+    else:
+        try:
+            keeper = build_kek(settings)
+        except KekError as error:
+            raise PersonKeysUnavailable(
+                f"the key-encryption key ({settings.kms}) is not available: {_one_line(error)}"
+            ) from None
+    store = KafkaPersonKeys(settings, keeper, own_kek=True)
+    try:
+        store.start(timeout_s, progress)
+    except Exception as error:  # PersonKeysError, KafkaException, a timeout
+        raise PersonKeysUnavailable(
+            f"person-keys topic {settings.topic_person_keys} at {settings.kafka_bootstrap}: "
+            f"{_one_line(error)}"
+        ) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _one_line(error: BaseException) -> str:
+    from hub.logging import redact_text
+
+    text = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    return redact_text(text)
