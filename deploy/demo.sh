@@ -156,7 +156,7 @@ PY
 }
 facts_before="$(person_facts "$store")"
 echo "==> forgetting them (hub person forget -, the identity code read from that file)"
-hub person forget - <"$forget/identity-code" 2>"$demo/forget.log"
+hub person forget - --basis order --reason "demo: erasure ordered" <"$forget/identity-code" 2>"$demo/forget.log"
 rm -f "$forget/identity-code"
 echo "==> routing what waits in the log (hub route --until-idle): their statement's payer route dead-letters"
 hub route --until-idle >"$demo/router-after-forget.out" 2>"$demo/router-after-forget.log"

@@ -20,6 +20,7 @@ from hub.identity import Pseudonymizer
 from hub.identity.hetu import make_test_identity_code
 from hub.privacy.access_log import record_erasures, record_reveal
 from hub.privacy.keystore import ForgetResult, open_person_keys
+from hub.privacy.person_cli import ERASURE_BASES
 from hub.privacy.sealing import KeyErased
 from hub.settings import HubSettings
 from tests.conftest import hub_environment, settings_for
@@ -65,12 +66,25 @@ def test_forget_by_identity_code_erases_and_records_it(
     other = uuid.uuid4().hex
     with open_person_keys(settings) as store:
         made = store.ensure([person, other])
-    done = hub(settings, tmp_path, "person", "forget", code, "--reason", "GDPR art. 17 request")
+    done = hub(
+        settings,
+        tmp_path,
+        "person",
+        "forget",
+        code,
+        "--basis",
+        "order",
+        "--reason",
+        "court order 2026/17",
+        "--operator",
+        "registrar-7",
+    )
     assert done.returncode == 0, done.stderr
     assert code not in done.stdout + done.stderr
     assert f"person {person} forgotten at " in done.stdout
     assert str(made[person].key_id) in done.stdout
-    assert "status erased" in done.stdout
+    assert "status erased, basis order, operator registrar-7" in done.stdout
+    assert "receivers to tell (GDPR art. 19): none" in done.stdout
     with open_person_keys(settings) as fresh:
         with pytest.raises(KeyErased):
             fresh.data_key(person, made[person].key_id)
@@ -88,24 +102,45 @@ def test_forget_by_identity_code_erases_and_records_it(
     assert entry["subject"] == person
     assert entry["chain"] == f"person-keys/{partition}"
     assert set(entry["fields"]) == {"direct", "contact", "health", "membership"}
-    assert set(entry["legal_basis"].values()) == {"GDPR art. 17 request"}
+    assert set(entry["legal_basis"].values()) == {f"{ERASURE_BASES['order']}: court order 2026/17"}
     assert entry["event_ids"] == [str(made[person].key_id)]
+    details = entry["details"]
+    assert details["operator"] == "registrar-7"
+    assert (details["basis"], details["reason"]) == ("order", "court order 2026/17")
+    assert details["key_ids"] == [str(made[person].key_id)]
+    assert details["marker"]["partition"] == partition == entry["outbox_partition"]
+    assert details["marker"]["offset"] == entry["outbox_offset"]
+    assert details["recipients"] == []
     table = hub(settings, tmp_path, "audit", "person", code)
     assert "erased" in table.stdout
     assert code not in table.stdout + table.stderr
 
     # Forgetting by pseudonym (retention jobs), from standard input too; the chain continues.
-    again = hub(settings, tmp_path, "person", "forget", "--pseudonym", other, "--json")
+    again = hub(
+        settings,
+        tmp_path,
+        "person",
+        "forget",
+        "--pseudonym",
+        other,
+        "--basis",
+        "retention-expired",
+        "--json",
+    )
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     assert result["key_ids"] == [str(made[other].key_id)]
-    stdin = hub(settings, tmp_path, "person", "forget", "-", stdin=code + "\n")
+    assert result["disclosure"]["details"]["basis"] == "retention-expired"
+    assert result["disclosure"]["details"]["operator"]  # the OS user
+    # Forgetting the forgotten person again finishes that erasure: no new marker or receipt.
+    stdin = hub(settings, tmp_path, "person", "forget", "-", "--basis", "order", stdin=code + "\n")
     assert stdin.returncode == 0, stdin.stderr
-    assert "data keys deleted: none" in stdin.stdout
+    assert f"person {person} was forgotten at " in stdin.stdout
+    assert "already recorded" in stdin.stdout
     assert code not in stdin.stdout + stdin.stderr
     report = asyncio.run(verify_chains(settings))
     assert report.ok, report.problems
-    assert sum(c.entries for n, c in report.chains.items() if n.startswith("person-keys/")) == 3
+    assert sum(c.entries for n, c in report.chains.items() if n.startswith("person-keys/")) == 2
 
 
 @pytest.mark.parametrize(
@@ -127,16 +162,33 @@ def test_forget_refuses_a_bad_identity_code_without_echoing_it(
     assert text[:6] not in refused.stderr.replace("IDENTITY_CODE", "")
 
 
-def test_forget_needs_one_person_and_a_reason(settings: HubSettings, tmp_path: Path) -> None:
-    neither = hub(settings, tmp_path, "person", "forget")
+def test_forget_needs_one_person_and_a_basis(settings: HubSettings, tmp_path: Path) -> None:
+    neither = hub(settings, tmp_path, "person", "forget", "--basis", "order")
     assert neither.returncode == 2
     assert "--pseudonym" in neither.stderr
-    bad = hub(settings, tmp_path, "person", "forget", "--pseudonym", "XYZ")
+    bad = hub(settings, tmp_path, "person", "forget", "--pseudonym", "XYZ", "--basis", "order")
     assert bad.returncode == 2
     assert "32 lowercase hex" in bad.stderr
+    # No default ground: a request alone does not erase what the authority must keep.
+    bare = hub(settings, tmp_path, "person", "forget", "--pseudonym", "a" * 32)
+    assert bare.returncode == 2
+    assert "--basis" in bare.stderr
+    assert "17(3)(b)" in bare.stderr
+    wrong = hub(settings, tmp_path, "person", "forget", "--pseudonym", "a" * 32, "--basis", "asked")
+    assert wrong.returncode == 2
+    assert "retention-expired" in wrong.stderr
     code = make_test_identity_code(date(1990, 1, 2), 955)
     leaky = hub(
-        settings, tmp_path, "person", "forget", "--pseudonym", "a" * 32, "--reason", f"ask {code}"
+        settings,
+        tmp_path,
+        "person",
+        "forget",
+        "--pseudonym",
+        "a" * 32,
+        "--basis",
+        "order",
+        "--reason",
+        f"ask {code}",
     )
     assert leaky.returncode == 2
     assert code not in leaky.stderr
@@ -290,3 +342,189 @@ def test_concurrent_writers_of_one_chain_do_not_fork_it(settings: HubSettings) -
         return [i.entry["seq"] async for i in read_entries(settings) if i.entry is not None]
 
     assert sorted(asyncio.run(seqs())) == list(range(16))
+
+
+def _chain_entries(settings: HubSettings, subject: str) -> list[dict[str, object]]:
+    from hub.kafka.topics import ensure_topics
+
+    async def read() -> list[dict[str, object]]:
+        await ensure_topics(settings)
+        return await person_disclosures(settings, subject)
+
+    return asyncio.run(read())
+
+
+def test_forgetting_again_keeps_keys_made_since_and_record_only_writes_the_missing_receipt(
+    settings: HubSettings, tmp_path: Path
+) -> None:
+    """A forget whose receipt was not written (the disclosure log down), then new events of
+    the person (a key made after the marker): a plain re-run erases nothing made since, the
+    record-only run writes the receipt of the original marker (its time and place) once; only
+    --new-erasure erases the new key."""
+    person = uuid.uuid4().hex
+    with open_person_keys(settings) as store:
+        first = store.ensure([person])[person]
+        erased = store.forget(person, "order: court order 1/2026")  # no receipt written
+        second = store.ensure([person])[person]  # new events after the forgetting
+    assert second.key_id != first.key_id
+
+    plain = hub(settings, tmp_path, "person", "forget", "--pseudonym", person, "--basis", "order")
+    assert plain.returncode == 1
+    assert "1 data key(s) were made since then" in plain.stderr
+    assert "--new-erasure" in plain.stderr
+    assert "--record-only" in plain.stderr
+    with open_person_keys(settings) as fresh:
+        assert fresh.data_key(person, second.key_id).secret == second.secret
+    assert _chain_entries(settings, person) == []
+
+    recorded = hub(
+        settings, tmp_path, "person", "forget", "--pseudonym", person, "--record-only", "--json"
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    result = json.loads(recorded.stdout)
+    assert result["recorded_now"] is True
+    assert result["new_marker"] is False
+    assert result["forgotten_at"] == erased.forgotten_at.isoformat()
+    assert (result["partition"], result["marker_offset"]) == (
+        erased.partition,
+        erased.marker_offset,
+    )
+    assert result["key_ids"] == [str(first.key_id)]
+    details = result["disclosure"]["details"]
+    assert (details["basis"], details["reason"]) == ("order", "court order 1/2026")
+    assert details["marker"]["forgotten_at"] == erased.forgotten_at.isoformat()
+    twice = hub(settings, tmp_path, "person", "forget", "--pseudonym", person, "--record-only")
+    assert twice.returncode == 0, twice.stderr
+    assert "already recorded" in twice.stdout
+    [entry] = _chain_entries(settings, person)
+    assert entry["first_attempt_at"] == erased.forgotten_at.isoformat()
+    with open_person_keys(settings) as fresh:
+        assert fresh.data_key(person, second.key_id).secret == second.secret
+        with pytest.raises(KeyErased):
+            fresh.data_key(person, first.key_id)
+
+    new = hub(
+        settings,
+        tmp_path,
+        "person",
+        "forget",
+        "--pseudonym",
+        person,
+        "--basis",
+        "objection-upheld",
+        "--new-erasure",
+    )
+    assert new.returncode == 0, new.stderr
+    assert str(second.key_id) in new.stdout
+    with open_person_keys(settings) as fresh, pytest.raises(KeyErased):
+        fresh.data_key(person, second.key_id)
+    assert [e["status"] for e in _chain_entries(settings, person)] == ["erased", "erased"]
+
+
+def test_the_receipt_names_the_receivers_to_tell(settings: HubSettings, tmp_path: Path) -> None:
+    """GDPR art. 19: the receivers the disclosure log shows the person's data went to."""
+    from hub.delivery.disclosure import Disclosure, DisclosureLog, DisclosureStatus
+    from hub.kafka.topics import ensure_topics
+
+    person, other = uuid.uuid4().hex, uuid.uuid4().hex
+    now = datetime.now(UTC)
+
+    def sent(subject: str, destination: str, endpoint: str | None, status: str) -> Disclosure:
+        return Disclosure(
+            destination=destination,
+            endpoint=endpoint,
+            event_id=uuid.uuid4(),
+            subject=subject,
+            event_type="StatementIssued",
+            fields=["payload.first_name"],
+            legal_basis={"direct": "law"},
+            status=DisclosureStatus(status),
+            attempts=1,
+            first_attempt_at=now,
+            last_attempt_at=now,
+            route="r",
+            outbox_partition=0,
+            outbox_offset=0,
+        )
+
+    async def deliveries() -> None:
+        await ensure_topics(settings)
+        log = DisclosureLog(settings)
+        await log.start()
+        await log.record(sent(person, "kela", None, "delivered"), 0)
+        await log.record(sent(person, "fund", "0201256-6", "dead-lettered"), 1)
+        await log.record(sent(other, "employer", "1234567-8", "delivered"), 2)
+        await log.stop()
+
+    asyncio.run(deliveries())
+    with open_person_keys(settings) as store:
+        store.ensure([person])
+    done = hub(settings, tmp_path, "person", "forget", "--pseudonym", person, "--basis", "order")
+    assert done.returncode == 0, done.stderr
+    assert "(GDPR art. 19): fund/0201256-6, kela" in done.stdout
+    assert "employer" not in done.stdout
+    [receipt] = [e for e in _chain_entries(settings, person) if e["status"] == "erased"]
+    assert receipt["details"]["recipients"] == [
+        {"destination": "fund", "endpoint": "0201256-6"},
+        {"destination": "kela", "endpoint": None},
+    ]
+
+
+def test_restrict_and_lift_without_a_kek_recorded(settings: HubSettings, tmp_path: Path) -> None:
+    """hub person restrict holds no key-encryption key (here none can be built: the KEK file
+    is missing) and records both steps on the person-keys chain."""
+    person = uuid.uuid4().hex
+    with open_person_keys(settings) as store:
+        key = store.ensure([person])[person]
+    no_kek = settings.model_copy(update={"kek": None, "kek_file": tmp_path / "no-such-kek"})
+    restricted = hub(
+        no_kek,
+        tmp_path,
+        "person",
+        "restrict",
+        "--pseudonym",
+        person,
+        "--basis",
+        "accuracy contested, case 55",
+    )
+    assert restricted.returncode == 0, restricted.stderr
+    assert f"person {person}: processing restricted at" in restricted.stdout
+    assert "status restricted" in restricted.stdout
+    with open_person_keys(settings) as fresh:
+        mark = fresh.directory.restricted(person)
+        assert mark is not None
+        assert mark.basis == "accuracy contested, case 55"
+        assert fresh.data_key(person, key.key_id).secret == key.secret  # the keys stay
+    lifted = hub(
+        no_kek,
+        tmp_path,
+        "person",
+        "restrict",
+        "--pseudonym",
+        person,
+        "--lift",
+    )
+    assert lifted.returncode == 0, lifted.stderr
+    assert "restriction of processing lifted" in lifted.stdout
+    with open_person_keys(settings) as fresh:
+        assert fresh.directory.restricted(person) is None
+    entries = _chain_entries(settings, person)
+    assert [e["status"] for e in entries] == ["restricted", "restriction-lifted"]
+    assert entries[0]["details"]["basis"] == "accuracy contested, case 55"
+    assert entries[1]["details"]["was_restricted"] is True
+    both = hub(no_kek, tmp_path, "person", "restrict", "--pseudonym", person)
+    assert both.returncode == 2
+    # Forgetting holds no key either.
+    forgot = hub(
+        no_kek,
+        tmp_path,
+        "person",
+        "forget",
+        "--pseudonym",
+        person,
+        "--basis",
+        "order",
+    )
+    assert forgot.returncode == 0, forgot.stderr
+    assert str(key.key_id) in forgot.stdout
+    assert asyncio.run(verify_chains(settings)).ok

@@ -303,7 +303,9 @@ async def test_a_forgotten_person_is_unreadable_everywhere_counted_and_nothing_i
         async with open_publisher(settings) as publisher:
             resent = [e async for e, _ in publisher.publish_all([*forgotten, *kept])]
         assert len(resent) == len(forgotten) + len(kept)
-        forget = _hub(env, tmp_path, "person", "forget", "-", "--json", stdin=code + "\n")
+        forget = _hub(
+            env, tmp_path, "person", "forget", "-", "--basis", "order", "--json", stdin=code + "\n"
+        )
         assert code not in forget.stdout + forget.stderr
         routed = _hub(env, tmp_path, "route", "--until-idle").stdout
         second = _routed(routed)

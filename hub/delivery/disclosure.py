@@ -85,6 +85,11 @@ class DisclosureStatus(StrEnum):
     REVEALED = "revealed"
     """An operator saw the person's personal fields in the clear (``hub tail --reveal``);
     chain ``reveal/<operator>``."""
+    RESTRICTED = "restricted"
+    """Processing of the person's data restricted (GDPR art. 18, ``hub person restrict``): the
+    keys stay, no route gets the personal fields; chain ``person-keys/<partition>``."""
+    RESTRICTION_LIFTED = "restriction-lifted"
+    """The person's restriction of processing lifted (``hub person restrict --lift``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +117,16 @@ class Disclosure:
     event_ids: Sequence[str] = ()
     """More events of the same entry (a reveal covers a batch); in the entry only when given,
     so the entries of deliveries keep their content and hash."""
+    details: Mapping[str, Any] | None = None
+    """What an erasure or a restriction receipt says beyond a delivery's (operator, basis,
+    reason, the marker's place, recipients to notify); JSON values, in the entry only when
+    given (member ``details``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The entry's content as JSON values (times ISO 8601 UTC)."""
         extra: dict[str, Any] = {"event_ids": list(self.event_ids)} if self.event_ids else {}
+        if self.details is not None:
+            extra["details"] = dict(self.details)
         return {
             "destination": self.destination,
             "endpoint": self.endpoint,
@@ -153,6 +164,7 @@ class Disclosure:
             outbox_partition=int(entry["outbox_partition"]),
             outbox_offset=int(entry["outbox_offset"]),
             event_ids=tuple(entry.get("event_ids") or ()),
+            details=entry.get("details"),
         )
 
 
