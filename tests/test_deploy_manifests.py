@@ -187,14 +187,16 @@ def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> 
     settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
     outboxes = set(_default_outboxes(settings).values())
     names = [spec.name for spec in topic_specs(settings)] + sorted(outboxes)
+    keys = settings.topic_person_keys
     writes = {
-        "te-hub-ingest": {settings.topic_customer_path, settings.topic_ingest_receipts},
+        "te-hub-ingest": {settings.topic_customer_path, settings.topic_ingest_receipts, keys},
         "te-hub-poller": {
             settings.topic_customer_path,
             settings.topic_ingest_receipts,
             settings.topic_source_positions,
+            keys,
         },
-        "te-hub-import": {settings.topic_customer_path, settings.topic_ingest_receipts},
+        "te-hub-import": {settings.topic_customer_path, settings.topic_ingest_receipts, keys},
         "te-hub-router": {
             *outboxes,
             settings.topic_router_state,
@@ -203,6 +205,7 @@ def test_users_may_describe_every_hub_topic_and_write_only_what_they_write() -> 
         "te-hub-deliver": {settings.topic_dead_letter, settings.topic_disclosures},
         "te-hub-dlq": {*outboxes, settings.topic_dead_letter},
         "te-hub-audit": set(),
+        "te-hub-privacy": {keys, settings.topic_disclosures},
     }
     users = _users()
 
@@ -226,9 +229,10 @@ def test_router_and_workers_read_only_their_inputs_in_their_own_groups() -> None
     outboxes = _default_outboxes(settings)
     router, deliver = _users()["te-hub-router"], _users()["te-hub-deliver"]
     router_group = f"{settings.writer_id_prefix}-router"
+    keys = settings.topic_person_keys
     reads = {
-        "te-hub-router": {settings.topic_customer_path, settings.topic_router_state},
-        "te-hub-deliver": {*outboxes.values(), settings.topic_disclosures},
+        "te-hub-router": {settings.topic_customer_path, settings.topic_router_state, keys},
+        "te-hub-deliver": {*outboxes.values(), settings.topic_disclosures, keys},
         "te-hub-dlq": {settings.topic_dead_letter, settings.topic_router_state},
         "te-hub-audit": {settings.topic_disclosures},
     }
@@ -251,6 +255,25 @@ def test_router_and_workers_read_only_their_inputs_in_their_own_groups() -> None
             acl["resource"]["type"] == "group"
             for acl in _users()[user]["spec"]["authorization"]["acls"]
         ), user
+
+
+def test_who_opens_the_person_keys_may_check_their_policy_and_erasures_write_their_chains() -> None:
+    """KafkaPersonKeys checks the topic's cleanup.policy at start (DescribeConfigs); the
+    erasure, restriction and reveal receipts are written under their chain's transactional id
+    (<prefix>-disclosures-<chain>) by the privacy user only."""
+    settings = HubSettings(_env_file=None)  # type: ignore[call-arg]
+    keys = settings.topic_person_keys
+    for username, user in _users().items():
+        opens = _allowed(user, "topic", keys, "Read")
+        assert _allowed(user, "topic", keys, "DescribeConfigs") == opens, username
+    privacy = _users()["te-hub-privacy"]
+    for chain in ("person-keys/0", "person-keys/5", "reveal/alice"):
+        transactional_id = f"{settings.writer_id_prefix}-disclosures-{chain}"
+        for username, user in _users().items():
+            allowed = _allowed(user, "transactionalId", transactional_id, "Write")
+            assert allowed == (username == "te-hub-privacy"), (username, chain)
+    assert _allowed(privacy, "topic", settings.topic_customer_path, "Read")  # hub tail --reveal
+    assert not _allowed(privacy, "topic", settings.topic_customer_path, "Write")
 
 
 def test_router_replicas_have_transactional_ids_of_their_own(

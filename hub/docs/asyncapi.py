@@ -120,6 +120,40 @@ class RouterPersonState(_Doc):
     )
 
 
+class PersonDataKey(_Doc):
+    """One wrapped data key of a person (record key ``<pseudonym>/<key id>``). No personal
+    data: the secret is wrapped by the key-encryption key, bound to pseudonym, key id and time."""
+
+    v: Literal[1] = Field(description="Version of the record format.")
+    subject: PseudonymStr = Field(description="The person pseudonym, as in the record key.")
+    key_id: UUID = Field(description="The data key's id, as in the record key and sealed values.")
+    kek: str = Field(description="What wrapped it: local:<keyring id> or vault:<mount>/<key>.")
+    wrapped: str = Field(description="The wrapped data key (base64); never the key in clear.")
+    created_at: AwareDatetime = Field(description="When the key was made (UTC).")
+
+
+class PersonForgottenMarker(_Doc):
+    """The person was forgotten (record key ``<pseudonym>/forgotten``): every key recorded
+    before it is erased; kept after compaction removed the keys' tombstones."""
+
+    v: Literal[1] = Field(description="Version of the record format.")
+    subject: PseudonymStr = Field(description="The person pseudonym, as in the record key.")
+    forgotten_at: AwareDatetime = Field(description="When the person was forgotten (UTC).")
+    reason: str = Field(
+        description="The ground and its detail (e.g. 'order: <case>'); never personal data."
+    )
+
+
+class PersonRestrictedMarker(_Doc):
+    """Processing of the person's data restricted, GDPR art. 18 (record key
+    ``<pseudonym>/restricted``; a tombstone of it lifts the restriction). The keys stay."""
+
+    v: Literal[1] = Field(description="Version of the record format.")
+    subject: PseudonymStr = Field(description="The person pseudonym, as in the record key.")
+    restricted_at: AwareDatetime = Field(description="When processing was restricted (UTC).")
+    basis: str = Field(description="Why (GDPR art. 18(1)(a)-(d)); never personal data.")
+
+
 class DisclosureEntry(_Doc):
     """One receipt of the disclosure log, hash-chained per destination and outbox partition.
 
@@ -810,7 +844,88 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
         ),
         model=SourcePosition,
     )
-    return [log, *outboxes, dead_letters, disclosures, router_state, receipts, positions]
+    person_keys = Channel(
+        id="person-keys",
+        spec=_topic(specs, settings.topic_person_keys),
+        title="Person keys",
+        description=(
+            "Per-person data keys (crypto-shredding), compacted, every record of a person in "
+            "the partition of the pseudonym (murmur2): wrapped keys, the forgotten marker and "
+            "the restriction marker. No personal data: keys are wrapped by the key-encryption "
+            "key (HUB_KMS), a tombstone of a key deletes it for good once compacted."
+        ),
+        key=_key_schema(
+            "<pseudonym>/<key id> (a data key), <pseudonym>/forgotten or <pseudonym>/restricted."
+        ),
+        messages=(
+            _record_message(PersonDataKey, "Wrapped data key", "Compact JSON."),
+            _record_message(
+                PersonForgottenMarker,
+                "Forgotten marker",
+                "Compact JSON, written before the tombstones of the person's keys.",
+            ),
+            _record_message(
+                PersonRestrictedMarker,
+                "Restriction marker",
+                "Compact JSON; a tombstone of <pseudonym>/restricted lifts it.",
+            ),
+            Message(
+                name="PersonKeyTombstone",
+                title="Tombstone",
+                summary="A null value: deletes the data key, or lifts the restriction.",
+                description="No value (null).",
+                content_type=JSON_CONTENT_TYPE,
+                payload={"type": "null"},
+            ),
+        ),
+        operations=(
+            Operation(
+                "edgeWritesPersonKeys",
+                "send",
+                "hub serve, hub poll, hub import, hub simulate: the sealing writers",
+                "A new person's data key, acks=all and idempotent, before anything is sealed "
+                "with it.",
+                messages=("PersonDataKey",),
+            ),
+            Operation(
+                "privacyWritesMarkers",
+                "send",
+                "hub person forget|restrict|expire, hub keys rotate",
+                "Forgotten and restriction markers and tombstones (holding no KEK that "
+                "unwraps, except rotate, which writes rewrapped keys); each recorded in the "
+                "disclosure log.",
+            ),
+            Operation(
+                "keyFollowersRead",
+                "receive",
+                "hub route, hub deliver, the sealing writers, hub tail --reveal",
+                "Follow the topic from the beginning (by assignment, read_committed) into an "
+                "in-memory directory; unwrap only the keys a route may open.",
+            ),
+        ),
+    )
+    return [
+        log,
+        *outboxes,
+        dead_letters,
+        disclosures,
+        router_state,
+        receipts,
+        positions,
+        person_keys,
+    ]
+
+
+def _record_message(model: type[_Doc], title: str, description: str) -> Message:
+    """A JSON message of a channel with several record shapes: its own payload schema."""
+    return Message(
+        name=model.__name__,
+        title=title,
+        summary=_summary(model),
+        description=description,
+        content_type=JSON_CONTENT_TYPE,
+        payload=model.model_json_schema(),
+    )
 
 
 # --- FastStream -------------------------------------------------------------------------------

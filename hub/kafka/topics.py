@@ -166,6 +166,7 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
                 "so that an altered or removed entry is detected; kept forever (GDPR art. 15)."
             ),
         ),
+        person_keys_spec(settings),
     ]
 
 
@@ -196,7 +197,8 @@ def person_keys_spec(settings: HubSettings) -> TopicSpec:
             "Per-person data keys wrapped by the key-encryption key, record key "
             "<pseudonym>/<key id>, all of a person's records in the partition of the pseudonym; "
             "a tombstone deletes a key and <pseudonym>/forgotten marks the person forgotten "
-            "(crypto-shredding: their sealed personal fields can no longer be read)."
+            "(crypto-shredding: their sealed personal fields can no longer be read); "
+            "<pseudonym>/restricted restricts processing (GDPR art. 18), a tombstone lifts it."
         ),
     )
 
@@ -239,7 +241,8 @@ async def ensure_topics(settings: HubSettings, extra: Sequence[TopicSpec] = ()) 
     (the outboxes of the configured destinations). A topic with fewer partitions than its spec
     is an error, because keys would map to other partitions than the consumers were sized for.
     """
-    specs = [*topic_specs(settings), *extra]
+    # One spec per name (an ``extra`` may repeat a fixed one, e.g. the person-keys topic).
+    specs = list({s.name: s for s in [*topic_specs(settings), *extra]}.values())
     admin = _admin(settings)
     await admin.start()
     try:
