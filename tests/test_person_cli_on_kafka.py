@@ -464,6 +464,7 @@ def test_the_receipt_names_the_receivers_to_tell(settings: HubSettings, tmp_path
     assert "(GDPR art. 19): fund/0201256-6, kela" in done.stdout
     assert "employer" not in done.stdout
     [receipt] = [e for e in _chain_entries(settings, person) if e["status"] == "erased"]
+    assert set(receipt["legal_basis"].values()) == {ERASURE_BASES["order"]}  # no detail given
     assert receipt["details"]["recipients"] == [
         {"destination": "fund", "endpoint": "0201256-6"},
         {"destination": "kela", "endpoint": None},

@@ -142,7 +142,8 @@ def erasure_entry(
     """The receipt of one forgotten marker: who (``operator``), why (``basis``, its legal text
     and the ``reason``), which keys, where the marker is and whom to notify (art. 19)."""
     classes = erased_classes()
-    why = f"{basis_text or basis}: {reason}" if basis else reason
+    ground = (basis_text or basis) if basis else None
+    why = f"{ground}: {reason}" if ground and reason else (ground or reason)
     details: dict[str, Any] = {
         "operator": operator or default_operator(),
         "basis": basis,
