@@ -529,3 +529,24 @@ def test_restrict_and_lift_without_a_kek_recorded(settings: HubSettings, tmp_pat
     assert forgot.returncode == 0, forgot.stderr
     assert str(key.key_id) in forgot.stdout
     assert asyncio.run(verify_chains(settings)).ok
+
+
+def test_a_receipt_not_written_names_the_record_only_command(
+    settings: HubSettings, tmp_path: Path
+) -> None:
+    """The disclosure log cannot be written (a topic name the broker refuses): the person is
+    forgotten and the error names the command that records it without touching a key."""
+    person = uuid.uuid4().hex
+    with open_person_keys(settings) as store:
+        key = store.ensure([person])[person]
+    broken = settings.model_copy(update={"topic_disclosures": "no such topic!"})
+    failed = hub(broken, tmp_path, "person", "forget", "--pseudonym", person, "--basis", "order")
+    assert failed.returncode == 1
+    assert "forgotten (keys deleted" in failed.stderr
+    assert f"hub person forget --pseudonym {person} --record-only --basis order" in failed.stderr
+    assert "run the same command again" not in failed.stderr
+    recorded = hub(settings, tmp_path, "person", "forget", "--pseudonym", person, "--record-only")
+    assert recorded.returncode == 0, recorded.stderr
+    assert str(key.key_id) in recorded.stdout
+    [entry] = _chain_entries(settings, person)
+    assert entry["status"] == "erased"
