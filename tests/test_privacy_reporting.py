@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,16 @@ def test_the_archive_record_schema_holds_the_bytes_member_of_every_personal_fiel
     code = next(f for f in payload["fields"] if f["name"] == "personal_identity_code")
     assert "bytes" in code["type"]
     assert '"pii"' in text
+
+
+def test_a_sealed_value_a_reporting_route_may_carry_is_null_in_the_store_not_its_ciphertext() -> (
+    None
+):
+    """Reporting grants fund membership (statistics of payers) but holds no keys: the sealed
+    registration's fund code is unknown there, never the repr of its ciphertext."""
+    from hub.privacy.sealing import new_data_key, seal_value
+    from hub.reporting.facts import arrow_column
+
+    key = new_data_key("0" * 32, uuid.uuid4(), datetime.now(UTC))
+    sealed = seal_value(key, uuid.uuid4(), "payload.unemployment_fund_code", b"ERTO")
+    assert arrow_column([sealed, "ERTO", None], "VARCHAR").to_pylist() == [None, "ERTO", None]

@@ -223,6 +223,8 @@ _ROW_FUNCTIONS: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
 def _text(value: Any) -> Any:
     if value is None or type(value) is str:
         return value
+    if type(value) is bytes:  # a sealed personal value: reporting holds no key, so unknown
+        return None
     if isinstance(value, Enum):
         return str(value.value)
     return str(value)  # UUID: canonical lower-case hex with dashes
