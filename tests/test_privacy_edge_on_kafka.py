@@ -659,3 +659,26 @@ async def test_hub_simulate_seals_every_personal_field(
             event = events[record["envelope"]["event_id"]]
             expected = personal_values(event.event_type, event.to_avro())
             assert_sealed_and_opens_to(event.event_type, record, keys, expected)
+
+
+async def test_a_writer_with_a_key_encryption_key_that_opens_no_stored_key_is_refused(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Attack: a writer started with a wrong HUB_KEK made keys for new people that no reader
+    could unwrap (their data lost) and exited 0. Now it refuses before writing anything."""
+    from hub.privacy.kek import KekError
+    from hub.sink.sealing import start_person_keys
+
+    settings = edge_settings(kafka_bootstrap, tmp_path)
+    keys = await start_person_keys(settings)
+    try:
+        await keys.aensure(["a" * 32])
+    finally:
+        await asyncio.to_thread(keys.close)
+    wrong = settings.model_copy(
+        update={"kek": SecretStr("wrong:" + base64.b64encode(bytes(32)).decode())}
+    )
+    with pytest.raises(KekError, match="opens none of the 1 newest stored data keys"):
+        await start_person_keys(wrong)
+    right = await start_person_keys(settings)  # the right key still starts
+    await asyncio.to_thread(right.close)

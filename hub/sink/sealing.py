@@ -114,7 +114,8 @@ async def start_person_keys(settings: HubSettings) -> KafkaPersonKeys:
     """The person-keys topic of ``settings`` followed and read to its end (a writer's keys).
 
     A start that fails (the topic just created and not yet described, a broker that is only
-    coming up) is tried again a few times with a new store, then its error is raised.
+    coming up) is tried again a few times with a new store, then its error is raised; a
+    key-encryption key that opens none of the stored keys is refused at once (KekError).
     """
     from hub.privacy.keystore import KafkaPersonKeys  # needs Kafka: imported where used
 
@@ -122,6 +123,8 @@ async def start_person_keys(settings: HubSettings) -> KafkaPersonKeys:
         keys = KafkaPersonKeys(settings)
         try:
             await asyncio.to_thread(keys.start)
+            # A writer with a wrong KEK would wrap new people's keys so no reader can open them.
+            await asyncio.to_thread(keys.directory.check_kek)
             return keys
         except Exception as exc:
             with suppress(Exception):
