@@ -33,7 +33,7 @@ with ``--accept-unverified-rule``; ``--dry-run`` counts without forgetting anyth
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -43,7 +43,6 @@ import click
 
 from hub.kafka.cli_support import run_kafka_command
 from hub.logging import configure_logging
-from hub.privacy.kek import KekError, WrappedKey
 from hub.reporting.indicators.frame import FINLAND
 from hub.reporting.store import ReportingStore, StoreError
 from hub.reporting.tables import FACT_TABLES, live_sql
@@ -59,30 +58,6 @@ SPELL_TABLES: Final = ("spells", "spell_ends")
 RECORD_BATCH: Final = 100
 """Forgotten persons whose erasure receipts are written in one transaction."""
 PROGRESS_EVERY: Final = 10_000
-
-
-class _NoUnwrap:
-    """A key-encryption keeper that refuses everything: forgetting needs no key in the clear."""
-
-    name = "none"
-
-    def wrap(self, secrets: Sequence[bytes], contexts: Sequence[bytes]) -> list[WrappedKey]:
-        raise KekError("hub person expire holds no key-encryption key")
-
-    def unwrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[bytes]:
-        raise KekError("hub person expire holds no key-encryption key")
-
-    def is_current(self, wrapped: WrappedKey) -> bool:
-        return False
-
-    def rewrap(self, wrapped: Sequence[WrappedKey], contexts: Sequence[bytes]) -> list[WrappedKey]:
-        raise KekError("hub person expire holds no key-encryption key")
-
-    def rotate_primary(self) -> str:
-        raise KekError("hub person expire holds no key-encryption key")
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass
@@ -155,22 +130,6 @@ def _rule(as_of: date) -> Period[RetentionRule]:
         return retention_rule(as_of)
     except NoRuleInForce as error:
         raise click.ClickException(f"no retention rule in force on {as_of}: {error}") from None
-
-
-def _key_store(settings: HubSettings, timeout_s: float) -> KafkaPersonKeys:
-    from hub.privacy.keystore import KafkaPersonKeys
-
-    keys = KafkaPersonKeys(settings, _NoUnwrap())
-    try:
-        keys.start(timeout_s)
-    except Exception as error:  # PersonKeysError, KafkaException, a timeout: one line
-        keys.close()
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise click.ClickException(
-            f"person-keys topic {settings.topic_person_keys} at {settings.kafka_bootstrap} "
-            f"is not reachable ({text})"
-        ) from None
-    return keys
 
 
 def _already_forgotten(keys: KafkaPersonKeys, subject: str) -> bool:
@@ -251,20 +210,26 @@ def expire_command(
         store = ReportingStore(path, read_only=True)
     except StoreError as error:
         raise click.ClickException(str(error)) from None
-    keys = _key_store(settings, keys_timeout)
+    from hub.privacy.keystore import PersonKeysUnavailable, open_person_keys_for
+
     summary = Summary()
     try:
-        with store:
+        # Forgetting writes markers and tombstones only: no key-encryption key that unwraps.
+        with (
+            open_person_keys_for(settings, needs_unwrap=False, timeout_s=keys_timeout) as keys,
+            store,
+        ):
             people = persons_with_spells(store, datetime.now(UTC))
             _expire(settings, keys, people, as_of, rule, dry_run, limit, summary)
-    finally:
-        keys.close()
+    except PersonKeysUnavailable as error:
+        raise click.ClickException(str(error)) from None
     _print_summary(settings, summary, dry_run)
     if summary.unrecorded:
         raise click.ClickException(
             f"{len(summary.unrecorded)} person(s) forgotten but their erasure not recorded in "
-            "the disclosure log; record each with hub person forget --pseudonym <p> --reason "
-            f"'{rule.reason()}': {' '.join(summary.unrecorded)}"
+            "the disclosure log; record each with hub person forget --pseudonym <p> "
+            f"--record-only --basis retention-expired --reason '{rule.reason()}': "
+            f"{' '.join(summary.unrecorded)}"
         )
 
 
@@ -314,12 +279,18 @@ def _record(
     settings: HubSettings, results: list[ForgetResult], rule: RetentionRule, summary: Summary
 ) -> None:
     from hub.privacy.access_log import record_erasures
+    from hub.privacy.person_cli import ERASURE_BASES  # person_cli registers this command
 
     try:
         run_kafka_command(
             settings,
             record_erasures(
-                settings, results, rule.reason(), via=f"hub person expire: {rule.rule_id}"
+                settings,
+                results,
+                rule.reason(),
+                via=f"hub person expire: {rule.rule_id}",
+                basis="retention-expired",
+                basis_text=ERASURE_BASES["retention-expired"],
             ),
         )
         click.echo(
