@@ -54,15 +54,27 @@ class Keys:
         self.memory = MemoryPersonKeys(LocalKeyEncryptionKeys.from_text(DEV_KEK))
         self.calls = 0
         self.down = False
+        self.reader: Any = None
+        """A directory that unwraps with another keyring (None: the writer's)."""
 
     def data_keys(self, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], DataKey]:
         self.calls += 1
         if self.down:
             raise KekUnavailable("the key keeper did not answer (test)")
-        return self.memory.directory.data_keys(pairs)
+        return (self.reader or self.memory.directory).data_keys(pairs)
 
     def forgotten(self, subject: str) -> Forgotten | None:
         return self.memory.directory.forgotten(subject)
+
+    def restricted(self, subject: str) -> Any:
+        return self.memory.directory.restricted(subject)
+
+    def read_with(self, keyring: str) -> None:
+        from hub.privacy.datakeys import KeyDirectory
+
+        self.reader = KeyDirectory(LocalKeyEncryptionKeys.from_text(keyring))
+        for key, value in self.memory.records:
+            self.reader.apply(key, value)
 
 
 class Receiver:
@@ -353,5 +365,28 @@ async def test_without_key_access_a_sealed_record_is_a_dead_letter_not_sent_seal
     assert receiver.bodies == []
     [(letter, _)] = _letters(worker)
     assert letter.error_class == "DataKeyUnreadable"
+    worker.stop()
+    await loop
+
+
+async def test_a_keyring_without_the_wrapping_kek_is_waited_out_not_a_dead_letter(
+    settings: HubSettings, config: RoutesConfig, statements: list[CustomerPathEvent]
+) -> None:
+    """This worker's own configuration (keys wrapped by a KEK id its keyring does not hold):
+    the records wait like for a keeper away, and go once the keyring holds it."""
+    keys = Keys()
+    records = _outbox(settings, config, statements[:3], keys)
+    other = "new:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
+    keys.read_with(other)
+    receiver = Receiver()
+    worker = _worker(settings, config, receiver, keys)
+    loop = asyncio.create_task(worker._dispatch_loop())
+    await _feed(worker, records)
+    await _until(lambda: keys.calls >= 2, "a second try for the keys")
+    assert worker.stats.dead_letters == 0
+    assert receiver.bodies == []
+    keys.read_with(f"{other},{DEV_KEK}")
+    await _until(lambda: worker.stats.delivered == 3, "delivery once the keyring is fixed", 10)
+    assert worker.stats.dead_letters == 0
     worker.stop()
     await loop

@@ -438,3 +438,80 @@ def test_the_routers_batch_path_writes_what_handle_many_decides(
     assert routed == Counter(d for o in outcomes for d in o.destinations)
     assert dead == Counter({"route": sum(o.dead_count for o in outcomes if o.dead_letter)})
     assert dead["route"] >= 1
+
+
+def _directory_with(memory: MemoryPersonKeys, keyring: str, tamper: str | None = None) -> Any:
+    """A key directory with ``memory``'s records, unwrapping with ``keyring``; ``tamper``: the
+    person whose stored key records get a changed wrapping (a record tampered with)."""
+    import base64
+    import json
+
+    from hub.privacy.datakeys import KeyDirectory
+
+    directory = KeyDirectory(LocalKeyEncryptionKeys.from_text(keyring))
+    for key, value in memory.records:
+        if value is not None and tamper is not None and key.startswith(tamper.encode()):
+            body = json.loads(value)
+            if "wrapped" in body:
+                wrapped = bytearray(base64.b64decode(body["wrapped"]))
+                wrapped[-1] ^= 1
+                body["wrapped"] = base64.b64encode(bytes(wrapped)).decode()
+                value = json.dumps(body).encode()
+        directory.apply(key, value)
+    return directory
+
+
+NEW_KEK = "new:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
+
+
+def test_a_keyring_without_the_wrapping_kek_puts_the_batch_back_not_dead_letters(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    """The rotation order's hazard: keys wrapped by a KEK id this router's keyring does not
+    hold is its own configuration, the same for every person: back-pressure
+    (KeysMisconfigured, a KekUnavailable: the router retries), one message naming the
+    missing KEK id, never a dead letter per person; with the keyring fixed all flows."""
+    from hub.routing.outbox import KeysMisconfigured
+
+    memory = _keys()  # keys wrapped by the dev KEK (local:dev)
+    records = list(_sealed(_statements(events, 3), memory))
+    handler = RecordHandler(
+        settings,
+        config,
+        serializer=SingleObjectSerializer(),
+        keys=_directory_with(memory, NEW_KEK),
+    )
+    with pytest.raises(KeysMisconfigured) as raised:
+        handler.handle_many(records, PersonStates().batch())
+    assert "does not hold" in str(raised.value)
+    assert isinstance(raised.value, KekUnavailable)
+    fixed = RecordHandler(
+        settings,
+        config,
+        serializer=SingleObjectSerializer(),
+        keys=_directory_with(memory, f"{NEW_KEK},{DEV_KEK}"),
+    )
+    outcomes = fixed.handle_many(records, PersonStates().batch())
+    assert all(o.dead_letter is None for o in outcomes)
+
+
+def test_a_tampered_key_record_stays_a_dead_letter_of_that_person(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    memory = _keys()
+    statements = _statements(events, 3)
+    records = list(_sealed(statements, memory))
+    victim = statements[0].envelope.subject
+    handler = RecordHandler(
+        settings,
+        config,
+        serializer=SingleObjectSerializer(),
+        keys=_directory_with(memory, DEV_KEK, tamper=victim),
+    )
+    outcomes = handler.handle_many(records, PersonStates().batch())
+    for event, outcome in zip(statements, outcomes, strict=True):
+        if event.envelope.subject != victim:
+            assert outcome.dead_letter is None
+            continue
+        [(letter, _)] = _letters(outcome)
+        assert letter.error_class == "DataKeyUnreadable"

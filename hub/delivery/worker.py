@@ -86,12 +86,13 @@ from hub.delivery.transport import (
 from hub.kafka.clients import make_consumer, make_producer
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage, with_dead_letter_headers
 from hub.kafka.topics import outbox_topic
-from hub.logging import get_logger
+from hub.logging import get_logger, redact_text
 from hub.privacy.fields import SealedFields
 from hub.privacy.kek import KekError, KekUnavailable
 from hub.privacy.sealing import DataKey, KeyErased, KeyUnknown, SealBroken, SealError
 from hub.routing.outbox import (
     KeyPair,
+    KeysMisconfigured,
     PersonKeys,
     available_keys,
     granted_values,
@@ -741,6 +742,16 @@ class DeliveryWorker:
         pairs = [pair for item in items for pair in item.pairs]
         try:
             found, failed = await asyncio.to_thread(available_keys, self.keys, pairs)
+        except KeysMisconfigured as error:
+            # This worker's own configuration (a keyring without the KEK id, a token refused):
+            # waited out like the keeper away, one error line naming what is missing.
+            log.error(
+                "delivery.keys_misconfigured",
+                destination=self.target.name,
+                records=len(items),
+                error=redact_text(str(error)),
+            )
+            return
         except KekUnavailable as error:
             log.warning(
                 "delivery.keys_unavailable",

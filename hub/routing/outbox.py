@@ -248,6 +248,40 @@ class PersonKeys(Protocol):
     def forgotten(self, subject: str) -> Forgotten | None: ...
 
 
+class KeysMisconfigured(KekUnavailable):
+    """A data key cannot be unwrapped because of this process's own configuration (a keyring
+    without the KEK id a key is wrapped by, a Vault token refused, a redirect, a CA bundle):
+    the same for every person, so not a dead letter of each, but back-pressure like a keeper
+    that does not answer, until an operator fixes it. The message names what is missing,
+    never a key."""
+
+
+#: What the keepers (:mod:`hub.privacy.kek`, :mod:`hub.privacy.vault`) say of a fault of the
+#: caller's configuration, not of one stored key record.
+_CONFIGURATION_FAULTS = (
+    "which this keyring does not hold",
+    "(403 permission denied)",
+    "with a redirect",
+    "HUB_VAULT_CA_BUNDLE",
+    "holds no key-encryption key",
+)
+
+
+def configuration_fault(error: BaseException) -> KeysMisconfigured | None:
+    """The :class:`KeysMisconfigured` a KekError (or the key store's KeyRecordBroken wrapping
+    one) is, when it is a fault of this process's configuration; None otherwise (a tampered
+    key record stays that record's dead letter)."""
+    if isinstance(error, KekUnavailable) or not isinstance(error, KekError | SealBroken):
+        return None
+    text = str(error)
+    if not any(marker in text for marker in _CONFIGURATION_FAULTS):
+        return None
+    problem = text.partition(" of the person cannot be used: ")[2] or text
+    return KeysMisconfigured(
+        f"the data keys cannot be unwrapped with this configuration: {problem}"
+    )
+
+
 def available_keys(
     keys: PersonKeys, pairs: Iterable[KeyPair]
 ) -> tuple[dict[KeyPair, DataKey], dict[KeyPair, SealError | KekError]]:
@@ -258,7 +292,9 @@ def available_keys(
     person, when the error names no key id) is set aside and the rest asked again, so one
     forgotten person costs one more call, not one call per record. :class:`KekUnavailable`
     (the keeper does not answer) is raised: nothing is known about any key, retry later. Any
-    other KekError of a batch is narrowed down to the pairs that fail on their own."""
+    other KekError of a batch is narrowed down to the pairs that fail on their own, unless it
+    is a fault of this process's configuration (:class:`KeysMisconfigured`, raised: retry
+    once it is fixed, never a dead letter of each person)."""
     pending = list(dict.fromkeys(pairs))
     found: dict[KeyPair, DataKey] = {}
     failed: dict[KeyPair, SealError | KekError] = {}
@@ -267,6 +303,9 @@ def available_keys(
             found.update(keys.data_keys(pending))
             break
         except SealError as error:  # KeyErased, KeyUnknown, a key record that is broken
+            misconfigured = configuration_fault(error)
+            if misconfigured is not None:
+                raise misconfigured from None
             subject = getattr(error, "subject", None)
             named = (subject, getattr(error, "key_id", None))
             culprits = (
@@ -280,6 +319,9 @@ def available_keys(
         except KekUnavailable:
             raise
         except KekError as error:
+            misconfigured = configuration_fault(error)
+            if misconfigured is not None:
+                raise misconfigured from None
             if len(pending) == 1:
                 failed[pending[0]] = error
                 break
@@ -441,6 +483,7 @@ __all__ = [
     "HEADER_SOURCE",
     "DerivedSchema",
     "KeyPair",
+    "KeysMisconfigured",
     "OutboxCodec",
     "OutboxRecord",
     "PersonKeys",
@@ -448,6 +491,7 @@ __all__ = [
     "SealedPaths",
     "Unavailable",
     "available_keys",
+    "configuration_fault",
     "granted_values",
     "key_unavailable",
     "plaintext_restricted",

@@ -95,6 +95,7 @@ from hub.privacy.kek import KekError, KekUnavailable
 from hub.privacy.sealing import DataKey, KeyUnknown, SealBroken, SealError
 from hub.routing.outbox import (
     KeyPair,
+    KeysMisconfigured,
     OutboxCodec,
     PersonKeys,
     RawWriter,
@@ -240,36 +241,20 @@ class RegistryUnavailable(RuntimeError):
     """The schema registry did not answer a writer-schema look-up: retry, not a poison record."""
 
 
-PERSON_KEYS_START_TRIES = 5
-
-
 def open_person_keys_for(settings: HubSettings) -> Any:
-    """The person keys of the deployment (the person-keys topic, followed), started.
-
-    A Kafka error at start (a broker that does not know a topic it has just created yet) is
-    tried again a few times, a second apart and doubling; a key-encryption key that cannot be
-    built (KekError) is not."""
+    """The person keys of the deployment (the person-keys topic, followed), started. The key
+    store's start itself asks again while the broker does not know a topic it has just
+    created; any failure is raised for the caller's one-line error."""
     from hub.privacy.keystore import KafkaPersonKeys  # the Kafka client only where needed
 
-    delay = 1.0
-    for attempt in range(1, PERSON_KEYS_START_TRIES + 1):
-        keys = KafkaPersonKeys(settings)
-        try:
-            keys.start()
-            return keys
-        except KekError:
-            raise
-        except Exception as error:
-            with contextlib.suppress(Exception):
-                keys.close()
-            if attempt == PERSON_KEYS_START_TRIES:
-                raise
-            log.warning(
-                "router.person_keys_start_retried", attempt=attempt, error=type(error).__name__
-            )
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+    keys = KafkaPersonKeys(settings)
+    try:
+        keys.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            keys.close()
+        raise
+    return keys
 
 
 class RecordHandler:
@@ -1247,7 +1232,11 @@ class Router:
             delay = min(max(1.0, 2 * self._registry_backoff_s), REGISTRY_BACKOFF_MAX_S)
             self._registry_backoff_s = delay
             log.error(
-                "router.keys_unavailable", error=redact_text(str(unavailable)), retry_in_s=delay
+                "router.keys_misconfigured"
+                if isinstance(unavailable, KeysMisconfigured)
+                else "router.keys_unavailable",
+                error=redact_text(str(unavailable)),
+                retry_in_s=delay,
             )
             KEYS_UNAVAILABLE.inc()
             self._stop.wait(delay)
