@@ -323,7 +323,7 @@ def test_reveal_refuses_without_a_usable_kek_or_key_topic(log: Log) -> None:
     assert bad.stdout == ""
     wrong = _tail(log, "--reveal", "--reason", "x", HUB_KEK=OTHER_KEK)
     assert wrong.returncode == 1, wrong.stderr
-    assert "unwraps none of the stored data keys" in wrong.stderr
+    assert "opens none of the 2 newest stored data keys" in wrong.stderr
     assert wrong.stdout == ""
     away = _tail(
         log,
@@ -335,7 +335,7 @@ def test_reveal_refuses_without_a_usable_kek_or_key_topic(log: Log) -> None:
         HUB_KAFKA_BOOTSTRAP="127.0.0.1:9",
     )
     assert away.returncode == 1, away.stderr
-    assert "cannot reveal: the person-keys topic" in away.stderr
+    assert "cannot reveal: person-keys topic" in away.stderr
     assert away.stdout == ""
     for done in (bad, wrong, away):
         assert "Traceback" not in done.stderr

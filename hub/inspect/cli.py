@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import getpass
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -75,8 +76,7 @@ def tail_command(
 
         access = _reveal_access(reason, operator)
         record = _disclosure_recorder()
-        keys = _person_keys(settings, keys_timeout)
-        try:
+        with _person_keys(settings, keys_timeout) as keys:
             click.echo(
                 f"hub tail --reveal: personal fields are opened with the person keys; every "
                 f"revealed event is recorded in the disclosure log {settings.topic_disclosures} "
@@ -92,8 +92,6 @@ def tail_command(
                 raise click.ClickException(
                     f"cannot reveal further: the key-encryption key is not available ({error})"
                 ) from None
-        finally:
-            keys.close()
         click.echo(
             f"{shown.revealed} event(s) revealed and recorded; {shown.erased} value(s) of "
             f"forgotten persons erased, {shown.closed} other value(s) left sealed, "
@@ -169,62 +167,27 @@ def revealed_fields(entries: Iterable[LogEntry]) -> dict[str, list[str]]:
     return {subject: sorted(paths) for subject, paths in sorted(found.items())}
 
 
-def _person_keys(settings: HubSettings, timeout_s: float) -> KafkaPersonKeys:
-    """The person keys, started; one line and exit when the KEK or the key topic is not had."""
-    from hub.privacy.kek import KekError, build_kek
-    from hub.privacy.keystore import KafkaPersonKeys
-
-    try:
-        kek = build_kek(settings)
-    except KekError as error:
-        raise click.ClickException(
-            f"cannot reveal: the key-encryption key ({settings.kms}) is not available: {error}"
-        ) from None
-    keys = KafkaPersonKeys(settings, kek)
-    try:
-        keys.start(timeout_s)
-    except Exception as error:  # PersonKeysError, KafkaException, a timeout: one line
-        keys.close()
-        kek.close()
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise click.ClickException(
-            f"cannot reveal: the person-keys topic {settings.topic_person_keys} at "
-            f"{settings.kafka_bootstrap} is not reachable ({redact_text(text)})"
-        ) from None
-    try:
-        _check_kek(keys)
-    except click.ClickException:
-        keys.close()
-        raise
-    return keys
-
-
-def _check_kek(keys: KafkaPersonKeys, tries: int = 3) -> None:
-    """Unwrap up to ``tries`` stored keys: refuse when the KEK keeper does not answer, or the
-    configured KEK unwraps none of them (a wrong HUB_KEK), before the log is read."""
+@contextmanager
+def _person_keys(settings: HubSettings, timeout_s: float) -> Iterator[KafkaPersonKeys]:
+    """The person keys, started, with a KEK that opens the stored keys (a wrong HUB_KEK is
+    refused before the log is read); one line and exit when they cannot be had."""
     from hub.privacy.kek import KekError, KekUnavailable
-    from hub.privacy.sealing import KeyErased, KeyUnknown, SealError
+    from hub.privacy.keystore import PersonKeysUnavailable, open_person_keys_for
 
-    stored = [k for k in keys.directory.all_stored() if keys.forgotten(k.subject) is None]
-    problem = None
-    for key in stored[:tries]:
-        try:
-            keys.data_key(key.subject, key.key_id)
-            return
-        except (KeyErased, KeyUnknown):  # forgotten meanwhile: says nothing about the KEK
-            continue
-        except KekUnavailable:
-            raise click.ClickException(
-                f"cannot reveal: the key-encryption key keeper ({keys.kek.name}) is not "
-                "reachable; try again when it answers"
-            ) from None
-        except (KekError, SealError) as error:
-            problem = error
-    if problem is not None:
-        raise click.ClickException(
-            f"cannot reveal: the configured key-encryption key ({keys.kek.name}) unwraps none of "
-            f"the stored data keys it was tried on ({problem})"
-        )
+    try:
+        with open_person_keys_for(settings, needs_unwrap=True, timeout_s=timeout_s) as keys:
+            try:
+                keys.directory.check_kek()
+            except KekUnavailable:
+                raise click.ClickException(
+                    f"cannot reveal: the key-encryption key keeper ({keys.kek.name}) is not "
+                    "reachable; try again when it answers"
+                ) from None
+            except KekError as error:
+                raise click.ClickException(f"cannot reveal: {error}") from None
+            yield keys
+    except PersonKeysUnavailable as error:
+        raise click.ClickException(f"cannot reveal: {redact_text(str(error))}") from None
 
 
 class _Shown:

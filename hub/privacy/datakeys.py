@@ -349,8 +349,7 @@ class KeyDirectory:
         labels = sorted({k.wrapped.kek for k in live})
         raise KekError(
             f"the key-encryption key opens none of the {min(sample, len(live))} newest stored "
-            f"data keys (wrapped by {', '.join(labels[:5])}): a wrong HUB_KEK / Vault key? "
-            "Refusing to wrap new keys with it"
+            f"data keys (wrapped by {', '.join(labels[:5])}): a wrong HUB_KEK or Vault key?"
         )
 
     def cached(self, subject: str, key_id: UUID) -> DataKey | None:
