@@ -434,7 +434,24 @@ def test_the_routers_batch_path_writes_what_handle_many_decides(
     dead: Counter[str] = Counter()
     handler.route_batch(records, PersonStates().batch(), out, routed, dead)
     expected = [r for o in outcomes for r in o.records]
-    assert [(r.topic, r.key, r.value) for r in out] == [(r.topic, r.key, r.value) for r in expected]
+
+    def same(records: list[Any]) -> list[Any]:
+        # A state's sealed fund code has a random nonce: compared opened.
+        from hub.routing.resolve import PersonState
+
+        shown = []
+        for r in records:
+            value = r.value
+            if r.topic == "test.state" and value is not None:
+                state = PersonState.from_bytes(value)
+                if state.sealed_fund is not None:
+                    state = handler._open_state(r.key.decode(), state)
+                value = (state.payer_kind, state.fund_code, state.fund_unreadable)
+            shown.append((r.topic, r.key, value))
+        return shown
+
+    assert same(out) == same(expected)
+    assert any(r.topic == "test.state" and b"fund_sealed" in (r.value or b"") for r in out)
     assert routed == Counter(d for o in outcomes for d in o.destinations)
     assert dead == Counter({"route": sum(o.dead_count for o in outcomes if o.dead_letter)})
     assert dead["route"] >= 1
@@ -515,3 +532,94 @@ def test_a_tampered_key_record_stays_a_dead_letter_of_that_person(
             continue
         [(letter, _)] = _letters(outcome)
         assert letter.error_class == "DataKeyUnreadable"
+
+
+def _fund_person(events: list[CustomerPathEvent]) -> tuple[str, str, list[CustomerPathEvent]]:
+    """A person registered with a fund code who later starts a job or ends the search: their
+    pseudonym, fund code and events in log order."""
+    for event in events:
+        fund = event.to_avro()["payload"].get("unemployment_fund_code")
+        if event.event_type != "JobseekerRegistered" or not fund:
+            continue
+        subject = event.envelope.subject
+        own = [e for e in events if e.envelope.subject == subject]
+        if any(e.event_type in ("EmploymentStarted", "JobSearchEnded") for e in own):
+            return subject, str(fund), own
+    raise AssertionError("no registered fund member who starts a job in the simulation")
+
+
+def test_the_router_state_holds_the_fund_code_sealed_and_a_forgotten_payer_dead_letters(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent]
+) -> None:
+    """The router-state record of a fund member holds no fund code in clear (sealed with the
+    person's data key, for a fixed id of the pseudonym); restored, it opens for the payer
+    route; the person forgotten, the payer route dead-letters with the reason and the rest
+    flows. A state written in clear before this change still reads and routes."""
+    from hub.routing.resolve import STATE_FUND_PATH, PersonState
+
+    subject, fund, own = _fund_person(events)
+    memory = _keys()
+    records = list(_sealed(own, memory))
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=memory.directory
+    )
+    batch = PersonStates().batch()
+    state_values: list[bytes] = []
+    sent: Counter[str] = Counter()
+    for record in records:
+        outcome = handler.handle(record, batch)
+        assert outcome.dead_letter is None
+        sent.update(outcome.destinations)
+        state_values += [r.value for r in outcome.records if r.topic == "test.state" and r.value]
+    assert sent["funds"], "the fund member's job start goes to their fund"
+    assert state_values
+    for value in state_values:
+        assert fund.encode() not in value
+        assert b"fund_code" not in value or b'"fund_code":null' in value
+    job = next(
+        i for i, e in enumerate(own) if e.event_type in ("EmploymentStarted", "JobSearchEnded")
+    )
+    registration = next(i for i, e in enumerate(own) if e.event_type == "JobseekerRegistered")
+
+    def restored(value: bytes) -> PersonStates:
+        states = PersonStates()
+        states.load(0, {subject: PersonState.from_bytes(value)})
+        return states
+
+    # The state as the router wrote it when the registration was routed, restored by another
+    # router: it opens for the job start.
+    fresh = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=memory.directory
+    )
+    first = state_values[0]
+    assert PersonState.from_bytes(first).fund_code is None  # sealed until opened
+    outcome = fresh.handle(records[job], restored(first).batch())
+    assert outcome.dead_letter is None
+    assert "funds" in outcome.destinations
+    # Copied to another person's state, it does not open (sealed for this pseudonym).
+    other = "0" * 32
+    moved_view = fresh._open_state(other, PersonState.from_bytes(first))
+    assert moved_view.fund_code is None
+    assert moved_view.fund_unreadable is not None
+    # A state written in clear before the fund code was sealed still reads and routes.
+    legacy = ('{"v":1,"payer_kind":"UNEMPLOYMENT_FUND","fund_code":"' + fund + '"}').encode()
+    outcome = fresh.handle(records[job], restored(legacy).batch())
+    assert outcome.dead_letter is None
+    assert "funds" in outcome.destinations
+    # Forgotten: the payer route dead-letters with the reason, the rest flows.
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    memory.forget(subject, "test", at=at)
+    after = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=memory.directory
+    )
+    outcome = after.handle(records[job], restored(first).batch())
+    assert "funds" not in outcome.destinations
+    assert outcome.dead_letter is DeadLetterStage.ROUTE
+    [(letter, _)] = _letters(outcome)
+    assert letter.error_class == "PersonalDataErased"
+    assert "route job-start-to-payer" in letter.reason
+    assert STATE_FUND_PATH in letter.reason
+    assert "2026-03-01T12:00:00+00:00" in letter.reason
+    assert fund not in letter.reason
+    assert subject not in letter.reason
+    assert registration < job

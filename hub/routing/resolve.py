@@ -22,15 +22,19 @@ Who pays the person (for ``payer_of_person``) is state the router keeps per pers
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
+from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo
 
 from hub.codes import UnknownCode, fund
 from hub.events.enums import PayerKind
 from hub.events.sensitivity import Sensitivity, sensitive_fields
+from hub.privacy.sealing import DataKey, is_sealed, open_value, seal_value
 from hub.routing.projection import Projection, leaf_paths, projected_schema
 from hub.routing.routes import Route, RoutesConfig
 from hub.serde.catalog import SchemaCatalog, default_catalog
@@ -43,6 +47,25 @@ _MAX_SUCCESSORS = 10
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
+#: The path the fund code is sealed under in a router-state record (associated data).
+STATE_FUND_PATH = "router-state.fund_code"
+_STATE_NAMESPACE = UUID("5d0f4a7e-3c1b-5a8e-9b7f-2f6c1d9e8a40")
+
+
+def state_id(subject: str) -> UUID:
+    """The fixed id a person's router-state fund code is sealed for (with
+    :data:`STATE_FUND_PATH`): the uuid5 of the pseudonym, so a sealed value copied to another
+    person's state does not open."""
+    return uuid5(_STATE_NAMESPACE, subject)
+
+
+_NOT_KEPT = (
+    "PersonalDataErased",
+    "destination payer_of_person needs router-state.fund_code, which was not kept: the "
+    "person's data key could not be had when the fund was learnt (person forgotten)",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PersonState:
     """Who pays the person, as learnt from their events (see the module docstring)."""
@@ -50,25 +73,74 @@ class PersonState:
     payer_kind: str | None = None
     """``KELA`` or ``UNEMPLOYMENT_FUND`` (:class:`hub.events.enums.PayerKind`), None: unknown."""
     fund_code: str | None = None
-    """The fund's hub code when a fund pays. Membership data (GDPR art. 9): only the router's
-    own state topic holds it, keyed by the pseudonym."""
+    """The fund's hub code when a fund pays, in memory only. Membership data (GDPR art. 9):
+    the router-state topic holds it sealed with the person's data key (:meth:`to_bytes`), so
+    forgetting the person makes it unreadable there too."""
+    sealed_fund: bytes | None = field(default=None, compare=False)
+    """The fund code as restored (sealed), not opened yet (``fund_code`` None until then)."""
+    fund_unreadable: tuple[str, str] | None = field(default=None, compare=False)
+    """Why the sealed fund code does not open (the key erased): (dead-letter error class,
+    reason); the payer routes dead-letter with it (:class:`PayerUnreadable`), the rest flows."""
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {"v": 1, "payer_kind": self.payer_kind, "fund_code": self.fund_code},
-            separators=(",", ":"),
-        ).encode("utf-8")
+    def to_bytes(self, key: DataKey | None = None, subject: str | None = None) -> bytes:
+        """Version 2 (fund code sealed with ``key`` for ``subject``) when a fund code is held
+        and a key given, or the restored sealed value kept; ``subject`` without a key: the
+        fund code is not kept (``fund_sealed`` null: restored as unreadable); version 1 (in
+        clear) only for a state without a fund code, or without either (a person whose events
+        are plaintext, written before encryption)."""
+        sealed = self.sealed_fund if self.fund_code is None else None
+        if self.fund_code is not None and key is None and subject is not None:
+            # The key could not be had (the person forgotten): the fund code is not kept.
+            not_kept = {"v": 2, "payer_kind": self.payer_kind, "fund_sealed": None}
+            return json.dumps(not_kept, separators=(",", ":")).encode("utf-8")
+        if self.fund_code is not None and key is not None and subject is not None:
+            sealed = seal_value(
+                key, state_id(subject).bytes, STATE_FUND_PATH, self.fund_code.encode("utf-8")
+            )
+        if sealed is not None:
+            body: dict[str, Any] = {
+                "v": 2,
+                "payer_kind": self.payer_kind,
+                "fund_sealed": base64.b64encode(sealed).decode("ascii"),
+            }
+        else:
+            body = {"v": 1, "payer_kind": self.payer_kind, "fund_code": self.fund_code}
+        return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PersonState:
-        """ValueError for anything but a version 1 state (bad JSON, UTF-8 or field types)."""
+        """ValueError for anything but a version 1 (a state written before the fund code was
+        sealed: read as it is) or version 2 state (bad JSON, UTF-8 or field types)."""
         value = json.loads(data)
-        if not isinstance(value, dict) or value.get("v") != 1:
-            raise ValueError("not a version 1 person state")
-        payer_kind, fund_code = value.get("payer_kind"), value.get("fund_code")
+        if not isinstance(value, dict) or value.get("v") not in (1, 2):
+            raise ValueError("not a version 1 or 2 person state")
+        payer_kind = value.get("payer_kind")
+        if value["v"] == 2:
+            text = value.get("fund_sealed")
+            if not (payer_kind is None or isinstance(payer_kind, str)) or not (
+                text is None or isinstance(text, str)
+            ):
+                raise ValueError("a person state field is not a string")
+            if text is None:
+                return cls(payer_kind=payer_kind, fund_unreadable=_NOT_KEPT)
+            try:
+                sealed = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("a person state's sealed fund code is not base64") from None
+            if not is_sealed(sealed):
+                raise ValueError("a person state's fund code is not a sealed value")
+            return cls(payer_kind=payer_kind, sealed_fund=sealed)
+        fund_code = value.get("fund_code")
         if not all(v is None or isinstance(v, str) for v in (payer_kind, fund_code)):
             raise ValueError("a person state field is not a string")
         return cls(payer_kind=payer_kind, fund_code=fund_code)
+
+    def opened(self, key: DataKey, subject: str) -> PersonState:
+        """The state with its sealed fund code opened (in memory); SealError if it does not."""
+        if self.sealed_fund is None or self.fund_code is not None:
+            return self
+        code = open_value(key, state_id(subject).bytes, STATE_FUND_PATH, self.sealed_fund)
+        return replace(self, fund_code=code.decode("utf-8"))
 
 
 def next_state(
@@ -118,6 +190,11 @@ class Unroutable(Exception):
         super().__init__(f"route {route}: {reason}")
         self.route = route
         self.reason = reason
+
+
+class PayerUnreadable(Unroutable):
+    """The person's payer is a fund whose code the router state holds sealed with a data key
+    that is erased (the person forgotten): the payer route dead-letters, the rest flows."""
 
 
 class Target(NamedTuple):
@@ -207,11 +284,15 @@ class Router:
         return found
 
     def route_event(
-        self, type_name: str, record: dict[str, Any], state: PersonState | None
+        self,
+        type_name: str,
+        record: dict[str, Any],
+        state: PersonState | None,
+        blocked: list[PayerUnreadable] | None = None,
     ) -> list[Routed]:
         type_name = type_name.rpartition(".")[2]  # a full name works too
         routed: list[Routed] = []
-        for target in self.targets(type_name, record, state):
+        for target in self.targets(type_name, record, state, blocked):
             compiled = self.compiled(self._routes[target.route], target.destination, type_name)
             routed.append(
                 Routed(
@@ -226,17 +307,29 @@ class Router:
         return routed
 
     def targets(
-        self, type_name: str, record: dict[str, Any], state: PersonState | None
+        self,
+        type_name: str,
+        record: dict[str, Any],
+        state: PersonState | None,
+        blocked: list[PayerUnreadable] | None = None,
     ) -> list[Target]:
         """Where the event goes, without projecting it (the router encodes the outbox values
         straight from the whole record); ``type_name`` short. :class:`Unroutable` as in
-        :meth:`route_event`. The record may be decoded with or without logical types."""
+        :meth:`route_event`. The record may be decoded with or without logical types.
+        ``blocked``: where a route whose payer cannot be read (:class:`PayerUnreadable`) is
+        put instead of raising, so the event's other routes flow."""
         found: list[Target] = []
         envelope = record["envelope"]
         for route in self._by_type.get(type_name, ()):
             if not route.accepts(envelope):
                 continue
-            target = self._resolve(route, type_name, record, state)
+            try:
+                target = self._resolve(route, type_name, record, state)
+            except PayerUnreadable as unreadable:
+                if blocked is None:
+                    raise
+                blocked.append(unreadable)
+                continue
             if target is not None:
                 found.append(Target(route.name, target[0], target[1]))
         return found
@@ -256,6 +349,8 @@ class Router:
                 state = next_state(state, type_name, record)
                 if state is None or state.payer_kind is None:
                     return None  # no known payer: nobody pays the person, nothing to tell
+                if state.fund_code is None and state.fund_unreadable is not None:
+                    raise PayerUnreadable(route.name, state.fund_unreadable[1])
                 return self._payer(route, state.payer_kind, state.fund_code, record)
             case "provider_of_enrolment":
                 business_id = str(payload.get("provider_business_id"))
@@ -322,7 +417,9 @@ def route_event(
 
 
 __all__ = [
+    "STATE_FUND_PATH",
     "CompiledRoute",
+    "PayerUnreadable",
     "PersonState",
     "Routed",
     "Router",
@@ -334,4 +431,5 @@ __all__ = [
     "next_state",
     "route_event",
     "router_for",
+    "state_id",
 ]

@@ -68,7 +68,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, NamedTuple, cast
 from uuid import UUID
@@ -92,7 +92,7 @@ from hub.kafka.topics import ensure_topics, outbox_spec, outbox_topic
 from hub.logging import get_logger, redact_text
 from hub.privacy.fields import SealedFields
 from hub.privacy.kek import KekError, KekUnavailable
-from hub.privacy.sealing import DataKey, KeyUnknown, SealBroken, SealError
+from hub.privacy.sealing import DataKey, KeyUnknown, SealBroken, SealError, sealed_key_id
 from hub.routing.outbox import (
     KeyPair,
     KeysMisconfigured,
@@ -108,7 +108,14 @@ from hub.routing.outbox import (
     single_object_dataschema,
 )
 from hub.routing.projection import encoding_shape, without_logical_types
-from hub.routing.resolve import Unroutable, next_state, route_event, router_for
+from hub.routing.resolve import (
+    STATE_FUND_PATH,
+    PayerUnreadable,
+    PersonState,
+    Unroutable,
+    next_state,
+    router_for,
+)
 from hub.routing.routes import RoutesConfig
 from hub.routing.routes import Transport as RouteTransport
 from hub.routing.state import PersonStates, StateBatch, restore_partitions
@@ -126,6 +133,9 @@ DESTINATION_HEADER = "hub-destination"
 ENDPOINT_HEADER = "hub-endpoint"
 SOURCE_HEADER = "hub-source"
 DATASCHEMA_HEADER = "ce_dataschema"
+
+#: The directory of the routes whose destination is the person's payer (learnt state).
+PAYER_OF_PERSON = "payer_of_person"
 
 #: Exit status of ``hub route`` after a fatal Kafka error (fenced, not authorized).
 EXIT_FATAL = 3
@@ -222,6 +232,10 @@ class KeyNeed:
     event_type: str
     event_id: str | None
     subject: str
+    state: PersonState | None = None
+    """Not a route's record but the person's new state, whose fund code is sealed with the
+    data key of ``pairs`` once the batch's keys are fetched (its value until then: the fund
+    code not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +315,9 @@ class RecordHandler:
         self._dead_letter_topic = settings.topic_dead_letter
         self._sealed = SealedFields(self._catalog) if self._catalog is not None else SealedFields()
         self._guards: dict[tuple[str, str, str], tuple[tuple[str, tuple[str, ...]], ...]] = {}
+        self._payer_types = frozenset(
+            t for r in config.routes if r.to.directory == PAYER_OF_PERSON for t in r.types
+        )
         self._state_fingerprints = frozenset(
             fingerprint
             for fingerprint, reader in self._raw_readers.items()
@@ -396,10 +413,8 @@ class RecordHandler:
         wanted = [pair for o in outcomes for need in o.needs for pair in need.pairs]
         if not wanted:
             return outcomes
-        _found, failed = available_keys(self.person_keys(), wanted)
-        if not failed:
-            return outcomes
-        return [self._settle_needs(o, failed) for o in outcomes]
+        found, failed = available_keys(self.person_keys(), wanted)
+        return [self._settle_needs(o, found, failed) for o in outcomes]
 
     def route_batch(
         self,
@@ -428,8 +443,11 @@ class RecordHandler:
         if not needs:
             return
         wanted = [pair for _, need in needs for pair in need.pairs]
-        _found, failed = available_keys(self.person_keys(), wanted)
+        found, failed = available_keys(self.person_keys(), wanted)
         for position, need in needs:
+            if need.state is not None:
+                out[position] = self._state_record(out[position], need, found)
+                continue
             problem = next((failed[p] for p in need.pairs if p in failed), None)
             if problem is None:
                 continue
@@ -448,8 +466,21 @@ class RecordHandler:
             need.record, why, need.destination, need.event_type, need.event_id, need.subject
         )
 
+    def _state_record(
+        self, written: OutRecord, need: KeyNeed, found: Mapping[KeyPair, DataKey]
+    ) -> OutRecord:
+        """The person's state record with the fund code sealed, when the key was had."""
+        assert need.state is not None
+        key = found.get(need.pairs[0])
+        if key is None:
+            return written  # the fund code not kept (the person forgotten)
+        return written._replace(value=need.state.to_bytes(key, need.subject))
+
     def _settle_needs(
-        self, outcome: Outcome, failed: Mapping[KeyPair, SealError | KekError]
+        self,
+        outcome: Outcome,
+        found: Mapping[KeyPair, DataKey],
+        failed: Mapping[KeyPair, SealError | KekError],
     ) -> Outcome:
         if not outcome.needs:
             return outcome
@@ -457,6 +488,9 @@ class RecordHandler:
         destinations = list(outcome.destinations)
         dead = 0 if outcome.dead_letter is None else outcome.dead_count
         for need in outcome.needs:
+            if need.state is not None:
+                records[need.index] = self._state_record(records[need.index], need, found)
+                continue
             problem = next((failed[p] for p in need.pairs if p in failed), None)
             if problem is None:
                 continue
@@ -464,7 +498,7 @@ class RecordHandler:
             destinations.remove(need.destination)
             dead += 1
         if not dead:
-            return Outcome(records, destinations)
+            return Outcome(records, destinations, outcome.dead_letter)
         return Outcome(records, destinations, DeadLetterStage.ROUTE, dead)
 
     def _route_letter(
@@ -559,6 +593,33 @@ class RecordHandler:
         opened = self._sealed.open(type_name, event, keys, [p for p, _ in paths])
         return None if opened.failed else opened.record
 
+    def _open_state(self, person: str, state: PersonState) -> PersonState:
+        """The person's restored state with its sealed fund code opened (in memory), or marked
+        unreadable with the reason (the key erased: the person forgotten) so that the payer
+        routes dead-letter and the rest flows. KekUnavailable (KeysMisconfigured too) is
+        raised: the batch is tried again."""
+        assert state.sealed_fund is not None
+        problem: BaseException
+        try:
+            pair = (person, sealed_key_id(state.sealed_fund))
+        except SealBroken as broken:
+            problem = broken
+        else:
+            found, failed = available_keys(self.person_keys(), [pair])
+            data_key = found.get(pair)
+            if data_key is not None:
+                try:
+                    return state.opened(data_key, person)
+                except SealError as error:
+                    problem = error
+            else:
+                problem = failed.get(pair) or KeyUnknown(person, pair[1])
+        mark = None
+        with contextlib.suppress(Exception):
+            mark = self.person_keys().forgotten(person)
+        why = key_unavailable(None, PAYER_OF_PERSON, (STATE_FUND_PATH,), problem, mark)
+        return replace(state, fund_unreadable=(why.error_class, why.reason))
+
     def _handle(
         self, record: LogRecord, states: StateBatch, state_keys: _BatchKeys | None = None
     ) -> Outcome:
@@ -586,6 +647,15 @@ class RecordHandler:
         assert person is not None
         key = record.key
         before = states.get(record.partition, person)
+        if (
+            before is not None
+            and before.sealed_fund is not None
+            and before.fund_code is None
+            and before.fund_unreadable is None
+            and type_name in self._payer_types
+        ):
+            before = self._open_state(person, before)
+            states.put(record.partition, person, before)  # opened in memory, nothing written
         if type_name in _STATE_FIELDS:
             learnt = self._state_view(type_name, event, state_keys)
             after = before if learnt is None else next_state(before, type_name, learnt)
@@ -593,12 +663,13 @@ class RecordHandler:
             after = next_state(before, type_name, event)
         # (route, destination, endpoint, value, ce_dataschema header) per outbox record
         sends: list[tuple[str, str, str | None, bytes, tuple[str, bytes] | None]] = []
+        blocked: list[PayerUnreadable] = []
         try:
             if raw is not None:
                 # The log body as it is, when written with the current schema (no resolution).
                 assert record.value is not None  # decoded
                 body = record.value[SINGLE_OBJECT_HEADER_SIZE:] if raw.reader is None else None
-                for target in self._router.targets(type_name, event, after):
+                for target in self._router.targets(type_name, event, after, blocked):
                     writer, same = self._raw_writer(target.destination, type_name)
                     if same and body is not None:
                         value = writer.header + body
@@ -606,7 +677,7 @@ class RecordHandler:
                         value = self.codec.encode_raw(writer, type_name, event)
                     sends.append((*target, value, writer.dataschema))
             else:
-                for r in route_event(self.config, type_name, event, after):
+                for r in self._router.route_event(type_name, event, after, blocked):
                     value = self.codec.encode(r, type_name)
                     dataschema = (
                         (DATASCHEMA_HEADER, single_object_dataschema(value))
@@ -638,6 +709,23 @@ class RecordHandler:
         routed: list[str] = []
         needs: list[KeyNeed] = []
         dead = 0
+        for unreadable in blocked:
+            error_class, reason = (
+                after.fund_unreadable
+                if after is not None and (after.fund_unreadable is not None)
+                else ("PersonalDataErased", unreadable.reason)
+            )
+            out.append(
+                self._route_letter(
+                    record,
+                    Unavailable(error_class, f"route {unreadable.route}: {reason}"),
+                    PAYER_OF_PERSON,
+                    type_name,
+                    event_id,
+                    person,
+                )
+            )
+            dead += 1
         if sends:
             base = self._base_headers(record)
             for route, destination, endpoint, value, dataschema in sends:
@@ -691,14 +779,28 @@ class RecordHandler:
                 routed.append(destination)
         if after != before:
             states.put(record.partition, person, after)
-            out.append(
-                OutRecord(
-                    self._state_topic,
-                    key,
-                    None if after is None else after.to_bytes(),
-                    partition=record.partition,
-                )
-            )
+            state_value = None if after is None else after.to_bytes()
+            if after is not None and after.fund_code is not None:
+                # Sealed with the key of one of the event's own sealed values, fetched with
+                # the batch's; an event in plaintext (before encryption) keeps it as written.
+                key_id = min(self._sealed.key_ids(type_name, event), default=None)
+                if key_id is not None:
+                    state_value = after.to_bytes(None, person)  # not kept until the key is had
+                    needs.append(
+                        KeyNeed(
+                            len(out),
+                            "",
+                            "",
+                            (STATE_FUND_PATH,),
+                            ((person, key_id),),
+                            record,
+                            type_name,
+                            event_id,
+                            person,
+                            state=after,
+                        )
+                    )
+            out.append(OutRecord(self._state_topic, key, state_value, partition=record.partition))
         if dead:
             return Outcome(out, routed, DeadLetterStage.ROUTE, dead, tuple(needs))
         return Outcome(out, routed, needs=tuple(needs))
