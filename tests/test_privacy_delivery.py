@@ -390,3 +390,59 @@ async def test_a_keyring_without_the_wrapping_kek_is_waited_out_not_a_dead_lette
     assert worker.stats.dead_letters == 0
     worker.stop()
     await loop
+
+
+async def test_a_restriction_after_routing_holds_the_record_back_and_lifted_it_delivers(
+    settings: HubSettings, config: RoutesConfig, statements: list[CustomerPathEvent]
+) -> None:
+    """The person's processing restricted between routing and delivery: the record is a dead
+    letter (PersonalDataRestricted, the basis and since when), nothing is sent; lifted, the
+    replayed letter (the same outbox record again) is delivered."""
+    from datetime import UTC, datetime
+
+    keys = Keys()
+    records = _outbox(settings, config, statements[:1], keys)
+    subject = statements[0].envelope.subject
+    keys.memory.restrict(subject, "objection-pending", at=datetime(2026, 5, 6, 7, 8, tzinfo=UTC))
+    receiver = Receiver()
+    worker = _worker(settings, config, receiver, keys)
+    loop = asyncio.create_task(worker._dispatch_loop())
+    await _feed(worker, records)
+    await _until(lambda: worker.stats.dead_letters == 1, "the dead letter")
+    assert receiver.bodies == []
+    [(letter, value)] = _letters(worker)
+    assert letter.error_class == "PersonalDataRestricted"
+    assert "objection-pending" in letter.reason
+    assert "2026-05-06T07:08:00+00:00" in letter.reason
+    assert subject not in letter.reason
+    assert value == records[0].value  # sealed: safe to keep for the replay
+    keys.memory.lift_restriction(subject)
+    replay = _worker(settings, config, receiver, keys)
+    again = asyncio.create_task(replay._dispatch_loop())
+    await _feed(replay, records)
+    await _until(lambda: replay.stats.delivered == 1, "delivery once lifted")
+    worker.stop()
+    replay.stop()
+    await loop
+    await again
+
+
+async def test_a_restriction_while_the_record_waits_for_a_retry_is_not_sent(
+    settings: HubSettings, config: RoutesConfig, statements: list[CustomerPathEvent]
+) -> None:
+    keys = Keys()
+    records = _outbox(settings, config, statements[:1], keys)
+    receiver = Receiver()
+    receiver.answer = 503
+    worker = _worker(settings, config, receiver, keys)
+    loop = asyncio.create_task(worker._dispatch_loop())
+    await _feed(worker, records)
+    await _until(lambda: len(receiver.bodies) >= 1, "a first attempt")
+    keys.memory.restrict(statements[0].envelope.subject, "order")
+    receiver.answer = 200
+    await _until(lambda: worker.stats.dead_letters == 1, "the dead letter")
+    assert worker.stats.delivered == 0
+    [(letter, _)] = _letters(worker)
+    assert letter.error_class == "PersonalDataRestricted"
+    worker.stop()
+    await loop

@@ -623,3 +623,47 @@ def test_the_router_state_holds_the_fund_code_sealed_and_a_forgotten_payer_dead_
     assert fund not in letter.reason
     assert subject not in letter.reason
     assert registration < job
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plaintext"])
+def test_a_restricted_persons_payer_route_dead_letters_until_lifted_the_rest_flows(
+    settings: HubSettings, config: RoutesConfig, events: list[CustomerPathEvent], sealed: bool
+) -> None:
+    """GDPR art. 18: while the person's processing is restricted, a route granting their
+    personal fields (sealed, or plaintext from before encryption) dead-letters with the basis
+    and since when; reporting flows; lifted, the same record (a replayed letter) is sent."""
+    memory = _keys()
+    statements = _statements(events, 3)
+    records = list(_sealed(statements, memory if sealed else None))
+    for event in statements:  # the keys exist for the plaintext persons too
+        memory.ensure([event.envelope.subject])
+    held = statements[0].envelope.subject
+    at = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)
+    memory.restrict(held, "accuracy-contested", at=at)
+    handler = RecordHandler(
+        settings, config, serializer=SingleObjectSerializer(), keys=memory.directory
+    )
+    outcomes = handler.handle_many(records, PersonStates().batch())
+    letters = 0
+    for event, outcome in zip(statements, outcomes, strict=True):
+        sent = _by_destination(outcome)
+        assert "reporting" in sent
+        if event.envelope.subject != held:
+            assert outcome.dead_letter is None
+            continue
+        assert set(sent) == {"reporting"}
+        [(letter, value)] = _letters(outcome)
+        assert letter.error_class == "PersonalDataRestricted"
+        assert "accuracy-contested" in letter.reason
+        assert "2026-04-02T09:30:00+00:00" in letter.reason
+        assert CODE_PATH in letter.reason
+        assert held not in letter.reason
+        if sealed:
+            assert value == records[statements.index(event)].value
+        else:
+            assert value is None, "plaintext is not copied into the dead letter"
+        letters += 1
+    assert letters
+    memory.lift_restriction(held)
+    again = handler.handle_many(records, PersonStates().batch())
+    assert all(o.dead_letter is None for o in again)

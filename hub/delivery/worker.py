@@ -98,7 +98,9 @@ from hub.routing.outbox import (
     granted_values,
     key_unavailable,
     plaintext_restricted,
+    processing_restricted,
     restricted,
+    restriction_of,
 )
 from hub.routing.resolve import router_for
 from hub.routing.routes import RoutesConfig
@@ -331,6 +333,9 @@ class _Pending:
     """(person, key created at) of the keys the body was opened with: checked before each
     attempt, so that a person forgotten while the record waits for a retry is not sent."""
     keys_wait_s: float = 0.0
+    personal: bool = False
+    """The record holds granted personal fields (checked for a restriction before each
+    attempt)."""
 
 
 @dataclass(eq=False)
@@ -676,6 +681,11 @@ class DeliveryWorker:
             else None
         )
         if values is not None:
+            item.personal = True
+            hold = self._restriction(item)
+            if hold is not None:
+                item.failure = hold
+                return item
             if values.broken:
                 broken = SealBroken("a sealed value is cut short or not of format A5 01")
                 item.failure = self._key_failure(item, values.broken, broken)
@@ -913,8 +923,41 @@ class DeliveryWorker:
 
     # -- one attempt --------------------------------------------------------------------------
 
+    def _restriction(self, item: _Pending) -> _Failure | None:
+        """The dead letter of a record of a person whose processing is restricted (GDPR art.
+        18), or None. Its value (sealed, or plaintext: then not copied) is held back; lifting
+        the restriction and replaying the letter delivers it."""
+        if self.keys is None or item.subject is None or item.record is None:
+            return None
+        mark = restriction_of(self.keys, item.subject)
+        if mark is None:
+            return None
+        fields = self._sealed.fields(item.type_name)
+        values = granted_values(item.record, item.subject, [(f.path, f.parts) for f in fields])
+        paths = () if values is None else (*values.sealed, *values.plain, *values.broken)
+        why = processing_restricted(item.route, self.target.name, paths, mark)
+        return _Failure(
+            DeadLetterStage.DELIVER,
+            why.error_class,
+            why.reason
+            + (
+                "; the value is not copied (plaintext): the outbox keeps it at the source offset"
+                if values is not None and values.plain
+                else ""
+            ),
+            "personal-data-restricted",
+            keep_value=values is None or not values.plain,
+        )
+
     async def _attempt(self, item: _Pending, channel: _Channel) -> None:
         assert item.request is not None
+        if item.personal:
+            hold = self._restriction(item)
+            if hold is not None:  # restricted while the record waited (after routing)
+                item.request = None  # the opened body goes with it
+                item.failure = hold
+                await self._dead_letter(item)
+                return
         erased = self._erased_since(item)
         if erased is not None:
             item.request = None  # the opened body goes with it

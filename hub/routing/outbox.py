@@ -28,7 +28,7 @@ from uuid import UUID
 from fastavro import parse_schema
 
 from hub.events.sensitivity import Sensitivity
-from hub.privacy.datakeys import Forgotten
+from hub.privacy.datakeys import Forgotten, Restricted
 from hub.privacy.kek import KekError, KekUnavailable
 from hub.privacy.sealing import (
     DataKey,
@@ -464,6 +464,34 @@ def key_unavailable(
     return Unavailable(type(error).__name__, f"{where} needs {fields}: {type(error).__name__}")
 
 
+def restriction_of(keys: object, subject: str) -> Restricted | None:
+    """The person's restriction of processing in force (GDPR art. 18), if any: asked of the
+    person keys (``restricted``) or their key directory; None for keys that know none."""
+    ask = getattr(keys, "restricted", None)
+    if ask is None:
+        ask = getattr(getattr(keys, "directory", None), "restricted", None)
+    if ask is None:
+        return None
+    mark = ask(subject)
+    return mark if isinstance(mark, Restricted) else None
+
+
+def processing_restricted(
+    route: str | None, destination: str, paths: Iterable[str], mark: Restricted
+) -> Unavailable:
+    """The dead letter of a route's personal fields of a person whose processing is
+    restricted: the basis and since when, never a value or the person. Lifting the
+    restriction and replaying the letter delivers it."""
+    where = f"route {route}: destination {destination}" if route else f"destination {destination}"
+    return Unavailable(
+        "PersonalDataRestricted",
+        f"{where} needs {', '.join(paths) or 'personal fields'}, but the person's processing "
+        f"is restricted (GDPR art. 18, basis: {mark.basis}) since"
+        f"{_when(mark.restricted_at).removeprefix(' on')}: held back until the restriction "
+        "is lifted (then replay the dead letter)",
+    )
+
+
 def plaintext_restricted(
     route: str | None, destination: str, paths: Iterable[str], mark: Forgotten
 ) -> Unavailable:
@@ -495,6 +523,8 @@ __all__ = [
     "granted_values",
     "key_unavailable",
     "plaintext_restricted",
+    "processing_restricted",
     "restricted",
+    "restriction_of",
     "single_object_dataschema",
 ]

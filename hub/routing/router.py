@@ -104,7 +104,9 @@ from hub.routing.outbox import (
     granted_values,
     key_unavailable,
     plaintext_restricted,
+    processing_restricted,
     restricted,
+    restriction_of,
     single_object_dataschema,
 )
 from hub.routing.projection import encoding_shape, without_logical_types
@@ -734,7 +736,16 @@ class RecordHandler:
                 if found is not None:
                     why: Unavailable | None = None
                     plaintext = False
-                    if found.broken:
+                    hold = restriction_of(self.person_keys(), person)
+                    if hold is not None:
+                        why = processing_restricted(
+                            route,
+                            destination,
+                            (*found.sealed, *found.plain, *found.broken),
+                            hold,
+                        )
+                        plaintext = bool(found.plain)
+                    elif found.broken:
                         why = key_unavailable(
                             route,
                             destination,
