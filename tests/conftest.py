@@ -79,24 +79,27 @@ def hub_settings(kafka_bootstrap: str, tmp_path: Path) -> HubSettings:
 
 
 def settings_for(bootstrap: str, partitions: int = 3, **overrides: Any) -> HubSettings:
-    """Settings on ``bootstrap`` with topics and a transactional id of their own."""
+    """Settings on ``bootstrap`` with topics (person keys included: tests use different
+    key-encryption keys, and a writer refuses one that opens no stored key) and a
+    transactional id of their own."""
     suffix = uuid.uuid4().hex[:12]
-    return HubSettings(
-        kafka_bootstrap=bootstrap,
-        topic_customer_path=f"test.customer-path.{suffix}",
-        topic_dead_letter=f"test.dead-letter.{suffix}",
-        topic_ingest_receipts=f"test.ingest-receipts.{suffix}",
-        topic_source_positions=f"test.source-positions.{suffix}",
-        topic_outbox_prefix=f"test.outbox.{suffix}.",
-        topic_router_state=f"test.router-state.{suffix}",
-        topic_disclosures=f"test.disclosures.{suffix}",
-        router_transactional_id=f"test-router-{suffix}",
-        ingest_transactional_id=f"test-ingest-{suffix}",
-        writer_id_prefix=f"test-{suffix}",
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        **overrides,
-    )
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_customer_path": f"test.customer-path.{suffix}",
+        "topic_dead_letter": f"test.dead-letter.{suffix}",
+        "topic_ingest_receipts": f"test.ingest-receipts.{suffix}",
+        "topic_source_positions": f"test.source-positions.{suffix}",
+        "topic_outbox_prefix": f"test.outbox.{suffix}.",
+        "topic_router_state": f"test.router-state.{suffix}",
+        "topic_disclosures": f"test.disclosures.{suffix}",
+        "topic_person_keys": f"test.person-keys.{suffix}",
+        "router_transactional_id": f"test-router-{suffix}",
+        "ingest_transactional_id": f"test-ingest-{suffix}",
+        "writer_id_prefix": f"test-{suffix}",
+        "topic_partitions": partitions,
+        "topic_replication_factor": 1,
+    }
+    return HubSettings(**{**fields, **overrides})
 
 
 def hub_environment(settings: HubSettings, **variables: str) -> dict[str, str]:
