@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from confluent_kafka import KafkaException
 from fastavro import schemaless_writer
 from pydantic import SecretStr
 
@@ -75,33 +74,19 @@ def edge_settings(bootstrap: str, tmp_path: Path, **overrides: Any) -> HubSettin
 
 @asynccontextmanager
 async def person_keys(settings: HubSettings) -> AsyncIterator[KafkaPersonKeys]:
-    keys = await _started_keys(settings)
+    keys = KafkaPersonKeys(settings)
     try:
+        await asyncio.to_thread(keys.start)
         yield keys
     finally:
         await asyncio.to_thread(keys.close)
 
 
-async def _started_keys(settings: HubSettings) -> KafkaPersonKeys:
-    """A started key store. Just after the topic was created the broker may not describe it
-    yet (UNKNOWN_TOPIC_OR_PART from start's config check): started again then."""
-    for attempt in range(10):
-        keys = KafkaPersonKeys(settings)
-        try:
-            await asyncio.to_thread(keys.start)
-            return keys
-        except KafkaException:
-            await asyncio.to_thread(keys.close)
-            if attempt == 9:
-                raise
-            await asyncio.sleep(0.5)
-    raise AssertionError("unreachable")
-
-
 async def ensure_all_topics(settings: HubSettings) -> None:
     """The hub's topics and the person-keys topic, all ready."""
     await ensure_topics(settings)
-    keys = await _started_keys(settings)
+    keys = KafkaPersonKeys(settings)
+    await asyncio.to_thread(keys.start)
     await asyncio.to_thread(keys.close)
 
 

@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -205,21 +204,12 @@ async def _restrict(settings: HubSettings, subject: str) -> None:
 
 @contextlib.contextmanager
 def started_person_keys(settings: HubSettings, kek: Any) -> Iterator[Any]:
-    """The person keys started; a start right after the topic was created may find it not yet
-    described by the broker (UNKNOWN_TOPIC_OR_PART), so it is tried again a few times."""
+    """The person keys started (start waits itself for a topic it has just created)."""
     from hub.privacy.keystore import KafkaPersonKeys
 
-    for attempt in range(5):
-        keys = KafkaPersonKeys(settings, kek)
-        try:
-            keys.start(30)
-            break
-        except Exception:
-            keys.close()
-            if attempt == 4:
-                raise
-            time.sleep(1)
+    keys = KafkaPersonKeys(settings, kek)
     try:
+        keys.start(30)
         yield keys
     finally:
         keys.close()

@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Starts of the key store tried before giving up (a topic just created may not be described
-#: by the broker yet, and the store's start then fails once).
-START_ATTEMPTS = 5
-
 
 @runtime_checkable
 class PersonKeys(Protocol):
@@ -111,26 +107,17 @@ def key_of(keys: Mapping[str, DataKey], subject: str) -> DataKey:
 
 
 async def start_person_keys(settings: HubSettings) -> KafkaPersonKeys:
-    """The person-keys topic of ``settings`` followed and read to its end (a writer's keys).
-
-    A start that fails (the topic just created and not yet described, a broker that is only
-    coming up) is tried again a few times with a new store, then its error is raised; a
-    key-encryption key that opens none of the stored keys is refused at once (KekError).
-    """
+    """The person-keys topic of ``settings`` followed and read to its end (a writer's keys);
+    a key-encryption key that opens none of the stored keys is refused (KekError): a writer
+    with a wrong HUB_KEK would wrap new people's keys so no reader can open them."""
     from hub.privacy.keystore import KafkaPersonKeys  # needs Kafka: imported where used
 
-    for attempt in range(1, START_ATTEMPTS + 1):
-        keys = KafkaPersonKeys(settings)
-        try:
-            await asyncio.to_thread(keys.start)
-            # A writer with a wrong KEK would wrap new people's keys so no reader can open them.
-            await asyncio.to_thread(keys.directory.check_kek)
-            return keys
-        except Exception as exc:
-            with suppress(Exception):
-                await asyncio.to_thread(keys.close)
-            if attempt == START_ATTEMPTS or isinstance(exc, KekError):
-                raise
-            log.warning("edge.keys_start_retried", error=type(exc).__name__, attempt=attempt)
-            await asyncio.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
+    keys = KafkaPersonKeys(settings)
+    try:
+        await asyncio.to_thread(keys.start)  # waits itself for a topic it has just created
+        await asyncio.to_thread(keys.directory.check_kek)
+    except BaseException:
+        with suppress(Exception):
+            await asyncio.to_thread(keys.close)
+        raise
+    return keys
