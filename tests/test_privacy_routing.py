@@ -667,3 +667,20 @@ def test_a_restricted_persons_payer_route_dead_letters_until_lifted_the_rest_flo
     memory.lift_restriction(held)
     again = handler.handle_many(records, PersonStates().batch())
     assert all(o.dead_letter is None for o in again)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"v":2}',
+        b'{"v":2,"payer_kind":"UNEMPLOYMENT_FUND","fund_sealed":"not base64!"}',
+        b'{"v":2,"payer_kind":"UNEMPLOYMENT_FUND","fund_sealed":"QUJD"}',
+        b'{"v":2,"payer_kind":7,"fund_sealed":null}',
+        b'{"v":3,"payer_kind":"KELA"}',
+    ],
+)
+def test_a_router_state_that_is_not_one_the_router_writes_is_refused(value: bytes) -> None:
+    from hub.routing.resolve import PersonState
+
+    with pytest.raises(ValueError, match="person state"):
+        PersonState.from_bytes(value)

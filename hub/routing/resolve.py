@@ -116,7 +116,9 @@ class PersonState:
             raise ValueError("not a version 1 or 2 person state")
         payer_kind = value.get("payer_kind")
         if value["v"] == 2:
-            text = value.get("fund_sealed")
+            if "fund_sealed" not in value:
+                raise ValueError("a version 2 person state without fund_sealed")
+            text = value["fund_sealed"]
             if not (payer_kind is None or isinstance(payer_kind, str)) or not (
                 text is None or isinstance(text, str)
             ):
