@@ -30,6 +30,7 @@ from hub.privacy.datakeys import (
     KeyDirectory,
     MemoryPersonKeys,
     StoredKey,
+    context_of,
     encode_stored,
     record_key,
 )
@@ -227,9 +228,7 @@ def test_rotation_rewraps_every_stored_key_and_the_old_version_can_be_retired(
     assert ciphertext_version(newcomer.wrapped) == 2
 
     # The keystore's rotate path: rewrap each stored key (no data key leaves Vault), write it.
-    rewrapped = kek.rewrap(
-        [s.wrapped for s in stored], [key_context(s.subject, s.key_id.bytes) for s in stored]
-    )
+    rewrapped = kek.rewrap([s.wrapped for s in stored], [context_of(s) for s in stored])
     for old, wrapped in zip(stored, rewrapped, strict=True):
         assert kek.is_current(wrapped)
         new = StoredKey(old.subject, old.key_id, wrapped, old.created_at)
@@ -251,7 +250,7 @@ def test_rotation_rewraps_every_stored_key_and_the_old_version_can_be_retired(
 
     # What was not rewrapped is gone with the retired version, and the error says why.
     with pytest.raises(KekError, match=r"item 1 of 1 .*min_decryption_version") as failure:
-        reader.unwrap([stored[0].wrapped], [key_context(stored[0].subject, stored[0].key_id.bytes)])
+        reader.unwrap([stored[0].wrapped], [context_of(stored[0])])
     assert not isinstance(failure.value, KekUnavailable)
     kek.close()
     reader.close()
