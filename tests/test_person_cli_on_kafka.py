@@ -13,12 +13,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerFenced
 from pydantic import SecretStr
 
 from hub.delivery.audit import person_disclosures, read_entries, verify_chains
 from hub.identity import Pseudonymizer
 from hub.identity.hetu import make_test_identity_code
-from hub.privacy.access_log import record_erasures, record_reveal
+from hub.privacy.access_log import record_erasures, record_reveal, write_erasures
 from hub.privacy.keystore import ForgetResult, open_person_keys
 from hub.privacy.person_cli import ERASURE_BASES
 from hub.privacy.sealing import KeyErased
@@ -278,8 +280,9 @@ from hub.privacy.access_log import record_erasures
 from hub.privacy.keystore import ForgetResult
 from hub.settings import HubSettings
 settings = HubSettings()
+first = int(sys.argv[1])  # markers of its own: one receipt per marker
 results = [
-    ForgetResult(uuid.uuid4().hex, (uuid.uuid4(),), datetime.now(UTC), 0, n, ())
+    ForgetResult(uuid.uuid4().hex, (uuid.uuid4(),), datetime.now(UTC), 0, first + n, ())
     for n in range(3)
 ]
 print("ready", flush=True)
@@ -298,14 +301,14 @@ def test_concurrent_writers_of_one_chain_do_not_fork_it(settings: HubSettings) -
     env = hub_environment(settings)
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER],
+            [sys.executable, "-c", WRITER, str(100 * (k + 1))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env={**env, "PYTHONPATH": str(REPO_ROOT)},
             cwd=REPO_ROOT,
         )
-        for _ in range(3)
+        for k in range(3)
     ]
     try:
         for writer in writers:
@@ -321,7 +324,7 @@ def test_concurrent_writers_of_one_chain_do_not_fork_it(settings: HubSettings) -
             await asyncio.gather(
                 *(
                     record_erasures(settings, [_result(uuid.uuid4().hex, 0, n)], "race", "t")
-                    for n in range(6)
+                    for n in range(10, 16)
                 )
             )
 
@@ -342,6 +345,32 @@ def test_concurrent_writers_of_one_chain_do_not_fork_it(settings: HubSettings) -
         return [i.entry["seq"] async for i in read_entries(settings) if i.entry is not None]
 
     assert sorted(asyncio.run(seqs())) == list(range(16))
+
+
+@pytest.mark.parametrize("failure", [KafkaError, ProducerFenced])
+def test_a_commit_whose_answer_is_lost_is_not_written_twice(
+    settings: HubSettings, monkeypatch: pytest.MonkeyPatch, failure: type[KafkaError]
+) -> None:
+    """The broker commits the receipts, then the writer hears an error (as when a new writer
+    fences a commit under way): the next try finds them on the chain and writes none again,
+    and the receipts still count as written now."""
+    commit = AIOKafkaProducer.commit_transaction
+    failed: list[bool] = []
+
+    async def commit_then_fail(self: AIOKafkaProducer) -> None:
+        await commit(self)
+        if not failed:
+            failed.append(True)
+            raise failure()
+
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", commit_then_fail)
+    results = [_result(uuid.uuid4().hex, 0, n) for n in range(2)]
+    written = asyncio.run(write_erasures(settings, results, "retried"))
+    assert failed == [True]
+    assert [r.written for r in written] == [True, True]
+    report = asyncio.run(verify_chains(settings))
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.chains["person-keys/0"].entries == 2
 
 
 def _chain_entries(settings: HubSettings, subject: str) -> list[dict[str, object]]:

@@ -429,14 +429,20 @@ async def _write_chain(
 async def _write_chain_fenced(
     settings: HubSettings, chain: str, items: Sequence[tuple[Disclosure, int]], once: bool
 ) -> set[str]:
-    """One try after another until no other process's writer of the chain fenced this one."""
+    """One try after another until no other process's writer of the chain fenced this one.
+
+    A commit that fails (fenced, or ``UNKNOWN_SERVER_ERROR`` from the coordinator when a new
+    writer fences a commit under way) may still have landed: every later try reads the chain
+    after fencing and leaves out what it holds."""
     last: BaseException | None = None
+    uncertain: set[str] = set()  # ids of a commit that failed and may have been committed
     for attempt in range(FENCED_TRIES):
         producer = make_producer(
             settings,
             client_id="te-hub-access-log",
             transactional_id=f"{settings.writer_id_prefix}-disclosures-{chain}",
         )
+        committing = False
         await producer.start()  # init: an earlier writer of this chain is fenced from here on
         try:
             disclosures = DisclosureLog(settings, producer)
@@ -449,14 +455,20 @@ async def _write_chain_fenced(
                     await asyncio.gather(
                         *(disclosures.record(entry, p, chain_name=chain) for entry, p in todo)
                     )
+                    committing = True
             await disclosures.stop()
-            return {str(e.event_id) for e, _ in items if str(e.event_id) in held}
-        except ProducerFenced as error:  # another writer of the chain started meanwhile
+            return {str(e.event_id) for e, _ in items if str(e.event_id) in held - uncertain}
+        except KafkaError as error:
+            if not (committing or isinstance(error, ProducerFenced)):
+                raise  # not a race of this chain's writers
             last = error
-            log.warning("access_log.fenced", chain=chain, attempt=attempt + 1)
-            await asyncio.sleep(random.uniform(0, min(3.0, 0.1 * 2**attempt)))
+            if committing:  # a commit whose answer was lost is fenced too: it may have landed
+                once = True
+                uncertain |= {str(e.event_id) for e, _ in todo}
         finally:
             await producer.stop()
+        log.warning("access_log.fenced", chain=chain, attempt=attempt + 1, error=str(last))
+        await asyncio.sleep(random.uniform(0, min(3.0, 0.1 * 2**attempt)))
     raise KafkaError(f"disclosure chain {chain}: fenced {FENCED_TRIES} times ({last})")
 
 
