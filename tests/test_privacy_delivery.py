@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
@@ -32,7 +33,7 @@ from hub.events import CustomerPathEvent
 from hub.identity import Pseudonymizer
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
 from hub.kafka.publisher import encode_event
-from hub.privacy.datakeys import Forgotten, MemoryPersonKeys
+from hub.privacy.datakeys import Forgotten, MemoryPersonKeys, encode_forgotten, record_key
 from hub.privacy.fields import SealedFields
 from hub.privacy.kek import DEV_KEK, KekUnavailable, LocalKeyEncryptionKeys
 from hub.privacy.sealing import DataKey
@@ -65,6 +66,9 @@ class Keys:
 
     def forgotten(self, subject: str) -> Forgotten | None:
         return self.memory.directory.forgotten(subject)
+
+    def is_erased(self, subject: str, key_id: UUID) -> bool:
+        return self.memory.directory.is_erased(subject, key_id)
 
     def restricted(self, subject: str) -> Any:
         return self.memory.directory.restricted(subject)
@@ -288,6 +292,35 @@ async def test_a_person_forgotten_while_their_record_waits_for_a_retry_is_not_se
     [(letter, _)] = _letters(worker)
     assert letter.error_class == "PersonalDataErased"
     assert letter.attempts >= 1
+    worker.stop()
+    await loop
+
+
+async def test_a_forget_by_a_host_whose_clock_runs_behind_still_stops_the_retry(
+    settings: HubSettings, config: RoutesConfig, statements: list[CustomerPathEvent]
+) -> None:
+    """The forgotten marker says a time before the key's creation time (the forgetting host's
+    clock behind the writer's), but it came after the key record: the key is erased, and the
+    record waiting for its retry is a dead letter, not sent."""
+    keys = Keys()
+    [record] = _outbox(settings, config, statements[:1], keys)
+    receiver = Receiver()
+    receiver.answer = 503
+    worker = _worker(settings, config, receiver, keys)
+    loop = asyncio.create_task(worker._dispatch_loop())
+    await _feed(worker, [record])
+    await _until(lambda: worker.stats.retried >= 1, "a retry")
+    subject = statements[0].envelope.subject
+    [key] = keys.memory.directory.stored(subject)
+    mark = Forgotten(subject, key.created_at - timedelta(minutes=10), "clock behind")
+    keys.memory.directory.apply(record_key(subject, "forgotten"), encode_forgotten(mark))
+    receiver.answer = 200
+    await _until(lambda: worker.stats.dead_letters == 1, "the dead letter")
+    assert worker.stats.delivered == 0
+    assert len(receiver.bodies) == 1  # the first try only
+    [(letter, _)] = _letters(worker)
+    assert letter.error_class == "PersonalDataErased"
+    assert "data key was erased" in letter.reason
     worker.stop()
     await loop
 

@@ -81,6 +81,9 @@ class CountingKeys:
     def forgotten(self, subject: str) -> Forgotten | None:
         return self.keys.directory.forgotten(subject)
 
+    def is_erased(self, subject: str, key_id: UUID) -> bool:
+        return self.keys.directory.is_erased(subject, key_id)
+
 
 def _keys() -> MemoryPersonKeys:
     return MemoryPersonKeys(LocalKeyEncryptionKeys.from_text(DEV_KEK))

@@ -32,7 +32,7 @@ from hub.inspect.tail import (
     entries_of,
 )
 from hub.privacy import access_log
-from hub.privacy.datakeys import MemoryPersonKeys
+from hub.privacy.datakeys import Forgotten, MemoryPersonKeys, encode_forgotten, record_key
 from hub.privacy.fields import SealedFields
 from hub.privacy.kek import LocalKeyEncryptionKeys, WrappedKey
 from hub.serde import SingleObjectSerializer, default_catalog
@@ -239,6 +239,29 @@ def test_the_keys_of_a_page_are_unwrapped_in_one_call() -> None:
     # A second read finds them unwrapped already.
     _reveal(records, reader)
     assert kek.unwrap_calls == 1
+
+
+def test_a_key_before_the_forgotten_marker_is_erased_whatever_the_clocks_say() -> None:
+    """The marker's time is before the key's creation time (the forgetting host's clock behind
+    the writer's) and its tombstone is not read yet: the key came before the marker, so it is
+    erased; it is not unwrapped and nothing of the person is shown."""
+    [path] = _paths(1, seed=47)
+    subject = path[0].envelope.subject
+    writer = MemoryPersonKeys(LocalKeyEncryptionKeys.from_text(KEK))
+    key = writer.ensure([subject])[subject]
+    [stored] = writer.directory.stored(subject)
+    mark = Forgotten(subject, stored.created_at - timedelta(minutes=10), "clock behind")
+    kek = CountingKek()
+    reader = MemoryPersonKeys(kek)
+    for record, value in [
+        *writer.records,
+        (record_key(subject, "forgotten"), encode_forgotten(mark)),
+    ]:
+        reader.directory.apply(record, value)
+    entries = _reveal(_encode([(e, key) for e in path]), reader)
+    assert kek.unwrapped == 0
+    assert all(e.revealed == () for e in entries)
+    assert any(ERASED_PLACEHOLDER in e.to_json() for e in entries)
 
 
 def test_each_receipt_lists_only_the_fields_revealed_of_that_persons_events(

@@ -329,9 +329,6 @@ class _Pending:
     """Granted personal fields that are sealed in the outbox record: opened for the body."""
     pairs: tuple[KeyPair, ...] = ()
     """The data keys they need: (person, key id)."""
-    keys_used: tuple[tuple[str, datetime], ...] = ()
-    """(person, key created at) of the keys the body was opened with: checked before each
-    attempt, so that a person forgotten while the record waits for a retry is not sent."""
     keys_wait_s: float = 0.0
     personal: bool = False
     """The record holds granted personal fields (checked for a restriction before each
@@ -782,11 +779,6 @@ class DeliveryWorker:
                 why: SealError = opened.error or SealBroken("a sealed value does not open")
                 item.failure = self._key_failure(item, opened.failed, why)
                 continue
-            item.keys_used = tuple(
-                dict.fromkeys(
-                    (key.subject, key.created_at) for key in map(found.get, item.pairs) if key
-                )
-            )
             item.request = self._request(item, opened.record)
 
     async def _await_keys(self, item: _Pending) -> None:
@@ -801,14 +793,15 @@ class DeliveryWorker:
             self._push(item.fetched_at, item)
 
     def _erased_since(self, item: _Pending) -> KeyErased | None:
-        """The person was forgotten after the body was opened (a record waiting for its
-        retry): the body is not sent."""
+        """A key the body was opened with was erased since (a record waiting for its retry):
+        the body is not sent. Erased as the key directory says, by the key record's place
+        before the forgotten marker, not by comparing two hosts' clocks."""
         if self.keys is None:
             return None
-        for subject, created_at in item.keys_used:
-            mark = self.keys.forgotten(subject)
-            if mark is not None and created_at <= mark.forgotten_at:
-                return KeyErased(subject, None, mark.forgotten_at)
+        for subject, key_id in item.pairs:
+            if self.keys.is_erased(subject, key_id):
+                mark = self.keys.forgotten(subject)
+                return KeyErased(subject, key_id, mark.forgotten_at if mark else None)
         return None
 
     def _channel(self, endpoint: str | None) -> _Channel:

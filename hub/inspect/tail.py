@@ -441,8 +441,8 @@ class _FoundKeys:
 
 
 def _page_keys(keys: RevealKeys, wanted: Iterable[tuple[str, UUID]]) -> _FoundKeys:
-    """Look the page's keys up in one batch: keys the directory knows and no forgotten mark
-    erased are unwrapped together; the others get their error without a KEK call (a key the
+    """Look the page's keys up in one batch: keys the directory knows and has not erased are
+    unwrapped together; the others get their error without a KEK call (a key the
     directory does not know after one catch-up of the topic is unknown)."""
     directory = keys.directory
     pairs = list(dict.fromkeys(wanted))
@@ -456,10 +456,11 @@ def _page_keys(keys: RevealKeys, wanted: Iterable[tuple[str, UUID]]) -> _FoundKe
         if not directory.knows(subject, key_id):
             found[(subject, key_id)] = _failure(directory, subject, key_id)
             continue
-        mark = directory.forgotten(subject)
-        created = next(k.created_at for k in directory.stored(subject) if k.key_id == key_id)
-        if mark is not None and created <= mark.forgotten_at:  # tombstone not yet read
-            found[(subject, key_id)] = KeyErased(subject, key_id, mark.forgotten_at)
+        if directory.is_erased(subject, key_id):  # before a forgotten marker, tombstone or not
+            mark = directory.forgotten(subject)
+            found[(subject, key_id)] = KeyErased(
+                subject, key_id, mark.forgotten_at if mark else None
+            )
         else:
             live.append((subject, key_id))
     if live:

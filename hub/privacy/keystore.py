@@ -662,6 +662,9 @@ class KafkaPersonKeys:
     def forgotten(self, subject: str) -> Forgotten | None:
         return self.directory.forgotten(subject)
 
+    def is_erased(self, subject: str, key_id: UUID) -> bool:
+        return self.directory.is_erased(subject, key_id)
+
     def forget(self, subject: str, reason: str) -> ForgetResult:
         """Mark the person forgotten, then tombstone every key they had; both acknowledged."""
         self._check_started()

@@ -240,12 +240,15 @@ KeyPair = tuple[str, UUID]
 
 
 class PersonKeys(Protocol):
-    """What the router and the delivery workers need of the person keys: batch look-up and the
-    forgotten marks (``KafkaPersonKeys`` of :mod:`hub.privacy.keystore`, or a ``KeyDirectory``)."""
+    """What the router and the delivery workers need of the person keys: batch look-up, the
+    forgotten marks and which keys are erased (``KafkaPersonKeys`` of
+    :mod:`hub.privacy.keystore`, or a ``KeyDirectory``)."""
 
     def data_keys(self, pairs: Iterable[KeyPair]) -> dict[KeyPair, DataKey]: ...
 
     def forgotten(self, subject: str) -> Forgotten | None: ...
+
+    def is_erased(self, subject: str, key_id: UUID) -> bool: ...
 
 
 class KeysMisconfigured(KekUnavailable):
