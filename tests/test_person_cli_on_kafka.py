@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from hub.delivery.audit import person_disclosures, read_entries, verify_chains
 from hub.identity import Pseudonymizer
 from hub.identity.hetu import make_test_identity_code
-from hub.privacy.access_log import record_erasures, record_reveal, write_erasures
+from hub.privacy.access_log import record_erasures, record_reveal
 from hub.privacy.keystore import ForgetResult, open_person_keys
 from hub.privacy.person_cli import ERASURE_BASES
 from hub.privacy.sealing import KeyErased
@@ -365,7 +365,7 @@ def test_a_commit_whose_answer_is_lost_is_not_written_twice(
 
     monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", commit_then_fail)
     results = [_result(uuid.uuid4().hex, 0, n) for n in range(2)]
-    written = asyncio.run(write_erasures(settings, results, "retried"))
+    written = asyncio.run(record_erasures(settings, results, "retried"))
     assert failed == [True]
     assert [r.written for r in written] == [True, True]
     report = asyncio.run(verify_chains(settings))

@@ -197,41 +197,14 @@ async def record_erasures(
     basis: str | None = None,
     basis_text: str | None = None,
     recipients: Mapping[str, Sequence[Recipient]] | None = None,
-) -> list[Disclosure]:
-    """Write an ``erased`` receipt per forgotten marker (acks=all); the receipts.
+    once: bool = False,
+) -> list[Recorded]:
+    """Write an ``erased`` receipt per forgotten marker (acks=all); each receipt, and whether
+    it was written now.
 
     ``via`` says what forgot them (``hub person forget``, ``hub person expire: <rule>``);
     ``event_ids`` of a receipt are the ids of the data keys deleted. ``recipients`` (pseudonym →
     receivers) are read from the disclosure log when not given.
-    """
-    return [
-        r.entry
-        for r in await write_erasures(
-            settings,
-            results,
-            reason,
-            via,
-            operator=operator,
-            basis=basis,
-            basis_text=basis_text,
-            recipients=recipients,
-        )
-    ]
-
-
-async def write_erasures(
-    settings: HubSettings,
-    results: Sequence[ForgetResult],
-    reason: str,
-    via: str = "hub person forget",
-    *,
-    operator: str | None = None,
-    basis: str | None = None,
-    basis_text: str | None = None,
-    recipients: Mapping[str, Sequence[Recipient]] | None = None,
-    once: bool = False,
-) -> list[Recorded]:
-    """:func:`record_erasures`, saying of each receipt whether it was written now.
 
     ``once``: for markers written earlier (a receipt that may be there already): a marker whose
     receipt the chain already holds gets none again, checked by the chain's writer after it
@@ -267,14 +240,6 @@ async def write_erasures(
     return [
         Recorded(e, tuple(whom.get(e.subject, ())), str(e.event_id) not in skipped) for e in made
     ]
-
-
-async def record_erasure(
-    settings: HubSettings, result: ForgetResult, reason: str, via: str = "hub person forget"
-) -> Disclosure:
-    """:func:`record_erasures` of one person."""
-    [entry] = await record_erasures(settings, [result], reason, via)
-    return entry
 
 
 async def record_restriction(

@@ -201,13 +201,13 @@ def forget_command(
                 "give --basis (and --reason) to record it"
             )
     assert basis is not None
-    from hub.privacy.access_log import write_erasures
+    from hub.privacy.access_log import record_erasures
 
     via = "hub person forget" + (" --record-only" if record_only else "")
     try:
         [recorded] = run_kafka_command(
             settings,
-            write_erasures(
+            record_erasures(
                 settings,
                 [result],
                 detail,
