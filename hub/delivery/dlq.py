@@ -387,13 +387,13 @@ async def replay(
     """Replay the chosen letters (see the module docstring); already replayed or purged
     letters are skipped, so a second replay never duplicates."""
     report = ReplayReport()
+    router = _RouteAgain(settings)
     producer = None if dry_run else _replay_producer(settings)
     if producer is not None:
         await producer.start()
     try:
         letters = await _current(settings, chosen)
         plans: list[tuple[StoredLetter, list[OutboxWrite]]] = []
-        router = _RouteAgain(settings)
         for letter in letters:
             if letter.status is not LetterStatus.PENDING:
                 report.skipped.append((letter, f"already {letter.status.value}"))
@@ -426,6 +426,7 @@ async def replay(
         for letter, writes in plans:
             report.replayed.append((letter, [w.topic for w in writes]))
     finally:
+        router.close()
         if producer is not None:
             await producer.stop()
     for letter, topics in report.replayed:
@@ -556,3 +557,8 @@ class _RouteAgain:
         if not writes:
             raise _NotReplayable("no route wants this event now (nothing to replay)")
         return writes
+
+    def close(self) -> None:
+        """Close the person keys the handler opened (a follower thread of the key topic)."""
+        if self._handler is not None:
+            self._handler.close()
