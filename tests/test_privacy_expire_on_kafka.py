@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -37,6 +33,7 @@ from hub.identity import Pseudonymizer
 from hub.kafka.reading import read_topic
 from hub.kafka.topics import ensure_topics
 from hub.privacy.kek import LocalKeyEncryptionKeys
+from hub.privacy.keystore import open_person_keys
 from hub.privacy.sealing import KeyErased
 from hub.reporting.store import ReportingStore
 from hub.rules.retention import retention_rule
@@ -96,27 +93,6 @@ class World:
     no_spell: str = ""
 
 
-@contextlib.contextmanager
-def started_person_keys(settings: HubSettings) -> Iterator[Any]:
-    """The person keys started (a start just after the topic was made is tried again)."""
-    from hub.privacy.keystore import KafkaPersonKeys
-
-    for attempt in range(5):
-        keys = KafkaPersonKeys(settings, LocalKeyEncryptionKeys.from_text(KEK))
-        try:
-            keys.start(30)
-            break
-        except Exception:
-            keys.close()
-            if attempt == 4:
-                raise
-            time.sleep(1)
-    try:
-        yield keys
-    finally:
-        keys.close()
-
-
 @pytest.fixture
 def world(kafka_bootstrap: str, tmp_path: Path) -> World:
     settings = settings_for(
@@ -145,7 +121,7 @@ def world(kafka_bootstrap: str, tmp_path: Path) -> World:
     with ReportingStore(path) as store:
         assert store.load_events(store_events) == len(store_events)
     subjects = [r.envelope.subject for r in registrations]
-    with started_person_keys(settings) as keys:
+    with open_person_keys(settings, LocalKeyEncryptionKeys.from_text(KEK)) as keys:
         made = keys.ensure(subjects)
     return World(
         settings, path, subjects[0], subjects[1], subjects[2],
@@ -196,7 +172,7 @@ def test_only_the_person_whose_relationship_ended_long_ago_is_forgotten(world: W
     assert "1 with an open spell, 1 within the retention period" in dry.stdout
     for subject in (world.old, world.recent, world.open, world.no_spell):
         assert subject not in dry.stdout + dry.stderr  # counts only
-    with started_person_keys(world.settings) as keys:
+    with open_person_keys(world.settings, LocalKeyEncryptionKeys.from_text(KEK)) as keys:
         assert keys.forgotten(world.old) is None  # the dry run forgot nobody
         assert keys.forgotten(world.no_spell) is None
 
@@ -206,7 +182,7 @@ def test_only_the_person_whose_relationship_ended_long_ago_is_forgotten(world: W
     assert "erasures recorded" in done.stdout
     assert "forgot 2 person(s), erasures recorded (2 forgotten so far)" in done.stderr
 
-    with started_person_keys(world.settings) as keys:
+    with open_person_keys(world.settings, LocalKeyEncryptionKeys.from_text(KEK)) as keys:
         mark = keys.forgotten(world.old)
         assert mark is not None
         assert mark.reason == rule.reason()

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +42,7 @@ from hub.kafka.topics import ensure_topics
 from hub.privacy.datakeys import RESTRICTED, Restricted, encode_restricted, record_key
 from hub.privacy.fields import SEALED_PLACEHOLDER, SealedFields
 from hub.privacy.kek import LocalKeyEncryptionKeys
+from hub.privacy.keystore import open_person_keys
 from hub.privacy.sealing import DataKey, seal_value
 from hub.serde import SingleObjectSerializer
 from hub.settings import HubSettings
@@ -159,7 +158,7 @@ def log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Log:
     fields = SealedFields()
     records: list[tuple[str, bytes]] = []
     kek = LocalKeyEncryptionKeys.from_text(KEK)
-    with started_person_keys(settings, kek) as keys:
+    with open_person_keys(settings, kek) as keys:
         got = keys.ensure([p[0].envelope.subject for p in (live, forgotten, restricted)])
         for event in plain + plain_forgotten:  # written before field encryption
             records.append(
@@ -200,19 +199,6 @@ async def _restrict(settings: HubSettings, subject: str) -> None:
         )
     finally:
         await producer.stop()
-
-
-@contextlib.contextmanager
-def started_person_keys(settings: HubSettings, kek: Any) -> Iterator[Any]:
-    """The person keys started (start waits itself for a topic it has just created)."""
-    from hub.privacy.keystore import KafkaPersonKeys
-
-    keys = KafkaPersonKeys(settings, kek)
-    try:
-        keys.start(30)
-        yield keys
-    finally:
-        keys.close()
 
 
 def _tail(log: Log, *extra: str, **variables: str) -> subprocess.CompletedProcess[str]:
