@@ -40,6 +40,9 @@ from hub.events.sensitivity import sensitive_fields
 from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
 from hub.kafka.publisher import encode_event
 from hub.kafka.topics import outbox_topic, topic_specs
+from hub.privacy import access_log
+from hub.privacy.keystore import ForgetResult, RestrictionResult
+from hub.privacy.sealing import DataKey
 from hub.routing.projection import project, projected_schema
 from hub.routing.resolve import PersonState
 from hub.routing.routes import RoutesConfig, Transport, load_routes
@@ -396,7 +399,6 @@ def test_json_channels_describe_what_the_hub_writes(document: dict[str, Any]) ->
         "disclosures": encode_entry(chained_entry(disclosure, "kela/3", 0, "0" * 64, now)),
         "ingest-receipts": encode_receipt(Receipt("client:key", uuid4(), "d" * 64, False)),
         "source-positions": encode_position(SourcePosition("poller:x", "cursor-17")),
-        "router-state": PersonState("UNEMPLOYMENT_FUND", "ote").to_bytes(),
     }
     for channel, value in written.items():
         (message,) = _messages(document, channel).values()
@@ -404,6 +406,58 @@ def test_json_channels_describe_what_the_hub_writes(document: dict[str, Any]) ->
         validator = _json_validator(document, message["payload"])
         validator.validate(json.loads(value))
         assert not validator.is_valid({**json.loads(value), "unexpected": 1}), channel
+
+
+async def test_privacy_receipts_and_the_sealed_router_state_are_described(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Erasure, restriction and reveal receipts as :mod:`hub.privacy.access_log` builds them
+    (its writer replaced by a list), and the router state with its fund code sealed or not
+    kept, each valid against its message; nothing else is."""
+    written: list[Disclosure] = []
+
+    async def no_log(settings: HubSettings) -> None:
+        return None
+
+    async def keep(settings: HubSettings, chain: str, items: Any, **_: Any) -> set[str]:
+        written.extend(entry for entry, _ in items)
+        return set()
+
+    monkeypatch.setattr(access_log, "_ensure_log", no_log)
+    monkeypatch.setattr(access_log, "_write_chain", keep)
+    settings = settings_for("127.0.0.1:1")
+    now = datetime.now(UTC)
+    subject = "0" * 32
+    forgotten = ForgetResult(subject, (uuid4(),), now, 2, 41, ())
+    await access_log.record_erasures(
+        settings, [forgotten], "case 17", basis="order", operator="op", recipients={subject: []}
+    )
+    restricted = RestrictionResult(subject, now, 2, 42, "accuracy-contested", None)
+    await access_log.record_restriction(settings, restricted, operator="op", recipients=[])
+    await access_log.record_reveal(
+        settings, "op", [subject], [uuid4()], ["payload.last_name"], "the customer asked"
+    )
+    assert [str(e.status) for e in written] == ["erased", "restricted", "revealed"]
+    (message,) = _messages(document, "disclosures").values()
+    receipts = _json_validator(document, message["payload"])
+    for entry in written:
+        value = json.loads(encode_entry(chained_entry(entry, "person-keys/2", 0, "0" * 64, now)))
+        receipts.validate(value)
+        assert not receipts.is_valid({**value, "status": "shown"})
+
+    key = DataKey(subject, uuid4(), bytes(32), now)
+    fund = PersonState("UNEMPLOYMENT_FUND", "ote")
+    states = _messages(document, "router-state")
+    for name, value in (
+        ("RouterPersonStateSealed", fund.to_bytes(key, subject)),
+        ("RouterPersonStateSealed", fund.to_bytes(None, subject)),  # the key not had
+        ("RouterPersonState", PersonState("KELA").to_bytes()),
+    ):
+        state = json.loads(value)
+        validator = _json_validator(document, states[name]["payload"])
+        validator.validate(state)
+        assert not validator.is_valid({**state, "fund_code": "ote", "v": 3}), name
+    assert b"ote" not in fund.to_bytes(key, subject)
 
 
 # --- hub asyncapi -----------------------------------------------------------------------------

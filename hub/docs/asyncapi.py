@@ -45,6 +45,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from hub.delivery.disclosure import DisclosureStatus
 from hub.delivery.dlq import (
     MARK_AT_HEADER,
     MARK_HEADER,
@@ -110,13 +111,26 @@ class SourcePosition(_Doc):
 
 
 class RouterPersonState(_Doc):
-    """Who pays the person, as the router learnt it from their events (key: the pseudonym)."""
+    """Who pays the person, as the router learnt it from their events (key: the pseudonym),
+    the fund code in clear: a state without a fund code, or one written before field
+    encryption (a person whose events are plaintext)."""
 
     v: Literal[1] = Field(description="Version of this record's format.")
     payer_kind: PayerKind | None = Field(description="KELA or UNEMPLOYMENT_FUND; null: unknown.")
-    fund_code: str | None = Field(
-        description="Hub code of the paying fund (membership data, GDPR art. 9: only this "
-        "compacted topic holds it, keyed by the pseudonym)."
+    fund_code: str | None = Field(description="Hub code of the paying fund; null: none known.")
+
+
+class RouterPersonStateSealed(_Doc):
+    """Who pays the person, the fund code (membership data, GDPR art. 9) sealed with the
+    person's data key, so that forgetting the person makes it unreadable here too."""
+
+    v: Literal[2] = Field(description="Version of this record's format.")
+    payer_kind: PayerKind | None = Field(description="KELA or UNEMPLOYMENT_FUND; null: unknown.")
+    fund_sealed: str | None = Field(
+        description="The fund's hub code as a sealed value (base64; A5 01, key id, nonce, "
+        "AES-256-GCM), its associated data the state's id and router-state.fund_code; null: "
+        "not kept, because the person's key could not be had (forgotten): their payer routes "
+        "dead-letter with PersonalDataErased."
     )
 
 
@@ -180,12 +194,32 @@ class DisclosureEntry(_Doc):
     legal_basis: dict[str, str] = Field(
         description="Sensitivity class -> legal basis, for the classes present in what was sent."
     )
-    status: Literal["delivered", "dead-lettered"] = Field(description="How the delivery ended.")
+    status: DisclosureStatus = Field(
+        description="How a delivery ended (delivered, dead-lettered), or what was done with "
+        "the person's data: erased (chain person-keys/<partition>), restricted and "
+        "restriction-lifted (the same chains), revealed (chain reveal/<operator>)."
+    )
     attempts: int = Field(ge=1, description="Delivery attempts made.")
     first_attempt_at: AwareDatetime = Field(description="First attempt (UTC).")
     last_attempt_at: AwareDatetime = Field(description="Last attempt (UTC).")
-    outbox_partition: int = Field(ge=0, description="Outbox partition of the record delivered.")
-    outbox_offset: int = Field(ge=0, description="Outbox offset of the record delivered.")
+    outbox_partition: int = Field(
+        ge=-1,
+        description="Outbox partition of the record delivered; of an erasure or restriction "
+        "the person-keys partition of its marker; -1 for a reveal.",
+    )
+    outbox_offset: int = Field(
+        ge=-1, description="Outbox offset of the record delivered, or the marker's offset; -1."
+    )
+    event_ids: list[UUID] | None = Field(
+        default=None,
+        description="Only when given: the events a reveal showed, or the data keys an erasure "
+        "deleted.",
+    )
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="Only in erasure and restriction receipts: operator, basis, reason, the "
+        "marker's topic, partition and offset, and the recipients to notify (GDPR art. 19).",
+    )
     hash: str = Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of this entry (see above).")
 
 
@@ -769,10 +803,14 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
         ),
         key=_pseudonym_key(),
         messages=(
-            _json_message(
-                RouterPersonState,
-                "Person state",
-                "Compact JSON; a null value (tombstone) forgets the person.",
+            _record_message(
+                RouterPersonStateSealed,
+                "Person state, fund code sealed",
+                "Compact JSON; what the router writes for a person whose fund is known.",
+            ),
+            _record_message(RouterPersonState, "Person state", "Compact JSON."),
+            _tombstone_message(
+                "RouterStateTombstone", "A null value: the router forgets the person's state."
             ),
         ),
         operations=(
@@ -789,7 +827,6 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "Reads a partition it takes over to its end (by assignment, read_committed).",
             ),
         ),
-        model=RouterPersonState,
     )
     receipts = Channel(
         id="ingest-receipts",
@@ -869,13 +906,9 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "Restriction marker",
                 "Compact JSON; a tombstone of <pseudonym>/restricted lifts it.",
             ),
-            Message(
-                name="PersonKeyTombstone",
-                title="Tombstone",
-                summary="A null value: deletes the data key, or lifts the restriction.",
-                description="No value (null).",
-                content_type=JSON_CONTENT_TYPE,
-                payload={"type": "null"},
+            _tombstone_message(
+                "PersonKeyTombstone",
+                "A null value: deletes the data key, or lifts the restriction.",
             ),
         ),
         operations=(
@@ -916,6 +949,18 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
     ]
 
 
+def _tombstone_message(name: str, summary: str) -> Message:
+    """The null value of a compacted channel (a tombstone)."""
+    return Message(
+        name=name,
+        title="Tombstone",
+        summary=summary,
+        description="No value (null).",
+        content_type=JSON_CONTENT_TYPE,
+        payload={"type": "null"},
+    )
+
+
 def _record_message(model: type[_Doc], title: str, description: str) -> Message:
     """A JSON message of a channel with several record shapes: its own payload schema."""
     return Message(
@@ -924,8 +969,27 @@ def _record_message(model: type[_Doc], title: str, description: str) -> Message:
         summary=_summary(model),
         description=description,
         content_type=JSON_CONTENT_TYPE,
-        payload=model.model_json_schema(),
+        payload=_inlined(model.model_json_schema()),
     )
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` (an enum, say) put where they are referred to: a message's
+    own payload cannot point into a ``$defs`` of its own inside the document."""
+    defs = schema.pop("$defs", {})
+
+    def put(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return put(defs[ref.removeprefix("#/$defs/")])
+            return {k: put(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [put(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = put(schema)
+    return inlined
 
 
 # --- FastStream -------------------------------------------------------------------------------
