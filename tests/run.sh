@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, format, types, schema compatibility, then pytest (unit tests and
-# integration tests against a real Kafka broker that the test fixture starts). Extra arguments
-# go to pytest, e.g. `bash tests/run.sh -m "not kafka"`.
+# integration tests against a real Kafka broker that the test fixture starts), in two processes.
+# Extra arguments go to one pytest process instead, e.g. `bash tests/run.sh -m "not kafka"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup-venv.sh
@@ -19,5 +19,14 @@ echo "==> mypy (hub, connectors)"
 mypy
 echo "==> schema check (drift from the models, BACKWARD-transitive compatibility)"
 hub schemas check
-echo "==> pytest"
-pytest -ra --durations=10 "$@"
+if [ "$#" -gt 0 ]; then
+  echo "==> pytest $*"
+  pytest -ra --durations=10 "$@"
+else
+  # Two processes (pytest-xdist), each with its own broker, a test file on one of them. The API
+  # fuzz runs apart: schemathesis gives its cases one test id, which xdist cannot share out.
+  echo "==> pytest (two processes, a broker each)"
+  pytest -ra --durations=10 -n 2 --dist loadfile -m "not fuzz"
+  echo "==> pytest: the ingest API fuzz (schemathesis)"
+  pytest -ra -m fuzz
+fi
