@@ -52,6 +52,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from hub.kafka.clients import librdkafka_config
+from hub.kafka.not_ready import ready_soon
 from hub.kafka.topics import TopicSpec, person_keys_spec
 from hub.logging import get_logger
 from hub.privacy.datakeys import (
@@ -87,18 +88,6 @@ WRITE_TIMEOUT_S: Final = 30.0
 ROTATE_BATCH: Final = 500
 #: Unreadable records remembered (with partition and offset) for ``hub keys status``.
 BAD_RECORDS_KEPT: Final = 100
-
-
-#: Errors of a topic whose leaders are still being elected (just created, broker restarting).
-_NOT_READY = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
-)
 
 
 class PersonKeysError(RuntimeError):
@@ -367,10 +356,7 @@ class KafkaPersonKeys:
                 return configs
             except KafkaException as exception:
                 error = exception.args[0]
-                soon = isinstance(error, KafkaError) and (
-                    error.retriable() or error.code() in _NOT_READY
-                )
-                if not soon or time.monotonic() + delay > deadline:
+                if not ready_soon(exception) or time.monotonic() + delay > deadline:
                     raise PersonKeysError(
                         f"configs of person-keys topic {name} not readable: {error}"
                     ) from None
@@ -478,10 +464,7 @@ class KafkaPersonKeys:
                         break
                     except KafkaException as exception:
                         error = exception.args[0]
-                        soon = isinstance(error, KafkaError) and (
-                            error.retriable() or error.code() in _NOT_READY
-                        )
-                        if not soon or time.monotonic() > deadline:
+                        if not ready_soon(exception) or time.monotonic() > deadline:
                             raise PersonKeysError(
                                 f"end of {self.topic} partition {partition} unknown: {error}"
                             ) from None

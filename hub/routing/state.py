@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter as PromCounter
 
 from hub.kafka.clients import librdkafka_config
+from hub.kafka.not_ready import ready_soon
 from hub.logging import get_logger
 from hub.routing.resolve import PersonState
 from hub.settings import HubSettings
@@ -111,29 +112,13 @@ class StateBatch:
         self._after = None
 
 
-#: Errors of a topic whose leaders are still being elected (just created, broker restarting).
-_NOT_READY = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
-)
-
-
 def _high_watermark(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
     """The partition's high watermark, asked again while its leader is not ready yet."""
     while True:
         try:
             return consumer.get_watermark_offsets(partition, timeout=5)[1]
         except KafkaException as exception:
-            error = exception.args[0]
-            ready_soon = isinstance(error, KafkaError) and (
-                error.retriable() or error.code() in _NOT_READY
-            )
-            if not ready_soon or time.monotonic() > deadline:
+            if not ready_soon(exception) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
 
