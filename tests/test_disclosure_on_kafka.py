@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 from hub.delivery import disclosure as disclosure_module
@@ -29,13 +30,17 @@ from hub.delivery.disclosure import (
     encode_entry,
     entry_hash,
     partition_for_key,
+    recover_head,
 )
 from hub.identity import Pseudonymizer, make_test_identity_code
-from hub.kafka.clients import make_producer
-from hub.kafka.reading import read_topic
+from hub.kafka.clients import make_consumer, make_producer
+from hub.kafka.reading import read_topic, settled_end
 from hub.kafka.topics import ensure_topics
+from hub.privacy import access_log
+from hub.privacy.access_log import erasure_entry
+from hub.privacy.keystore import ForgetResult
 from hub.settings import HubSettings
-from tests.conftest import REPO_ROOT, hub_environment
+from tests.conftest import REPO_ROOT, hub_environment, settings_for
 from tests.hub_process import hub_command
 
 pytestmark = pytest.mark.kafka
@@ -182,6 +187,60 @@ def _hub_with_stdin(
         timeout=60,
         check=False,
     )
+
+
+async def test_an_open_transaction_of_another_chain_does_not_hide_a_head_committed_after_it(
+    kafka_bootstrap: str,
+) -> None:
+    """Two chains on one partition: another writer's transaction opens, then an erasure receipt
+    of chain person-keys/0 is committed behind it. A reader stopping at the last stable offset
+    would find no head (and fork the chain) and miss the receipt (and write it twice); the
+    readers wait until the open transaction is decided, then see both."""
+    settings = settings_for(kafka_bootstrap, partitions=1)
+    await ensure_topics(settings)
+    other = make_producer(settings, transactional_id=f"{settings.writer_id_prefix}-other-chain")
+    await other.start()
+    try:
+        await other.begin_transaction()
+        await other.send_and_wait(settings.topic_disclosures, b"{}", key=b"reveal/op", partition=0)
+        # A receipt of chain person-keys/0 committed behind the open transaction (by a writer
+        # that knew the chain's head already).
+        forgotten = ForgetResult("a" * 32, (uuid.uuid4(),), datetime.now(UTC), 0, 7, ())
+        receipt = erasure_entry(forgotten, "case 1", "test", settings.topic_person_keys)
+        value = encode_entry(
+            chained_entry(receipt, "person-keys/0", 0, "0" * 64, datetime.now(UTC))
+        )
+        chain = make_producer(settings, transactional_id=f"{settings.writer_id_prefix}-chain")
+        await chain.start()
+        try:
+            async with chain.transaction():
+                await chain.send_and_wait(
+                    settings.topic_disclosures, value, key=b"person-keys/0", partition=0
+                )
+        finally:
+            await chain.stop()
+        committed = make_consumer(settings, group_id=None)
+        await committed.start()
+        try:
+            tp = TopicPartition(settings.topic_disclosures, 0)
+            assert (await committed.end_offsets([tp]))[tp] == 0  # the last stable offset
+            with pytest.raises(KafkaError, match="a transaction open for over 1 s"):
+                await settled_end(settings, committed, tp, timeout_s=1)
+        finally:
+            await committed.stop()
+
+        async def commit_later() -> None:
+            await asyncio.sleep(1.5)
+            await other.commit_transaction()
+
+        later = asyncio.create_task(commit_later())
+        seq, _ = await recover_head(settings, "person-keys/0", 0)
+        await later
+        assert seq == 0  # the head, not a new chain
+        held = await access_log._chain_event_ids(settings, "person-keys/0")
+        assert held == {str(receipt.event_id)}
+    finally:
+        await other.stop()
 
 
 async def test_audit_verify_and_person_commands(hub_settings: HubSettings, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from hub.intake.convert import canonical_json
 from hub.kafka.clients import make_consumer, make_producer
+from hub.kafka.reading import settled_end
 from hub.kafka.topics import partition_ids
 from hub.logging import get_logger
 from hub.settings import HubSettings
@@ -402,7 +403,9 @@ async def recover_head(settings: HubSettings, key: str, partition: int) -> tuple
     try:
         consumer.assign([tp])
         start = (await consumer.beginning_offsets([tp]))[tp]
-        end = (await consumer.end_offsets([tp]))[tp]
+        # Past any transaction of another chain that is open on the partition: the head may
+        # have been committed after it.
+        end = await settled_end(settings, consumer, tp)
         window = HEAD_SEARCH_WINDOW
         upper = end
         while upper > start:

@@ -7,14 +7,52 @@ the consumer position, which also moves past transaction markers that carry no r
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable
+from typing import Any, Final
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from hub.kafka.clients import make_consumer
 from hub.kafka.topics import partition_ids
 from hub.settings import HubSettings
+
+#: How long :func:`settled_end` waits for transactions open on a partition to be decided: past
+#: the producers' transaction timeout (aiokafka's 60 s), after which the broker aborts them.
+SETTLE_TIMEOUT_S: Final = 90.0
+
+
+async def settled_end(
+    settings: HubSettings,
+    consumer: Any,
+    tp: TopicPartition,
+    timeout_s: float = SETTLE_TIMEOUT_S,
+) -> int:
+    """The end of ``tp`` up to which a read_committed ``consumer`` sees every record written so
+    far: the high watermark, once no transaction open below it is undecided.
+
+    A read_committed consumer's end offset is the last stable offset, which stops at the first
+    open transaction of *any* producer: a reader that stops there misses records committed
+    after it (another writer's transaction on the same partition). KafkaError when a
+    transaction stays open past ``timeout_s``."""
+    probe = make_consumer(settings, group_id=None, isolation_level="read_uncommitted")
+    await probe.start()
+    try:
+        high: int = (await probe.end_offsets([tp]))[tp]
+    finally:
+        await probe.stop()
+    deadline = time.monotonic() + timeout_s
+    while (stable := (await consumer.end_offsets([tp]))[tp]) < high:
+        if time.monotonic() > deadline:
+            raise KafkaError(
+                f"{tp.topic} partition {tp.partition}: a transaction open for over "
+                f"{timeout_s:.0f} s holds back offsets {stable}-{high}"
+            )
+        await asyncio.sleep(0.1)
+    return high
 
 
 async def read_topic(

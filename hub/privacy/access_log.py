@@ -50,6 +50,7 @@ from hub.delivery.disclosure import (
 )
 from hub.events.sensitivity import Sensitivity
 from hub.kafka.clients import make_consumer, make_producer
+from hub.kafka.reading import settled_end
 from hub.kafka.topics import ensure_topics, partition_ids
 from hub.logging import get_logger
 from hub.privacy.keystore import ForgetResult, RestrictionResult
@@ -446,7 +447,7 @@ async def _chain_event_ids(settings: HubSettings, chain: str) -> set[str]:
     found: set[str] = set()
     try:
         consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
+        end = await settled_end(settings, consumer, tp)  # another chain's transaction decided
         await consumer.seek_to_beginning(tp)
         key = chain.encode()
         while await consumer.position(tp) < end:
