@@ -41,6 +41,7 @@ from hub.kafka.dead_letters import DeadLetter, DeadLetterStage
 from hub.kafka.publisher import encode_event
 from hub.kafka.topics import outbox_topic, topic_specs
 from hub.privacy import access_log
+from hub.privacy.datakeys import Restricted
 from hub.privacy.keystore import ForgetResult, RestrictionResult
 from hub.privacy.sealing import DataKey
 from hub.routing.projection import project, projected_schema
@@ -434,10 +435,17 @@ async def test_privacy_receipts_and_the_sealed_router_state_are_described(
     )
     restricted = RestrictionResult(subject, now, 2, 42, "accuracy-contested", None)
     await access_log.record_restriction(settings, restricted, operator="op", recipients=[])
+    lifted = RestrictionResult(subject, now, 2, 43, None, Restricted(subject, now, "contested"))
+    await access_log.record_restriction(settings, lifted, operator="op", recipients=[])
     await access_log.record_reveal(
         settings, "op", [subject], [uuid4()], ["payload.last_name"], "the customer asked"
     )
-    assert [str(e.status) for e in written] == ["erased", "restricted", "revealed"]
+    assert [str(e.status) for e in written] == [
+        "erased",
+        "restricted",
+        "restriction-lifted",
+        "revealed",
+    ]
     (message,) = _messages(document, "disclosures").values()
     receipts = _json_validator(document, message["payload"])
     for entry in written:
@@ -456,7 +464,11 @@ async def test_privacy_receipts_and_the_sealed_router_state_are_described(
         state = json.loads(value)
         validator = _json_validator(document, states[name]["payload"])
         validator.validate(state)
-        assert not validator.is_valid({**state, "fund_code": "ote", "v": 3}), name
+        assert not validator.is_valid({**state, "v": 3}), name
+        assert not validator.is_valid({**state, "unexpected": 1}), name
+    sealed = json.loads(fund.to_bytes(key, subject))
+    validator = _json_validator(document, states["RouterPersonStateSealed"]["payload"])
+    assert not validator.is_valid({**sealed, "fund_code": "ote"})  # never in clear beside it
     assert b"ote" not in fund.to_bytes(key, subject)
 
 

@@ -172,7 +172,11 @@ async def letters(hub_settings: HubSettings) -> Letters:
         simulate(SimulationConfig(jobseekers=30, seed=3), Pseudonymizer.from_settings(hub_settings))
     )
     written = Letters(hub_settings)
-    await written.write(RecordHandler(hub_settings, config), paths)
+    handler = RecordHandler(hub_settings, config)
+    try:
+        await written.write(handler, paths)
+    finally:
+        handler.close()  # the person keys it opened (a follower thread)
     return written
 
 

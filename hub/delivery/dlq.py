@@ -426,7 +426,7 @@ async def replay(
         for letter, writes in plans:
             report.replayed.append((letter, [w.topic for w in writes]))
     finally:
-        router.close()
+        await asyncio.to_thread(router.close)  # joins the key follower's thread
         if producer is not None:
             await producer.stop()
     for letter, topics in report.replayed:

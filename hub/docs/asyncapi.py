@@ -117,7 +117,10 @@ class RouterPersonState(_Doc):
 
     v: Literal[1] = Field(description="Version of this record's format.")
     payer_kind: PayerKind | None = Field(description="KELA or UNEMPLOYMENT_FUND; null: unknown.")
-    fund_code: str | None = Field(description="Hub code of the paying fund; null: none known.")
+    fund_code: str | None = Field(
+        description="Hub code of the paying fund (membership data, GDPR art. 9, in clear only "
+        "in states of before field encryption); null: none known."
+    )
 
 
 class RouterPersonStateSealed(_Doc):
@@ -169,28 +172,43 @@ class PersonRestrictedMarker(_Doc):
 
 
 class DisclosureEntry(_Doc):
-    """One receipt of the disclosure log, hash-chained per destination and outbox partition.
+    """One receipt of the disclosure log: a delivery, or an erasure, restriction or reveal of a
+    person's data; hash-chained per chain (destination and outbox partition, ``person-keys/<p>``
+    or ``reveal/<operator>``).
 
     ``hash`` is SHA-256 (hex) of the canonical JSON (RFC 8785) of the entry without ``hash``;
     ``hub audit verify`` walks every chain, ``hub audit person`` answers GDPR art. 15.
     """
 
     v: Literal[1] = Field(description="Version of the entry format.")
-    chain: str = Field(description="<destination>/<outbox partition>: also the record key.")
+    chain: str = Field(
+        description="<destination>/<outbox partition>, person-keys/<person-keys partition> or "
+        "reveal/<operator>: also the record key."
+    )
     seq: int = Field(ge=0, description="Position in the chain: 0, 1, 2, ...")
     prev_hash: str = Field(
         pattern="^[0-9a-f]{64}$", description="hash of the entry before (64 zeros for seq 0)."
     )
     recorded_at: AwareDatetime = Field(description="When the entry was written (UTC).")
-    destination: str = Field(description="The destination the event was delivered to.")
-    endpoint: str | None = Field(
-        description="Directory key of the receiver (fund code, business ID, area code)."
+    destination: str = Field(
+        description="The destination the event was delivered to; person-keys for an erasure "
+        "or restriction, reveal for a reveal."
     )
-    event_id: UUID = Field(description="The event delivered (its webhook-id).")
+    endpoint: str | None = Field(
+        description="Directory key of the receiver (fund code, business ID, area code); the "
+        "operator of a reveal."
+    )
+    event_id: UUID = Field(
+        description="The event delivered (its webhook-id); of an erasure or restriction a "
+        "UUIDv5 of its marker's place, of a reveal one of the reveal and the person."
+    )
     subject: PseudonymStr = Field(description="Person pseudonym; never an identity code.")
     event_type: str = Field(description="Short event type name, e.g. JobseekerRegistered.")
     route: str = Field(description="The route that sent it.")
-    fields: list[str] = Field(description="Dotted paths of the fields sent.")
+    fields: list[str] = Field(
+        description="Dotted paths of the fields sent or revealed; the sensitivity classes "
+        "made unreadable or restricted."
+    )
     legal_basis: dict[str, str] = Field(
         description="Sensitivity class -> legal basis, for the classes present in what was sent."
     )
@@ -217,8 +235,10 @@ class DisclosureEntry(_Doc):
     )
     details: dict[str, Any] | None = Field(
         default=None,
-        description="Only in erasure and restriction receipts: operator, basis, reason, the "
-        "marker's topic, partition and offset, and the recipients to notify (GDPR art. 19).",
+        description="Only in erasure and restriction receipts: operator, basis (null when "
+        "none was given), reason, the data key ids erased, the marker's topic, partition, "
+        "offset and time, whether a restriction was in force before, and the recipients to "
+        "notify (GDPR art. 19).",
     )
     hash: str = Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of this entry (see above).")
 
@@ -764,10 +784,14 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
         title="Disclosure log",
         description=(
             "One receipt per settled delivery: to whom a person's data went, which fields, on "
-            "what legal basis, when. Hash-chained per destination and outbox partition, so an "
-            "altered or removed entry is detected; kept forever (GDPR art. 15)."
+            "what legal basis, when; and one per erasure, restriction and reveal of a person's "
+            "data. Hash-chained per chain, so an altered or removed entry is detected; kept "
+            "forever (GDPR art. 15)."
         ),
-        key=_key_schema("<destination>/<outbox partition>: the chain of the entry."),
+        key=_key_schema(
+            "The chain of the entry: <destination>/<outbox partition>, "
+            "person-keys/<partition> or reveal/<operator>."
+        ),
         messages=(
             _json_message(
                 DisclosureEntry,
@@ -782,6 +806,13 @@ def channels(settings: HubSettings, routes: RoutesConfig) -> list[Channel]:
                 "hub deliver: the delivery workers",
                 "A receipt per delivered or dead-lettered event, acks=all, before the outbox "
                 "offset is committed.",
+            ),
+            Operation(
+                "privacyWritesDisclosures",
+                "send",
+                "hub person forget|restrict|expire, hub tail --reveal",
+                "An erased, restricted, restriction-lifted or revealed receipt, in a transaction "
+                "of the chain's own transactional id (writers of one chain fence each other).",
             ),
             Operation(
                 "auditReadsDisclosures",
