@@ -453,16 +453,10 @@ def _page_keys(keys: RevealKeys, wanted: Iterable[tuple[str, UUID]]) -> _FoundKe
         catch_up()  # once per page, not once per record
     live = []
     for subject, key_id in pairs:
-        if not directory.knows(subject, key_id):
-            found[(subject, key_id)] = _failure(directory, subject, key_id)
-            continue
-        if directory.is_erased(subject, key_id):  # before a forgotten marker, tombstone or not
-            mark = directory.forgotten(subject)
-            found[(subject, key_id)] = KeyErased(
-                subject, key_id, mark.forgotten_at if mark else None
-            )
-        else:
+        if directory.knows(subject, key_id):  # stored and not erased (by its marker's place)
             live.append((subject, key_id))
+        else:
+            found[(subject, key_id)] = _failure(directory, subject, key_id)
     if live:
         batch: Callable[[list[tuple[str, UUID]]], dict[tuple[str, UUID], DataKey]] = getattr(
             keys, "data_keys", directory.data_keys
