@@ -257,7 +257,7 @@ async def _topics(settings: HubSettings) -> set[str]:
 
 @pytest.mark.kafka
 def test_reveal_opens_live_keys_erases_the_forgotten_and_records_the_access(log: Log) -> None:
-    reason = f"test reveal {uuid.uuid4().hex[:8]}"
+    reason = _unique_reason("test reveal")
     done = _tail(log, "--reveal", "--reason", reason, "--operator", "tester-e")
     assert done.returncode == 0, done.stderr
     assert "recorded in the disclosure log" in done.stderr
@@ -350,7 +350,7 @@ async def _reveal_receipts(settings: HubSettings, reason: str) -> dict[str, dict
 def test_reveal_holds_back_the_restricted_and_forgotten_plaintext_and_receipts_are_per_person(
     log: Log,
 ) -> None:
-    reason = f"test held back {uuid.uuid4().hex[:8]}"
+    reason = _unique_reason("test held back")
     done = _tail(log, "--reveal", "--reason", reason, "--operator", "tester-g")
     assert done.returncode == 0, done.stderr
     entries = _entries(done)
@@ -374,6 +374,12 @@ def test_reveal_holds_back_the_restricted_and_forgotten_plaintext_and_receipts_a
         # Exactly the fields that person's events hold (the simulated events say which).
         assert receipts[subject]["fields"] == sorted(_pii_paths(events))
     assert _pii_paths(log.live) != _pii_paths(log.plain)  # a union would overstate one of them
+
+
+def _unique_reason(text: str) -> str:
+    """A reason this test's receipts are found by, its token in letters only: eight random hex
+    digits are now and then all decimal, a phone number the reason check rightly refuses."""
+    return f"{text} {uuid.uuid4().hex[:8].translate(str.maketrans('0123456789', 'ghijklmnop'))}"
 
 
 def _pii_paths(events: list[CustomerPathEvent]) -> set[str]:
